@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point one way:
+// CBLAS ← EVTensor (tensor core, kernels) ← EVCheckpoint (.pt / safetensors, strict loading)
+//   ← EVModel (layers, image encoder, prompt encoder, mask decoder) ← EVPredictor ← evsam (CLI)
+// EVImage (decode / encode / PIL-exact resize) sits beside EVModel and feeds EVPredictor.
+let package = Package(
+  name: "EfficientViTSAM",
+  platforms: [.macOS(.v14)],
+  products: [
+    .executable(name: "evsam", targets: ["evsam"]),
+    .library(name: "EVPredictor", targets: ["EVPredictor"]),
+    .library(name: "EVModel", targets: ["EVModel"]),
+    .library(name: "EVTensor", targets: ["EVTensor"]),
+  ],
+  dependencies: [
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+  ],
+  targets: [
+    .systemLibrary(
+      name: "CBLAS", path: "Sources/CBLAS", pkgConfig: "openblas",
+      providers: [.apt(["libopenblas-dev"])]),
+    .systemLibrary(
+      name: "CPNG", path: "Sources/CPNG", pkgConfig: "libpng",
+      providers: [.apt(["libpng-dev"])]),
+    .systemLibrary(
+      name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
+      providers: [.apt(["libturbojpeg0-dev"])]),
+    .target(
+      name: "EVTensor",
+      dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
+    .target(name: "EVCheckpoint", dependencies: ["EVTensor"]),
+    .target(name: "EVModel", dependencies: ["EVTensor", "EVCheckpoint"]),
+    .target(name: "EVImage", dependencies: ["EVTensor", "CPNG", "CTurboJPEG"]),
+    .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage"]),
+    .executableTarget(
+      name: "evsam",
+      dependencies: [
+        "EVPredictor", "EVModel", "EVImage", "EVCheckpoint",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    .target(name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
+    .testTarget(name: "EVTensorTests", dependencies: ["EVTensor", "TestSupport"]),
+    .testTarget(name: "EVCheckpointTests", dependencies: ["EVCheckpoint", "TestSupport"]),
+    .testTarget(name: "EVModelTests", dependencies: ["EVModel", "TestSupport"]),
+    .testTarget(name: "EVImageTests", dependencies: ["EVImage", "TestSupport"]),
+    .testTarget(name: "EVPredictorTests", dependencies: ["EVPredictor", "TestSupport"]),
+    .testTarget(name: "evsamTests", dependencies: ["evsam", "TestSupport"]),
+  ]
+)

@@ -1,0 +1,29 @@
+/// Everything that can go wrong while reading or verifying a checkpoint. Every case names the
+/// file, and the description is a complete sentence a user can act on.
+public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible {
+  /// The file cannot be opened or read.
+  case unreadable(file: String, reason: String)
+  /// The file is readable but is not a checkpoint in a format we know, or is damaged.
+  case malformed(file: String, reason: String)
+  /// The file is a valid checkpoint that uses something we do not support (opcode, dtype…).
+  case unsupported(file: String, reason: String)
+  /// The checkpoint's keys or shapes do not match the model.
+  case verificationFailed(file: String, problems: [LoadProblem])
+
+  public var description: String {
+    switch self {
+    case .unreadable(let file, let reason): return "\(file): cannot read: \(reason)"
+    case .malformed(let file, let reason): return "\(file): not a valid checkpoint: \(reason)"
+    case .unsupported(let file, let reason): return "\(file): unsupported: \(reason)"
+    case .verificationFailed(let file, let problems):
+      let missing = problems.filter { if case .missing = $0 { true } else { false } }.count
+      let unexpected = problems.filter { if case .unexpected = $0 { true } else { false } }.count
+      let mismatched = problems.count - missing - unexpected
+      var lines = [
+        "\(file): checkpoint does not match the model: \(missing) missing, \(unexpected) unexpected, \(mismatched) shape mismatches"
+      ]
+      lines += problems.map { "  " + $0.description }
+      return lines.joined(separator: "\n")
+    }
+  }
+}

@@ -1,0 +1,2 @@
+import EVModel
+import EVImage

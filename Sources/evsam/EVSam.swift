@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct EVSam: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "evsam",
+    abstract: "EfficientViT-SAM: promptable segmentation on the CPU.",
+    subcommands: [])
+}
