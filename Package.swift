@@ -27,12 +27,15 @@ let package = Package(
     .systemLibrary(
       name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
       providers: [.apt(["libturbojpeg0-dev"])]),
+    // libpng reports errors by longjmp, which must not cross Swift frames: this small C layer
+    // catches them and returns error codes.
+    .target(name: "CImageCodecs", dependencies: ["CPNG"]),
     .target(
       name: "EVTensor",
       dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
     .target(name: "EVCheckpoint", dependencies: ["EVTensor"]),
     .target(name: "EVModel", dependencies: ["EVTensor", "EVCheckpoint"]),
-    .target(name: "EVImage", dependencies: ["EVTensor", "CPNG", "CTurboJPEG"]),
+    .target(name: "EVImage", dependencies: ["EVTensor", "CImageCodecs", "CTurboJPEG"]),
     .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage"]),
     .executableTarget(
       name: "evsam",

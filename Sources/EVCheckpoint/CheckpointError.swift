@@ -1,5 +1,5 @@
-/// Everything that can go wrong while reading or verifying a checkpoint. Every case names the
-/// file, and the description is a complete sentence a user can act on.
+/// Everything that can go wrong while reading, writing or verifying a checkpoint. Every case
+/// names the file, and the description is a complete sentence a user can act on.
 public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible {
   /// The file cannot be opened or read.
   case unreadable(file: String, reason: String)
@@ -9,12 +9,24 @@ public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible
   case unsupported(file: String, reason: String)
   /// The checkpoint's keys or shapes do not match the model.
   case verificationFailed(file: String, problems: [LoadProblem])
+  /// A file cannot be written (SafeTensors.write); nothing is left at the destination.
+  case unwritable(file: String, reason: String)
+
+  /// The file the error is about.
+  public var file: String {
+    switch self {
+    case .unreadable(let file, _), .malformed(let file, _), .unsupported(let file, _),
+      .verificationFailed(let file, _), .unwritable(let file, _):
+      return file
+    }
+  }
 
   public var description: String {
     switch self {
     case .unreadable(let file, let reason): return "\(file): cannot read: \(reason)"
     case .malformed(let file, let reason): return "\(file): not a valid checkpoint: \(reason)"
     case .unsupported(let file, let reason): return "\(file): unsupported: \(reason)"
+    case .unwritable(let file, let reason): return "\(file): cannot write: \(reason)"
     case .verificationFailed(let file, let problems):
       let missing = problems.filter { if case .missing = $0 { true } else { false } }.count
       let unexpected = problems.filter { if case .unexpected = $0 { true } else { false } }.count

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Element types a checkpoint may store. Everything is widened to float32 on load.
-public enum DType: Sendable, Equatable {
+public enum DType: Sendable, Equatable, Hashable, CustomStringConvertible {
   case float32, float16, bfloat16, int64
 
   public var byteSize: Int {
@@ -11,6 +11,18 @@ public enum DType: Sendable, Equatable {
     case .int64: 8
     }
   }
+
+  /// PyTorch's name for the type ("float32", "int64"), as the manifests print it.
+  public var name: String {
+    switch self {
+    case .float32: "float32"
+    case .float16: "float16"
+    case .bfloat16: "bfloat16"
+    case .int64: "int64"
+    }
+  }
+
+  public var description: String { name }
 
   init?(safetensorsName: String) {
     switch safetensorsName {
@@ -22,31 +34,54 @@ public enum DType: Sendable, Equatable {
     }
   }
 
-  /// Decodes `count` little-endian elements from `bytes` (which may be unaligned).
-  func decode(_ bytes: Data, count: Int) -> [Float] {
-    [Float](unsafeUninitializedCapacity: count) { out, n in
-      bytes.withUnsafeBytes { raw in
-        switch self {
-        case .float32:
-          for i in 0..<count {
-            out[i] = Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)))
-          }
-        case .float16:
-          for i in 0..<count {
-            out[i] = halfToFloat(UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)))
-          }
-        case .bfloat16:
-          for i in 0..<count {
-            let bits = UInt16(littleEndian: raw.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
-            out[i] = Float(bitPattern: UInt32(bits) << 16)
-          }
-        case .int64:
-          for i in 0..<count {
-            out[i] = Float(Int64(littleEndian: raw.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)))
-          }
+  var safetensorsName: String {
+    switch self {
+    case .float32: "F32"
+    case .float16: "F16"
+    case .bfloat16: "BF16"
+    case .int64: "I64"
+    }
+  }
+
+  /// Widens `count` little-endian elements to float32: element `i` is read at
+  /// `source + i * stride` bytes (unaligned is fine) and written to `destination[i]`.
+  ///
+  /// One switch per call and plain loops inside, so each case vectorises or at least runs
+  /// without per-element dispatch. Callers guarantee the source range is in bounds.
+  func widen(
+    from source: UnsafeRawPointer, byteStride stride: Int, count: Int,
+    into destination: UnsafeMutablePointer<Float>
+  ) {
+    switch self {
+    case .float32:
+      #if _endian(little)
+        if stride == 4 {
+          memcpy(destination, source, count * 4)
+          return
         }
+      #endif
+      for i in 0..<count {
+        let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: UInt32.self)
+        destination[i] = Float(bitPattern: UInt32(littleEndian: bits))
       }
-      n = count
+    case .float16:
+      for i in 0..<count {
+        let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: UInt16.self)
+        destination[i] = halfToFloat(UInt16(littleEndian: bits))
+      }
+    case .bfloat16:
+      // bfloat16 is the top half of a float32, so widening is a shift and exact.
+      for i in 0..<count {
+        let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: UInt16.self)
+        destination[i] = Float(bitPattern: UInt32(UInt16(littleEndian: bits)) << 16)
+      }
+    case .int64:
+      // Only BatchNorm's num_batches_tracked is stored as int64; counts fit a float exactly
+      // up to 2^24, and beyond that round to nearest as Float(_:) does.
+      for i in 0..<count {
+        let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: Int64.self)
+        destination[i] = Float(Int64(littleEndian: bits))
+      }
     }
   }
 }

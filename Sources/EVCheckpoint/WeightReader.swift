@@ -1,4 +1,5 @@
 import EVTensor
+import Foundation
 
 /// Hands out a model's parameters by checkpoint key while recording every key the model asks
 /// for, so that building a model *is* declaring its parameters.
@@ -31,6 +32,12 @@ public final class WeightReader {
     self.source = tensors
     self.origin = origin
     self.verify = true
+  }
+
+  /// A reader over the checkpoint at `url` (PyTorch archive or safetensors, by content);
+  /// errors name the file.
+  public convenience init(contentsOf url: URL) throws(CheckpointError) {
+    self.init(try Checkpoint.load(contentsOf: url), origin: url.path)
   }
 
   private init() {
@@ -71,7 +78,7 @@ public final class WeightReader {
     var problems: [LoadProblem] = missing.map { .missing(key: $0.key, expected: $0.shape) }
     problems += mismatched
     let unexpected = source.keys.filter { !seen.contains($0) }.sorted()
-    problems += unexpected.map { .unexpected(key: $0, found: source[$0]!.shape) }
+    problems += unexpected.map { .unexpected(key: $0, found: source[$0]?.shape ?? []) }
     if !problems.isEmpty {
       throw CheckpointError.verificationFailed(file: origin, problems: problems)
     }

@@ -5,5 +5,5 @@ struct EVSam: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "evsam",
     abstract: "EfficientViT-SAM: promptable segmentation on the CPU.",
-    subcommands: [])
+    subcommands: [InfoCommand.self, EmbedCommand.self, SegmentCommand.self])
 }

@@ -1,0 +1,144 @@
+import EVTensor
+import Foundation
+
+/// Loads model weights from any supported checkpoint file, whatever its extension says.
+public enum Checkpoint {
+  /// All tensors of the checkpoint at `url`, widened to float32: a PyTorch `torch.save` zip
+  /// archive (a `{"state_dict": …}` wrapper is unwrapped, as the official loader does) or a
+  /// safetensors file. Every problem, from a truncated file to an unsupported dtype, is a
+  /// `CheckpointError` naming the file; nothing is ever loaded partially.
+  public static func load(contentsOf url: URL) throws(CheckpointError) -> [String: Tensor] {
+    try LoadedCheckpoint(contentsOf: url).tensors
+  }
+}
+
+/// A checkpoint's tensors together with what the file said about them.
+public struct LoadedCheckpoint: Sendable {
+  public enum Format: String, Sendable, Equatable, CustomStringConvertible {
+    /// `torch.save`'s zip archive (`.pt`, `.pth`).
+    case pytorch
+    case safetensors
+
+    public var description: String {
+      switch self {
+      case .pytorch: "PyTorch archive"
+      case .safetensors: "safetensors"
+      }
+    }
+  }
+
+  /// Every tensor, widened to float32, by state-dict key.
+  public let tensors: [String: Tensor]
+  /// The keys in the file's order (the state dict's order for PyTorch, data order for
+  /// safetensors).
+  public let keys: [String]
+  /// The element type each tensor was stored with.
+  public let dtypes: [String: DType]
+  public let format: Format
+  /// Safetensors `__metadata__`; empty for PyTorch archives.
+  public let metadata: [String: String]
+  /// The wrapper key the state dict was found under ("state_dict"), or nil if it was the
+  /// file's top-level object.
+  public let unwrappedKey: String?
+
+  init(
+    tensors: [String: Tensor], keys: [String], dtypes: [String: DType], format: Format,
+    metadata: [String: String], unwrappedKey: String?
+  ) {
+    self.tensors = tensors
+    self.keys = keys
+    self.dtypes = dtypes
+    self.format = format
+    self.metadata = metadata
+    self.unwrappedKey = unwrappedKey
+  }
+
+  /// Reads the checkpoint at `url`, memory-mapped. With `verifyChecksums` (the default) every
+  /// PyTorch storage that is loaded is checked against the CRC-32 its archive records.
+  public init(contentsOf url: URL, verifyChecksums: Bool = true) throws(CheckpointError) {
+    let data = try mapFile(url)
+    try self.init(data: data, file: url.path, verifyChecksums: verifyChecksums)
+  }
+
+  /// Reads a checkpoint held in memory; `file` names it in errors.
+  public init(data: Data, file: String, verifyChecksums: Bool = true) throws(CheckpointError) {
+    self = try withBytes(of: data) { (bytes) throws(CheckpointError) -> LoadedCheckpoint in
+      switch try Self.detectFormat(bytes, file: file) {
+      case .pytorch:
+        return try TorchArchive.load(bytes, file: file, verifyChecksums: verifyChecksums)
+      case .safetensors:
+        return try SafeTensors.load(bytes, file: file)
+      }
+    }
+  }
+
+  /// Every element type present, for reporting ("stored as float16").
+  public var storedDTypes: Set<DType> { Set(dtypes.values) }
+
+  /// Decides the format from the first bytes, and explains what a file is when it is neither.
+  static func detectFormat(_ bytes: ByteView, file: String) throws(CheckpointError) -> Format {
+    guard bytes.count > 0 else {
+      throw .malformed(file: file, reason: "the file is empty")
+    }
+    // Local file header, or the end record of an archive with no entries.
+    if bytes.hasBytes([0x50, 0x4B, 0x03, 0x04]) || bytes.hasBytes([0x50, 0x4B, 0x05, 0x06])
+      || bytes.hasBytes([0x50, 0x4B, 0x06, 0x06])
+    {
+      return .pytorch
+    }
+    // Safetensors: an 8-byte header length, then a JSON object.
+    if let length = bytes.u64(0), length >= 2, length <= UInt64(bytes.count - 8),
+      bytes.u8(8) == UInt8(ascii: "{")
+    {
+      return .safetensors
+    }
+    if bytes.u8(0) == 0x80, let protocolVersion = bytes.u8(1), protocolVersion <= 5 {
+      throw .unsupported(
+        file: file,
+        reason: "this is a bare pickle, the legacy torch.save format of PyTorch before 1.6 "
+          + "(or _use_new_zipfile_serialization=False); re-save it with a current PyTorch: "
+          + "torch.save(torch.load(path, weights_only=True), new_path)")
+    }
+    if let length = bytes.u64(0), length > UInt64(bytes.count - 8),
+      length <= UInt64(SafeTensors.maximumHeaderSize), bytes.u8(8) == UInt8(ascii: "{")
+    {
+      throw .malformed(
+        file: file,
+        reason: "the safetensors header is \(length) bytes long but the file has only "
+          + "\(bytes.count) bytes: the file is truncated")
+    }
+    if bytes.count < 10 {
+      throw .malformed(
+        file: file,
+        reason: "the file is only \(bytes.count) bytes, too short for any checkpoint "
+          + "(truncated?)")
+    }
+    throw .malformed(
+      file: file,
+      reason: "neither a PyTorch archive (zip) nor a safetensors file; \(describeContent(bytes))")
+  }
+
+  /// A guess at what a non-checkpoint file is, so the message helps find the mix-up.
+  private static func describeContent(_ bytes: ByteView) -> String {
+    let signatures: [([UInt8], String)] = [
+      ([0x89, 0x50, 0x4E, 0x47], "it looks like a PNG image"),
+      ([0xFF, 0xD8, 0xFF], "it looks like a JPEG image"),
+      ([0x1F, 0x8B], "it looks like a gzip file"),
+      ([0x89, 0x48, 0x44, 0x46], "it looks like an HDF5 file"),
+      ([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59], "it looks like a NumPy .npy file"),
+      ([0x3C, 0x21, 0x44, 0x4F, 0x43], "it looks like an HTML page (a failed download?)"),
+      ([0x3C, 0x68, 0x74, 0x6D, 0x6C], "it looks like an HTML page (a failed download?)"),
+    ]
+    for (magic, text) in signatures where bytes.hasBytes(magic) { return text }
+    let sample = min(bytes.count, 512)
+    var printable = 0
+    for i in 0..<sample {
+      let b = bytes.buffer[i]
+      if b == 0x09 || b == 0x0A || b == 0x0D || (b >= 0x20 && b < 0x7F) || b >= 0x80 { printable += 1 }
+    }
+    if printable == sample {
+      return "it looks like a text file"
+    }
+    return "it starts with bytes \(hexPrefix(bytes, 8))"
+  }
+}

@@ -1,0 +1,232 @@
+import EVTensor
+
+/// The three ways the official `Attention` is used by the two-way transformer, on token-major
+/// buffers: tokens among themselves, tokens attending to the 64×64 image, and the image
+/// attending to the tokens.
+///
+/// Heads are column slices (`h·headDim ..< (h+1)·headDim`) of the projected buffers, so no
+/// head is ever copied out. With only a handful of prompt tokens T, the expensive projections
+/// of the 4096 image tokens can be folded into the token side (`foldsImage`): attention is
+/// linear in the projected image, so `q·(W x + b)` becomes `(q W)·x` plus a per-query constant
+/// that softmax ignores, and `P·(W x + b)` becomes `(P x) Wᵀ + b` because softmax rows sum to
+/// one. That replaces 4096×256×128 projections by 4096×256×(8·T) products, cheaper while
+/// 8·T < 128.
+extension DecoderAttention {
+  /// The image side of a token→image attention.
+  enum ImageKeys {
+    /// Already projected: `k = Wk(keys + pe)` and `v = Wv(keys)`, each N×internalDim.
+    case projected(k: UnsafePointer<Float>, v: UnsafePointer<Float>)
+    /// Raw keys and keys + positional encoding, each N×embedding.
+    case raw(keys: UnsafePointer<Float>, keysPE: UnsafePointer<Float>)
+  }
+
+  /// The image side of an image→token attention.
+  enum ImageQueries {
+    /// Already projected: `q = Wq(keys + pe)`, N×internalDim.
+    case projected(UnsafePointer<Float>)
+    /// Keys + positional encoding, N×embedding.
+    case raw(UnsafePointer<Float>)
+  }
+
+  /// Self-attention of `tokens` rows: `out = Attention(q: qIn, k: kIn, v: vIn)`, all T×embedding.
+  func tokens(
+    q qIn: UnsafePointer<Float>, k kIn: UnsafePointer<Float>, v vIn: UnsafePointer<Float>,
+    count t: Int, into out: UnsafeMutablePointer<Float>
+  ) {
+    let dim = internalDim
+    let d = headDim
+    let qp = DecoderBuffer(count: t * dim)
+    let kp = DecoderBuffer(count: t * dim)
+    let vp = DecoderBuffer(count: t * dim)
+    let scores = DecoderBuffer(count: t * t)
+    let heads = DecoderBuffer(count: t * dim)
+    q.apply(qIn, rows: t, into: qp.base)
+    k.apply(kIn, rows: t, into: kp.base)
+    v.apply(vIn, rows: t, into: vp.base)
+    for h in 0..<Self.heads {
+      DecoderMath.gemm(t, t, d, qp.base + h * d, dim, kp.base + h * d, dim, transB: true, scores.base, t)
+      RowOps.softmax(scores.base, rows: t, cols: t, stride: t, scale: scale)
+      DecoderMath.gemm(t, d, t, scores.base, t, vp.base + h * d, dim, heads.base + h * d, dim)
+    }
+    self.out.apply(heads.base, rows: t, into: out)
+  }
+
+  /// Token→image attention: `out (T×embedding) = Attention(q: qIn, k: keys + pe, v: keys)`.
+  /// `workspace` must hold 8·T·N floats (the scores).
+  func tokensToImage(
+    q qIn: UnsafePointer<Float>, count t: Int, image: ImageKeys, imageTokens n: Int,
+    workspace: DecoderWorkspace, into out: UnsafeMutablePointer<Float>
+  ) {
+    let dim = internalDim
+    let e = embedding
+    let d = headDim
+    let hT = Self.heads * t
+    let qp = DecoderBuffer(count: t * dim)
+    let heads = DecoderBuffer(count: t * dim)
+    q.apply(qIn, rows: t, into: qp.base)
+    let scores = workspace.scores(count: hT * n)
+    switch image {
+    case .projected(let kImg, let vImg):
+      for h in 0..<Self.heads {
+        let s = scores + h * t * n
+        DecoderMath.gemm(t, n, d, qp.base + h * d, dim, kImg + h * d, dim, transB: true, s, n)
+        RowOps.softmax(s, rows: t, cols: n, stride: n, scale: scale)
+        DecoderMath.gemm(t, d, n, s, n, vImg + h * d, dim, heads.base + h * d, dim)
+      }
+    case .raw(let keys, let keysPE):
+      if workspace.foldsImage(tokens: t, internalDim: dim) {
+        // Scores: (q_h Wk_h) · (keys + pe)ᵀ; the q_h·bk_h term is constant per row.
+        let folded = DecoderBuffer(count: hT * e)
+        for h in 0..<Self.heads {
+          DecoderMath.gemm(
+            t, e, d, qp.base + h * d, dim, k.weight.base + h * d * e, e, folded.base + h * t * e, e)
+        }
+        DecoderMath.gemm(hT, n, e, folded.base, e, keysPE, e, transB: true, scores, n)
+        RowOps.softmax(scores, rows: hT, cols: n, stride: n, scale: scale)
+        // Values: (P·keys) Wv_hᵀ + bv_h, reusing `folded` for P·keys.
+        DecoderMath.gemm(hT, e, n, scores, n, keys, e, folded.base, e)
+        for h in 0..<Self.heads {
+          DecoderMath.gemm(
+            t, d, e, folded.base + h * t * e, e, v.weight.base + h * d * e, e, transB: true,
+            heads.base + h * d, dim)
+        }
+        RowOps.biasActivation(
+          heads.base, rows: t, cols: dim, stride: dim, bias: v.bias.base, .identity)
+      } else {
+        let (kImg, vImg) = workspace.imageProjections(internalDim: dim, imageTokens: n)
+        k.apply(keysPE, rows: n, into: kImg)
+        v.apply(keys, rows: n, into: vImg)
+        tokensToImage(
+          q: qIn, count: t, image: .projected(k: kImg, v: vImg), imageTokens: n,
+          workspace: workspace, into: out)
+        return
+      }
+    }
+    self.out.apply(heads.base, rows: t, into: out)
+  }
+
+  /// Image→token attention: `out (N×embedding) = Attention(q: image, k: kIn, v: vIn)` with
+  /// `kIn` (tokens + pe) and `vIn` (tokens) T×embedding. `workspace` must hold N·8·T scores.
+  func imageToTokens(
+    image: ImageQueries, imageTokens n: Int, k kIn: UnsafePointer<Float>,
+    v vIn: UnsafePointer<Float>, count t: Int, workspace: DecoderWorkspace,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    let dim = internalDim
+    let e = embedding
+    let d = headDim
+    let hT = Self.heads * t
+    let folds = workspace.foldsImage(tokens: t, internalDim: dim)
+    let kp = DecoderBuffer(count: t * dim)
+    let vp = DecoderBuffer(count: t * dim)
+    k.apply(kIn, rows: t, into: kp.base)
+    v.apply(vIn, rows: t, into: vp.base)
+    // Scores stored keys-major, (8·T)×N: row h·T + j holds every image token's score for token
+    // j in head h, so the softmax over the T tokens runs down columns, along the long axis.
+    let scores = workspace.scores(count: hT * n)
+    var rowBias: DecoderBuffer?
+    func scoresFrom(projected qImage: UnsafePointer<Float>) {
+      for h in 0..<Self.heads {
+        DecoderMath.gemm(
+          t, n, d, kp.base + h * d, dim, qImage + h * d, dim, transB: true, scores + h * t * n, n)
+      }
+    }
+    switch image {
+    case .projected(let qImage):
+      scoresFrom(projected: qImage)
+    case .raw(let keysPE) where folds:
+      // (k_h Wq_h) · (keys + pe)ᵀ + k_h·bq_h: the bias term varies by token, so it stays.
+      let folded = DecoderBuffer(count: hT * e)
+      let bias = DecoderBuffer(count: hT)
+      for h in 0..<Self.heads {
+        DecoderMath.gemm(
+          t, e, d, kp.base + h * d, dim, q.weight.base + h * d * e, e, folded.base + h * t * e, e)
+        for j in 0..<t {
+          var s: Float = 0
+          for c in 0..<d { s += kp.base[j * dim + h * d + c] * q.bias.base[h * d + c] }
+          bias.base[h * t + j] = s
+        }
+      }
+      DecoderMath.gemm(hT, n, e, folded.base, e, keysPE, e, transB: true, scores, n)
+      rowBias = bias
+    case .raw(let keysPE):
+      let qImage = workspace.imageProjections(internalDim: dim, imageTokens: n).0
+      q.apply(keysPE, rows: n, into: qImage)
+      scoresFrom(projected: qImage)
+    }
+    RowOps.softmaxColumns(
+      scores, groups: Self.heads, rows: t, cols: n, scale: scale,
+      rowBias: rowBias.map { UnsafePointer($0.base) })
+    withExtendedLifetime(rowBias) {}
+    if folds {
+      // out = Σ_h P_h (v_h Wo_hᵀ): one N×(8T) by (8T)×embedding product.
+      let folded = DecoderBuffer(count: hT * e)
+      for h in 0..<Self.heads {
+        DecoderMath.gemm(
+          t, e, d, vp.base + h * d, dim, self.out.weight.base + h * d, dim, transB: true,
+          folded.base + h * t * e, e)
+      }
+      DecoderMath.gemm(n, e, hT, scores, n, transA: true, folded.base, e, out, e)
+      RowOps.biasActivation(out, rows: n, cols: e, stride: e, bias: self.out.bias.base, .identity)
+    } else {
+      let heads = workspace.imageProjections(internalDim: dim, imageTokens: n).1
+      for h in 0..<Self.heads {
+        DecoderMath.gemm(
+          n, d, t, scores + h * t * n, n, transA: true, vp.base + h * d, dim, heads + h * d, dim)
+      }
+      self.out.apply(heads, rows: n, into: out)
+    }
+  }
+}
+
+/// Scratch memory for decoding prompts against one image, reused from prompt to prompt.
+final class DecoderWorkspace {
+  /// Prompts with at most this many tokens use folded image projections.
+  let foldLimit: Int
+  private var scoreBuffer = DecoderBuffer(count: 0)
+  private var projections: (DecoderBuffer, DecoderBuffer)?
+  private var keys = (DecoderBuffer(count: 0), DecoderBuffer(count: 0))
+  private var keysPEBuffer = DecoderBuffer(count: 0)
+  private var named: [String: DecoderBuffer] = [:]
+
+  init(foldLimit: Int) { self.foldLimit = foldLimit }
+
+  func foldsImage(tokens: Int, internalDim: Int) -> Bool {
+    tokens <= foldLimit && tokens * DecoderAttention.heads <= internalDim
+  }
+
+  func scores(count: Int) -> UnsafeMutablePointer<Float> {
+    if scoreBuffer.count < count { scoreBuffer = DecoderBuffer(count: count) }
+    return scoreBuffer.base
+  }
+
+  /// The two N×E buffers the transformer's image tokens alternate between.
+  func keyBuffers(count: Int) -> (UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>) {
+    if keys.0.count < count { keys = (DecoderBuffer(count: count), DecoderBuffer(count: count)) }
+    return (keys.0.base, keys.1.base)
+  }
+
+  /// N×E: image tokens + positional encoding.
+  func keysPE(count: Int) -> UnsafeMutablePointer<Float> {
+    if keysPEBuffer.count < count { keysPEBuffer = DecoderBuffer(count: count) }
+    return keysPEBuffer.base
+  }
+
+  /// Any other reusable buffer, by name.
+  func buffer(_ name: String, count: Int) -> UnsafeMutablePointer<Float> {
+    if let b = named[name], b.count >= count { return b.base }
+    let b = DecoderBuffer(count: count)
+    named[name] = b
+    return b.base
+  }
+
+  /// Two N×internalDim buffers for unfolded image projections.
+  func imageProjections(internalDim: Int, imageTokens n: Int) -> (
+    UnsafeMutablePointer<Float>, UnsafeMutablePointer<Float>
+  ) {
+    if let p = projections, p.0.count >= n * internalDim { return (p.0.base, p.1.base) }
+    let p = (DecoderBuffer(count: n * internalDim), DecoderBuffer(count: n * internalDim))
+    projections = p
+    return (p.0.base, p.1.base)
+  }
+}

@@ -1,0 +1,309 @@
+import EVCheckpoint
+import EVTensor
+
+/// SAM's mask decoder (checkpoint keys `mask_decoder.*`): a two-way transformer between the
+/// prompt tokens and the 64×64 image embedding, then transposed-convolution upscaling and
+/// per-mask hypernetworks that produce 256×256 mask logits, plus an IoU prediction head.
+///
+/// Decoding is split in two: `prepare` does the per-image work once (layout changes, positional
+/// encoding, and the first block's prompt-independent projections), `decode` runs any number of
+/// prompts against it. The image embedding is shared by all prompts, never copied per prompt.
+public struct MaskDecoder: Sendable {
+  public static let multimaskOutputs = 3
+  static let maskTokenCount = multimaskOutputs + 1
+  static let embedding = 256
+  static let side = PromptEncoder.embeddingSide
+  static let imageTokens = side * side
+  static let upscaledChannels = [embedding / 4, embedding / 8]
+  static let maskSide = 4 * side
+
+  let transformer: TwoWayTransformer
+  /// Row 0: the IoU token; rows 1…4: the mask tokens.
+  let outputTokens: DecoderBuffer
+  /// First ConvTranspose2d as a 256 × (4·64) matrix, columns ordered (sub-pixel, channel).
+  let upscale1: DecoderBuffer
+  let upscale1Bias: DecoderBuffer
+  let upscaleNormWeight: DecoderBuffer
+  let upscaleNormBias: DecoderBuffer
+  /// Second ConvTranspose2d as a 64 × (4·32) matrix, columns ordered (sub-pixel, channel).
+  let upscale2: DecoderBuffer
+  let upscale2Bias: DecoderBuffer
+  let hypernetworks: [DecoderMLP]
+  let iouHead: DecoderMLP
+  /// Prompts with at most this many tokens (5 output tokens + points + box corners) fold the
+  /// image-side attention projections into the token side; see `DecoderAttention`. 0 never
+  /// folds (the official operation order), which tests use to check both paths.
+  public let foldedTokenLimit: Int
+
+  /// Declares (and reads) every `mask_decoder.*` key, in the official order.
+  public init(_ scope: WeightScope, foldedTokenLimit: Int = 16) {
+    let e = Self.embedding
+    let (c1, c2) = (Self.upscaledChannels[0], Self.upscaledChannels[1])
+    self.foldedTokenLimit = foldedTokenLimit
+    transformer = TwoWayTransformer(scope["transformer"], embedding: e)
+    let iou = scope["iou_token"].take("weight", shape: [1, e])
+    let masks = scope["mask_tokens"].take("weight", shape: [Self.maskTokenCount, e])
+    outputTokens = DecoderBuffer(iou.storage + masks.storage)
+
+    let up = scope["output_upscaling"]
+    // Sequential indices 2 and 4 are the parameter-free GELUs.
+    let w1 = up[0].take("weight", shape: [e, c1, 2, 2])
+    let b1 = up[0].take("bias", shape: [c1])
+    upscaleNormWeight = DecoderBuffer(up[1].take("weight", shape: [c1]))
+    upscaleNormBias = DecoderBuffer(up[1].take("bias", shape: [c1]))
+    let w2 = up[3].take("weight", shape: [c1, c2, 2, 2])
+    let b2 = up[3].take("bias", shape: [c2])
+    upscale1 = DecoderBuffer(Self.subpixelMajor(w1.storage, inputs: e, outputs: c1))
+    upscale1Bias = DecoderBuffer(b1)
+    upscale2 = DecoderBuffer(Self.subpixelMajor(w2.storage, inputs: c1, outputs: c2))
+    upscale2Bias = DecoderBuffer(Array((0..<4).map { _ in b2.storage }.joined()))
+
+    hypernetworks = (0..<Self.maskTokenCount).map {
+      DecoderMLP(scope["output_hypernetworks_mlps"][$0], input: e, hidden: e, output: c2, depth: 3)
+    }
+    iouHead = DecoderMLP(
+      scope["iou_prediction_head"], input: e, hidden: 256, output: Self.maskTokenCount, depth: 3)
+  }
+
+  /// ConvTranspose2d weight [in, out, 2, 2] → [in, (dy·2 + dx)·out + o].
+  private static func subpixelMajor(_ w: [Float], inputs: Int, outputs: Int) -> [Float] {
+    var r = [Float](repeating: 0, count: w.count)
+    for i in 0..<inputs {
+      for o in 0..<outputs {
+        for s in 0..<4 { r[i * 4 * outputs + s * outputs + o] = w[(i * outputs + o) * 4 + s] }
+      }
+    }
+    return r
+  }
+
+  /// Per-image state for `decode`.
+  ///
+  /// - Parameters:
+  ///   - imageEmbedding: 1×256×64×64, the image encoder's output.
+  ///   - imagePE: 1×256×64×64, the prompt encoder's `getDensePE()`.
+  ///   - noMaskEmbedding: the prompt encoder's `noMaskEmbedding`. When given, the first
+  ///     block's image projections for prompts without a mask input are computed here, once,
+  ///     instead of for every prompt.
+  public func prepare(imageEmbedding: Tensor, imagePE: Tensor, noMaskEmbedding: Tensor?)
+    -> DecoderImage
+  {
+    let e = Self.embedding
+    let n = Self.imageTokens
+    let shape = [1, e, Self.side, Self.side]
+    precondition(imageEmbedding.shape == shape, "MaskDecoder: image embedding must be \(shape), got \(imageEmbedding.shape)")
+    precondition(imagePE.shape == shape, "MaskDecoder: positional encoding must be \(shape), got \(imagePE.shape)")
+    let tokens = Self.tokenMajor(imageEmbedding)
+    let pe = Self.tokenMajor(imagePE)
+    guard let noMaskEmbedding else {
+      return DecoderImage(embedding: tokens, positional: pe, shared: nil)
+    }
+    precondition(noMaskEmbedding.count == e, "MaskDecoder: no-mask embedding must have \(e) values")
+    let keys = DecoderBuffer(count: n * e)
+    let keysPE = DecoderBuffer(count: n * e)
+    for p in 0..<n {
+      for c in 0..<e {
+        keys.base[p * e + c] = tokens.base[p * e + c] + noMaskEmbedding.storage[c]
+        keysPE.base[p * e + c] = keys.base[p * e + c] + pe.base[p * e + c]
+      }
+    }
+    let first = transformer.layers[0]
+    let dim = first.tokensToImage.internalDim
+    let k = DecoderBuffer(count: n * dim)
+    let v = DecoderBuffer(count: n * dim)
+    let q = DecoderBuffer(count: n * first.imageToTokens.internalDim)
+    first.tokensToImage.k.apply(keysPE.base, rows: n, into: k.base)
+    first.tokensToImage.v.apply(keys.base, rows: n, into: v.base)
+    first.imageToTokens.q.apply(keysPE.base, rows: n, into: q.base)
+    return DecoderImage(
+      embedding: tokens, positional: pe,
+      shared: .init(noMask: noMaskEmbedding.storage, keys: keys, k: k, v: v, q: q))
+  }
+
+  /// 1×C×H×W → (H·W)×C.
+  private static func tokenMajor(_ t: Tensor) -> DecoderBuffer {
+    let (c, n) = (t.shape[1], t.shape[2] * t.shape[3])
+    let b = DecoderBuffer(count: n * c)
+    t.withUnsafeBufferPointer { src in
+      for ch in 0..<c {
+        for p in 0..<n { b.base[p * c + ch] = src[ch * n + p] }
+      }
+    }
+    return b
+  }
+
+  /// Decodes a batch of B prompts (all with the same number of sparse tokens) against one image.
+  /// With `multimask` the three multimask outputs (tokens 1…3) are returned, else token 0.
+  public func decode(_ image: DecoderImage, prompts: PromptEmbeddings, multimask: Bool)
+    -> MaskDecoderOutput
+  {
+    let e = Self.embedding
+    let n = Self.imageTokens
+    let sparse = prompts.sparse
+    precondition(
+      sparse.rank == 3 && sparse.shape[2] == e, "MaskDecoder: sparse embeddings must be B×N×\(e), got \(sparse.shape)")
+    let batch = sparse.shape[0]
+    let t = Self.maskTokenCount + 1 + sparse.shape[1]
+    let selected = multimask ? Array(1...Self.multimaskOutputs) : [0]
+    let outputs = selected.count
+    let plane = Self.maskSide * Self.maskSide
+    if case .masks(let m) = prompts.dense {
+      precondition(
+        m.shape == [batch, e, Self.side, Self.side], "MaskDecoder: dense embeddings must be \([batch, e, Self.side, Self.side]), got \(m.shape)")
+    }
+    let workspace = DecoderWorkspace(foldLimit: foldedTokenLimit)
+    var iou = [Float](repeating: 0, count: batch * outputs)
+    let masks = Tensor(uninitializedShape: [batch, outputs, Self.maskSide, Self.maskSide]) { out in
+      let queries = DecoderBuffer(count: t * e)
+      let tokenPE = DecoderBuffer(count: t * e)
+      let hyper = DecoderBuffer(count: outputs * Self.upscaledChannels[1])
+      let iouAll = DecoderBuffer(count: Self.maskTokenCount)
+      for b in 0..<batch {
+        // Tokens: IoU token, mask tokens, then this prompt's sparse embeddings.
+        tokenPE.base.update(from: outputTokens.base, count: Self.maskTokenCount * e + e)
+        sparse.withUnsafeBufferPointer { s in
+          let rows = sparse.shape[1]
+          (tokenPE.base + (Self.maskTokenCount + 1) * e).update(
+            from: s.baseAddress! + b * rows * e, count: rows * e)
+        }
+        queries.base.update(from: tokenPE.base, count: t * e)
+
+        let state = imageState(image, dense: prompts.dense, prompt: b, workspace: workspace)
+        let keys = transformer(
+          queries: queries.base, tokenPE: tokenPE.base, count: t, image: state,
+          imagePE: image.positional.base, imageTokens: n, workspace: workspace)
+
+        iouHead.apply(queries.base, ldx: e, rows: 1, into: iouAll.base)
+        for (j, m) in selected.enumerated() {
+          iou[b * outputs + j] = iouAll.base[m]
+          hypernetworks[m].apply(
+            queries.base + (1 + m) * e, ldx: e, rows: 1,
+            into: hyper.base + j * Self.upscaledChannels[1])
+        }
+        upscaleMasks(
+          keys, hyper: hyper.base, count: outputs, workspace: workspace,
+          into: out.baseAddress! + b * outputs * plane)
+      }
+    }
+    return MaskDecoderOutput(
+      masks: masks, iouPredictions: Tensor(shape: [batch, outputs], storage: iou))
+  }
+
+  /// The official call: embeddings in, masks and IoU predictions out, nothing cached.
+  public func callAsFunction(
+    imageEmbeddings: Tensor, imagePE: Tensor, sparsePromptEmbeddings: Tensor,
+    densePromptEmbeddings: DenseEmbedding, multimaskOutput: Bool
+  ) -> MaskDecoderOutput {
+    let image = prepare(imageEmbedding: imageEmbeddings, imagePE: imagePE, noMaskEmbedding: nil)
+    return decode(
+      image, prompts: PromptEmbeddings(sparse: sparsePromptEmbeddings, dense: densePromptEmbeddings),
+      multimask: multimaskOutput)
+  }
+
+  /// The first block's image side for prompt `b`: the per-image cache when the prompt has no
+  /// mask input, else embedding + dense embedding (and + positional encoding) built here.
+  private func imageState(
+    _ image: DecoderImage, dense: DenseEmbedding, prompt b: Int, workspace: DecoderWorkspace
+  ) -> ImageState {
+    let e = Self.embedding
+    let n = Self.imageTokens
+    if case .noMask(let v) = dense, let shared = image.shared, shared.noMask == v.storage {
+      return ImageState(
+        keys: shared.keys.base, cached: (UnsafePointer(shared.k.base), UnsafePointer(shared.v.base), UnsafePointer(shared.q.base)),
+        keysPE: nil)
+    }
+    let keys = workspace.buffer("promptKeys", count: n * e)
+    let keysPE = workspace.keysPE(count: n * e)
+    let emb = image.embedding.base
+    switch dense {
+    case .noMask(let v):
+      precondition(v.count == e, "MaskDecoder: no-mask embedding must have \(e) values")
+      v.withUnsafeBufferPointer { pv in
+        for p in 0..<n {
+          for c in 0..<e { keys[p * e + c] = emb[p * e + c] + pv[c] }
+        }
+      }
+    case .masks(let m):
+      m.withUnsafeBufferPointer { pm in
+        let src = pm.baseAddress! + b * e * n
+        for p in 0..<n {
+          for c in 0..<e { keys[p * e + c] = emb[p * e + c] + src[c * n + p] }
+        }
+      }
+    }
+    RowOps.add(keys, image.positional.base, into: keysPE, count: n * e)
+    return ImageState(keys: keys, cached: nil, keysPE: keysPE)
+  }
+
+  /// `output_upscaling` and the hypernetwork product for one prompt.
+  ///
+  /// Each of the 64×64 image tokens expands, independently of the others, into a 4×4 patch of
+  /// the 256×256 mask: ConvTranspose2d(2, 2) gives 4 sub-pixels of 64 channels (LayerNorm2d over
+  /// those channels, GELU), the second gives 4 sub-pixels of 32 channels each (GELU), and each
+  /// mask is the dot product of those 32 channels with its hypernetwork vector. So the whole
+  /// chain is three GEMMs on token-major rows followed by one scatter into image order.
+  private func upscaleMasks(
+    _ keys: UnsafePointer<Float>, hyper: UnsafePointer<Float>, count: Int,
+    workspace: DecoderWorkspace, into out: UnsafeMutablePointer<Float>
+  ) {
+    let e = Self.embedding
+    let n = Self.imageTokens
+    let (c1, c2) = (Self.upscaledChannels[0], Self.upscaledChannels[1])
+    let y = workspace.buffer("upscale1", count: n * 4 * c1)
+    DecoderMath.gemm(n, 4 * c1, e, keys, e, upscale1.base, 4 * c1, y, 4 * c1)
+    RowOps.layerNorm(
+      y, y, rows: 4 * n, dim: c1, weight: upscaleNormWeight.base, bias: upscaleNormBias.base,
+      eps: DecoderLayerNorm.eps, preBias: upscale1Bias.base, activation: .geluErf)
+    let z = workspace.buffer("upscale2", count: 4 * n * 4 * c2)
+    DecoderMath.gemm(4 * n, 4 * c2, c1, y, c1, upscale2.base, 4 * c2, z, 4 * c2)
+    RowOps.biasActivation(z, rows: 4 * n, cols: 4 * c2, stride: 4 * c2, bias: upscale2Bias.base, .geluErf)
+    // Row r = ((token·4 + s1)·4 + s2) of z (as 16N×32) is mask pixel
+    // (4i + 2·dy1 + dy2, 4j + 2·dx1 + dx2) for token (i, j), s1 = dy1·2 + dx1, s2 = dy2·2 + dx2.
+    let m = workspace.buffer("maskColumns", count: 16 * n * count)
+    DecoderMath.gemm(16 * n, count, c2, z, c2, hyper, c2, transB: true, m, count)
+    let side = Self.side
+    let maskSide = Self.maskSide
+    let plane = maskSide * maskSide
+    for i in 0..<side {
+      for j in 0..<side {
+        for s1 in 0..<4 {
+          for s2 in 0..<4 {
+            let r = (((i * side + j) * 4 + s1) * 4 + s2) * count
+            let py = 4 * i + 2 * (s1 >> 1) + (s2 >> 1)
+            let px = 4 * j + 2 * (s1 & 1) + (s2 & 1)
+            for c in 0..<count { out[c * plane + py * maskSide + px] = m[r + c] }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// The per-image half of mask decoding; see `MaskDecoder.prepare`.
+public struct DecoderImage: Sendable {
+  struct Shared: Sendable {
+    let noMask: [Float]
+    /// Embedding + no-mask embedding, N×256.
+    let keys: DecoderBuffer
+    /// The first block's `Wk(keys + pe)`, `Wv(keys)` (token→image) and `Wq(keys + pe)`
+    /// (image→token), N×128 each.
+    let k: DecoderBuffer
+    let v: DecoderBuffer
+    let q: DecoderBuffer
+  }
+
+  /// The image embedding, token-major (4096×256).
+  let embedding: DecoderBuffer
+  /// The dense positional encoding, token-major (4096×256).
+  let positional: DecoderBuffer
+  let shared: Shared?
+
+  /// Whether prompts without a mask input reuse projections computed once per image.
+  public var cachesNoMaskProjections: Bool { shared != nil }
+}
+
+public struct MaskDecoderOutput: Sendable {
+  /// B×C×256×256 mask logits (C = 3 with multimask output, else 1).
+  public var masks: Tensor
+  /// B×C predicted IoU of each mask.
+  public var iouPredictions: Tensor
+}

@@ -1,0 +1,142 @@
+import EVCheckpoint
+import EVTensor
+
+/// One official `TwoWayAttentionBlock`: token self-attention, tokens→image cross-attention, MLP
+/// (ReLU) on the tokens, image→tokens cross-attention, each followed by a LayerNorm.
+struct TwoWayAttentionBlock: Sendable {
+  let selfAttention: DecoderAttention
+  let norm1: DecoderLayerNorm
+  let tokensToImage: DecoderAttention
+  let norm2: DecoderLayerNorm
+  let mlpIn: DecoderLinear
+  let mlpOut: DecoderLinear
+  let norm3: DecoderLayerNorm
+  let norm4: DecoderLayerNorm
+  let imageToTokens: DecoderAttention
+  /// The first block's self-attention sees the bare tokens and has no residual connection.
+  let skipFirstLayerPE: Bool
+
+  init(_ scope: WeightScope, embedding e: Int, mlpDim: Int, downsample: Int, skipFirstLayerPE: Bool) {
+    selfAttention = DecoderAttention(scope["self_attn"], embedding: e, downsample: 1)
+    norm1 = DecoderLayerNorm(scope["norm1"], dim: e)
+    tokensToImage = DecoderAttention(
+      scope["cross_attn_token_to_image"], embedding: e, downsample: downsample)
+    norm2 = DecoderLayerNorm(scope["norm2"], dim: e)
+    mlpIn = DecoderLinear(scope["mlp"]["lin1"], in: e, out: mlpDim)
+    mlpOut = DecoderLinear(scope["mlp"]["lin2"], in: mlpDim, out: e)
+    norm3 = DecoderLayerNorm(scope["norm3"], dim: e)
+    norm4 = DecoderLayerNorm(scope["norm4"], dim: e)
+    imageToTokens = DecoderAttention(
+      scope["cross_attn_image_to_token"], embedding: e, downsample: downsample)
+    self.skipFirstLayerPE = skipFirstLayerPE
+  }
+}
+
+/// Where a block finds the image side, and where it leaves the updated keys.
+struct ImageState {
+  /// N×E keys the block reads (the image embedding plus dense prompt for the first block).
+  var keys: UnsafePointer<Float>
+  /// Projections of `keys` that do not depend on the prompt, precomputed once per image.
+  var cached: (k: UnsafePointer<Float>, v: UnsafePointer<Float>, q: UnsafePointer<Float>)?
+  /// keys + positional encoding, needed when nothing is cached.
+  var keysPE: UnsafePointer<Float>?
+}
+
+/// The official `TwoWayTransformer` (depth 2, 8 heads, MLP 2048, attention downsampling 2).
+struct TwoWayTransformer: Sendable {
+  static let depth = 2
+  static let mlpDim = 2048
+  static let downsample = 2
+  let embedding: Int
+  let layers: [TwoWayAttentionBlock]
+  let finalAttention: DecoderAttention
+  let finalNorm: DecoderLayerNorm
+
+  init(_ scope: WeightScope, embedding e: Int) {
+    embedding = e
+    layers = (0..<Self.depth).map {
+      TwoWayAttentionBlock(
+        scope["layers"][$0], embedding: e, mlpDim: Self.mlpDim, downsample: Self.downsample,
+        skipFirstLayerPE: $0 == 0)
+    }
+    finalAttention = DecoderAttention(
+      scope["final_attn_token_to_image"], embedding: e, downsample: Self.downsample)
+    finalNorm = DecoderLayerNorm(scope["norm_final_attn"], dim: e)
+  }
+
+  /// Runs the transformer for one prompt.
+  ///
+  /// - Parameters:
+  ///   - queries: T×E tokens in; the processed tokens out.
+  ///   - tokenPE: T×E, the original tokens (the official `point_embedding` / `query_pe`).
+  ///   - image: the first block's image side.
+  ///   - imagePE: N×E positional encoding of the image tokens.
+  /// - Returns: the processed image tokens, N×E, in one of the workspace's key buffers.
+  func callAsFunction(
+    queries: UnsafeMutablePointer<Float>, tokenPE: UnsafePointer<Float>, count t: Int,
+    image: ImageState, imagePE: UnsafePointer<Float>, imageTokens n: Int,
+    workspace: DecoderWorkspace
+  ) -> UnsafeMutablePointer<Float> {
+    let e = embedding
+    let withPE = DecoderBuffer(count: t * e)
+    let delta = DecoderBuffer(count: t * e)
+    let hidden = DecoderBuffer(count: t * Self.mlpDim)
+    let keysPE = workspace.keysPE(count: n * e)
+    // The image tokens alternate between two buffers: each block writes its output into the
+    // one it is not reading (the first block may read the caller's shared embedding).
+    var (next, spare) = workspace.keyBuffers(count: n * e)
+    func addTokenPE() { RowOps.add(queries, tokenPE, into: withPE.base, count: t * e) }
+
+    var current = image
+    for layer in layers {
+      // Self-attention.
+      if layer.skipFirstLayerPE {
+        layer.selfAttention.tokens(q: queries, k: queries, v: queries, count: t, into: delta.base)
+        queries.update(from: delta.base, count: t * e)
+        layer.norm1(queries, rows: t)
+      } else {
+        addTokenPE()
+        layer.selfAttention.tokens(
+          q: withPE.base, k: withPE.base, v: queries, count: t, into: delta.base)
+        layer.norm1.residual(queries, plus: delta.base, rows: t)
+      }
+
+      // Tokens attend to the image.
+      addTokenPE()
+      let imageKeys: DecoderAttention.ImageKeys =
+        if let cached = current.cached {
+          .projected(k: cached.k, v: cached.v)
+        } else {
+          .raw(keys: current.keys, keysPE: current.keysPE!)
+        }
+      layer.tokensToImage.tokensToImage(
+        q: withPE.base, count: t, image: imageKeys, imageTokens: n, workspace: workspace,
+        into: delta.base)
+      layer.norm2.residual(queries, plus: delta.base, rows: t)
+
+      // MLP.
+      layer.mlpIn.apply(queries, rows: t, into: hidden.base, .relu)
+      layer.mlpOut.apply(hidden.base, rows: t, into: delta.base)
+      layer.norm3.residual(queries, plus: delta.base, rows: t)
+
+      // The image attends to the tokens.
+      addTokenPE()
+      let imageQueries: DecoderAttention.ImageQueries =
+        if let cached = current.cached { .projected(cached.q) } else { .raw(current.keysPE!) }
+      layer.imageToTokens.imageToTokens(
+        image: imageQueries, imageTokens: n, k: withPE.base, v: queries, count: t,
+        workspace: workspace, into: next)
+      // keys ← LN(attention + keys), formed in place in the output buffer (the sum commutes).
+      layer.norm4.residual(next, plus: current.keys, rows: n, addend: imagePE, sum: keysPE)
+      current = ImageState(keys: next, cached: nil, keysPE: keysPE)
+      swap(&next, &spare)
+    }
+
+    addTokenPE()
+    finalAttention.tokensToImage(
+      q: withPE.base, count: t, image: .raw(keys: current.keys, keysPE: keysPE), imageTokens: n,
+      workspace: workspace, into: delta.base)
+    finalNorm.residual(queries, plus: delta.base, rows: t)
+    return spare
+  }
+}

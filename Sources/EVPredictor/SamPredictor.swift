@@ -1,0 +1,216 @@
+import EVImage
+import EVModel
+import EVTensor
+
+/// The official `EfficientViTSamPredictor`: encode an image once, then predict masks for any
+/// number of point / box / mask prompts given in original-image pixels.
+///
+/// Prompts are mapped into the 1024 prompt frame as the official `apply_coords` does (scaled by
+/// `input_size / original_size` in double precision), and masks come back at the original size
+/// through the official post-processing. All per-image decoder work (layout, positional
+/// encoding, the first block's prompt-independent projections) is done once in `setImage`.
+public final class SamPredictor {
+  public let promptEncoder: PromptEncoder
+  public let maskDecoder: MaskDecoder
+  public let imageEncoder: ImageEncoder?
+  /// Side of the square the image encoder sees: 512 for L models, 1024 for XL.
+  public let encoderInputSize: Int
+
+  public private(set) var originalSize: (height: Int, width: Int)?
+  /// The image's extent in the 1024 prompt frame (the official `input_size`).
+  public private(set) var inputSize: (height: Int, width: Int)?
+  /// The current image embedding, 1×256×64×64.
+  public private(set) var imageEmbedding: Tensor?
+  private var prepared: DecoderImage?
+
+  public init(
+    promptEncoder: PromptEncoder, maskDecoder: MaskDecoder, imageEncoder: ImageEncoder? = nil,
+    encoderInputSize: Int
+  ) {
+    self.promptEncoder = promptEncoder
+    self.maskDecoder = maskDecoder
+    self.imageEncoder = imageEncoder
+    self.encoderInputSize = encoderInputSize
+  }
+
+  public convenience init(model: EfficientViTSAM) {
+    self.init(
+      promptEncoder: model.promptEncoder, maskDecoder: model.maskDecoder,
+      imageEncoder: model.imageEncoder, encoderInputSize: model.config.imageSize)
+  }
+
+  public var isImageSet: Bool { prepared != nil }
+
+  /// Preprocesses and encodes `image` (the slow step), then prepares the decoder for it.
+  public func setImage(_ image: RGBImage) throws(PredictorError) {
+    guard let imageEncoder else { throw .noImageEncoder }
+    guard image.width > 0, image.height > 0 else {
+      throw .emptyImage(height: image.height, width: image.width)
+    }
+    resetImage()
+    let input = preprocess(image, targetSize: encoderInputSize).tensor
+    let embedding = imageEncoder(input)
+    try setEmbedding(embedding, originalSize: (image.height, image.width))
+  }
+
+  /// Uses an embedding computed elsewhere (1×256×64×64) for an image of `originalSize`.
+  public func setEmbedding(_ embedding: Tensor, originalSize: (height: Int, width: Int))
+    throws(PredictorError)
+  {
+    let side = PromptEncoder.embeddingSide
+    guard embedding.shape == [1, PromptEncoder.embedDim, side, side] else {
+      throw .embeddingShape(embedding.shape)
+    }
+    guard originalSize.height > 0, originalSize.width > 0 else {
+      throw .emptyImage(height: originalSize.height, width: originalSize.width)
+    }
+    self.originalSize = originalSize
+    inputSize = promptFrameSize(
+      originalHeight: originalSize.height, originalWidth: originalSize.width,
+      longSide: PromptEncoder.promptFrameSide)
+    imageEmbedding = embedding
+    prepared = maskDecoder.prepare(
+      imageEmbedding: embedding, imagePE: promptEncoder.densePE,
+      noMaskEmbedding: promptEncoder.noMaskEmbedding)
+  }
+
+  public func resetImage() {
+    originalSize = nil
+    inputSize = nil
+    imageEmbedding = nil
+    prepared = nil
+  }
+
+  /// Masks for one prompt.
+  ///
+  /// - Parameters:
+  ///   - points: (x, y) in original-image pixels; `labels` gives 1 (foreground) or 0
+  ///     (background) for each.
+  ///   - box: (x0, y0, x1, y1) in original-image pixels.
+  ///   - maskInput: 1×256×256 low-res logits from an earlier prediction.
+  ///   - multimask: three masks (for ambiguous prompts) instead of one.
+  public func predict(
+    points: [(x: Double, y: Double)]? = nil, labels: [Int]? = nil, box: [Double]? = nil,
+    maskInput: Tensor? = nil, multimask: Bool = true
+  ) throws(PredictorError) -> Prediction {
+    let side = PromptEncoder.maskInputSide
+    var masks: Tensor?
+    if let maskInput {
+      guard maskInput.shape == [1, side, side] else {
+        throw .maskInputShape(found: maskInput.shape, expected: [1, side, side])
+      }
+      masks = maskInput.reshaped([1, 1, side, side])
+    }
+    let batch = try predictBatch(
+      boxes: box.map { [$0] }, pointSets: points.map { [$0] }, labelSets: labels.map { [$0] },
+      maskInputs: masks, multimask: multimask, upscale: true)
+    let logits = batch.maskLogits!
+    let perPrompt = Array(logits.shape.dropFirst())
+    return Prediction(
+      maskLogits: logits.reshaped(perPrompt), masks: BinaryMasks(logits: logits.reshaped(perPrompt)),
+      iouPredictions: batch.iouPredictions.storage,
+      lowResLogits: batch.lowResLogits.reshaped(Array(batch.lowResLogits.shape.dropFirst())))
+  }
+
+  /// Masks for B prompts decoded together: B boxes, or B point sets of equal length, or both
+  /// (paired one to one), optionally with B×1×256×256 mask inputs.
+  ///
+  /// - Parameter upscale: also produce B×C×H×W logits and masks at the original size (large
+  ///   for big batches; the automatic mask generator works from the low-res logits).
+  public func predictBatch(
+    boxes: [[Double]]? = nil, pointSets: [[(x: Double, y: Double)]]? = nil,
+    labelSets: [[Int]]? = nil, maskInputs: Tensor? = nil, multimask: Bool = true,
+    upscale: Bool = true
+  ) throws(PredictorError) -> BatchPrediction {
+    guard let prepared, let originalSize, let inputSize else { throw .noImageSet }
+    let prompts = try encodePrompts(
+      boxes: boxes, pointSets: pointSets, labelSets: labelSets, maskInputs: maskInputs,
+      originalSize: originalSize, inputSize: inputSize)
+    let out = maskDecoder.decode(prepared, prompts: prompts, multimask: multimask)
+    guard upscale else {
+      return BatchPrediction(
+        maskLogits: nil, masks: nil, iouPredictions: out.iouPredictions, lowResLogits: out.masks)
+    }
+    let logits = MaskPostprocessing.upscale(
+      out.masks, inputSize: inputSize, originalSize: originalSize)
+    return BatchPrediction(
+      maskLogits: logits, masks: BinaryMasks(logits: logits),
+      iouPredictions: out.iouPredictions, lowResLogits: out.masks)
+  }
+
+  /// Validates the prompts and runs the prompt encoder on them.
+  private func encodePrompts(
+    boxes: [[Double]]?, pointSets: [[(x: Double, y: Double)]]?, labelSets: [[Int]]?,
+    maskInputs: Tensor?, originalSize: (height: Int, width: Int),
+    inputSize: (height: Int, width: Int)
+  ) throws(PredictorError) -> PromptEmbeddings {
+    let sx = Double(inputSize.width) / Double(originalSize.width)
+    let sy = Double(inputSize.height) / Double(originalSize.height)
+    func check(_ x: Double, _ y: Double, _ what: @autoclosure () -> String) throws(PredictorError) {
+      guard x.isFinite, y.isFinite else { throw .nonFiniteCoordinate(what: what()) }
+    }
+
+    var batch: Int?
+    var points: (coords: Tensor, labels: [Int])?
+    switch (pointSets, labelSets) {
+    case (nil, nil): break
+    case (.some, nil): throw .pointsWithoutLabels
+    case (nil, .some): throw .labelsWithoutPoints
+    case (let sets?, let labels?):
+      guard labels.count == sets.count else {
+        throw .labelCountMismatch(
+          points: sets.reduce(0) { $0 + $1.count }, labels: labels.reduce(0) { $0 + $1.count })
+      }
+      guard let first = sets.first else { throw .emptyBatch }
+      var coords: [Float] = []
+      var flatLabels: [Int] = []
+      for (b, set) in sets.enumerated() {
+        guard set.count == first.count else {
+          throw .unequalPointCounts(first: first.count, index: b, count: set.count)
+        }
+        guard labels[b].count == set.count else {
+          throw .labelCountMismatch(points: set.count, labels: labels[b].count)
+        }
+        for (i, p) in set.enumerated() {
+          let index = b * first.count + i
+          try check(p.x, p.y, "point \(index)")
+          let label = labels[b][i]
+          guard label == 0 || label == 1 else { throw .invalidLabel(index: index, label: label) }
+          coords += [Float(p.x * sx), Float(p.y * sy)]
+          flatLabels.append(label)
+        }
+      }
+      points = (Tensor(shape: [sets.count, first.count, 2], storage: coords), flatLabels)
+      batch = sets.count
+    }
+
+    var boxTensor: Tensor?
+    if let boxes {
+      guard !boxes.isEmpty else { throw .emptyBatch }
+      if let batch, batch != boxes.count {
+        throw .batchSizeMismatch(boxes: boxes.count, pointSets: batch)
+      }
+      var values: [Float] = []
+      for (b, box) in boxes.enumerated() {
+        guard box.count == 4 else { throw .boxValueCount(index: b, count: box.count) }
+        try check(box[0], box[1], "box \(b)")
+        try check(box[2], box[3], "box \(b)")
+        guard box[2] >= box[0], box[3] >= box[1] else { throw .invertedBox(index: b, box: box) }
+        values += [Float(box[0] * sx), Float(box[1] * sy), Float(box[2] * sx), Float(box[3] * sy)]
+      }
+      boxTensor = Tensor(shape: [boxes.count, 4], storage: values)
+      batch = boxes.count
+    }
+
+    if let maskInputs {
+      guard maskInputs.shape.first != 0 else { throw .emptyBatch }
+      let side = PromptEncoder.maskInputSide
+      let expected = [batch ?? maskInputs.shape.first ?? 1, 1, side, side]
+      guard maskInputs.shape == expected else {
+        throw .maskInputShape(found: maskInputs.shape, expected: expected)
+      }
+      guard maskInputs.storage.allSatisfy(\.isFinite) else { throw .nonFiniteMaskInput }
+    }
+    return promptEncoder(points: points, boxes: boxTensor, masks: maskInputs)
+  }
+}

@@ -1,0 +1,48 @@
+import Foundation
+
+/// Splits independent work across the machine's cores with `concurrentPerform`.
+///
+/// Only for loops that do not call BLAS: OpenBLAS already threads GEMM, and nesting the two
+/// oversubscribes the cores.
+enum Parallel {
+  static let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+
+  /// Below this many element-operations a job runs inline: waking threads costs more than it saves.
+  static let minimumWork = 1 << 15
+
+  /// Calls `body` on disjoint subranges covering `0..<count`, possibly concurrently.
+  /// `costPerItem` is a rough operation count per index, used only to decide whether to split.
+  static func forRanges(count: Int, costPerItem: Int = 1, _ body: (Range<Int>) -> Void) {
+    guard count > 0 else { return }
+    let work = count &* max(1, costPerItem)
+    if cores == 1 || count == 1 || work < minimumWork {
+      body(0..<count)
+      return
+    }
+    // A few chunks per core keeps cores busy when one is briefly taken by something else.
+    let chunks = min(count, count >= cores * 4 && work >= minimumWork * 8 ? cores * 4 : cores)
+    // concurrentPerform wants a @Sendable closure, but kernels capture raw pointers into buffers
+    // whose disjoint parts the chunks write; the call returns only after every chunk has run.
+    withoutActuallyEscaping(body) { body in
+      let work = UncheckedSendable(body)
+      DispatchQueue.concurrentPerform(iterations: chunks) { i in
+        let lo = count * i / chunks
+        let hi = count * (i + 1) / chunks
+        if lo < hi { work.value(lo..<hi) }
+      }
+    }
+  }
+
+  /// Calls `body(i)` for every `i` in `0..<count`, grouping indices into per-thread chunks.
+  static func forEach(count: Int, costPerItem: Int = 1, _ body: (Int) -> Void) {
+    forRanges(count: count, costPerItem: costPerItem) { range in
+      for i in range { body(i) }
+    }
+  }
+}
+
+/// Carries a value into a `@Sendable` closure when the caller guarantees race freedom.
+struct UncheckedSendable<Value>: @unchecked Sendable {
+  let value: Value
+  init(_ value: Value) { self.value = value }
+}

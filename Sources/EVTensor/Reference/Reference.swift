@@ -1,0 +1,174 @@
+import Foundation
+
+/// Plain, obviously-correct twins of the fast kernels: the same signatures, nested loops over the
+/// mathematical definition, Double accumulation, libm for transcendental functions, no BLAS and
+/// no threads. Tests hold every fast kernel against its twin; nothing else should call these.
+public enum Reference {
+  public static func activation(_ x: Float, _ act: Activation) -> Float {
+    let v = Double(x)
+    switch act {
+    case .identity: return x
+    case .relu: return max(x, 0)
+    // The textbook forms 0.5·v·(1 + tanh u) and 0.5·v·(1 + erf z) cancel catastrophically for
+    // v below about −6 even in Double, so the reference uses the equal forms v·σ(2u) and
+    // 0.5·v·erfc(−z), which are accurate in relative terms down to underflow.
+    case .geluTanh:
+      let u = (2 / Double.pi).squareRoot() * (v + 0.044715 * v * v * v)
+      return Float(v / (1 + Foundation.exp(-2 * u)))
+    case .geluErf:
+      return Float(0.5 * v * Foundation.erfc(-v / 2.0.squareRoot()))
+    case .hardswish:
+      return Float(v * min(max(v + 3, 0), 6) / 6)
+    }
+  }
+
+  public static func activate(_ x: Tensor, _ act: Activation) -> Tensor {
+    Tensor(shape: x.shape, storage: x.storage.map { activation($0, act) })
+  }
+
+  public static func activateInPlace(_ x: inout Tensor, _ act: Activation) {
+    x = activate(x, act)
+  }
+
+  /// Row-major C = alpha·op(A)·op(B) + beta·C, one dot product per element.
+  public static func sgemm(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    for i in 0..<m {
+      for j in 0..<n {
+        var acc = 0.0
+        for p in 0..<k {
+          let av = transA ? a[p * lda + i] : a[i * lda + p]
+          let bv = transB ? b[j * ldb + p] : b[p * ldb + j]
+          acc += Double(av) * Double(bv)
+        }
+        let prior = beta == 0 ? 0 : Double(beta) * Double(c[i * ldc + j])
+        c[i * ldc + j] = Float(Double(alpha) * acc + prior)
+      }
+    }
+  }
+
+  // MARK: Elementwise
+
+  public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.shape == b.shape)
+    return Tensor(shape: a.shape, storage: zip(a.storage, b.storage).map { $0 + $1 })
+  }
+
+  public static func subtract(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.shape == b.shape)
+    return Tensor(shape: a.shape, storage: zip(a.storage, b.storage).map { $0 - $1 })
+  }
+
+  public static func multiply(_ a: Tensor, _ b: Tensor) -> Tensor {
+    precondition(a.shape == b.shape)
+    return Tensor(shape: a.shape, storage: zip(a.storage, b.storage).map { $0 * $1 })
+  }
+
+  public static func multiply(_ a: Tensor, _ s: Float) -> Tensor {
+    Tensor(shape: a.shape, storage: a.storage.map { $0 * s })
+  }
+
+  public static func addInPlace(_ a: inout Tensor, _ b: Tensor) {
+    a = add(a, b)
+  }
+
+  public static func addChannelBias(_ x: Tensor, _ v: Tensor) -> Tensor {
+    let c = x.shape[1]
+    let inner = x.shape.dropFirst(2).reduce(1, *)
+    var y = x
+    for i in 0..<x.count { y.storage[i] += v.storage[(i / inner) % c] }
+    return y
+  }
+
+  // MARK: Shape
+
+  public static func pad2d(
+    _ x: Tensor, top: Int, bottom: Int, left: Int, right: Int, value: Float = 0
+  ) -> Tensor {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    var y = Tensor(repeating: value, shape: [n, c, h + top + bottom, w + left + right])
+    for b in 0..<n {
+      for ch in 0..<c {
+        for i in 0..<h {
+          for j in 0..<w { y[b, ch, i + top, j + left] = x[b, ch, i, j] }
+        }
+      }
+    }
+    return y
+  }
+
+  /// Row-major strides of a shape.
+  static func strides(_ shape: [Int]) -> [Int] {
+    var s = [Int](repeating: 1, count: shape.count)
+    for i in stride(from: shape.count - 2, through: 0, by: -1) { s[i] = s[i + 1] * shape[i + 1] }
+    return s
+  }
+
+  /// The multi-index of flat position `flat` in `shape`.
+  static func multiIndex(_ flat: Int, _ shape: [Int]) -> [Int] {
+    var index = [Int](repeating: 0, count: shape.count)
+    var rem = flat
+    for d in stride(from: shape.count - 1, through: 0, by: -1) {
+      index[d] = rem % shape[d]
+      rem /= shape[d]
+    }
+    return index
+  }
+
+  static func flatIndex(_ index: [Int], _ shape: [Int]) -> Int {
+    zip(index, strides(shape)).reduce(0) { $0 + $1.0 * $1.1 }
+  }
+
+  public static func concat(_ xs: [Tensor], axis: Int) -> Tensor {
+    let a = axis < 0 ? axis + xs[0].rank : axis
+    var shape = xs[0].shape
+    shape[a] = xs.reduce(0) { $0 + $1.shape[a] }
+    var y = Tensor(zeros: shape)
+    var offset = 0
+    for t in xs {
+      for i in 0..<t.count {
+        var index = multiIndex(i, t.shape)
+        index[a] += offset
+        y.storage[flatIndex(index, shape)] = t.storage[i]
+      }
+      offset += t.shape[a]
+    }
+    return y
+  }
+
+  public static func split(_ x: Tensor, sizes: [Int], axis: Int) -> [Tensor] {
+    var start = 0
+    return sizes.map { size in
+      defer { start += size }
+      return slice(x, axis: axis, range: start..<(start + size))
+    }
+  }
+
+  public static func slice(_ x: Tensor, axis: Int, range: Range<Int>) -> Tensor {
+    let a = axis < 0 ? axis + x.rank : axis
+    var shape = x.shape
+    shape[a] = range.count
+    var y = Tensor(zeros: shape)
+    for i in 0..<y.count {
+      var index = multiIndex(i, shape)
+      index[a] += range.lowerBound
+      y.storage[i] = x.storage[flatIndex(index, x.shape)]
+    }
+    return y
+  }
+
+  public static func permute(_ x: Tensor, _ perm: [Int]) -> Tensor {
+    let shape = perm.map { x.shape[$0] }
+    var y = Tensor(zeros: shape)
+    for i in 0..<y.count {
+      let outIndex = multiIndex(i, shape)
+      var inIndex = [Int](repeating: 0, count: x.rank)
+      for (d, p) in perm.enumerated() { inIndex[p] = outIndex[d] }
+      y.storage[i] = x.storage[flatIndex(inIndex, x.shape)]
+    }
+    return y
+  }
+}

@@ -1,0 +1,122 @@
+extension Reference {
+  public static func matmul(
+    _ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false
+  ) -> Tensor {
+    let m = transposeA ? a.dim(-1) : a.dim(-2)
+    let k = transposeA ? a.dim(-2) : a.dim(-1)
+    let n = transposeB ? b.dim(-2) : b.dim(-1)
+    let batch = a.rank >= b.rank ? Array(a.shape.dropLast(2)) : Array(b.shape.dropLast(2))
+    let count = batch.reduce(1, *)
+    var y = Tensor(zeros: batch + [m, n])
+    for bi in 0..<count {
+      let aBase = a.rank == 2 ? 0 : bi * m * k
+      let bBase = b.rank == 2 ? 0 : bi * k * n
+      for i in 0..<m {
+        for j in 0..<n {
+          var acc = 0.0
+          for p in 0..<k {
+            let av = transposeA ? a.storage[aBase + p * m + i] : a.storage[aBase + i * k + p]
+            let bv = transposeB ? b.storage[bBase + j * k + p] : b.storage[bBase + p * n + j]
+            acc += Double(av) * Double(bv)
+          }
+          y.storage[(bi * m + i) * n + j] = Float(acc)
+        }
+      }
+    }
+    return y
+  }
+
+  public static func linear(
+    _ x: Tensor, weight: Tensor, bias: Tensor?, activation: Activation = .identity
+  ) -> Tensor {
+    let inF = x.dim(-1)
+    let outF = weight.shape[0]
+    let rows = x.count / inF
+    var y = Tensor(zeros: Array(x.shape.dropLast()) + [outF])
+    for r in 0..<rows {
+      for o in 0..<outF {
+        var acc = Double(bias?.storage[o] ?? 0)
+        for i in 0..<inF {
+          acc += Double(x.storage[r * inF + i]) * Double(weight.storage[o * inF + i])
+        }
+        y.storage[r * outF + o] = Reference.activation(Float(acc), activation)
+      }
+    }
+    return y
+  }
+
+  public static func conv2d(
+    _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0,
+    groups: Int = 1, activation: Activation = .identity
+  ) -> Tensor {
+    let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let (o, cg, kh, kw) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+    precondition(c == cg * groups)
+    let og = o / groups
+    let ho = (h + 2 * padding - kh) / stride + 1
+    let wo = (w + 2 * padding - kw) / stride + 1
+    var y = Tensor(zeros: [n, o, ho, wo])
+    for b in 0..<n {
+      for oc in 0..<o {
+        let group = oc / og
+        for oy in 0..<ho {
+          for ox in 0..<wo {
+            var acc = Double(bias?.storage[oc] ?? 0)
+            for ci in 0..<cg {
+              for ky in 0..<kh {
+                for kx in 0..<kw {
+                  let iy = oy * stride - padding + ky
+                  let ix = ox * stride - padding + kx
+                  guard iy >= 0 && iy < h && ix >= 0 && ix < w else { continue }
+                  acc += Double(x[b, group * cg + ci, iy, ix]) * Double(weight[oc, ci, ky, kx])
+                }
+              }
+            }
+            y[b, oc, oy, ox] = Reference.activation(Float(acc), activation)
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  public static func convTranspose2x2(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+    let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let cout = weight.shape[1]
+    var y = Tensor(zeros: [n, cout, 2 * h, 2 * w])
+    // Scatter form, straight from the definition of a transposed convolution.
+    for b in 0..<n {
+      for co in 0..<cout {
+        for oy in 0..<(2 * h) {
+          for ox in 0..<(2 * w) {
+            var acc = Double(bias?.storage[co] ?? 0)
+            for ci in 0..<cin {
+              acc += Double(x[b, ci, oy / 2, ox / 2]) * Double(weight[ci, co, oy % 2, ox % 2])
+            }
+            y[b, co, oy, ox] = Float(acc)
+          }
+        }
+      }
+    }
+    return y
+  }
+
+  public static func foldBatchNorm(
+    weight: Tensor, bias: Tensor?, gamma: Tensor, beta: Tensor, mean: Tensor, variance: Tensor,
+    eps: Float
+  ) -> (weight: Tensor, bias: Tensor) {
+    let o = weight.shape[0]
+    let per = weight.count / o
+    var w = weight
+    var b = Tensor(zeros: [o])
+    for c in 0..<o {
+      let inv = 1 / (Double(variance.storage[c]) + Double(eps)).squareRoot()
+      for i in 0..<per {
+        w.storage[c * per + i] = Float(Double(weight.storage[c * per + i]) * Double(gamma.storage[c]) * inv)
+      }
+      let b0 = Double(bias?.storage[c] ?? 0)
+      b.storage[c] = Float((b0 - Double(mean.storage[c])) * inv * Double(gamma.storage[c]) + Double(beta.storage[c]))
+    }
+    return (w, b)
+  }
+}

@@ -1,0 +1,139 @@
+import EVTensor
+import Testing
+
+@Suite struct LinearAlgebraTests {
+  struct GemmCase: CustomTestStringConvertible, Sendable {
+    let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, pad: Int, alpha: Float, beta: Float
+    var testDescription: String { "tA=\(transA) tB=\(transB) \(m)×\(n)×\(k) pad \(pad) α=\(alpha) β=\(beta)" }
+  }
+
+  static let gemmCases: [GemmCase] = {
+    var cases: [GemmCase] = []
+    for transA in [false, true] {
+      for transB in [false, true] {
+        cases.append(GemmCase(transA: transA, transB: transB, m: 7, n: 13, k: 5, pad: 0, alpha: 1, beta: 0))
+        cases.append(GemmCase(transA: transA, transB: transB, m: 33, n: 17, k: 65, pad: 3, alpha: 0.5, beta: 1.5))
+        cases.append(GemmCase(transA: transA, transB: transB, m: 1, n: 129, k: 31, pad: 1, alpha: -2, beta: 0))
+      }
+    }
+    cases.append(GemmCase(transA: false, transB: false, m: 4, n: 3, k: 0, pad: 0, alpha: 1, beta: 0.5))
+    return cases
+  }()
+
+  /// BLAS.sgemm with leading dimensions larger than the matrices, against dot products.
+  @Test(arguments: gemmCases)
+  func sgemmMatchesReference(_ c: GemmCase) {
+    let aRows = c.transA ? c.k : c.m, aCols = c.transA ? c.m : c.k
+    let bRows = c.transB ? c.n : c.k, bCols = c.transB ? c.k : c.n
+    let (lda, ldb, ldc) = (aCols + c.pad, bCols + c.pad, c.n + c.pad)
+    let a = Tensor.random([max(aRows, 1), lda], seed: 1)
+    let b = Tensor.random([max(bRows, 1), ldb], seed: 2)
+    let c0 = Tensor.random([c.m, ldc], seed: 3)
+    var fast = c0
+    var reference = c0
+    a.withUnsafeBufferPointer { pa in
+      b.withUnsafeBufferPointer { pb in
+        fast.withUnsafeMutableBufferPointer { pc in
+          BLAS.sgemm(
+            transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
+            a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
+            c: pc.baseAddress!, ldc: ldc)
+        }
+        reference.withUnsafeMutableBufferPointer { pc in
+          Reference.sgemm(
+            transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
+            a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
+            c: pc.baseAddress!, ldc: ldc)
+        }
+      }
+    }
+    expectClose(fast, reference, c.testDescription)
+    // Padding columns of C are outside the product and must be untouched.
+    for i in 0..<c.m {
+      for j in c.n..<ldc { #expect(fast[i, j] == c0[i, j]) }
+    }
+  }
+
+  /// beta = 0 must overwrite C even if it holds NaN (conv and matmul hand BLAS uninitialised memory).
+  @Test func sgemmBetaZeroIgnoresGarbage() {
+    let a = Tensor.random([3, 4], seed: 5)
+    let b = Tensor.random([4, 2], seed: 6)
+    var c = Tensor(repeating: .nan, shape: [3, 2])
+    a.withUnsafeBufferPointer { pa in
+      b.withUnsafeBufferPointer { pb in
+        c.withUnsafeMutableBufferPointer { pc in
+          BLAS.sgemm(
+            transA: false, transB: false, m: 3, n: 2, k: 4, alpha: 1, a: pa.baseAddress!, lda: 4,
+            b: pb.baseAddress!, ldb: 2, beta: 0, c: pc.baseAddress!, ldc: 2)
+        }
+      }
+    }
+    expectClose(c, Reference.matmul(a, b))
+  }
+
+  struct MatmulCase: CustomTestStringConvertible, Sendable {
+    let a: [Int], b: [Int], transA: Bool, transB: Bool
+    var testDescription: String { "\(a)\(transA ? "ᵀ" : "") × \(b)\(transB ? "ᵀ" : "")" }
+  }
+
+  static let matmulCases: [MatmulCase] = [
+    MatmulCase(a: [5, 7], b: [7, 3], transA: false, transB: false),
+    MatmulCase(a: [7, 5], b: [7, 3], transA: true, transB: false),
+    MatmulCase(a: [5, 7], b: [3, 7], transA: false, transB: true),
+    MatmulCase(a: [7, 5], b: [3, 7], transA: true, transB: true),
+    MatmulCase(a: [2, 3, 9, 17], b: [2, 3, 17, 11], transA: false, transB: false),
+    MatmulCase(a: [4, 17, 9], b: [4, 11, 17], transA: true, transB: true),
+    MatmulCase(a: [3, 33, 8], b: [3, 33, 5], transA: true, transB: false),
+    // Rank-2 right operand broadcast over the left's batch (folded into one GEMM when possible).
+    MatmulCase(a: [2, 3, 6, 10], b: [10, 4], transA: false, transB: false),
+    MatmulCase(a: [2, 3, 6, 10], b: [4, 10], transA: false, transB: true),
+    MatmulCase(a: [5, 10, 6], b: [10, 4], transA: true, transB: false),
+    // Rank-2 left operand broadcast over the right's batch.
+    MatmulCase(a: [6, 10], b: [2, 3, 10, 4], transA: false, transB: false),
+    MatmulCase(a: [10, 6], b: [3, 4, 10], transA: true, transB: true),
+    MatmulCase(a: [1, 1], b: [1, 1], transA: false, transB: false),
+  ]
+
+  @Test(arguments: matmulCases)
+  func matmulMatchesReference(_ c: MatmulCase) {
+    let a = Tensor.random(c.a, seed: 21)
+    let b = Tensor.random(c.b, seed: 22)
+    let fast = matmul(a, b, transposeA: c.transA, transposeB: c.transB)
+    let reference = Reference.matmul(a, b, transposeA: c.transA, transposeB: c.transB)
+    expectClose(fast, reference, c.testDescription)
+  }
+
+  @Test func matmulSmallKnownProduct() {
+    let a = Tensor(shape: [2, 3], storage: [1, 2, 3, 4, 5, 6])
+    let b = Tensor(shape: [3, 2], storage: [7, 8, 9, 10, 11, 12])
+    let y = matmul(a, b)
+    #expect(y.shape == [2, 2])
+    #expect(y.storage == [58, 64, 139, 154])
+    #expect(matmul(a, a, transposeB: true).storage == [14, 32, 32, 77])
+  }
+
+  @Test(arguments: [Activation.identity, .relu, .geluTanh, .geluErf, .hardswish])
+  func linearMatchesReference(_ act: Activation) {
+    let x = Tensor.random([2, 7, 37], seed: 31, in: -2...2)
+    let w = Tensor.random([19, 37], seed: 32, in: -0.5...0.5)
+    let b = Tensor.random([19], seed: 33)
+    expectClose(
+      linear(x, weight: w, bias: b, activation: act),
+      Reference.linear(x, weight: w, bias: b, activation: act), "with bias, \(act)")
+    expectClose(
+      linear(x, weight: w, bias: nil, activation: act),
+      Reference.linear(x, weight: w, bias: nil, activation: act), "no bias, \(act)")
+  }
+
+  @Test func linearOnVectorAndLargeBatch() {
+    let w = Tensor.random([64, 48], seed: 41)
+    let b = Tensor.random([64], seed: 42)
+    let v = Tensor.random([48], seed: 43)
+    expectClose(linear(v, weight: w, bias: b), Reference.linear(v, weight: w, bias: b))
+    // Enough rows that the epilogue is split across threads.
+    let x = Tensor.random([1500, 48], seed: 44)
+    expectClose(
+      linear(x, weight: w, bias: b, activation: .geluErf),
+      Reference.linear(x, weight: w, bias: b, activation: .geluErf))
+  }
+}

@@ -1,0 +1,55 @@
+import Foundation
+import TestSupport
+
+/// Runs the built `evsam` binary, which SwiftPM places beside the test bundle.
+struct CLIRunner {
+  struct Result {
+    let status: Int32
+    let stdout: String
+    let stderr: String
+  }
+
+  static var binary: URL {
+    get throws {
+      var candidates: [URL] = []
+      if let exe = Bundle.main.executableURL { candidates.append(exe.deletingLastPathComponent()) }
+      candidates.append(Bundle.main.bundleURL.deletingLastPathComponent())
+      candidates.append(Bundle.main.bundleURL)
+      for dir in candidates {
+        let url = dir.appendingPathComponent("evsam")
+        if FileManager.default.isExecutableFile(atPath: url.path) { return url }
+      }
+      throw NotFound(searched: candidates.map(\.path))
+    }
+  }
+
+  struct NotFound: Error, CustomStringConvertible {
+    let searched: [String]
+    var description: String { "evsam binary not found in \(searched)" }
+  }
+
+  static func run(_ arguments: [String]) throws -> Result {
+    let process = Process()
+    process.executableURL = try binary
+    process.arguments = arguments
+    let out = Pipe()
+    let err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    try process.run()
+    // Read before waiting: a full pipe would otherwise block the child.
+    let outData = out.fileHandleForReading.readDataToEndOfFile()
+    let errData = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return Result(
+      status: process.terminationStatus, stdout: String(decoding: outData, as: UTF8.self),
+      stderr: String(decoding: errData, as: UTF8.self))
+  }
+}
+
+func temporaryDirectory() throws -> URL {
+  let url = FileManager.default.temporaryDirectory.appendingPathComponent(
+    "evsam-cli-\(UUID().uuidString)")
+  try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+  return url
+}
