@@ -134,7 +134,9 @@ public struct LoadedCheckpoint: Sendable {
     var printable = 0
     for i in 0..<sample {
       let b = bytes.buffer[i]
-      if b == 0x09 || b == 0x0A || b == 0x0D || (b >= 0x20 && b < 0x7F) || b >= 0x80 { printable += 1 }
+      if b == 0x09 || b == 0x0A || b == 0x0D || (b >= 0x20 && b < 0x7F) || b >= 0x80 {
+        printable += 1
+      }
     }
     if printable == sample {
       return "it looks like a text file"

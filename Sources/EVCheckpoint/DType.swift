@@ -1,14 +1,18 @@
 import Foundation
 
-/// Element types a checkpoint may store. Everything is widened to float32 on load.
+/// Element types a checkpoint may store. Everything is converted to float32 on load: exactly
+/// for float16, bfloat16, 8- and 16-bit integers and bool (0 or 1); integers of more than 24
+/// significant bits and float64 values round to the nearest float32.
 public enum DType: Sendable, Equatable, Hashable, CustomStringConvertible {
   case float32, float16, bfloat16, int64
+  case float64, int32, int16, int8, uint8, bool
 
   public var byteSize: Int {
     switch self {
-    case .float32: 4
-    case .float16, .bfloat16: 2
-    case .int64: 8
+    case .float64, .int64: 8
+    case .float32, .int32: 4
+    case .float16, .bfloat16, .int16: 2
+    case .int8, .uint8, .bool: 1
     }
   }
 
@@ -19,6 +23,12 @@ public enum DType: Sendable, Equatable, Hashable, CustomStringConvertible {
     case .float16: "float16"
     case .bfloat16: "bfloat16"
     case .int64: "int64"
+    case .float64: "float64"
+    case .int32: "int32"
+    case .int16: "int16"
+    case .int8: "int8"
+    case .uint8: "uint8"
+    case .bool: "bool"
     }
   }
 
@@ -30,6 +40,12 @@ public enum DType: Sendable, Equatable, Hashable, CustomStringConvertible {
     case "F16": self = .float16
     case "BF16": self = .bfloat16
     case "I64": self = .int64
+    case "F64": self = .float64
+    case "I32": self = .int32
+    case "I16": self = .int16
+    case "I8": self = .int8
+    case "U8": self = .uint8
+    case "BOOL": self = .bool
     default: return nil
     }
   }
@@ -40,6 +56,12 @@ public enum DType: Sendable, Equatable, Hashable, CustomStringConvertible {
     case .float16: "F16"
     case .bfloat16: "BF16"
     case .int64: "I64"
+    case .float64: "F64"
+    case .int32: "I32"
+    case .int16: "I16"
+    case .int8: "I8"
+    case .uint8: "U8"
+    case .bool: "BOOL"
     }
   }
 
@@ -76,11 +98,38 @@ public enum DType: Sendable, Equatable, Hashable, CustomStringConvertible {
         destination[i] = Float(bitPattern: UInt32(UInt16(littleEndian: bits)) << 16)
       }
     case .int64:
-      // Only BatchNorm's num_batches_tracked is stored as int64; counts fit a float exactly
-      // up to 2^24, and beyond that round to nearest as Float(_:) does.
+      // BatchNorm's num_batches_tracked is an int64 count; Float(_:) rounds to nearest.
       for i in 0..<count {
         let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: Int64.self)
         destination[i] = Float(Int64(littleEndian: bits))
+      }
+    case .float64:
+      for i in 0..<count {
+        let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: UInt64.self)
+        destination[i] = Float(Double(bitPattern: UInt64(littleEndian: bits)))
+      }
+    case .int32:
+      for i in 0..<count {
+        let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: Int32.self)
+        destination[i] = Float(Int32(littleEndian: bits))
+      }
+    case .int16:
+      for i in 0..<count {
+        let bits = source.loadUnaligned(fromByteOffset: i &* stride, as: Int16.self)
+        destination[i] = Float(Int16(littleEndian: bits))
+      }
+    case .int8:
+      for i in 0..<count {
+        destination[i] = Float(source.load(fromByteOffset: i &* stride, as: Int8.self))
+      }
+    case .uint8:
+      for i in 0..<count {
+        destination[i] = Float(source.load(fromByteOffset: i &* stride, as: UInt8.self))
+      }
+    case .bool:
+      // PyTorch writes bools as bytes 0 and 1; any non-zero byte is true.
+      for i in 0..<count {
+        destination[i] = source.load(fromByteOffset: i &* stride, as: UInt8.self) != 0 ? 1 : 0
       }
     }
   }

@@ -32,6 +32,10 @@ struct PickleTensor {
 
 final class PickleList {
   var items: [PickleValue] = []
+  /// See `PickleValue.nestingDepth`.
+  var depth = 1
+  /// Set once the list is placed inside another object.
+  var embedded = false
 }
 
 /// A dict keeping insertion order (like Python's); string keys are indexed for lookup.
@@ -39,6 +43,10 @@ final class PickleDict {
   private(set) var keys: [PickleValue] = []
   private(set) var values: [PickleValue] = []
   private var stringIndex: [String: Int] = [:]
+  /// See `PickleValue.nestingDepth`.
+  var depth = 1
+  /// Set once the dict is placed inside another object.
+  var embedded = false
 
   var count: Int { keys.count }
 
@@ -64,7 +72,7 @@ struct TorchStorageType: Equatable {
   let className: String
   let elementName: String
   let byteSize: Int
-  /// Nil for element types that cannot be widened to float32 exactly or sensibly.
+  /// Nil for element types with no float32 equivalent (complex numbers).
   let dtype: DType?
 
   static let all: [TorchStorageType] = [
@@ -72,12 +80,12 @@ struct TorchStorageType: Equatable {
     .init(className: "HalfStorage", elementName: "float16", byteSize: 2, dtype: .float16),
     .init(className: "BFloat16Storage", elementName: "bfloat16", byteSize: 2, dtype: .bfloat16),
     .init(className: "LongStorage", elementName: "int64", byteSize: 8, dtype: .int64),
-    .init(className: "DoubleStorage", elementName: "float64", byteSize: 8, dtype: nil),
-    .init(className: "IntStorage", elementName: "int32", byteSize: 4, dtype: nil),
-    .init(className: "ShortStorage", elementName: "int16", byteSize: 2, dtype: nil),
-    .init(className: "CharStorage", elementName: "int8", byteSize: 1, dtype: nil),
-    .init(className: "ByteStorage", elementName: "uint8", byteSize: 1, dtype: nil),
-    .init(className: "BoolStorage", elementName: "bool", byteSize: 1, dtype: nil),
+    .init(className: "DoubleStorage", elementName: "float64", byteSize: 8, dtype: .float64),
+    .init(className: "IntStorage", elementName: "int32", byteSize: 4, dtype: .int32),
+    .init(className: "ShortStorage", elementName: "int16", byteSize: 2, dtype: .int16),
+    .init(className: "CharStorage", elementName: "int8", byteSize: 1, dtype: .int8),
+    .init(className: "ByteStorage", elementName: "uint8", byteSize: 1, dtype: .uint8),
+    .init(className: "BoolStorage", elementName: "bool", byteSize: 1, dtype: .bool),
     .init(className: "ComplexFloatStorage", elementName: "complex64", byteSize: 8, dtype: nil),
     .init(className: "ComplexDoubleStorage", elementName: "complex128", byteSize: 16, dtype: nil),
   ]
@@ -138,12 +146,23 @@ indirect enum PickleValue {
   case float(Double)
   case string(String)
   case bytes([UInt8])
-  case tuple([PickleValue])
+  case tuple([PickleValue], depth: Int)
   case list(PickleList)
   case dict(PickleDict)
   case global(PickleGlobal)
   case storage(PickleStorage)
   case tensor(PickleTensor)
+
+  /// 1 for an empty container, one more than its deepest element otherwise, 0 for scalars.
+  /// Bounded while loading, because releasing a structure recurses once per level.
+  var nestingDepth: Int {
+    switch self {
+    case .tuple(_, let depth): depth
+    case .list(let list): list.depth
+    case .dict(let dict): dict.depth
+    default: 0
+    }
+  }
 
   /// What the value is, for error messages ("an int", "a tuple of 3 items").
   var kindDescription: String {
@@ -155,7 +174,7 @@ indirect enum PickleValue {
     case .float: "a float"
     case .string: "a string"
     case .bytes: "bytes"
-    case .tuple(let items): "a tuple of \(items.count) items"
+    case .tuple(let items, _): "a tuple of \(items.count) items"
     case .list: "a list"
     case .dict: "a dict"
     case .global(let g): g.name
@@ -334,6 +353,63 @@ struct PickleMachine {
     return value
   }
 
+  // MARK: - Containers
+
+  /// Deeper structures are refused: releasing one recurses once per level, and nothing
+  /// torch.save writes comes near this.
+  private static let maximumDepth = 100
+
+  private func tooDeep() -> CheckpointError {
+    unsupported("objects are nested more than \(Self.maximumDepth) levels deep")
+  }
+
+  private func embed(_ value: PickleValue) {
+    switch value {
+    case .list(let list): list.embedded = true
+    case .dict(let dict): dict.embedded = true
+    default: break
+    }
+  }
+
+  private func tuple(_ items: [PickleValue]) throws(CheckpointError) -> PickleValue {
+    var depth = 1
+    for item in items {
+      depth = max(depth, item.nestingDepth + 1)
+      embed(item)
+    }
+    guard depth <= Self.maximumDepth else { throw tooDeep() }
+    return .tuple(items, depth: depth)
+  }
+
+  /// The depth a container reaches by holding `items`. A list or dict already inside another
+  /// object must not get deeper, or that object's recorded depth would be wrong; Python's
+  /// pickler always fills a container before using it, so this only refuses crafted input.
+  private func deepened(_ depth: Int, embedded: Bool, by items: [PickleValue])
+    throws(CheckpointError) -> Int
+  {
+    var result = depth
+    for item in items {
+      result = max(result, item.nestingDepth + 1)
+      embed(item)
+    }
+    guard result <= Self.maximumDepth else { throw tooDeep() }
+    if embedded, result > depth {
+      throw unsupported("a list or dict gets deeper after being placed in another object")
+    }
+    return result
+  }
+
+  private func append(_ items: [PickleValue], to list: PickleList) throws(CheckpointError) {
+    list.depth = try deepened(list.depth, embedded: list.embedded, by: items)
+    list.items += items
+  }
+
+  /// `items` alternates keys and values.
+  private func setItems(_ items: [PickleValue], in dict: PickleDict) throws(CheckpointError) {
+    dict.depth = try deepened(dict.depth, embedded: dict.embedded, by: items)
+    for i in stride(from: 0, to: items.count - 1, by: 2) { dict.set(items[i], items[i + 1]) }
+  }
+
   // MARK: - The machine
 
   mutating func run() throws(CheckpointError) -> PickleValue {
@@ -346,7 +422,8 @@ struct PickleMachine {
       position += 1
       guard let name = opcodeNames[opcode] else {
         opcodeName = String(format: "0x%02X", opcode)
-        throw malformed("byte 0x\(String(format: "%02X", opcode)) is not a pickle opcode (corrupt data)")
+        throw malformed(
+          "byte 0x\(String(format: "%02X", opcode)) is not a pickle opcode (corrupt data)")
       }
       opcodeName = name
 
@@ -418,30 +495,30 @@ struct PickleMachine {
 
       case 0x7D: stack.append(.dict(PickleDict()))
       case 0x5D: stack.append(.list(PickleList()))
-      case 0x29: stack.append(.tuple([]))
+      case 0x29: stack.append(.tuple([], depth: 1))
       case 0x64:  // DICT
         let items = try popToMark()
         guard items.count % 2 == 0 else { throw malformed("DICT has an odd number of items") }
         let dict = PickleDict()
-        for i in stride(from: 0, to: items.count, by: 2) { dict.set(items[i], items[i + 1]) }
+        try setItems(items, in: dict)
         stack.append(.dict(dict))
       case 0x6C:  // LIST
         let list = PickleList()
-        list.items = try popToMark()
+        try append(try popToMark(), to: list)
         stack.append(.list(list))
-      case 0x74: stack.append(.tuple(try popToMark()))
+      case 0x74: stack.append(try tuple(try popToMark()))
       case 0x85:
         let a = try pop()
-        stack.append(.tuple([a]))
+        stack.append(try tuple([a]))
       case 0x86:
         let b = try pop()
         let a = try pop()
-        stack.append(.tuple([a, b]))
+        stack.append(try tuple([a, b]))
       case 0x87:
         let c = try pop()
         let b = try pop()
         let a = try pop()
-        stack.append(.tuple([a, b, c]))
+        stack.append(try tuple([a, b, c]))
 
       case 0x71: memo[Int(try readU8())] = try top()  // BINPUT
       case 0x72: memo[Int(try readU32())] = try top()  // LONG_BINPUT
@@ -455,26 +532,26 @@ struct PickleMachine {
         guard case .dict(let dict) = try top() else {
           throw malformed("SETITEM on \(try top().kindDescription), not a dict")
         }
-        dict.set(key, value)
+        try setItems([key, value], in: dict)
       case 0x75:  // SETITEMS
         let items = try popToMark()
         guard items.count % 2 == 0 else { throw malformed("SETITEMS has an odd number of items") }
         guard case .dict(let dict) = try top() else {
           throw malformed("SETITEMS on \(try top().kindDescription), not a dict")
         }
-        for i in stride(from: 0, to: items.count, by: 2) { dict.set(items[i], items[i + 1]) }
+        try setItems(items, in: dict)
       case 0x61:  // APPEND
         let value = try pop()
         guard case .list(let list) = try top() else {
           throw malformed("APPEND on \(try top().kindDescription), not a list")
         }
-        list.items.append(value)
+        try append([value], to: list)
       case 0x65:  // APPENDS
         let items = try popToMark()
         guard case .list(let list) = try top() else {
           throw malformed("APPENDS on \(try top().kindDescription), not a list")
         }
-        list.items += items
+        try append(items, to: list)
 
       case 0x63:  // GLOBAL "module\nname\n"
         let module = try readLine()
@@ -490,14 +567,14 @@ struct PickleMachine {
       case 0x52:  // REDUCE
         let arguments = try pop()
         let callable = try pop()
-        guard case .tuple(let args) = arguments else {
+        guard case .tuple(let args, _) = arguments else {
           throw malformed("REDUCE arguments are \(arguments.kindDescription), not a tuple")
         }
         stack.append(try call(callable, args))
       case 0x81:  // NEWOBJ: cls.__new__(cls, *args)
         let arguments = try pop()
         let cls = try pop()
-        guard case .tuple(let args) = arguments else {
+        guard case .tuple(let args, _) = arguments else {
           throw malformed("NEWOBJ arguments are \(arguments.kindDescription), not a tuple")
         }
         guard case .global(.orderedDict) = cls else {
@@ -576,20 +653,11 @@ struct PickleMachine {
     }
     switch global {
     case .orderedDict:
-      let dict = PickleDict()
-      if let first = args.first {
-        // OrderedDict(iterable of pairs); torch writes OrderedDict() and fills it by SETITEMS.
-        guard args.count == 1, case .list(let pairs) = first else {
-          throw unsupported("OrderedDict called with \(args.count) arguments")
-        }
-        for pair in pairs.items {
-          guard case .tuple(let kv) = pair, kv.count == 2 else {
-            throw malformed("OrderedDict item is \(pair.kindDescription), not a pair")
-          }
-          dict.set(kv[0], kv[1])
-        }
+      // torch.save (like Python's pickler) writes OrderedDict() and fills it by SETITEMS.
+      guard args.isEmpty else {
+        throw unsupported("OrderedDict called with \(args.count) arguments")
       }
-      return .dict(dict)
+      return .dict(PickleDict())
 
     case .rebuildTensorV2:
       // (storage, storage_offset, size, stride, requires_grad, backward_hooks[, metadata])
@@ -616,8 +684,12 @@ struct PickleMachine {
 
     case .rebuildFromTypeV2:
       // (func, new_type, args, state): a tensor subclass rebuilt by func(*args).
-      guard args.count == 4, case .tuple(let inner) = args[2] else {
+      guard args.count == 4, case .tuple(let inner, _) = args[2] else {
         throw malformed("\(global.name) called with unexpected arguments")
+      }
+      // Nesting it in itself would only recurse.
+      if case .global(.rebuildFromTypeV2) = args[0] {
+        throw unsupported("\(global.name) nested in itself is not supported")
       }
       guard case .global(let type) = args[1], type == .tensorClass || type == .parameterClass
       else {
@@ -634,7 +706,9 @@ struct PickleMachine {
       }
       var out: [UInt8] = []
       for scalar in text.unicodeScalars {
-        guard scalar.value < 256 else { throw malformed("latin1 text has a character above U+00FF") }
+        guard scalar.value < 256 else {
+          throw malformed("latin1 text has a character above U+00FF")
+        }
         out.append(UInt8(scalar.value))
       }
       return .bytes(out)
@@ -645,7 +719,7 @@ struct PickleMachine {
   }
 
   private func intTuple(_ value: PickleValue, what: String) throws(CheckpointError) -> [Int] {
-    guard case .tuple(let items) = value else {
+    guard case .tuple(let items, _) = value else {
       throw malformed("tensor \(what) is \(value.kindDescription), not a tuple")
     }
     var out: [Int] = []
@@ -682,15 +756,15 @@ struct PickleMachine {
         lastIndex = sum
       }
     }
-    // Only overlapping (stride-0, expanded) views have more elements than their storage;
-    // bounding them keeps a tiny hostile file from demanding a huge allocation.
-    guard count <= storage.elementCount || count <= 1 << 26 else {
-      throw unsupported("\(describe) has \(count) elements, more than a checkpoint load allows")
-    }
     if count > 0, lastIndex >= storage.elementCount {
       throw malformed(
         "\(describe) reaches element \(lastIndex) of storage \(storage.key), which has only "
           + "\(storage.elementCount)")
+    }
+    // Only overlapping (stride-0, expanded) views have more elements than their storage;
+    // bounding them keeps a tiny hostile file from demanding a huge allocation.
+    guard count <= storage.elementCount || count <= 1 << 26 else {
+      throw unsupported("\(describe) has \(count) elements, more than a checkpoint load allows")
     }
     return PickleTensor(
       storage: storage, offset: offset, shape: shape, strides: strides, elementCount: count)

@@ -75,6 +75,8 @@ public enum SafeTensors {
     entries.reserveCapacity(object.count)
     for (name, value) in object {
       if name == "__metadata__" {
+        // The reference implementation reads it as an optional map: null means none.
+        if value is NSNull { continue }
         guard let map = value as? [String: Any] else {
           throw bad("__metadata__ is not a JSON object")
         }
@@ -95,8 +97,8 @@ public enum SafeTensors {
       guard let dtype = DType(safetensorsName: dtypeName) else {
         throw .unsupported(
           file: file,
-          reason: "tensor \(name) has dtype \(dtypeName); only F32, F16, BF16 and I64 are "
-            + "supported")
+          reason: "tensor \(name) has dtype \(dtypeName); only real types (F64, F32, F16, BF16, "
+            + "I64, I32, I16, I8, U8, BOOL) are supported")
       }
       guard let shape = nonNegativeIntegers(shapeValues),
         let offsets = nonNegativeIntegers(offsetValues), offsets.count == 2
@@ -115,7 +117,8 @@ public enum SafeTensors {
       guard !overflow, begin <= end, end - begin == byteCount else {
         throw bad(
           "tensor \(name): data_offsets [\(begin), \(end)] do not fit shape "
-            + "\(formatShape(shape)) of \(dtypeName) (\(overflow ? "too many" : "\(byteCount)") bytes)")
+            + "\(formatShape(shape)) of \(dtypeName) (\(overflow ? "too many" : "\(byteCount)") bytes)"
+        )
       }
       guard end <= dataLength else {
         throw bad(
@@ -150,20 +153,26 @@ public enum SafeTensors {
           + "offsets are wrong or the file has trailing garbage")
     }
 
+    var decoded = [[Float]](repeating: [], count: entries.count)
+    decoded.withUnsafeMutableBufferPointer { decoded in
+      ParallelWork.run(weights: entries.map { $0.end - $0.begin }) { i in
+        let entry = entries[i]
+        decoded[i] = [Float](unsafeUninitializedCapacity: entry.count) { out, n in
+          // Zero-element tensors have no destination address and nothing to copy.
+          if let destination = out.baseAddress, let base = bytes.buffer.baseAddress {
+            entry.dtype.widen(
+              from: base + dataStart + entry.begin, byteStride: entry.dtype.byteSize,
+              count: entry.count, into: destination)
+          }
+          n = entry.count
+        }
+      }
+    }
     var tensors: [String: Tensor] = [:]
     var dtypes: [String: DType] = [:]
     tensors.reserveCapacity(entries.count)
     dtypes.reserveCapacity(entries.count)
-    for entry in entries {
-      let storage = [Float](unsafeUninitializedCapacity: entry.count) { out, n in
-        // Zero-element tensors have no destination address and nothing to copy.
-        if let destination = out.baseAddress, let base = bytes.buffer.baseAddress {
-          entry.dtype.widen(
-            from: base + dataStart + entry.begin, byteStride: entry.dtype.byteSize,
-            count: entry.count, into: destination)
-        }
-        n = entry.count
-      }
+    for (entry, storage) in zip(entries, decoded) {
       tensors[entry.name] = Tensor(shape: entry.shape, storage: storage)
       dtypes[entry.name] = entry.dtype
     }
@@ -256,7 +265,9 @@ public enum SafeTensors {
             data.append(base.assumingMemoryBound(to: UInt8.self), count: raw.count)
           }
         #else
-          for value in buffer { withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) } }
+          for value in buffer {
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { data.append(contentsOf: $0) }
+          }
         #endif
       }
     }

@@ -13,7 +13,8 @@ enum TorchArchive {
     // The archive's single top-level folder is named after the file torch.save wrote first.
     guard
       let pickleEntry = archive.entries.first(where: {
-        $0.name.hasSuffix("/data.pkl") && $0.name.utf8.count(where: { $0 == UInt8(ascii: "/") }) == 1
+        $0.name.hasSuffix("/data.pkl")
+          && $0.name.utf8.count(where: { $0 == UInt8(ascii: "/") }) == 1
       }) ?? archive.entry(named: "data.pkl")
     else {
       let names = archive.entries.prefix(5).map(\.name).joined(separator: ", ")
@@ -34,11 +35,13 @@ enum TorchArchive {
     }
     if let byteOrder = archive.entry(named: prefix + "byteorder") {
       let text = String(
-        decoding: try archive.contents(of: byteOrder, verify: verifyChecksums).buffer, as: UTF8.self)
+        decoding: try archive.contents(of: byteOrder, verify: verifyChecksums).buffer, as: UTF8.self
+      )
       guard text == "little" else {
         throw .unsupported(
           file: file,
-          reason: "the storages are stored in \(text.debugDescription) byte order; only little-endian "
+          reason:
+            "the storages are stored in \(text.debugDescription) byte order; only little-endian "
             + "checkpoints are supported")
       }
     }
@@ -49,7 +52,7 @@ enum TorchArchive {
       pickle, file: file, source: pickleEntry.name
     ) { (pid: PickleValue) throws(CheckpointError) -> PickleValue in
       // ('storage', torch.<Type>Storage, key, location, numel)
-      guard case .tuple(let fields) = pid, fields.count == 5, case .string("storage") = fields[0]
+      guard case .tuple(let fields, _) = pid, fields.count == 5, case .string("storage") = fields[0]
       else {
         throw .malformed(
           file: file, reason: "persistent id \(pid.kindDescription) is not a storage reference")
@@ -99,7 +102,8 @@ enum TorchArchive {
     if let inner = top["state_dict"] {
       guard case .dict(let dict) = inner else {
         throw .malformed(
-          file: file, reason: "the checkpoint's \"state_dict\" is \(inner.kindDescription), not a dict")
+          file: file,
+          reason: "the checkpoint's \"state_dict\" is \(inner.kindDescription), not a dict")
       }
       stateDict = dict
       unwrappedKey = "state_dict"
@@ -112,7 +116,8 @@ enum TorchArchive {
     var seen: Set<String> = []
     for (key, value) in zip(stateDict.keys, stateDict.values) {
       guard case .string(let name) = key else {
-        throw .malformed(file: file, reason: "the state dict has a key that is \(key.kindDescription)")
+        throw .malformed(
+          file: file, reason: "the state dict has a key that is \(key.kindDescription)")
       }
       guard case .tensor(let view) = value else {
         let hint =
@@ -121,14 +126,14 @@ enum TorchArchive {
           : ""
         throw .malformed(
           file: file,
-          reason: "entry \(name) of the state dict is \(value.kindDescription), not a tensor\(hint)")
+          reason: "entry \(name) of the state dict is \(value.kindDescription), not a tensor\(hint)"
+        )
       }
       guard view.storage.type.dtype != nil else {
         throw .unsupported(
           file: file,
           reason: "tensor \(name) is stored as \(view.storage.type.elementName) "
-            + "(torch.\(view.storage.type.className)); only float32, float16, bfloat16 and int64 "
-            + "are supported")
+            + "(torch.\(view.storage.type.className)), which has no float32 equivalent")
       }
       guard seen.insert(name).inserted else {
         throw .malformed(file: file, reason: "the state dict has key \(name) twice")

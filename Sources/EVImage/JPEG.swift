@@ -73,7 +73,9 @@ enum JPEGCodec {
     func failure(_ message: String) -> ImageError {
       ImageError(.encodingFailed, source: "JPEG encoder", message)
     }
-    guard (1...100).contains(quality) else { throw failure("JPEG quality \(quality) is not in 1…100") }
+    guard (1...100).contains(quality) else {
+      throw failure("JPEG quality \(quality) is not in 1…100")
+    }
     guard image.width > 0, image.height > 0, image.width <= 65_535, image.height <= 65_535 else {
       throw failure("cannot encode a \(image.width)×\(image.height) image as JPEG")
     }
@@ -84,12 +86,14 @@ enum JPEGCodec {
     let subsampling = subsampling444 ? TJSAMP_444 : TJSAMP_420
     let status = image.pixels.withUnsafeBufferPointer {
       tjCompress2(
-        handle, $0.baseAddress, Int32(image.width), 0, Int32(image.height), Int32(TJPF_RGB.rawValue),
+        handle, $0.baseAddress, Int32(image.width), 0, Int32(image.height),
+        Int32(TJPF_RGB.rawValue),
         &buffer, &size, Int32(subsampling.rawValue), Int32(quality), 0)
     }
     defer { if let buffer { tjFree(buffer) } }
     guard status == 0, let buffer else {
-      throw failure("TurboJPEG could not encode the image: \(String(cString: tjGetErrorStr2(handle)))")
+      throw failure(
+        "TurboJPEG could not encode the image: \(String(cString: tjGetErrorStr2(handle)))")
     }
     return Data(bytes: buffer, count: Int(size))
   }
@@ -139,7 +143,9 @@ enum JPEGStructure {
       guard length >= 2, i + 2 + length <= bytes.count else { return nil }
       let start = i + 4
       let end = i + 2 + length
-      if marker == 0xE1, end - start >= 6, Array(bytes[start..<(start + 6)]) == Array("Exif\0\0".utf8) {
+      if marker == 0xE1, end - start >= 6,
+        Array(bytes[start..<(start + 6)]) == Array("Exif\0\0".utf8)
+      {
         return orientation(inTIFF: Array(bytes[(start + 6)..<end]))
       }
       i = end

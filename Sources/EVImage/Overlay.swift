@@ -116,10 +116,12 @@ public func overlay(
   var result = RGBImage(width: w, height: h, pixels: out)
   let lineWidth = max(2, min(w, h) / 300)
   for box in boxes { drawRectangle(&result, box, color: OverlayStyle.box, lineWidth: lineWidth) }
-  let radius = max(4.0, Double(min(w, h)) / 90)
+  let radius = max(4.0, Double(min(w, h)) / 60)
   for point in points {
     let color = point.positive ? OverlayStyle.positivePoint : OverlayStyle.negativePoint
-    drawDisc(&result, x: point.x, y: point.y, radius: radius + max(1.5, radius / 4), color: RGBColor(255, 255, 255))
+    drawDisc(
+      &result, x: point.x, y: point.y, radius: radius + max(1.5, radius / 4),
+      color: RGBColor(255, 255, 255))
     drawDisc(&result, x: point.x, y: point.y, radius: radius, color: color)
   }
   return result
@@ -154,7 +156,9 @@ private func isContour(
   return false
 }
 
-private func drawRectangle(_ image: inout RGBImage, _ box: BoxMarker, color: RGBColor, lineWidth: Int) {
+private func drawRectangle(
+  _ image: inout RGBImage, _ box: BoxMarker, color: RGBColor, lineWidth: Int
+) {
   let w = image.width
   let h = image.height
   func clampX(_ v: Double) -> Int { min(max(Int(v.rounded()), 0), w - 1) }
@@ -187,7 +191,9 @@ private func drawRectangle(_ image: inout RGBImage, _ box: BoxMarker, color: RGB
 }
 
 /// An antialiased filled disc centred on pixel coordinates (x, y).
-private func drawDisc(_ image: inout RGBImage, x: Double, y: Double, radius: Double, color: RGBColor) {
+private func drawDisc(
+  _ image: inout RGBImage, x: Double, y: Double, radius: Double, color: RGBColor
+) {
   let w = image.width
   let h = image.height
   let xmin = max(0, Int((x - radius - 1).rounded(.down)))
@@ -198,12 +204,14 @@ private func drawDisc(_ image: inout RGBImage, x: Double, y: Double, radius: Dou
   let target = [Double(color.r), Double(color.g), Double(color.b)]
   for py in ymin...ymax {
     for px in xmin...xmax {
-      let d = ((Double(px) - x) * (Double(px) - x) + (Double(py) - y) * (Double(py) - y)).squareRoot()
+      let d = ((Double(px) - x) * (Double(px) - x) + (Double(py) - y) * (Double(py) - y))
+        .squareRoot()
       let coverage = min(max(radius + 0.5 - d, 0), 1)
       guard coverage > 0 else { continue }
       let p = (py * w + px) * 3
       for c in 0..<3 {
-        image.pixels[p + c] = UInt8(Double(image.pixels[p + c]) * (1 - coverage) + target[c] * coverage + 0.5)
+        image.pixels[p + c] = UInt8(
+          Double(image.pixels[p + c]) * (1 - coverage) + target[c] * coverage + 0.5)
       }
     }
   }

@@ -14,18 +14,21 @@ enum PNGCodec {
     var message = [CChar](repeating: 0, count: 256)
     let status: Int = bytes.withUnsafeBufferPointer { data in
       message.withUnsafeMutableBufferPointer { message in
-        Int(evsam_png_decode_rgb8(
-          data.baseAddress, data.count, ImageLimits.maxPixels, &pixels, &width, &height,
-          message.baseAddress, message.count))
+        Int(
+          evsam_png_decode_rgb8(
+            data.baseAddress, data.count, ImageLimits.maxPixels, &pixels, &width, &height,
+            message.baseAddress, message.count))
       }
     }
     defer { evsam_free(pixels) }
     guard status == EVSAM_OK, let pixels else {
-      let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+      let text = String(
+        decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
       switch status {
       case EVSAM_TRUNCATED: throw ImageError(.truncated, source: name, "truncated PNG: \(text)")
       case EVSAM_TOO_LARGE: throw ImageError(.tooLarge, source: name, text)
-      case EVSAM_OUT_OF_MEMORY: throw ImageError(.tooLarge, source: name, "out of memory decoding the PNG")
+      case EVSAM_OUT_OF_MEMORY:
+        throw ImageError(.tooLarge, source: name, "out of memory decoding the PNG")
       default: throw ImageError(.corrupt, source: name, "corrupt PNG: \(text)")
       }
     }
@@ -40,7 +43,8 @@ enum PNGCodec {
     -> Data
   {
     guard width > 0, height > 0, width <= Int(Int32.max) / channels, height <= Int(Int32.max) else {
-      throw ImageError(.encodingFailed, source: "PNG encoder", "cannot encode a \(width)×\(height) image as PNG")
+      throw ImageError(
+        .encodingFailed, source: "PNG encoder", "cannot encode a \(width)×\(height) image as PNG")
     }
     precondition(pixels.count == width * height * channels)
     var png: UnsafeMutablePointer<UInt8>? = nil
@@ -48,15 +52,18 @@ enum PNGCodec {
     var message = [CChar](repeating: 0, count: 256)
     let status: Int = pixels.withUnsafeBufferPointer { input in
       message.withUnsafeMutableBufferPointer { message in
-        Int(evsam_png_encode(
-          input.baseAddress, UInt32(width), UInt32(height), Int32(channels), &png, &size,
-          message.baseAddress, message.count))
+        Int(
+          evsam_png_encode(
+            input.baseAddress, UInt32(width), UInt32(height), Int32(channels), &png, &size,
+            message.baseAddress, message.count))
       }
     }
     defer { evsam_free(png) }
     guard status == EVSAM_OK, let png else {
-      let text = String(decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      throw ImageError(.encodingFailed, source: "PNG encoder", "libpng could not encode the image: \(text)")
+      let text = String(
+        decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+      throw ImageError(
+        .encodingFailed, source: "PNG encoder", "libpng could not encode the image: \(text)")
     }
     return Data(bytes: png, count: size)
   }

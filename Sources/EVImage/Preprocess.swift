@@ -14,8 +14,12 @@ public func promptFrameSize(originalHeight: Int, originalWidth: Int, longSide: I
 
 /// Per-channel normalisation constants as torchvision holds them: float32 tensors made from
 /// the double-precision quotients in the official transform.
-private let normalizationMean: [Float] = [Float(123.675 / 255), Float(116.28 / 255), Float(103.53 / 255)]
-private let normalizationStd: [Float] = [Float(58.395 / 255), Float(57.12 / 255), Float(57.375 / 255)]
+private let normalizationMean: [Float] = [
+  Float(123.675 / 255), Float(116.28 / 255), Float(103.53 / 255),
+]
+private let normalizationStd: [Float] = [
+  Float(58.395 / 255), Float(57.12 / 255), Float(57.375 / 255),
+]
 
 /// `(x / 255 - mean) / std` in float32, as `ToTensor` then `Normalize` compute it, for each
 /// channel and byte value.
@@ -27,7 +31,9 @@ private let normalizedValues: [[Float]] = (0..<3).map { c in
 /// long side to `targetSize`, skipped when it already is), `ToTensor`, `Normalize` with SAM's
 /// mean/std, then `SamPad` (zeros bottom/right) to a square. `targetSize` is 512 for the L
 /// models and 1024 for XL. Returns a 1×3×S×S tensor and the size of the unpadded content.
-public func preprocess(_ image: RGBImage, targetSize: Int) -> (
+/// `order` picks the Pillow generation to match; they differ by at most one grey level, and
+/// only for images more than about twice as tall as wide.
+public func preprocess(_ image: RGBImage, targetSize: Int, order: PILPassOrder = .pillow13) -> (
   tensor: Tensor, resizedHeight: Int, resizedWidth: Int
 ) {
   precondition(image.width > 0 && image.height > 0, "empty image")
@@ -36,7 +42,7 @@ public func preprocess(_ image: RGBImage, targetSize: Int) -> (
   if max(image.width, image.height) != targetSize {
     let size = promptFrameSize(
       originalHeight: image.height, originalWidth: image.width, longSide: targetSize)
-    resized = resizeBilinearPIL(image, width: size.width, height: size.height)
+    resized = resizeBilinearPIL(image, width: size.width, height: size.height, order: order)
   }
   let h = resized.height
   let w = resized.width

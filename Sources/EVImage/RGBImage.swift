@@ -43,7 +43,8 @@ public struct RGBImage: Sendable, Equatable {
 
   /// Decodes PNG or JPEG bytes; errors name the source as "image data".
   public init(data: Data, applyEXIFOrientation: Bool = true) throws(ImageError) {
-    try self.init(bytes: [UInt8](data), name: "image data", applyEXIFOrientation: applyEXIFOrientation)
+    try self.init(
+      bytes: [UInt8](data), name: "image data", applyEXIFOrientation: applyEXIFOrientation)
   }
 
   init(bytes: [UInt8], name: String, applyEXIFOrientation: Bool) throws(ImageError) {
@@ -155,7 +156,8 @@ private func readFile(_ url: URL, name: String) throws(ImageError) -> [UInt8] {
   do {
     return [UInt8](try Data(contentsOf: url))
   } catch {
-    throw ImageError(.unreadable, source: name, "cannot read the file (\(error.localizedDescription))")
+    throw ImageError(
+      .unreadable, source: name, "cannot read the file (\(error.localizedDescription))")
   }
 }
 
@@ -164,6 +166,7 @@ func writeAtomically(_ data: Data, to url: URL) throws(ImageError) {
     try data.write(to: url, options: .atomic)
   } catch {
     let name = url.isFileURL ? url.path : url.absoluteString
-    throw ImageError(.writeFailed, source: name, "cannot write the file (\(error.localizedDescription))")
+    throw ImageError(
+      .writeFailed, source: name, "cannot write the file (\(error.localizedDescription))")
   }
 }

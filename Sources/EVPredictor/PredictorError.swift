@@ -30,7 +30,8 @@ public enum PredictorError: Error, Sendable, Equatable, CustomStringConvertible 
     case .noImageEncoder:
       return "this predictor has no image encoder: use setEmbedding(_:originalSize:) instead"
     case .embeddingShape(let shape):
-      return "image embedding must be 1×256×64×64, got \(shape.map(String.init).joined(separator: "×"))"
+      return
+        "image embedding must be 1×256×64×64, got \(shape.map(String.init).joined(separator: "×"))"
     case .emptyImage(let h, let w):
       return "image size \(w)×\(h) is empty"
     case .nonFiniteCoordinate(let what):
@@ -48,7 +49,8 @@ public enum PredictorError: Error, Sendable, Equatable, CustomStringConvertible 
     case .labelCountMismatch(let points, let labels):
       return "\(points) points but \(labels) labels; give one label per point"
     case .maskInputShape(let found, let expected):
-      return "mask input must be \(expected.map(String.init).joined(separator: "×")) low-res logits, got \(found.map(String.init).joined(separator: "×"))"
+      return
+        "mask input must be \(expected.map(String.init).joined(separator: "×")) low-res logits, got \(found.map(String.init).joined(separator: "×"))"
     case .nonFiniteMaskInput:
       return "mask input contains NaN or infinite values"
     case .emptyBatch:
@@ -56,7 +58,8 @@ public enum PredictorError: Error, Sendable, Equatable, CustomStringConvertible 
     case .batchSizeMismatch(let boxes, let pointSets):
       return "batch has \(boxes) boxes but \(pointSets) point sets; they must pair up one to one"
     case .unequalPointCounts(let first, let index, let count):
-      return "point set \(index) has \(count) points but set 0 has \(first); batched point sets must be the same length"
+      return
+        "point set \(index) has \(count) points but set 0 has \(first); batched point sets must be the same length"
     }
   }
 }

@@ -9,6 +9,10 @@ import EVTensor
 /// `input_size / original_size` in double precision), and masks come back at the original size
 /// through the official post-processing. All per-image decoder work (layout, positional
 /// encoding, the first block's prompt-independent projections) is done once in `setImage`.
+///
+/// `predict` and `predictBatch` only read the per-image state (each call has its own scratch
+/// memory), so they may run concurrently on several threads; `setImage`, `setEmbedding` and
+/// `resetImage` must not overlap with them.
 public final class SamPredictor {
   public let promptEncoder: PromptEncoder
   public let maskDecoder: MaskDecoder
@@ -107,7 +111,8 @@ public final class SamPredictor {
     let logits = batch.maskLogits!
     let perPrompt = Array(logits.shape.dropFirst())
     return Prediction(
-      maskLogits: logits.reshaped(perPrompt), masks: BinaryMasks(logits: logits.reshaped(perPrompt)),
+      maskLogits: logits.reshaped(perPrompt),
+      masks: BinaryMasks(logits: logits.reshaped(perPrompt)),
       iouPredictions: batch.iouPredictions.storage,
       lowResLogits: batch.lowResLogits.reshaped(Array(batch.lowResLogits.shape.dropFirst())))
   }

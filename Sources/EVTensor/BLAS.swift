@@ -7,9 +7,23 @@
 /// The single seam between the kernels and the platform BLAS.
 ///
 /// Everything that multiplies matrices goes through here, so swapping the BLAS (or counting its
-/// calls) touches one function. OpenBLAS brings its own threads; callers must not wrap this in
-/// `concurrentPerform`, or the two thread pools fight over the same two cores.
+/// calls) touches one function.
+///
+/// OpenBLAS runs single-threaded and large products are split here, over the same
+/// `concurrentPerform` workers the other kernels use. With OpenBLAS's own pool, its idle workers
+/// spin (sched_yield) for a while after every call and fight our workers for the two cores;
+/// measured on L0 that spinning was ~8 % of all CPU time. One pool for everything avoids it.
 public enum BLAS {
+  /// Below this many multiply-adds a product runs on the calling thread.
+  static let splitThreshold = 1 << 21
+
+  /// OpenBLAS's thread count is process-wide; set it once, before the first call.
+  private static let singleThreaded: Void = {
+    #if canImport(CBLAS) && !canImport(Accelerate)
+      openblas_set_num_threads(1)
+    #endif
+  }()
+
   /// Row-major `C[m×n] = alpha·op(A)·op(B) + beta·C`, where `op(A)` is `m×k` and `op(B)` is `k×n`.
   /// With `beta == 0`, `C` is write-only (it may hold garbage or NaN on entry).
   public static func sgemm(
@@ -31,6 +45,59 @@ public enum BLAS {
       }
       return
     }
+    let threads = Parallel.cores
+    if threads > 1 && m &* n &* k >= splitThreshold && max(m, n) >= 32 {
+      // Split the larger output dimension into panels, one per thread, in multiples of 16
+      // (the kernels' register-block width) so no panel gets a ragged edge in the middle.
+      let splitN = n >= m
+      let extent = splitN ? n : m
+      let parts = min(threads, max(1, extent / 16))
+      let step = ((extent + parts - 1) / parts + 15) / 16 * 16
+      Parallel.forRanges(count: parts, costPerItem: Parallel.minimumWork) { range in
+        for p in range {
+          let lo = p * step
+          let hi = min(extent, lo + step)
+          guard lo < hi else { continue }
+          if splitN {
+            serialSgemm(
+              transA: transA, transB: transB, m: m, n: hi - lo, k: k, alpha: alpha,
+              a: a, lda: lda, b: transB ? b + lo * ldb : b + lo, ldb: ldb,
+              beta: beta, c: c + lo, ldc: ldc)
+          } else {
+            serialSgemm(
+              transA: transA, transB: transB, m: hi - lo, n: n, k: k, alpha: alpha,
+              a: transA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb,
+              beta: beta, c: c + lo * ldc, ldc: ldc)
+          }
+        }
+      }
+      return
+    }
+    serialSgemm(
+      transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+  }
+
+  /// `sgemm` on the calling thread only: for kernels that already run in parallel (each of
+  /// their workers multiplies its own matrices).
+  public static func serialSgemm(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    guard m > 0, n > 0 else { return }
+    if k == 0 {
+      for i in 0..<m {
+        let row = c + i * ldc
+        if beta == 0 {
+          for j in 0..<n { row[j] = 0 }
+        } else {
+          for j in 0..<n { row[j] *= beta }
+        }
+      }
+      return
+    }
+    _ = singleThreaded
     #if canImport(Accelerate) || canImport(CBLAS)
       cblas_sgemm(
         CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans,

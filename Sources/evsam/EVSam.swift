@@ -5,5 +5,9 @@ struct EVSam: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "evsam",
     abstract: "EfficientViT-SAM: promptable segmentation on the CPU.",
-    subcommands: [InfoCommand.self, EmbedCommand.self, SegmentCommand.self])
+    subcommands: [
+      InfoCommand.self, EmbedCommand.self, SegmentCommand.self, EverythingCommand.self,
+      BenchCommand.self,
+      EvalCommand.self, CocoEvalCommand.self, MergeCommand.self,
+    ])
 }

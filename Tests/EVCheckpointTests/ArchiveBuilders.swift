@@ -47,8 +47,12 @@ func referenceCRC32<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt
 
 extension Array where Element == UInt8 {
   mutating func le16(_ v: Int) { append(contentsOf: [UInt8(v & 0xFF), UInt8((v >> 8) & 0xFF)]) }
-  mutating func le32(_ v: UInt32) { for i in 0..<4 { append(UInt8((v >> (8 * UInt32(i))) & 0xFF)) } }
-  mutating func le64(_ v: UInt64) { for i in 0..<8 { append(UInt8((v >> (8 * UInt64(i))) & 0xFF)) } }
+  mutating func le32(_ v: UInt32) {
+    for i in 0..<4 { append(UInt8((v >> (8 * UInt32(i))) & 0xFF)) }
+  }
+  mutating func le64(_ v: UInt64) {
+    for i in 0..<8 { append(UInt8((v >> (8 * UInt64(i))) & 0xFF)) }
+  }
 }
 
 struct ZipBuilder {
@@ -70,7 +74,9 @@ struct ZipBuilder {
   /// as writers do for archives over 4 GB.
   var zip64ExtraFields = false
 
-  mutating func add(_ name: String, _ data: [UInt8]) { entries.append(Entry(name: name, data: data)) }
+  mutating func add(_ name: String, _ data: [UInt8]) {
+    entries.append(Entry(name: name, data: data))
+  }
 
   func build() -> [UInt8] {
     var out: [UInt8] = []
@@ -183,7 +189,10 @@ struct PickleBuilder {
   mutating func stop() { op(0x2E) }
   mutating func none() { op(0x4E) }
   mutating func bool(_ v: Bool) { op(v ? 0x88 : 0x89) }
-  mutating func emptyDict() { op(0x7D); put() }
+  mutating func emptyDict() {
+    op(0x7D)
+    put()
+  }
   mutating func emptyTuple() { op(0x29) }
   mutating func tuple() { op(0x74) }
   mutating func reduce() { op(0x52) }

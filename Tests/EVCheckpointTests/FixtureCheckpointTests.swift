@@ -1,8 +1,8 @@
 import EVCheckpoint
 import EVTensor
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The official files: `torch.save` archives and safetensors written by the Python side.
 @Suite struct FixtureCheckpointTests {
@@ -50,7 +50,8 @@ import TestSupport
     let viaPt = try Checkpoint.load(contentsOf: try Fixtures.url("models/tiny-l.pt"))
     let viaSt = try Checkpoint.load(contentsOf: try Fixtures.url("models/tiny-l.safetensors"))
     #expect(viaPt == viaSt)
-    #expect(try SafeTensors.read(contentsOf: try Fixtures.url("models/tiny-l.safetensors")) == viaSt)
+    #expect(
+      try SafeTensors.read(contentsOf: try Fixtures.url("models/tiny-l.safetensors")) == viaSt)
   }
 
   @Test func wrappedFloat16ArchiveEqualsUpToHalfRounding() throws {
@@ -98,6 +99,17 @@ import TestSupport
     #expect(loaded.tensors.keys.contains { $0.hasPrefix("image_encoder.neck.") })
   }
 
+  /// The training fixture stores its masks as uint8.
+  @Test func trainingFixtureWithByteMasksLoads() throws {
+    let loaded = try LoadedCheckpoint(contentsOf: try Fixtures.url("train/step.safetensors"))
+    let masks = try #require(loaded.tensors["masks"])
+    #expect(loaded.dtypes["masks"] == .uint8)
+    #expect(masks.shape == [2, 2, 512, 512])
+    #expect(masks.storage.allSatisfy { $0 == 0 || $0 == 1 })
+    #expect(masks.storage.contains(1) && masks.storage.contains(0))
+    #expect(loaded.dtypes.values.filter { $0 == .float32 }.count == loaded.tensors.count - 1)
+  }
+
   @Test func tinyXLLoadsCompletely() throws {
     let url = try Fixtures.url("models/tiny-xl.pt")
     let loaded = try LoadedCheckpoint(contentsOf: url)
@@ -108,7 +120,10 @@ import TestSupport
     let fileSize = try FileManager.default.attributesOfItem(atPath: url.path)[.size] as? Int ?? 0
     #expect(bytes < fileSize && bytes > fileSize * 9 / 10)
     // The architecture file's widths appear as the stage-1 output channels.
-    #expect(loaded.tensors["image_encoder.backbone.stages.0.op_list.0.conv.weight"]?.shape == [8, 3, 3, 3])
+    #expect(
+      loaded.tensors["image_encoder.backbone.stages.0.op_list.0.conv.weight"]?.shape == [
+        8, 3, 3, 3,
+      ])
     for (key, t) in loaded.tensors {
       #expect(t.storage.allSatisfy { $0.isFinite }, "\(key)")
     }

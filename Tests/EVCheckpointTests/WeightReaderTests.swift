@@ -1,8 +1,8 @@
 import EVCheckpoint
 import EVTensor
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct WeightReaderTests {
   /// A toy model: a conv with BatchNorm and a linear head, declared through scopes.
@@ -34,11 +34,13 @@ import TestSupport
     let reader = WeightReader.declaringOnly()
     let tensors = Self.build(reader)
     #expect(tensors.allSatisfy { $0.storage.allSatisfy { $0 == 0 } })
-    #expect(reader.declared.map(\.key) == [
-      "backbone.stages.0.conv.weight", "backbone.stages.0.norm.weight", "backbone.stages.0.norm.bias",
-      "backbone.stages.0.norm.running_mean", "backbone.stages.0.norm.running_var",
-      "backbone.stages.0.norm.num_batches_tracked", "head.weight", "head.bias",
-    ])
+    #expect(
+      reader.declared.map(\.key) == [
+        "backbone.stages.0.conv.weight", "backbone.stages.0.norm.weight",
+        "backbone.stages.0.norm.bias",
+        "backbone.stages.0.norm.running_mean", "backbone.stages.0.norm.running_var",
+        "backbone.stages.0.norm.num_batches_tracked", "head.weight", "head.bias",
+      ])
     #expect(reader.declared.first { $0.key.hasSuffix("num_batches_tracked") }?.dtype == .int64)
     #expect(reader.parameterCount() == 108 + 4 + 4 + 40 + 10)
     #expect(reader.parameterCount(prefix: "head.") == 50)
@@ -73,15 +75,19 @@ import TestSupport
       return
     }
     #expect(file == "/models/toy.pt")
-    #expect(Set(problems.map(\.description)) == [
-      "missing key head.bias (expected shape 10)",
-      "missing key backbone.stages.0.norm.running_var (expected shape 4)",
-      "shape mismatch for head.weight: expected 10x4, found 4x10",
-      "shape mismatch for backbone.stages.0.conv.weight: expected 4x3x3x3, found 4x3x1x1",
-      "unexpected key module.extra.weight (shape 7)",
-    ])
+    #expect(
+      Set(problems.map(\.description)) == [
+        "missing key head.bias (expected shape 10)",
+        "missing key backbone.stages.0.norm.running_var (expected shape 4)",
+        "shape mismatch for head.weight: expected 10x4, found 4x10",
+        "shape mismatch for backbone.stages.0.conv.weight: expected 4x3x3x3, found 4x3x1x1",
+        "unexpected key module.extra.weight (shape 7)",
+      ])
     let text = error?.description ?? ""
-    #expect(text.hasPrefix("/models/toy.pt: checkpoint does not match the model: 2 missing, 1 unexpected, 2 shape mismatches"))
+    #expect(
+      text.hasPrefix(
+        "/models/toy.pt: checkpoint does not match the model: 2 missing, 1 unexpected, 2 shape mismatches"
+      ))
     for p in problems { #expect(text.contains(p.description)) }
   }
 
@@ -107,7 +113,8 @@ import TestSupport
   @Test func fixtureDecoderKeysReadThroughScopes() throws {
     let weights = try Checkpoint.load(contentsOf: try Fixtures.url("models/tiny-l.pt"))
     let reader = WeightReader(weights, origin: "tiny-l.pt")
-    let t = reader.root["mask_decoder"]["iou_prediction_head"]["layers"][0].take("weight", shape: [256, 256])
+    let t = reader.root["mask_decoder"]["iou_prediction_head"]["layers"][0].take(
+      "weight", shape: [256, 256])
     #expect(t == weights["mask_decoder.iou_prediction_head.layers.0.weight"])
     let error = #expect(throws: CheckpointError.self) { try reader.finish() }
     // Everything else is unexpected, each listed with its shape.

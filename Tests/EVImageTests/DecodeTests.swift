@@ -77,13 +77,17 @@ private func decode(_ bytes: [UInt8]) throws -> RGBImage {
       PNGBuilder.png(
         width: 6, height: 1, bitDepth: 16, colorType: 0,
         scanlines: [PNGBuilder.samples16([0, 255, 256, 300, 65_535, 0x1234])]))
-    #expect(image.pixels.enumerated().filter { $0.offset % 3 == 0 }.map(\.element) == [0, 255, 255, 255, 255, 255])
+    #expect(
+      image.pixels.enumerated().filter { $0.offset % 3 == 0 }.map(\.element) == [
+        0, 255, 255, 255, 255, 255,
+      ])
     #expect(triples(image).allSatisfy { $0[0] == $0[1] && $0[1] == $0[2] })
   }
 
   @Test func grayAlphaDropsAlpha() throws {
     let image = try decode(
-      PNGBuilder.png(width: 2, height: 1, bitDepth: 8, colorType: 4, scanlines: [[200, 0, 50, 128]]))
+      PNGBuilder.png(
+        width: 2, height: 1, bitDepth: 8, colorType: 4, scanlines: [[200, 0, 50, 128]]))
     #expect(triples(image) == [[200, 200, 200], [50, 50, 50]])
     let sixteen = try decode(
       PNGBuilder.png(
@@ -101,7 +105,8 @@ private func decode(_ bytes: [UInt8]) throws -> RGBImage {
     // Fully transparent pixels keep their colour: alpha is dropped, not composited.
     let rgba = try decode(
       PNGBuilder.png(
-        width: 2, height: 1, bitDepth: 8, colorType: 6, scanlines: [[10, 20, 30, 0, 40, 50, 60, 77]]))
+        width: 2, height: 1, bitDepth: 8, colorType: 6,
+        scanlines: [[10, 20, 30, 0, 40, 50, 60, 77]]))
     #expect(triples(rgba) == [[10, 20, 30], [40, 50, 60]])
     let rgba16 = try decode(
       PNGBuilder.png(
@@ -138,7 +143,8 @@ private func decode(_ bytes: [UInt8]) throws -> RGBImage {
     let grayKey = PNGBuilder.chunk("tRNS", [0, 7])
     let gray = try decode(
       PNGBuilder.png(
-        width: 2, height: 1, bitDepth: 8, colorType: 0, scanlines: [[7, 8]], chunksBeforeData: [grayKey]))
+        width: 2, height: 1, bitDepth: 8, colorType: 0, scanlines: [[7, 8]],
+        chunksBeforeData: [grayKey]))
     #expect(triples(gray) == [[7, 7, 7], [8, 8, 8]])
   }
 
@@ -146,16 +152,21 @@ private func decode(_ bytes: [UInt8]) throws -> RGBImage {
     // 10×10 RGB whose pixel (x, y) is (x, y, x ^ y); scanlines grouped by Adam7 pass.
     let w = 10
     let h = 10
-    let passes = [(0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2)]
+    let passes = [
+      (0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+      (0, 1, 1, 2),
+    ]
     var scanlines: [[UInt8]] = []
     for (x0, y0, dx, dy) in passes {
       for y in stride(from: y0, to: h, by: dy) {
-        let row = stride(from: x0, to: w, by: dx).flatMap { x in [UInt8(x), UInt8(y), UInt8(x ^ y)] }
+        let row = stride(from: x0, to: w, by: dx).flatMap { x in [UInt8(x), UInt8(y), UInt8(x ^ y)]
+        }
         if !row.isEmpty { scanlines.append(row) }
       }
     }
     let image = try decode(
-      PNGBuilder.png(width: w, height: h, bitDepth: 8, colorType: 2, scanlines: scanlines, interlaced: true))
+      PNGBuilder.png(
+        width: w, height: h, bitDepth: 8, colorType: 2, scanlines: scanlines, interlaced: true))
     for y in 0..<h {
       for x in 0..<w {
         #expect(image[x: x, y: y] == RGBColor(UInt8(x), UInt8(y), UInt8(x ^ y)))
@@ -200,7 +211,8 @@ private func decode(_ bytes: [UInt8]) throws -> RGBImage {
     let url = FileManager.default.temporaryDirectory.appendingPathComponent("evimage-\(UUID()).png")
     try Data("just some text".utf8).write(to: url)
     defer { try? FileManager.default.removeItem(at: url) }
-    let named = expectError(.unknownFormat) { () throws(ImageError) in try RGBImage(contentsOf: url) }
+    let named = expectError(.unknownFormat) { () throws(ImageError) in try RGBImage(contentsOf: url)
+    }
     #expect(named?.description.hasPrefix(url.path) == true)
   }
 
@@ -213,17 +225,21 @@ private func decode(_ bytes: [UInt8]) throws -> RGBImage {
       }
     }
     // Cut inside the PNG header chunk.
-    let png = PNGBuilder.png(width: 2, height: 2, bitDepth: 8, colorType: 0, scanlines: [[1, 2], [3, 4]])
-    _ = expectError(.truncated) { () throws(ImageError) in try RGBImage(data: Data(png.prefix(20))) }
+    let png = PNGBuilder.png(
+      width: 2, height: 2, bitDepth: 8, colorType: 0, scanlines: [[1, 2], [3, 4]])
+    _ = expectError(.truncated) { () throws(ImageError) in try RGBImage(data: Data(png.prefix(20)))
+    }
   }
 
   @Test func corruptPNG() throws {
-    let good = PNGBuilder.png(width: 2, height: 2, bitDepth: 8, colorType: 0, scanlines: [[1, 2], [3, 4]])
+    let good = PNGBuilder.png(
+      width: 2, height: 2, bitDepth: 8, colorType: 0, scanlines: [[1, 2], [3, 4]])
     var badCRC = good
     badCRC[20] ^= 0x01  // a byte of the IHDR data
     _ = expectError(.corrupt) { () throws(ImageError) in try RGBImage(data: Data(badCRC)) }
 
-    let badDepth = PNGBuilder.png(width: 2, height: 1, bitDepth: 3, colorType: 2, scanlines: [[1, 2]])
+    let badDepth = PNGBuilder.png(
+      width: 2, height: 1, bitDepth: 3, colorType: 2, scanlines: [[1, 2]])
     _ = expectError(.corrupt) { () throws(ImageError) in try RGBImage(data: Data(badDepth)) }
 
     // Compressed data that is not a valid zlib stream.
@@ -241,18 +257,23 @@ private func decode(_ bytes: [UInt8]) throws -> RGBImage {
 
   @Test func absurdDimensions() throws {
     // The header claims 100000×100000 pixels: refused before any allocation.
-    let png = PNGBuilder.png(width: 100_000, height: 100_000, bitDepth: 8, colorType: 2, scanlines: [[0, 0, 0]])
+    let png = PNGBuilder.png(
+      width: 100_000, height: 100_000, bitDepth: 8, colorType: 2, scanlines: [[0, 0, 0]])
     _ = expectError(.tooLarge) { () throws(ImageError) in try RGBImage(data: Data(png)) }
 
     var jpeg = try [UInt8](Data(contentsOf: Fixtures.url("images/coffee.jpg")))
     let sof = try #require(
       (0..<(jpeg.count - 1)).first { jpeg[$0] == 0xFF && (0xC0...0xC2).contains(jpeg[$0 + 1]) })
-    for i in (sof + 5)...(sof + 8) { jpeg[i] = 0xFF }  // height and width → 65535
+    // Height and width → 60000 (libjpeg itself refuses more than 65500).
+    for i in [sof + 5, sof + 7] { jpeg[i] = 0xEA }
+    for i in [sof + 6, sof + 8] { jpeg[i] = 0x60 }
     _ = expectError(.tooLarge) { () throws(ImageError) in try RGBImage(data: Data(jpeg)) }
   }
 
   @Test func corruptJPEG() {
-    let bytes: [UInt8] = [0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x02, 0xFF, 0xC0, 0x00, 0x03, 0x00, 0xFF, 0xD9]
+    let bytes: [UInt8] = [
+      0xFF, 0xD8, 0xFF, 0xDB, 0x00, 0x02, 0xFF, 0xC0, 0x00, 0x03, 0x00, 0xFF, 0xD9,
+    ]
     _ = expectError(.corrupt) { () throws(ImageError) in try RGBImage(data: Data(bytes)) }
   }
 }

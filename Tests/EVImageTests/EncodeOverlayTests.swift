@@ -13,7 +13,8 @@ import Testing
   }
 
   @Test func rgbRoundTrip() throws {
-    let image = RGBImage(width: 37, height: 23, pixels: Self.noise(width: 37, height: 23, channels: 3, seed: 1))
+    let image = RGBImage(
+      width: 37, height: 23, pixels: Self.noise(width: 37, height: 23, channels: 3, seed: 1))
     let data = try image.pngData()
     #expect(Array(data.prefix(4)) == [0x89, 0x50, 0x4E, 0x47])
     #expect(try RGBImage(data: data) == image)
@@ -25,22 +26,27 @@ import Testing
   }
 
   @Test func grayRoundTrip() throws {
-    let gray = GrayImage(width: 19, height: 7, pixels: Self.noise(width: 19, height: 7, channels: 1, seed: 2))
+    let gray = GrayImage(
+      width: 19, height: 7, pixels: Self.noise(width: 19, height: 7, channels: 1, seed: 2))
     let decoded = try RGBImage(data: gray.pngData())
     #expect(decoded.width == 19 && decoded.height == 7)
     for (i, v) in gray.pixels.enumerated() {
-      #expect(decoded.pixels[3 * i] == v && decoded.pixels[3 * i + 1] == v && decoded.pixels[3 * i + 2] == v)
+      #expect(
+        decoded.pixels[3 * i] == v && decoded.pixels[3 * i + 1] == v
+          && decoded.pixels[3 * i + 2] == v)
     }
     let mask = GrayImage(mask: [true, false, false, true], width: 2, height: 2)
     #expect(mask.pixels == [255, 0, 0, 255])
   }
 
   @Test func writesAtomicallyAndReadsBack() throws {
-    let directory = FileManager.default.temporaryDirectory.appendingPathComponent("evimage-\(UUID())")
+    let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "evimage-\(UUID())")
     try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: directory) }
 
-    let image = RGBImage(width: 16, height: 9, pixels: Self.noise(width: 16, height: 9, channels: 3, seed: 3))
+    let image = RGBImage(
+      width: 16, height: 9, pixels: Self.noise(width: 16, height: 9, channels: 3, seed: 3))
     let png = directory.appendingPathComponent("out.png")
     try image.write(to: png)
     #expect(try RGBImage(contentsOf: png) == image)
@@ -53,10 +59,14 @@ import Testing
     try RGBImage(width: 16, height: 16, color: RGBColor(200, 100, 50)).write(to: jpeg)
     let decoded = try RGBImage(contentsOf: jpeg)
     #expect(Array(try Data(contentsOf: jpeg).prefix(2)) == [0xFF, 0xD8])
-    #expect(decoded.pixels.enumerated().allSatisfy { abs(Int($0.element) - [200, 100, 50][$0.offset % 3]) <= 3 })
+    #expect(
+      decoded.pixels.enumerated().allSatisfy {
+        abs(Int($0.element) - [200, 100, 50][$0.offset % 3]) <= 3
+      })
 
     let mask = directory.appendingPathComponent("mask.png")
-    try GrayImage(mask: [true, false, true, false, true, false], width: 3, height: 2).write(to: mask)
+    try GrayImage(mask: [true, false, true, false, true, false], width: 3, height: 2).write(
+      to: mask)
     #expect(try RGBImage(contentsOf: mask)[x: 1, y: 0] == RGBColor(0, 0, 0))
     #expect(try RGBImage(contentsOf: mask)[x: 1, y: 1] == RGBColor(255, 255, 255))
 
@@ -99,7 +109,9 @@ import Testing
 
     let marked = overlay(
       masks: [first], on: image,
-      points: [PointMarker(x: 15, y: 12, positive: true), PointMarker(x: 32, y: 8, positive: false)],
+      points: [
+        PointMarker(x: 15, y: 12, positive: true), PointMarker(x: 32, y: 8, positive: false),
+      ],
       boxes: [BoxMarker(x0: 2, y0: 3, x1: 37, y1: 27)])
     #expect(marked[x: 15, y: 12] == OverlayStyle.positivePoint)
     #expect(marked[x: 32, y: 8] == OverlayStyle.negativePoint)

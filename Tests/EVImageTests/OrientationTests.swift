@@ -31,7 +31,9 @@ import Testing
       littleEndian ? [UInt8(v & 0xff), UInt8(v >> 8)] : [UInt8(v >> 8), UInt8(v & 0xff)]
     }
     func u32(_ v: UInt32) -> [UInt8] {
-      let bytes = [UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff)]
+      let bytes = [
+        UInt8(v >> 24), UInt8((v >> 16) & 0xff), UInt8((v >> 8) & 0xff), UInt8(v & 0xff),
+      ]
       return littleEndian ? bytes.reversed() : bytes
     }
     var tiff: [UInt8] = littleEndian ? [0x49, 0x49] : [0x4D, 0x4D]
@@ -70,7 +72,8 @@ import Testing
   func orientation(_ orientation: Int, littleEndian: Bool) throws {
     let jpeg = try Self.quadrantJPEG()
     let spliced =
-      Array(jpeg[0..<2]) + Self.exifSegment(orientation: UInt16(orientation), littleEndian: littleEndian)
+      Array(jpeg[0..<2])
+      + Self.exifSegment(orientation: UInt16(orientation), littleEndian: littleEndian)
       + Array(jpeg[2...])
     let image = try RGBImage(data: Data(spliced))
     let (width, height, colors) = try #require(Self.expected[orientation])
@@ -87,7 +90,9 @@ import Testing
   @Test func invalidOrientationValuesAreIgnored() throws {
     let jpeg = try Self.quadrantJPEG()
     for value: UInt16 in [0, 9, 300] {
-      let spliced = Array(jpeg[0..<2]) + Self.exifSegment(orientation: value, littleEndian: true) + Array(jpeg[2...])
+      let spliced =
+        Array(jpeg[0..<2]) + Self.exifSegment(orientation: value, littleEndian: true)
+        + Array(jpeg[2...])
       let image = try RGBImage(data: Data(spliced))
       #expect(image.width == 32 && image.height == 16)
       #expect(Self.quadrants(image) == [Self.red, Self.green, Self.blue, Self.white])

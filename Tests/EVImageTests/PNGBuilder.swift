@@ -53,7 +53,8 @@ enum PNGBuilder {
     let raw: [UInt8] = scanlines.flatMap { [UInt8(0)] + $0 }
     let signature: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]
     let extra: [UInt8] = chunksBeforeData.flatMap { $0 }
-    return signature + chunk("IHDR", ihdr) + extra + chunk("IDAT", zlibStored(raw)) + chunk("IEND", [])
+    return signature + chunk("IHDR", ihdr) + extra + chunk("IDAT", zlibStored(raw))
+      + chunk("IEND", [])
   }
 
   /// 16-bit samples as big-endian bytes.

@@ -144,7 +144,8 @@ struct DecoderGoldenTests {
     #expect(image.cases.count == 6)
     for c in image.cases {
       let inputs = try image.prompts(c)
-      let prompts = model.promptEncoder(points: inputs.points, boxes: inputs.boxes, masks: inputs.masks)
+      let prompts = model.promptEncoder(
+        points: inputs.points, boxes: inputs.boxes, masks: inputs.masks)
       let out = model.maskDecoder.decode(prepared, prompts: prompts, multimask: c.multimask)
       try compare(out, case: c, image: image, file: file, label: "cached")
     }
@@ -159,7 +160,8 @@ struct DecoderGoldenTests {
     let embedding = try #require(image.golden["embedding"])
     for c in image.cases {
       let inputs = try image.prompts(c)
-      let prompts = model.promptEncoder(points: inputs.points, boxes: inputs.boxes, masks: inputs.masks)
+      let prompts = model.promptEncoder(
+        points: inputs.points, boxes: inputs.boxes, masks: inputs.masks)
       let out = model.maskDecoder(
         imageEmbeddings: embedding, imagePE: model.promptEncoder.getDensePE(),
         sparsePromptEmbeddings: prompts.sparse, densePromptEmbeddings: prompts.dense,
@@ -179,18 +181,27 @@ struct DecoderGoldenTests {
     let expectedLowRes = try #require(g["\(c.name).low_res_logits"])
     let iou = batched ? out.iouPredictions : out.iouPredictions.reshaped([-1])
     let lowRes = batched ? out.masks : out.masks.reshaped(Array(out.masks.shape.dropFirst()))
-    try #require(iou.shape == expectedIoU.shape, "\(file) \(c.name): iou \(iou.shape) vs \(expectedIoU.shape)")
-    try #require(lowRes.shape == expectedLowRes.shape, "\(file) \(c.name): logits \(lowRes.shape) vs \(expectedLowRes.shape)")
+    try #require(
+      iou.shape == expectedIoU.shape, "\(file) \(c.name): iou \(iou.shape) vs \(expectedIoU.shape)")
+    try #require(
+      lowRes.shape == expectedLowRes.shape,
+      "\(file) \(c.name): logits \(lowRes.shape) vs \(expectedLowRes.shape)")
     let iouError = maxAbsDifference(iou, expectedIoU)
     let lowResError = relativeL2Error(lowRes, expectedLowRes)
-    var line = "golden \(file) \(c.name) [\(label)]: iou max |Δ| \(iouError), low-res rel L2 \(lowResError)"
-    #expect(iouError <= Self.iouTolerance, "\(file) \(c.name) [\(label)]: iou differs by \(iouError)")
-    #expect(lowResError <= Self.logitTolerance, "\(file) \(c.name) [\(label)]: low-res rel L2 \(lowResError)")
+    var line =
+      "golden \(file) \(c.name) [\(label)]: iou max |Δ| \(iouError), low-res rel L2 \(lowResError)"
+    #expect(
+      iouError <= Self.iouTolerance, "\(file) \(c.name) [\(label)]: iou differs by \(iouError)")
+    #expect(
+      lowResError <= Self.logitTolerance,
+      "\(file) \(c.name) [\(label)]: low-res rel L2 \(lowResError)")
     if let expectedMasks = g["\(c.name).mask_logits"] {
       let masks = MaskPostprocessing.upscale(
         out.masks, inputSize: image.inputSize, originalSize: image.originalSize)
       let actual = masks.reshaped(Array(masks.shape.dropFirst()))
-      try #require(actual.shape == expectedMasks.shape, "\(file) \(c.name): masks \(actual.shape) vs \(expectedMasks.shape)")
+      try #require(
+        actual.shape == expectedMasks.shape,
+        "\(file) \(c.name): masks \(actual.shape) vs \(expectedMasks.shape)")
       let error = relativeL2Error(actual, expectedMasks)
       let agree = thresholdAgreement(actual, expectedMasks)
       line += ", mask rel L2 \(error), thresholded agreement \(agree)"

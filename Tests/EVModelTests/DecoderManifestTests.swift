@@ -19,8 +19,9 @@ struct DecoderManifestTests {
   }
 
   static func summary(_ variant: Variant) throws -> [String: Int] {
-    let json = try JSONSerialization.jsonObject(
-      with: Data(contentsOf: Fixtures.url("manifests/summary.json"))) as? [String: [String: Int]]
+    let json =
+      try JSONSerialization.jsonObject(
+        with: Data(contentsOf: Fixtures.url("manifests/summary.json"))) as? [String: [String: Int]]
     return try #require(json?[variant.modelName])
   }
 

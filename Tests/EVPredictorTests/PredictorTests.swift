@@ -76,16 +76,19 @@ struct GoldenCases {
       if c.name == "batch_boxes" {
         let out = try predictor.predictBatch(boxes: c.boxes, multimask: c.multimask)
         try compare(
-          c.name, label: label, iou: out.iouPredictions, lowRes: out.lowResLogits, masks: out.maskLogits)
+          c.name, label: label, iou: out.iouPredictions, lowRes: out.lowResLogits,
+          masks: out.maskLogits)
         continue
       }
       let out = try predictor.predict(
         points: c.points, labels: c.labels, box: c.boxes?.first,
         maskInput: try c.maskInputFrom.map { try maskInput(from: $0) }, multimask: c.multimask)
       #expect(out.masks == BinaryMasks(logits: out.maskLogits))
-      #expect(out.masks.shape == [out.iouPredictions.count, originalSize.height, originalSize.width])
+      #expect(
+        out.masks.shape == [out.iouPredictions.count, originalSize.height, originalSize.width])
       try compare(
-        c.name, label: label, iou: Tensor(shape: [out.iouPredictions.count], storage: out.iouPredictions),
+        c.name, label: label,
+        iou: Tensor(shape: [out.iouPredictions.count], storage: out.iouPredictions),
         lowRes: out.lowResLogits, masks: out.maskLogits)
     }
   }
@@ -103,10 +106,13 @@ struct GoldenCases {
     #expect(lowResError <= 1e-3, "\(label) \(name): low-res rel L2 \(lowResError)")
     if let expected = tensors["\(name).mask_logits"] {
       let actual = try #require(masks)
-      try #require(actual.shape == expected.shape, "\(label) \(name): \(actual.shape) vs \(expected.shape)")
+      try #require(
+        actual.shape == expected.shape, "\(label) \(name): \(actual.shape) vs \(expected.shape)")
       let error = relativeL2Error(actual, expected)
       var same = 0
-      for i in 0..<actual.count where (actual.storage[i] > 0) == (expected.storage[i] > 0) { same += 1 }
+      for i in 0..<actual.count where (actual.storage[i] > 0) == (expected.storage[i] > 0) {
+        same += 1
+      }
       let agreement = Double(same) / Double(actual.count)
       line += ", mask rel L2 \(error), thresholded agreement \(agreement)"
       #expect(error <= 1e-3, "\(label) \(name): mask rel L2 \(error)")
@@ -134,7 +140,8 @@ struct PredictorGoldenTests {
     let golden = try GoldenCases(file)
     let sam = try EfficientViTSAM.load(
       config: ModelConfig.load(json: Fixtures.url("models/\(model).json")),
-      checkpoint: Fixtures.url(model == "tiny-l" ? "models/tiny-l.safetensors" : "models/\(model).pt"))
+      checkpoint: Fixtures.url(
+        model == "tiny-l" ? "models/tiny-l.safetensors" : "models/\(model).pt"))
     let predictor = SamPredictor(model: sam)
     try predictor.setImage(RGBImage(contentsOf: Fixtures.url("images/\(golden.image)")))
     #expect(predictor.originalSize! == golden.originalSize)
@@ -178,10 +185,14 @@ struct PredictorValidationTests {
     let image = RGBImage(width: 4, height: 3, color: RGBColor(1, 2, 3))
     #expect(Self.error { try predictor.setImage(image) } == .noImageEncoder)
     #expect(
-      Self.error { try predictor.setEmbedding(Tensor(zeros: [1, 256, 32, 32]), originalSize: (8, 8)) }
+      Self.error {
+        try predictor.setEmbedding(Tensor(zeros: [1, 256, 32, 32]), originalSize: (8, 8))
+      }
         == .embeddingShape([1, 256, 32, 32]))
     #expect(
-      Self.error { try predictor.setEmbedding(Tensor(zeros: [1, 256, 64, 64]), originalSize: (0, 8)) }
+      Self.error {
+        try predictor.setEmbedding(Tensor(zeros: [1, 256, 64, 64]), originalSize: (0, 8))
+      }
         == .emptyImage(height: 0, width: 8))
     #expect(!predictor.isImageSet)
   }
@@ -192,7 +203,8 @@ struct PredictorValidationTests {
       Self.error { _ = try p.predict(points: [(1, 1), (.nan, 2)], labels: [1, 1]) }
         == .nonFiniteCoordinate(what: "point 1"))
     #expect(
-      Self.error { _ = try p.predict(box: [0, 0, .infinity, 5]) } == .nonFiniteCoordinate(what: "box 0"))
+      Self.error { _ = try p.predict(box: [0, 0, .infinity, 5]) }
+        == .nonFiniteCoordinate(what: "box 0"))
     #expect(
       Self.error { _ = try p.predictBatch(boxes: [[0, 0, 5, 5], [0, -.infinity, 5, 5]]) }
         == .nonFiniteCoordinate(what: "box 1"))
@@ -200,8 +212,12 @@ struct PredictorValidationTests {
 
   @Test func refusesInvertedAndMalformedBoxes() throws {
     let p = try Self.ready()
-    #expect(Self.error { _ = try p.predict(box: [10, 0, 5, 5]) } == .invertedBox(index: 0, box: [10, 0, 5, 5]))
-    #expect(Self.error { _ = try p.predict(box: [0, 10, 5, 5]) } == .invertedBox(index: 0, box: [0, 10, 5, 5]))
+    #expect(
+      Self.error { _ = try p.predict(box: [10, 0, 5, 5]) }
+        == .invertedBox(index: 0, box: [10, 0, 5, 5]))
+    #expect(
+      Self.error { _ = try p.predict(box: [0, 10, 5, 5]) }
+        == .invertedBox(index: 0, box: [0, 10, 5, 5]))
     #expect(Self.error { _ = try p.predict(box: [0, 0, 5]) } == .boxValueCount(index: 0, count: 3))
     // A degenerate (zero-area) box is valid, as in the official code.
     #expect(Self.error { _ = try p.predict(box: [5, 5, 5, 5], multimask: false) } == nil)
@@ -209,9 +225,15 @@ struct PredictorValidationTests {
 
   @Test func refusesBadLabels() throws {
     let p = try Self.ready()
-    #expect(Self.error { _ = try p.predict(points: [(1, 1), (2, 2)], labels: [1, 2]) } == .invalidLabel(index: 1, label: 2))
-    #expect(Self.error { _ = try p.predict(points: [(1, 1)], labels: [-1]) } == .invalidLabel(index: 0, label: -1))
-    #expect(Self.error { _ = try p.predict(points: [(1, 1), (2, 2)], labels: [1]) } == .labelCountMismatch(points: 2, labels: 1))
+    #expect(
+      Self.error { _ = try p.predict(points: [(1, 1), (2, 2)], labels: [1, 2]) }
+        == .invalidLabel(index: 1, label: 2))
+    #expect(
+      Self.error { _ = try p.predict(points: [(1, 1)], labels: [-1]) }
+        == .invalidLabel(index: 0, label: -1))
+    #expect(
+      Self.error { _ = try p.predict(points: [(1, 1), (2, 2)], labels: [1]) }
+        == .labelCountMismatch(points: 2, labels: 1))
     #expect(Self.error { _ = try p.predict(points: [(1, 1)]) } == .pointsWithoutLabels)
     #expect(Self.error { _ = try p.predict(labels: [1]) } == .labelsWithoutPoints)
   }
@@ -219,13 +241,20 @@ struct PredictorValidationTests {
   @Test func refusesBadMaskInputs() throws {
     let p = try Self.ready()
     #expect(
-      Self.error { _ = try p.predict(points: [(1, 1)], labels: [1], maskInput: Tensor(zeros: [1, 128, 128])) }
+      Self.error {
+        _ = try p.predict(points: [(1, 1)], labels: [1], maskInput: Tensor(zeros: [1, 128, 128]))
+      }
         == .maskInputShape(found: [1, 128, 128], expected: [1, 256, 256]))
     var bad = Tensor(zeros: [1, 256, 256])
     bad[0, 3, 4] = .nan
-    #expect(Self.error { _ = try p.predict(points: [(1, 1)], labels: [1], maskInput: bad) } == .nonFiniteMaskInput)
     #expect(
-      Self.error { _ = try p.predictBatch(boxes: [[0, 0, 1, 1], [0, 0, 2, 2]], maskInputs: Tensor(zeros: [1, 1, 256, 256])) }
+      Self.error { _ = try p.predict(points: [(1, 1)], labels: [1], maskInput: bad) }
+        == .nonFiniteMaskInput)
+    #expect(
+      Self.error {
+        _ = try p.predictBatch(
+          boxes: [[0, 0, 1, 1], [0, 0, 2, 2]], maskInputs: Tensor(zeros: [1, 1, 256, 256]))
+      }
         == .maskInputShape(found: [1, 1, 256, 256], expected: [2, 1, 256, 256]))
   }
 
@@ -234,10 +263,16 @@ struct PredictorValidationTests {
     #expect(Self.error { _ = try p.predictBatch(boxes: []) } == .emptyBatch)
     #expect(Self.error { _ = try p.predictBatch(pointSets: [], labelSets: []) } == .emptyBatch)
     #expect(
-      Self.error { _ = try p.predictBatch(pointSets: [[(1, 1)], [(2, 2), (3, 3)]], labelSets: [[1], [1, 0]]) }
+      Self.error {
+        _ = try p.predictBatch(
+          pointSets: [[(1, 1)], [(2, 2), (3, 3)]], labelSets: [[1], [1, 0]])
+      }
         == .unequalPointCounts(first: 1, index: 1, count: 2))
     #expect(
-      Self.error { _ = try p.predictBatch(boxes: [[0, 0, 1, 1]], pointSets: [[(1, 1)], [(2, 2)]], labelSets: [[1], [1]]) }
+      Self.error {
+        _ = try p.predictBatch(
+          boxes: [[0, 0, 1, 1]], pointSets: [[(1, 1)], [(2, 2)]], labelSets: [[1], [1]])
+      }
         == .batchSizeMismatch(boxes: 1, pointSets: 2))
   }
 
@@ -260,7 +295,9 @@ struct PredictorValidationTests {
     let golden = try GoldenCases("tiny-l__astronaut")
     let p = try DecoderOnly.predictor("tiny-l")
     try p.setEmbedding(try #require(golden.tensors["embedding"]), originalSize: golden.originalSize)
-    let sets: [[(x: Double, y: Double)]] = [[(100, 120), (300, 310)], [(50, 400), (420, 90)], [(256, 256), (10, 10)]]
+    let sets: [[(x: Double, y: Double)]] = [
+      [(100, 120), (300, 310)], [(50, 400), (420, 90)], [(256, 256), (10, 10)],
+    ]
     let labels = [[1, 0], [1, 1], [0, 1]]
     let batch = try p.predictBatch(pointSets: sets, labelSets: labels, multimask: false)
     #expect(batch.maskLogits!.shape == [3, 1, 512, 512])

@@ -49,8 +49,12 @@ import Testing
     let e = activate(x, .geluErf)
     let t = activate(x, .geluTanh)
     for i in 0..<points.count {
-      #expect(abs(Double(e.storage[i]) - erfValues[i]) <= 1e-6 * abs(erfValues[i]) + 1e-9, "erf GELU at \(points[i])")
-      #expect(abs(Double(t.storage[i]) - tanhValues[i]) <= 1e-6 * abs(tanhValues[i]) + 1e-9, "tanh GELU at \(points[i])")
+      #expect(
+        abs(Double(e.storage[i]) - erfValues[i]) <= 1e-6 * abs(erfValues[i]) + 1e-9,
+        "erf GELU at \(points[i])")
+      #expect(
+        abs(Double(t.storage[i]) - tanhValues[i]) <= 1e-6 * abs(tanhValues[i]) + 1e-9,
+        "tanh GELU at \(points[i])")
     }
     // The two variants differ measurably (1.5e-4 at x = 1), so mixing them up cannot go unnoticed.
     #expect(abs(e.storage[5] - t.storage[5]) > 1e-4)

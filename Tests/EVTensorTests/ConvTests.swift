@@ -22,29 +22,48 @@ import Testing
       }
     }
     // Batch > 1, activations fused, no bias, even image sides.
-    cases.append(ConvCase(n: 3, c: 3, h: 16, w: 10, o: 8, k: 3, stride: 2, padding: 1, act: .geluTanh))
-    cases.append(ConvCase(n: 2, c: 7, h: 8, w: 8, o: 3, k: 1, stride: 1, padding: 0, bias: false, act: .hardswish))
+    cases.append(
+      ConvCase(n: 3, c: 3, h: 16, w: 10, o: 8, k: 3, stride: 2, padding: 1, act: .geluTanh))
+    cases.append(
+      ConvCase(
+        n: 2, c: 7, h: 8, w: 8, o: 3, k: 1, stride: 1, padding: 0, bias: false, act: .hardswish))
     cases.append(ConvCase(n: 2, c: 5, h: 13, w: 7, o: 4, k: 1, stride: 2, padding: 0, act: .relu))
-    cases.append(ConvCase(n: 1, c: 3, h: 17, w: 19, o: 16, k: 3, stride: 2, padding: 1, bias: false, act: .geluErf))
+    cases.append(
+      ConvCase(
+        n: 1, c: 3, h: 17, w: 19, o: 16, k: 3, stride: 2, padding: 1, bias: false, act: .geluErf))
     // Grouped convs with many channels per group (GEMM per group) …
     cases.append(ConvCase(n: 2, c: 16, h: 7, w: 9, o: 12, k: 1, stride: 1, padding: 0, groups: 2))
-    cases.append(ConvCase(n: 1, c: 18, h: 7, w: 9, o: 12, k: 3, stride: 2, padding: 1, groups: 3, act: .relu))
-    cases.append(ConvCase(n: 1, c: 24, h: 6, w: 5, o: 24, k: 1, stride: 1, padding: 0, groups: 3, act: .geluTanh))
+    cases.append(
+      ConvCase(n: 1, c: 18, h: 7, w: 9, o: 12, k: 3, stride: 2, padding: 1, groups: 3, act: .relu))
+    cases.append(
+      ConvCase(
+        n: 1, c: 24, h: 6, w: 5, o: 24, k: 1, stride: 1, padding: 0, groups: 3, act: .geluTanh))
     // … and with few (direct loops).
     cases.append(ConvCase(n: 2, c: 8, h: 9, w: 7, o: 4, k: 3, stride: 1, padding: 1, groups: 4))
-    cases.append(ConvCase(n: 1, c: 12, h: 10, w: 11, o: 24, k: 2, stride: 2, padding: 1, groups: 3, act: .relu))
+    cases.append(
+      ConvCase(n: 1, c: 12, h: 10, w: 11, o: 24, k: 2, stride: 2, padding: 1, groups: 3, act: .relu)
+    )
     // Depthwise, including channel multipliers, big kernels and stride 2.
     for k in [1, 3, 5] {
       for stride in [1, 2] {
-        cases.append(ConvCase(n: 2, c: 6, h: 11, w: 8, o: 6, k: k, stride: stride, padding: k / 2, groups: 6, act: .geluTanh))
+        cases.append(
+          ConvCase(
+            n: 2, c: 6, h: 11, w: 8, o: 6, k: k, stride: stride, padding: k / 2, groups: 6,
+            act: .geluTanh))
       }
     }
-    cases.append(ConvCase(n: 1, c: 5, h: 7, w: 9, o: 10, k: 3, stride: 1, padding: 1, groups: 5, bias: false))
-    cases.append(ConvCase(n: 1, c: 4, h: 6, w: 6, o: 4, k: 5, stride: 1, padding: 0, groups: 4, act: .hardswish))
+    cases.append(
+      ConvCase(n: 1, c: 5, h: 7, w: 9, o: 10, k: 3, stride: 1, padding: 1, groups: 5, bias: false))
+    cases.append(
+      ConvCase(
+        n: 1, c: 4, h: 6, w: 6, o: 4, k: 5, stride: 1, padding: 0, groups: 4, act: .hardswish))
     cases.append(ConvCase(n: 1, c: 3, h: 5, w: 4, o: 3, k: 5, stride: 2, padding: 4, groups: 3))
     // Large enough that the direct and epilogue loops split across threads.
-    cases.append(ConvCase(n: 1, c: 32, h: 40, w: 36, o: 32, k: 3, stride: 1, padding: 1, groups: 32, act: .geluTanh))
-    cases.append(ConvCase(n: 1, c: 16, h: 40, w: 36, o: 24, k: 3, stride: 1, padding: 1, act: .geluTanh))
+    cases.append(
+      ConvCase(
+        n: 1, c: 32, h: 40, w: 36, o: 32, k: 3, stride: 1, padding: 1, groups: 32, act: .geluTanh))
+    cases.append(
+      ConvCase(n: 1, c: 16, h: 40, w: 36, o: 24, k: 3, stride: 1, padding: 1, act: .geluTanh))
     return cases
   }()
 
@@ -109,9 +128,11 @@ import Testing
     let variance = Tensor.random([o], seed: 307, in: 0.01...3)
     let eps: Float = 1e-6
     let folded = foldBatchNorm(
-      weight: weight, bias: bias, gamma: gamma, beta: beta, mean: mean, variance: variance, eps: eps)
+      weight: weight, bias: bias, gamma: gamma, beta: beta, mean: mean, variance: variance, eps: eps
+    )
     let referenceFold = Reference.foldBatchNorm(
-      weight: weight, bias: bias, gamma: gamma, beta: beta, mean: mean, variance: variance, eps: eps)
+      weight: weight, bias: bias, gamma: gamma, beta: beta, mean: mean, variance: variance, eps: eps
+    )
     expectClose(folded.weight, referenceFold.weight)
     expectClose(folded.bias, referenceFold.bias)
 
@@ -120,7 +141,8 @@ import Testing
     let plane = 6 * 9
     for i in 0..<raw.count {
       let ch = (i / plane) % o
-      let v = (Double(raw.storage[i]) - Double(mean.storage[ch]))
+      let v =
+        (Double(raw.storage[i]) - Double(mean.storage[ch]))
         / (Double(variance.storage[ch]) + Double(eps)).squareRoot()
       normed.storage[i] = Float(v * Double(gamma.storage[ch]) + Double(beta.storage[ch]))
     }

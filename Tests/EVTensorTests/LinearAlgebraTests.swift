@@ -4,27 +4,36 @@ import Testing
 @Suite struct LinearAlgebraTests {
   struct GemmCase: CustomTestStringConvertible, Sendable {
     let transA: Bool, transB: Bool, m: Int, n: Int, k: Int, pad: Int, alpha: Float, beta: Float
-    var testDescription: String { "tA=\(transA) tB=\(transB) \(m)×\(n)×\(k) pad \(pad) α=\(alpha) β=\(beta)" }
+    var testDescription: String {
+      "tA=\(transA) tB=\(transB) \(m)×\(n)×\(k) pad \(pad) α=\(alpha) β=\(beta)"
+    }
   }
 
   static let gemmCases: [GemmCase] = {
     var cases: [GemmCase] = []
     for transA in [false, true] {
       for transB in [false, true] {
-        cases.append(GemmCase(transA: transA, transB: transB, m: 7, n: 13, k: 5, pad: 0, alpha: 1, beta: 0))
-        cases.append(GemmCase(transA: transA, transB: transB, m: 33, n: 17, k: 65, pad: 3, alpha: 0.5, beta: 1.5))
-        cases.append(GemmCase(transA: transA, transB: transB, m: 1, n: 129, k: 31, pad: 1, alpha: -2, beta: 0))
+        cases.append(
+          GemmCase(transA: transA, transB: transB, m: 7, n: 13, k: 5, pad: 0, alpha: 1, beta: 0))
+        cases.append(
+          GemmCase(
+            transA: transA, transB: transB, m: 33, n: 17, k: 65, pad: 3, alpha: 0.5, beta: 1.5))
+        cases.append(
+          GemmCase(transA: transA, transB: transB, m: 1, n: 129, k: 31, pad: 1, alpha: -2, beta: 0))
       }
     }
-    cases.append(GemmCase(transA: false, transB: false, m: 4, n: 3, k: 0, pad: 0, alpha: 1, beta: 0.5))
+    cases.append(
+      GemmCase(transA: false, transB: false, m: 4, n: 3, k: 0, pad: 0, alpha: 1, beta: 0.5))
     return cases
   }()
 
   /// BLAS.sgemm with leading dimensions larger than the matrices, against dot products.
   @Test(arguments: gemmCases)
   func sgemmMatchesReference(_ c: GemmCase) {
-    let aRows = c.transA ? c.k : c.m, aCols = c.transA ? c.m : c.k
-    let bRows = c.transB ? c.n : c.k, bCols = c.transB ? c.k : c.n
+    let aRows = c.transA ? c.k : c.m
+    let aCols = c.transA ? c.m : c.k
+    let bRows = c.transB ? c.n : c.k
+    let bCols = c.transB ? c.k : c.n
     let (lda, ldb, ldc) = (aCols + c.pad, bCols + c.pad, c.n + c.pad)
     let a = Tensor.random([max(aRows, 1), lda], seed: 1)
     let b = Tensor.random([max(bRows, 1), ldb], seed: 2)

@@ -11,7 +11,8 @@ import Testing
     let b = Tensor.random([d], seed: 403)
     for eps: Float in [1e-6, 1e-5] {
       expectClose(
-        layerNorm(x, weight: w, bias: b, eps: eps), Reference.layerNorm(x, weight: w, bias: b, eps: eps),
+        layerNorm(x, weight: w, bias: b, eps: eps),
+        Reference.layerNorm(x, weight: w, bias: b, eps: eps),
         "\(shape) eps \(eps)")
     }
   }
@@ -22,7 +23,8 @@ import Testing
     let w = Tensor.random([shape[1]], seed: 412, in: 0.5...1.5)
     let b = Tensor.random([shape[1]], seed: 413)
     expectClose(
-      layerNorm2d(x, weight: w, bias: b, eps: 1e-6), Reference.layerNorm2d(x, weight: w, bias: b, eps: 1e-6),
+      layerNorm2d(x, weight: w, bias: b, eps: 1e-6),
+      Reference.layerNorm2d(x, weight: w, bias: b, eps: 1e-6),
       "\(shape)")
   }
 
@@ -34,7 +36,9 @@ import Testing
     for (v, e) in zip(y.storage, [-s, 0, s]) { #expect(abs(v - e) <= 1e-6) }
     // The same vector laid out as three channels of a 1×1 image.
     let x2 = x.reshaped([1, 3, 1, 1])
-    let y2 = layerNorm2d(x2, weight: Tensor(shape: [3], storage: [2, 2, 2]), bias: Tensor(repeating: 1, shape: [3]), eps: 0)
+    let y2 = layerNorm2d(
+      x2, weight: Tensor(shape: [3], storage: [2, 2, 2]), bias: Tensor(repeating: 1, shape: [3]),
+      eps: 0)
     for (v, e) in zip(y2.storage, [1 - 2 * s, 1, 1 + 2 * s]) { #expect(abs(v - e) <= 2e-6) }
   }
 
@@ -56,7 +60,9 @@ import Testing
     // Shifting by a large constant must not overflow: the max is subtracted first.
     let x = Tensor(shape: [2, 3], storage: [0, 1, 2, 1000, 1001, 1002])
     let y = softmax(x)
-    let e1: Float = 0.09003057, e2: Float = 0.24472847, e3: Float = 0.66524096
+    let e1: Float = 0.09003057
+    let e2: Float = 0.24472847
+    let e3: Float = 0.66524096
     for r in 0..<2 {
       #expect(abs(y.storage[3 * r] - e1) <= 1e-6)
       #expect(abs(y.storage[3 * r + 1] - e2) <= 1e-6)

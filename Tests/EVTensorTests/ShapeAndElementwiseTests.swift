@@ -36,7 +36,8 @@ import Testing
     }
     let big = Tensor.random([1, 64, 40, 40], seed: 622)
     expectIdentical(
-      pad2d(big, top: 0, bottom: 24, left: 0, right: 24), Reference.pad2d(big, top: 0, bottom: 24, left: 0, right: 24))
+      pad2d(big, top: 0, bottom: 24, left: 0, right: 24),
+      Reference.pad2d(big, top: 0, bottom: 24, left: 0, right: 24))
   }
 
   @Test func concatSplitSliceMatchReference() {
@@ -52,17 +53,21 @@ import Testing
     expectIdentical(parts[1], b)
     expectIdentical(parts[2], c)
     let referenceParts = Reference.split(joined, sizes: [2, 0, 7], axis: -2)
-    for (p, q) in zip(split(joined, sizes: [2, 0, 7], axis: -2), referenceParts) { expectIdentical(p, q) }
+    for (p, q) in zip(split(joined, sizes: [2, 0, 7], axis: -2), referenceParts) {
+      expectIdentical(p, q)
+    }
     for axis in 0..<3 {
       let range = 1..<min(3, joined.shape[axis])
       expectIdentical(
-        slice(joined, axis: axis, range: range), Reference.slice(joined, axis: axis, range: range), "axis \(axis)")
+        slice(joined, axis: axis, range: range), Reference.slice(joined, axis: axis, range: range),
+        "axis \(axis)")
     }
   }
 
   @Test(arguments: [
     ([2, 3, 4], [0, 2, 1]), ([2, 3, 4], [2, 1, 0]), ([2, 3, 4], [1, 0, 2]),
-    ([2, 3, 4, 5], [0, 2, 3, 1]), ([2, 3, 4, 5], [0, 3, 1, 2]), ([3, 1, 4, 2, 5], [4, 2, 0, 3, 1]),
+    ([2, 3, 4, 5], [0, 2, 3, 1]), ([2, 3, 4, 5], [0, 3, 1, 2]),
+    ([3, 1, 4, 2, 5], [4, 2, 0, 3, 1]),
     ([7, 9], [1, 0]), ([4, 5], [0, 1]), ([1, 64, 32, 32], [0, 2, 3, 1]),
     // Tiled transposes with ragged tiles, size-1 dimensions, and merged dimension runs.
     ([2, 45, 70], [0, 2, 1]), ([3, 1, 37, 1, 50], [1, 4, 3, 2, 0]), ([2, 33, 5, 7], [0, 2, 3, 1]),

@@ -16,7 +16,8 @@ struct SeededGenerator: RandomNumberGenerator {
 
 extension Tensor {
   /// Uniform values in `range`, reproducible from `seed`.
-  static func random(_ shape: [Int], seed: UInt64, in range: ClosedRange<Float> = -1...1) -> Tensor {
+  static func random(_ shape: [Int], seed: UInt64, in range: ClosedRange<Float> = -1...1) -> Tensor
+  {
     var rng = SeededGenerator(seed: seed)
     let n = shape.reduce(1, *)
     return Tensor(shape: shape, storage: (0..<n).map { _ in Float.random(in: range, using: &rng) })
@@ -45,12 +46,14 @@ func expectClose(
   let l2 = relativeL2(fast, reference)
   let worst = scaledMaxError(fast, reference)
   #expect(l2 <= tolerance, "relative L2 \(l2) \(context)", sourceLocation: sourceLocation)
-  #expect(worst <= 4 * tolerance, "scaled max error \(worst) \(context)", sourceLocation: sourceLocation)
+  #expect(
+    worst <= 4 * tolerance, "scaled max error \(worst) \(context)", sourceLocation: sourceLocation)
 }
 
 /// Exact equality, for pure data movement.
 func expectIdentical(
-  _ a: Tensor, _ b: Tensor, _ context: String = "", sourceLocation: SourceLocation = #_sourceLocation
+  _ a: Tensor, _ b: Tensor, _ context: String = "",
+  sourceLocation: SourceLocation = #_sourceLocation
 ) {
   #expect(a.shape == b.shape, "shape \(context)", sourceLocation: sourceLocation)
   #expect(a.storage == b.storage, "values \(context)", sourceLocation: sourceLocation)

@@ -19,6 +19,9 @@ public struct ConvLayer: EncoderLayer {
   public let weight: Tensor
   /// Conv bias and/or the folded BatchNorm shift; nil when the layer has neither.
   public let bias: Tensor?
+  /// The weights in the Winograd domain, prepared once at load, for the dense 3×3 stride-1
+  /// convs that `conv2dWinograd` computes with 4× fewer multiplies.
+  public let winograd: WinogradWeights?
 
   /// Reads `conv.weight`, `conv.bias` (when `useBias`) and `norm.*` (when `norm`) from `scope`.
   public init(
@@ -70,12 +73,20 @@ public struct ConvLayer: EncoderLayer {
     self.stride = stride
     self.groups = groups
     self.activation = activation
+    winograd =
+      WinogradWeights.applies(
+        kernelSize: weight.dim(2), stride: stride, padding: weight.dim(2) / 2, groups: groups,
+        inChannels: weight.dim(1) * groups, outChannels: weight.dim(0))
+      ? WinogradWeights(weight: weight) : nil
   }
 
   public var padding: Int { kernelSize / 2 }
 
   public func callAsFunction(_ x: Tensor) -> Tensor {
-    conv2d(
+    if let winograd {
+      return conv2dWinograd(x, weights: winograd, bias: bias, activation: activation)
+    }
+    return conv2d(
       x, weight: weight, bias: bias, stride: stride, padding: padding, groups: groups,
       activation: activation)
   }

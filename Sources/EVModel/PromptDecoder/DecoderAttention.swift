@@ -44,7 +44,8 @@ extension DecoderAttention {
     k.apply(kIn, rows: t, into: kp.base)
     v.apply(vIn, rows: t, into: vp.base)
     for h in 0..<Self.heads {
-      DecoderMath.gemm(t, t, d, qp.base + h * d, dim, kp.base + h * d, dim, transB: true, scores.base, t)
+      DecoderMath.gemm(
+        t, t, d, qp.base + h * d, dim, kp.base + h * d, dim, transB: true, scores.base, t)
       RowOps.softmax(scores.base, rows: t, cols: t, stride: t, scale: scale)
       DecoderMath.gemm(t, d, t, scores.base, t, vp.base + h * d, dim, heads.base + h * d, dim)
     }

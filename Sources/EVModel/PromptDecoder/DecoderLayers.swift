@@ -25,8 +25,6 @@ final class DecoderBuffer: @unchecked Sendable {
   convenience init(_ tensor: Tensor) { self.init(tensor.storage) }
 
   deinit { base.deallocate() }
-
-  var tensorStorage: [Float] { Array(UnsafeBufferPointer(start: base, count: count)) }
 }
 
 enum DecoderMath {

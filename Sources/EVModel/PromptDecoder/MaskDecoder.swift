@@ -90,8 +90,12 @@ public struct MaskDecoder: Sendable {
     let e = Self.embedding
     let n = Self.imageTokens
     let shape = [1, e, Self.side, Self.side]
-    precondition(imageEmbedding.shape == shape, "MaskDecoder: image embedding must be \(shape), got \(imageEmbedding.shape)")
-    precondition(imagePE.shape == shape, "MaskDecoder: positional encoding must be \(shape), got \(imagePE.shape)")
+    precondition(
+      imageEmbedding.shape == shape,
+      "MaskDecoder: image embedding must be \(shape), got \(imageEmbedding.shape)")
+    precondition(
+      imagePE.shape == shape,
+      "MaskDecoder: positional encoding must be \(shape), got \(imagePE.shape)")
     let tokens = Self.tokenMajor(imageEmbedding)
     let pe = Self.tokenMajor(imagePE)
     guard let noMaskEmbedding else {
@@ -100,12 +104,8 @@ public struct MaskDecoder: Sendable {
     precondition(noMaskEmbedding.count == e, "MaskDecoder: no-mask embedding must have \(e) values")
     let keys = DecoderBuffer(count: n * e)
     let keysPE = DecoderBuffer(count: n * e)
-    for p in 0..<n {
-      for c in 0..<e {
-        keys.base[p * e + c] = tokens.base[p * e + c] + noMaskEmbedding.storage[c]
-        keysPE.base[p * e + c] = keys.base[p * e + c] + pe.base[p * e + c]
-      }
-    }
+    Self.addChannels(tokens.base, noMaskEmbedding, into: keys.base)
+    RowOps.add(keys.base, pe.base, into: keysPE.base, count: n * e)
     let first = transformer.layers[0]
     let dim = first.tokensToImage.internalDim
     let k = DecoderBuffer(count: n * dim)
@@ -123,16 +123,45 @@ public struct MaskDecoder: Sendable {
   private static func tokenMajor(_ t: Tensor) -> DecoderBuffer {
     let (c, n) = (t.shape[1], t.shape[2] * t.shape[3])
     let b = DecoderBuffer(count: n * c)
-    t.withUnsafeBufferPointer { src in
-      for ch in 0..<c {
-        for p in 0..<n { b.base[p * c + ch] = src[ch * n + p] }
+    t.withUnsafeBufferPointer { transpose($0.baseAddress!, channels: c, tokens: n, into: b.base) }
+    return b
+  }
+
+  /// `out[p·C + c] = src[c·N + p] (+ base[p·C + c])`: channel-major to token-major, in 32×32
+  /// tiles so that both the reads and the strided writes stay in cache.
+  static func transpose(
+    _ src: UnsafePointer<Float>, channels c: Int, tokens n: Int,
+    adding base: UnsafePointer<Float>? = nil, into out: UnsafeMutablePointer<Float>
+  ) {
+    let tile = 32
+    for c0 in stride(from: 0, to: c, by: tile) {
+      for p0 in stride(from: 0, to: n, by: tile) {
+        for ch in c0..<min(c0 + tile, c) {
+          for p in p0..<min(p0 + tile, n) {
+            out[p * c + ch] = src[ch * n + p] + (base?[p * c + ch] ?? 0)
+          }
+        }
       }
     }
-    return b
+  }
+
+  /// `out[p·E + c] = tokens[p·E + c] + v[c]` for every image token p.
+  static func addChannels(
+    _ tokens: UnsafePointer<Float>, _ v: Tensor, into out: UnsafeMutablePointer<Float>
+  ) {
+    let e = v.count
+    v.withUnsafeBufferPointer { pv in
+      for p in 0..<imageTokens {
+        for c in 0..<e { out[p * e + c] = tokens[p * e + c] + pv[c] }
+      }
+    }
   }
 
   /// Decodes a batch of B prompts (all with the same number of sparse tokens) against one image.
   /// With `multimask` the three multimask outputs (tokens 1…3) are returned, else token 0.
+  ///
+  /// The prompts run one after another through scratch buffers allocated once per call, with
+  /// the image-side tensors shared; calls are independent and may run concurrently.
   public func decode(_ image: DecoderImage, prompts: PromptEmbeddings, multimask: Bool)
     -> MaskDecoderOutput
   {
@@ -140,7 +169,8 @@ public struct MaskDecoder: Sendable {
     let n = Self.imageTokens
     let sparse = prompts.sparse
     precondition(
-      sparse.rank == 3 && sparse.shape[2] == e, "MaskDecoder: sparse embeddings must be B×N×\(e), got \(sparse.shape)")
+      sparse.rank == 3 && sparse.shape[2] == e,
+      "MaskDecoder: sparse embeddings must be B×N×\(e), got \(sparse.shape)")
     let batch = sparse.shape[0]
     let t = Self.maskTokenCount + 1 + sparse.shape[1]
     let selected = multimask ? Array(1...Self.multimaskOutputs) : [0]
@@ -148,7 +178,8 @@ public struct MaskDecoder: Sendable {
     let plane = Self.maskSide * Self.maskSide
     if case .masks(let m) = prompts.dense {
       precondition(
-        m.shape == [batch, e, Self.side, Self.side], "MaskDecoder: dense embeddings must be \([batch, e, Self.side, Self.side]), got \(m.shape)")
+        m.shape == [batch, e, Self.side, Self.side],
+        "MaskDecoder: dense embeddings must be \([batch, e, Self.side, Self.side]), got \(m.shape)")
     }
     let workspace = DecoderWorkspace(foldLimit: foldedTokenLimit)
     var iou = [Float](repeating: 0, count: batch * outputs)
@@ -195,7 +226,8 @@ public struct MaskDecoder: Sendable {
   ) -> MaskDecoderOutput {
     let image = prepare(imageEmbedding: imageEmbeddings, imagePE: imagePE, noMaskEmbedding: nil)
     return decode(
-      image, prompts: PromptEmbeddings(sparse: sparsePromptEmbeddings, dense: densePromptEmbeddings),
+      image,
+      prompts: PromptEmbeddings(sparse: sparsePromptEmbeddings, dense: densePromptEmbeddings),
       multimask: multimaskOutput)
   }
 
@@ -208,7 +240,10 @@ public struct MaskDecoder: Sendable {
     let n = Self.imageTokens
     if case .noMask(let v) = dense, let shared = image.shared, shared.noMask == v.storage {
       return ImageState(
-        keys: shared.keys.base, cached: (UnsafePointer(shared.k.base), UnsafePointer(shared.v.base), UnsafePointer(shared.q.base)),
+        keys: shared.keys.base,
+        cached: (
+          UnsafePointer(shared.k.base), UnsafePointer(shared.v.base), UnsafePointer(shared.q.base)
+        ),
         keysPE: nil)
     }
     let keys = workspace.buffer("promptKeys", count: n * e)
@@ -217,17 +252,10 @@ public struct MaskDecoder: Sendable {
     switch dense {
     case .noMask(let v):
       precondition(v.count == e, "MaskDecoder: no-mask embedding must have \(e) values")
-      v.withUnsafeBufferPointer { pv in
-        for p in 0..<n {
-          for c in 0..<e { keys[p * e + c] = emb[p * e + c] + pv[c] }
-        }
-      }
+      Self.addChannels(emb, v, into: keys)
     case .masks(let m):
       m.withUnsafeBufferPointer { pm in
-        let src = pm.baseAddress! + b * e * n
-        for p in 0..<n {
-          for c in 0..<e { keys[p * e + c] = emb[p * e + c] + src[c * n + p] }
-        }
+        Self.transpose(pm.baseAddress! + b * e * n, channels: e, tokens: n, adding: emb, into: keys)
       }
     }
     RowOps.add(keys, image.positional.base, into: keysPE, count: n * e)
@@ -252,12 +280,13 @@ public struct MaskDecoder: Sendable {
     DecoderMath.gemm(n, 4 * c1, e, keys, e, upscale1.base, 4 * c1, y, 4 * c1)
     RowOps.layerNorm(
       y, y, rows: 4 * n, dim: c1, weight: upscaleNormWeight.base, bias: upscaleNormBias.base,
-      eps: DecoderLayerNorm.eps, preBias: upscale1Bias.base, activation: .geluErf)
+      eps: DecoderLayerNorm.eps, preBias: upscale1Bias.base, gelu: true)
     let z = workspace.buffer("upscale2", count: 4 * n * 4 * c2)
     DecoderMath.gemm(4 * n, 4 * c2, c1, y, c1, upscale2.base, 4 * c2, z, 4 * c2)
-    RowOps.biasActivation(z, rows: 4 * n, cols: 4 * c2, stride: 4 * c2, bias: upscale2Bias.base, .geluErf)
+    RowOps.biasGELU(z, rows: 4 * n, cols: 4 * c2, stride: 4 * c2, bias: upscale2Bias.base)
     // Row r = ((token·4 + s1)·4 + s2) of z (as 16N×32) is mask pixel
-    // (4i + 2·dy1 + dy2, 4j + 2·dx1 + dx2) for token (i, j), s1 = dy1·2 + dx1, s2 = dy2·2 + dx2.
+    // (4i + 2·dy1 + dy2, 4j + 2·dx1 + dx2) for token (i, j),
+    // where s1 = dy1·2 + dx1 and s2 = dy2·2 + dx2.
     let m = workspace.buffer("maskColumns", count: 16 * n * count)
     DecoderMath.gemm(16 * n, count, c2, z, c2, hyper, c2, transB: true, m, count)
     let side = Self.side

@@ -38,9 +38,10 @@ public struct PromptEncoder: Sendable {
   public init(_ scope: WeightScope) {
     let c = Self.embedDim
     let m = Self.maskChannels
-    gaussian = scope["pe_layer"].take(
-      "positional_encoding_gaussian_matrix", shape: [2, Self.frequencies], buffer: true
-    ).storage
+    gaussian =
+      scope["pe_layer"].take(
+        "positional_encoding_gaussian_matrix", shape: [2, Self.frequencies], buffer: true
+      ).storage
     pointEmbeddings = (0..<4).map {
       scope["point_embeddings"][$0].take("weight", shape: [1, c]).storage
     }
@@ -102,9 +103,12 @@ public struct PromptEncoder: Sendable {
   /// the pixel centre; the padding point is appended after the shift, at exactly (0, 0).
   public func embedPoints(_ coords: Tensor, labels: [Int], pad: Bool) -> Tensor {
     precondition(
-      coords.rank == 3 && coords.shape[2] == 2, "embedPoints: coordinates must be B×N×2, got \(coords.shape)")
+      coords.rank == 3 && coords.shape[2] == 2,
+      "embedPoints: coordinates must be B×N×2, got \(coords.shape)")
     let (batch, count) = (coords.shape[0], coords.shape[1])
-    precondition(labels.count == batch * count, "embedPoints: \(labels.count) labels for \(batch)×\(count) points")
+    precondition(
+      labels.count == batch * count,
+      "embedPoints: \(labels.count) labels for \(batch)×\(count) points")
     let tokens = count + (pad ? 1 : 0)
     let c = Self.embedDim
     let side = Float(Self.promptFrameSide)

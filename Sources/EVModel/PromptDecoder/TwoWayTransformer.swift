@@ -16,7 +16,8 @@ struct TwoWayAttentionBlock: Sendable {
   /// The first block's self-attention sees the bare tokens and has no residual connection.
   let skipFirstLayerPE: Bool
 
-  init(_ scope: WeightScope, embedding e: Int, mlpDim: Int, downsample: Int, skipFirstLayerPE: Bool) {
+  init(_ scope: WeightScope, embedding e: Int, mlpDim: Int, downsample: Int, skipFirstLayerPE: Bool)
+  {
     selfAttention = DecoderAttention(scope["self_attn"], embedding: e, downsample: 1)
     norm1 = DecoderLayerNorm(scope["norm1"], dim: e)
     tokensToImage = DecoderAttention(

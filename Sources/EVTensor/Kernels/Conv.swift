@@ -11,7 +11,9 @@ public func conv2d(
 ) -> Tensor {
   let g = ConvGeometry(x: x, weight: weight, stride: stride, padding: padding, groups: groups)
   if let bias {
-    precondition(bias.count == g.outChannels, "conv2d: bias has \(bias.count) values for \(g.outChannels) output channels")
+    precondition(
+      bias.count == g.outChannels,
+      "conv2d: bias has \(bias.count) values for \(g.outChannels) output channels")
   }
   return Tensor(uninitializedShape: [g.batch, g.outChannels, g.outHeight, g.outWidth]) { out in
     guard out.count > 0 else { return }
@@ -24,7 +26,8 @@ public func conv2d(
             for plane in 0..<(g.batch * g.outChannels) {
               let p = dst + plane * g.outPlane
               p.initialize(repeating: 0, count: g.outPlane)
-              applyBiasActivation(p, count: g.outPlane, bias: pb?[plane % g.outChannels] ?? 0, activation)
+              applyBiasActivation(
+                p, count: g.outPlane, bias: pb?[plane % g.outChannels] ?? 0, activation)
             }
             return
           }
@@ -33,9 +36,12 @@ public func conv2d(
           } else {
             convGEMM(g, src, w, dst)
             if pb != nil || activation != .identity {
-              Parallel.forEach(count: g.batch * g.outChannels, costPerItem: g.outPlane * activation.cost) { plane in
+              Parallel.forEach(
+                count: g.batch * g.outChannels, costPerItem: g.outPlane * activation.cost
+              ) { plane in
                 applyBiasActivation(
-                  dst + plane * g.outPlane, count: g.outPlane, bias: pb?[plane % g.outChannels] ?? 0,
+                  dst + plane * g.outPlane, count: g.outPlane,
+                  bias: pb?[plane % g.outChannels] ?? 0,
                   activation)
               }
             }
@@ -60,17 +66,25 @@ struct ConvGeometry {
 
   init(x: Tensor, weight: Tensor, stride: Int, padding: Int, groups: Int) {
     precondition(x.rank == 4, "conv2d: input must be NCHW, got \(x.shape)")
-    precondition(weight.rank == 4, "conv2d: weight must be [O, C/groups, kh, kw], got \(weight.shape)")
-    precondition(stride >= 1 && padding >= 0 && groups >= 1, "conv2d: stride \(stride), padding \(padding), groups \(groups)")
+    precondition(
+      weight.rank == 4, "conv2d: weight must be [O, C/groups, kh, kw], got \(weight.shape)")
+    precondition(
+      stride >= 1 && padding >= 0 && groups >= 1,
+      "conv2d: stride \(stride), padding \(padding), groups \(groups)")
     (batch, inChannels, height, width) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    (outChannels, inPerGroup, kernelH, kernelW) = (weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3])
+    (outChannels, inPerGroup, kernelH, kernelW) = (
+      weight.shape[0], weight.shape[1], weight.shape[2], weight.shape[3]
+    )
     precondition(
       inChannels == inPerGroup * groups && outChannels % groups == 0,
       "conv2d: input \(x.shape) and weight \(weight.shape) do not fit groups=\(groups)")
     (self.stride, self.padding, self.groups) = (stride, padding, groups)
     let spanH = height + 2 * padding - kernelH
     let spanW = width + 2 * padding - kernelW
-    precondition(spanH >= 0 && spanW >= 0, "conv2d: kernel \(kernelH)×\(kernelW) larger than padded input \(x.shape) (padding \(padding))")
+    precondition(
+      spanH >= 0 && spanW >= 0,
+      "conv2d: kernel \(kernelH)×\(kernelW) larger than padded input \(x.shape) (padding \(padding))"
+    )
     outHeight = spanH / stride + 1
     outWidth = spanW / stride + 1
   }
@@ -79,7 +93,8 @@ struct ConvGeometry {
   @inline(__always)
   func validColumns(kx: Int) -> Range<Int> {
     let lo = max(0, ceilDiv(padding - kx, stride))
-    let hi = min(outWidth, (width - 1 + padding - kx) >= 0 ? (width - 1 + padding - kx) / stride + 1 : 0)
+    let hi = min(
+      outWidth, (width - 1 + padding - kx) >= 0 ? (width - 1 + padding - kx) / stride + 1 : 0)
     return lo..<max(lo, hi)
   }
 }
@@ -109,8 +124,11 @@ private func convDirect(
   let phasesPerInput = s * s
   let gridCount = g.outHeight * phaseW
   let tapCount = g.reduction
-  Parallel.forRanges(count: g.batch * g.outChannels, costPerItem: g.outPlane * g.reduction + g.inPlane * g.inPerGroup) { planes in
-    let phases = UnsafeMutablePointer<Float>.allocate(capacity: g.inPerGroup * phasesPerInput * phaseSize)
+  Parallel.forRanges(
+    count: g.batch * g.outChannels, costPerItem: g.outPlane * g.reduction + g.inPlane * g.inPerGroup
+  ) { planes in
+    let phases = UnsafeMutablePointer<Float>.allocate(
+      capacity: g.inPerGroup * phasesPerInput * phaseSize)
     let grid = UnsafeMutablePointer<Float>.allocate(capacity: gridCount)
     let tapSource = UnsafeMutablePointer<UnsafePointer<Float>>.allocate(capacity: tapCount)
     defer {
@@ -142,11 +160,13 @@ private func convDirect(
           }
         }
       }
-      accumulateTaps(grid, count: gridCount, sources: tapSource, weights: w + oc * tapCount, taps: tapCount)
+      accumulateTaps(
+        grid, count: gridCount, sources: tapSource, weights: w + oc * tapCount, taps: tapCount)
       let out = dst + plane * g.outPlane
       let beta = bias?[oc] ?? 0
       for oy in 0..<g.outHeight {
-        storeBiasActivation(out + oy * g.outWidth, from: grid + oy * phaseW, count: g.outWidth, bias: beta, act)
+        storeBiasActivation(
+          out + oy * g.outWidth, from: grid + oy * phaseW, count: g.outWidth, bias: beta, act)
       }
     }
   }
@@ -184,7 +204,8 @@ private func fillPhase(
 /// grid[i] = Σ_t weights[t]·sources[t][i], four taps per pass to cut load/store traffic on grid.
 @inline(__always)
 private func accumulateTaps(
-  _ grid: UnsafeMutablePointer<Float>, count: Int, sources: UnsafeMutablePointer<UnsafePointer<Float>>,
+  _ grid: UnsafeMutablePointer<Float>, count: Int,
+  sources: UnsafeMutablePointer<UnsafePointer<Float>>,
   weights: UnsafePointer<Float>, taps: Int
 ) {
   grid.initialize(repeating: 0, count: count)
@@ -293,7 +314,8 @@ public func convTranspose2x2(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tens
     "convTranspose2x2: weight must be [\(cin), Cout, 2, 2], got \(weight.shape)")
   let cout = weight.shape[1]
   if let bias {
-    precondition(bias.count == cout, "convTranspose2x2: bias has \(bias.count) values for \(cout) channels")
+    precondition(
+      bias.count == cout, "convTranspose2x2: bias has \(bias.count) values for \(cout) channels")
   }
   let hw = h * w
   return Tensor(uninitializedShape: [n, cout, 2 * h, 2 * w]) { out in
@@ -340,12 +362,17 @@ public func foldBatchNorm(
   weight: Tensor, bias: Tensor?, gamma: Tensor, beta: Tensor, mean: Tensor, variance: Tensor,
   eps: Float
 ) -> (weight: Tensor, bias: Tensor) {
-  precondition(weight.rank >= 1, "foldBatchNorm: weight needs an output dimension, got \(weight.shape)")
+  precondition(
+    weight.rank >= 1, "foldBatchNorm: weight needs an output dimension, got \(weight.shape)")
   let o = weight.shape[0]
   for (name, t) in [("gamma", gamma), ("beta", beta), ("mean", mean), ("variance", variance)] {
-    precondition(t.count == o, "foldBatchNorm: \(name) has \(t.count) values for \(o) output channels")
+    precondition(
+      t.count == o, "foldBatchNorm: \(name) has \(t.count) values for \(o) output channels")
   }
-  if let bias { precondition(bias.count == o, "foldBatchNorm: bias has \(bias.count) values for \(o) output channels") }
+  if let bias {
+    precondition(
+      bias.count == o, "foldBatchNorm: bias has \(bias.count) values for \(o) output channels")
+  }
   let per = weight.count / max(o, 1)
   var w = weight
   var b = [Float](repeating: 0, count: o)

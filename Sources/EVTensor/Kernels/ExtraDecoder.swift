@@ -75,15 +75,16 @@ public enum RowOps {
     }
   }
 
-  /// `out[r] = act(LayerNorm(x[r] + preBias) · weight + bias)` over `rows` contiguous rows of
-  /// `dim` values (biased variance). `out` may equal `x`; `preBias` (dim values) is optional.
+  /// `out[r] = LayerNorm(x[r] + preBias) · weight + bias` over `rows` contiguous rows of `dim`
+  /// values (biased variance), followed by `RowOps.gelu` when `gelu` is set. `out` may equal
+  /// `x`; `preBias` (dim values) is optional.
   public static func layerNorm(
     _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, rows: Int, dim: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
-    preBias: UnsafePointer<Float>? = nil, activation: Activation = .identity
+    preBias: UnsafePointer<Float>? = nil, gelu: Bool = false
   ) {
     precondition(rows >= 0 && dim > 0, "RowOps.layerNorm: bad geometry")
-    Parallel.forRanges(count: rows, costPerItem: dim * (6 + activation.cost)) { range in
+    Parallel.forRanges(count: rows, costPerItem: dim * (gelu ? 16 : 6)) { range in
       for r in range {
         let o = out + r * dim
         if let preBias {
@@ -93,7 +94,9 @@ public enum RowOps {
         } else {
           normalizeRow(x + r * dim, o, dim: dim, weight: weight, bias: bias, eps: eps)
         }
-        if activation != .identity { applyBiasActivation(o, count: dim, bias: 0, activation) }
+        if gelu {
+          for j in 0..<dim { o[j] = RowOps.gelu(o[j]) }
+        }
       }
     }
   }
@@ -137,6 +140,45 @@ public enum RowOps {
     }
   }
 
+  /// In place: `x[r][c] = gelu(x[r][c] + bias[c])` (`RowOps.gelu`), `rows` runs of `cols`
+  /// values `stride` apart.
+  public static func biasGELU(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int, bias: UnsafePointer<Float>
+  ) {
+    precondition(rows >= 0 && cols >= 0 && stride >= cols, "RowOps.biasGELU: bad geometry")
+    Parallel.forRanges(count: rows, costPerItem: cols * 12) { range in
+      for r in range {
+        let p = x + r * stride
+        for c in 0..<cols { p[c] = gelu(p[c] + bias[c]) }
+      }
+    }
+  }
+
+  /// Exact (erf) GELU, `0.5·x·(1 + erf(x/√2))`, with erf from the odd/even rational
+  /// approximation Eigen and TensorFlow use (argument clamped to ±4, where erf is ±1 in float):
+  /// absolute error below 4e-7 for erf, 1.4e-6 for GELU at large |x|. Half the work of the
+  /// erfc form in `FastMath.swift`, which matters in the mask decoder's upscaling (3 M GELUs
+  /// per prompt); its relative accuracy for very negative x is not needed there.
+  @inline(__always)
+  public static func gelu(_ x: Float) -> Float {
+    let u = x * 0.707_106_78
+    let z: Float = u < -4 ? -4 : (u > 4 ? 4 : u)
+    let z2 = z * z
+    var p: Float = -2.726_142_3e-10
+    p = p * z2 + 2.770_681_4e-08
+    p = p * z2 - 2.101_024e-06
+    p = p * z2 - 5.692_506_4e-05
+    p = p * z2 - 7.349_906_3e-04
+    p = p * z2 - 2.954_600_0e-03
+    p = p * z2 - 1.609_603_3e-02
+    var q: Float = -1.456_607_2e-05
+    q = q * z2 - 2.133_740_6e-04
+    q = q * z2 - 1.682_827e-03
+    q = q * z2 - 7.373_329_2e-03
+    q = q * z2 - 1.426_473_9e-02
+    return 0.5 * x * (1 + z * p / q)
+  }
+
   /// `out[i] = a[i] + b[i]` for `count` contiguous values.
   public static func add(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
@@ -157,4 +199,70 @@ public enum RowOps {
     let inv = 1 / (variance + eps).squareRoot()
     for j in 0..<dim { out[j] = (x[j] - mean) * inv * weight[j] + bias[j] }
   }
+
+  /// Separable linear resampling of `planes` contiguous planes of `rows.inputCount` ×
+  /// `cols.inputCount` values: `out[p] = R · x[p] · Cᵀ`, R and C given by their taps.
+  /// Vertical pass first (vectorised along the input row), then the horizontal taps.
+  public static func resample(
+    _ x: UnsafePointer<Float>, planes: Int, rows: ResampleAxis, cols: ResampleAxis,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    let (inH, inW) = (rows.inputCount, cols.inputCount)
+    let (outH, outW) = (rows.outputCount, cols.outputCount)
+    rows.start.withUnsafeBufferPointer { rs in
+      rows.weight.withUnsafeBufferPointer { rw in
+        cols.start.withUnsafeBufferPointer { cs in
+          cols.weight.withUnsafeBufferPointer { cw in
+            Parallel.forRanges(
+              count: planes * outH, costPerItem: inW * rows.taps + outW * cols.taps
+            ) { range in
+              withUnsafeTemporaryAllocation(of: Float.self, capacity: inW) { tmp in
+                let t = tmp.baseAddress!
+                for item in range {
+                  let (plane, i) = item.quotientAndRemainder(dividingBy: outH)
+                  let src = x + plane * inH * inW + rs[i] * inW
+                  let w0 = rw[i * rows.taps]
+                  for c in 0..<inW { t[c] = w0 * src[c] }
+                  for k in 1..<max(rows.taps, 1) {
+                    let wk = rw[i * rows.taps + k]
+                    let row = src + k * inW
+                    for c in 0..<inW { t[c] += wk * row[c] }
+                  }
+                  let o = out + (plane * outH + i) * outW
+                  for j in 0..<outW {
+                    var v: Float = 0
+                    let base = cs[j]
+                    for k in 0..<cols.taps { v += cw[j * cols.taps + k] * t[base + k] }
+                    o[j] = v
+                  }
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// One axis of a separable linear resampling: output `i` is
+/// `Σ_{k < taps} weight[i·taps + k] · input[start[i] + k]`, with every tap inside the input.
+public struct ResampleAxis: Sendable, Equatable {
+  public let inputCount: Int
+  public let taps: Int
+  public let start: [Int]
+  public let weight: [Float]
+
+  public init(inputCount: Int, taps: Int, start: [Int], weight: [Float]) {
+    precondition(taps >= 1 && weight.count == start.count * taps, "ResampleAxis: inconsistent taps")
+    precondition(
+      start.allSatisfy { $0 >= 0 && $0 + taps <= inputCount }, "ResampleAxis: tap outside the input"
+    )
+    self.inputCount = inputCount
+    self.taps = taps
+    self.start = start
+    self.weight = weight
+  }
+
+  public var outputCount: Int { start.count }
 }

@@ -2,14 +2,16 @@
 public func matmul(
   _ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false
 ) -> Tensor {
-  precondition(a.rank >= 2 && b.rank >= 2, "matmul: operands need rank ≥ 2, got \(a.shape) and \(b.shape)")
+  precondition(
+    a.rank >= 2 && b.rank >= 2, "matmul: operands need rank ≥ 2, got \(a.shape) and \(b.shape)")
   let m = transposeA ? a.dim(-1) : a.dim(-2)
   let k = transposeA ? a.dim(-2) : a.dim(-1)
   let kb = transposeB ? b.dim(-1) : b.dim(-2)
   let n = transposeB ? b.dim(-2) : b.dim(-1)
   precondition(
     k == kb,
-    "matmul: inner dimensions differ (\(k) vs \(kb)) for \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")")
+    "matmul: inner dimensions differ (\(k) vs \(kb)) for \(a.shape)\(transposeA ? "ᵀ" : "") × \(b.shape)\(transposeB ? "ᵀ" : "")"
+  )
   let aBatch = Array(a.shape.dropLast(2))
   let bBatch = Array(b.shape.dropLast(2))
   let batch: [Int]
@@ -18,7 +20,8 @@ public func matmul(
   } else if a.rank == 2 {
     batch = bBatch
   } else {
-    preconditionFailure("matmul: batch dimensions \(aBatch) and \(bBatch) differ and neither operand is rank 2")
+    preconditionFailure(
+      "matmul: batch dimensions \(aBatch) and \(bBatch) differ and neither operand is rank 2")
   }
   let count = batch.reduce(1, *)
   let lda = a.dim(-1)
@@ -64,9 +67,10 @@ public func linear(
     weight.shape[1] == inFeatures,
     "linear: weight \(weight.shape) does not take \(inFeatures) input features (input \(x.shape))")
   if let bias {
-    precondition(bias.count == outFeatures, "linear: bias has \(bias.count) values for \(outFeatures) outputs")
+    precondition(
+      bias.count == outFeatures, "linear: bias has \(bias.count) values for \(outFeatures) outputs")
   }
-  let rows = x.count / max(inFeatures, 1)
+  let rows = x.shape.dropLast().reduce(1, *)
   let shape = Array(x.shape.dropLast()) + [outFeatures]
   return Tensor(uninitializedShape: shape) { out in
     guard out.count > 0 else { return }

@@ -7,12 +7,21 @@ func sum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
   var acc = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
   var i = 0
   while i + 8 <= n {
-    acc.0 += p[i]; acc.1 += p[i + 1]; acc.2 += p[i + 2]; acc.3 += p[i + 3]
-    acc.4 += p[i + 4]; acc.5 += p[i + 5]; acc.6 += p[i + 6]; acc.7 += p[i + 7]
+    acc.0 += p[i]
+    acc.1 += p[i + 1]
+    acc.2 += p[i + 2]
+    acc.3 += p[i + 3]
+    acc.4 += p[i + 4]
+    acc.5 += p[i + 5]
+    acc.6 += p[i + 6]
+    acc.7 += p[i + 7]
     i += 8
   }
   var tail: Float = 0
-  while i < n { tail += p[i]; i += 1 }
+  while i < n {
+    tail += p[i]
+    i += 1
+  }
   return ((acc.0 + acc.4) + (acc.1 + acc.5)) + ((acc.2 + acc.6) + (acc.3 + acc.7)) + tail
 }
 
@@ -22,14 +31,30 @@ func sumSquaredDeviation(_ p: UnsafePointer<Float>, _ n: Int, from c: Float) -> 
   var acc = (Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0), Float(0))
   var i = 0
   while i + 8 <= n {
-    let d0 = p[i] - c, d1 = p[i + 1] - c, d2 = p[i + 2] - c, d3 = p[i + 3] - c
-    let d4 = p[i + 4] - c, d5 = p[i + 5] - c, d6 = p[i + 6] - c, d7 = p[i + 7] - c
-    acc.0 += d0 * d0; acc.1 += d1 * d1; acc.2 += d2 * d2; acc.3 += d3 * d3
-    acc.4 += d4 * d4; acc.5 += d5 * d5; acc.6 += d6 * d6; acc.7 += d7 * d7
+    let d0 = p[i] - c
+    let d1 = p[i + 1] - c
+    let d2 = p[i + 2] - c
+    let d3 = p[i + 3] - c
+    let d4 = p[i + 4] - c
+    let d5 = p[i + 5] - c
+    let d6 = p[i + 6] - c
+    let d7 = p[i + 7] - c
+    acc.0 += d0 * d0
+    acc.1 += d1 * d1
+    acc.2 += d2 * d2
+    acc.3 += d3 * d3
+    acc.4 += d4 * d4
+    acc.5 += d5 * d5
+    acc.6 += d6 * d6
+    acc.7 += d7 * d7
     i += 8
   }
   var tail: Float = 0
-  while i < n { let d = p[i] - c; tail += d * d; i += 1 }
+  while i < n {
+    let d = p[i] - c
+    tail += d * d
+    i += 1
+  }
   return ((acc.0 + acc.4) + (acc.1 + acc.5)) + ((acc.2 + acc.6) + (acc.3 + acc.7)) + tail
 }
 
@@ -39,15 +64,27 @@ func maximum(_ p: UnsafePointer<Float>, _ n: Int) -> Float {
   var acc = (p[0], p[0], p[0], p[0], p[0], p[0], p[0], p[0])
   var i = 0
   while i + 8 <= n {
-    acc.0 = p[i] > acc.0 ? p[i] : acc.0; acc.1 = p[i + 1] > acc.1 ? p[i + 1] : acc.1
-    acc.2 = p[i + 2] > acc.2 ? p[i + 2] : acc.2; acc.3 = p[i + 3] > acc.3 ? p[i + 3] : acc.3
-    acc.4 = p[i + 4] > acc.4 ? p[i + 4] : acc.4; acc.5 = p[i + 5] > acc.5 ? p[i + 5] : acc.5
-    acc.6 = p[i + 6] > acc.6 ? p[i + 6] : acc.6; acc.7 = p[i + 7] > acc.7 ? p[i + 7] : acc.7
+    acc.0 = p[i] > acc.0 ? p[i] : acc.0
+    acc.1 = p[i + 1] > acc.1 ? p[i + 1] : acc.1
+    acc.2 = p[i + 2] > acc.2 ? p[i + 2] : acc.2
+    acc.3 = p[i + 3] > acc.3 ? p[i + 3] : acc.3
+    acc.4 = p[i + 4] > acc.4 ? p[i + 4] : acc.4
+    acc.5 = p[i + 5] > acc.5 ? p[i + 5] : acc.5
+    acc.6 = p[i + 6] > acc.6 ? p[i + 6] : acc.6
+    acc.7 = p[i + 7] > acc.7 ? p[i + 7] : acc.7
     i += 8
   }
-  var m = acc.0
-  for v in [acc.1, acc.2, acc.3, acc.4, acc.5, acc.6, acc.7] where v > m { m = v }
-  while i < n { if p[i] > m { m = p[i] }; i += 1 }
+  let m01 = acc.0 > acc.1 ? acc.0 : acc.1
+  let m23 = acc.2 > acc.3 ? acc.2 : acc.3
+  let m45 = acc.4 > acc.5 ? acc.4 : acc.5
+  let m67 = acc.6 > acc.7 ? acc.6 : acc.7
+  let m03 = m01 > m23 ? m01 : m23
+  let m47 = m45 > m67 ? m45 : m67
+  var m = m03 > m47 ? m03 : m47
+  while i < n {
+    if p[i] > m { m = p[i] }
+    i += 1
+  }
   return m
 }
 
@@ -57,14 +94,17 @@ public func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> 
   let d = x.dim(-1)
   precondition(
     weight.count == d && bias.count == d,
-    "layerNorm: weight \(weight.shape) / bias \(bias.shape) do not match \(d) features of \(x.shape)")
+    "layerNorm: weight \(weight.shape) / bias \(bias.shape) do not match \(d) features of \(x.shape)"
+  )
   let rows = d == 0 ? 0 : x.count / d
   return Tensor(uninitializedShape: x.shape) { out in
     guard out.count > 0 else { return }
     x.withUnsafeBufferPointer { px in
       weight.withUnsafeBufferPointer { pw in
         bias.withUnsafeBufferPointer { pb in
-          let (src, dst, w, b) = (px.baseAddress!, out.baseAddress!, pw.baseAddress!, pb.baseAddress!)
+          let (src, dst, w, b) = (
+            px.baseAddress!, out.baseAddress!, pw.baseAddress!, pb.baseAddress!
+          )
           Parallel.forEach(count: rows, costPerItem: 4 * d) { r in
             let s = src + r * d
             let o = dst + r * d
@@ -88,7 +128,8 @@ public func layerNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -
   let hw = x.shape[2] * x.shape[3]
   precondition(
     weight.count == c && bias.count == c,
-    "layerNorm2d: weight \(weight.shape) / bias \(bias.shape) do not match \(c) channels of \(x.shape)")
+    "layerNorm2d: weight \(weight.shape) / bias \(bias.shape) do not match \(c) channels of \(x.shape)"
+  )
   // Tasks are (image, block of pixels); blocks keep the per-pixel statistics in L1.
   let block = 256
   let blocksPerImage = (hw + block - 1) / block
@@ -97,7 +138,9 @@ public func layerNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -
     x.withUnsafeBufferPointer { px in
       weight.withUnsafeBufferPointer { pw in
         bias.withUnsafeBufferPointer { pb in
-          let (src, dst, w, b) = (px.baseAddress!, out.baseAddress!, pw.baseAddress!, pb.baseAddress!)
+          let (src, dst, w, b) = (
+            px.baseAddress!, out.baseAddress!, pw.baseAddress!, pb.baseAddress!
+          )
           Parallel.forEach(count: n * blocksPerImage, costPerItem: 5 * c * block) { task in
             let image = task / blocksPerImage
             let p0 = (task % blocksPerImage) * block

@@ -1,11 +1,16 @@
 import Foundation
+import Synchronization
 
 /// Splits independent work across the machine's cores with `concurrentPerform`.
 ///
 /// Only for loops that do not call BLAS: OpenBLAS already threads GEMM, and nesting the two
 /// oversubscribes the cores.
 enum Parallel {
-  static let cores = max(1, ProcessInfo.processInfo.activeProcessorCount)
+  static let available = max(1, ProcessInfo.processInfo.activeProcessorCount)
+  static let threadLimit = Atomic<Int>(max(1, ProcessInfo.processInfo.activeProcessorCount))
+
+  /// Threads the kernels spread work over (all cores unless `ComputeThreads.set` said fewer).
+  static var cores: Int { threadLimit.load(ordering: .relaxed) }
 
   /// Below this many element-operations a job runs inline: waking threads costs more than it saves.
   static let minimumWork = 1 << 15
@@ -45,4 +50,17 @@ enum Parallel {
 struct UncheckedSendable<Value>: @unchecked Sendable {
   let value: Value
   init(_ value: Value) { self.value = value }
+}
+
+/// How many threads the kernels use, for the kernels' own loops and for BLAS alike.
+public enum ComputeThreads {
+  /// The current limit; all cores by default.
+  public static var count: Int { Parallel.cores }
+
+  /// Limits every kernel (BLAS products included: they are split by `BLAS.sgemm`, OpenBLAS
+  /// itself runs single-threaded) to `n` threads; `nil` restores all cores.
+  public static func set(_ n: Int?) {
+    let limit = max(1, min(n ?? Parallel.available, 256))
+    Parallel.threadLimit.store(limit, ordering: .relaxed)
+  }
 }

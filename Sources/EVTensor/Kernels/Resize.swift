@@ -63,7 +63,8 @@ func cubicNear(_ x: Float, _ a: Float) -> Float { ((a + 2) * x - (a + 3)) * x * 
 func cubicFar(_ x: Float, _ a: Float) -> Float { ((a * x - 5 * a) * x + 8 * a) * x - 4 * a }
 
 public func resizeBicubic(_ x: Tensor, height: Int, width: Int) -> Tensor {
-  precondition(x.rank == 4 && height > 0 && width > 0, "resizeBicubic: input \(x.shape) to \(height)×\(width)")
+  precondition(
+    x.rank == 4 && height > 0 && width > 0, "resizeBicubic: input \(x.shape) to \(height)×\(width)")
   precondition(x.shape[2] > 0 && x.shape[3] > 0, "resizeBicubic: empty input \(x.shape)")
   return separableResize(
     x, rows: .bicubic(input: x.shape[2], output: height),
@@ -71,14 +72,18 @@ public func resizeBicubic(_ x: Tensor, height: Int, width: Int) -> Tensor {
 }
 
 public func resizeBilinear(_ x: Tensor, height: Int, width: Int) -> Tensor {
-  precondition(x.rank == 4 && height > 0 && width > 0, "resizeBilinear: input \(x.shape) to \(height)×\(width)")
+  precondition(
+    x.rank == 4 && height > 0 && width > 0, "resizeBilinear: input \(x.shape) to \(height)×\(width)"
+  )
   precondition(x.shape[2] > 0 && x.shape[3] > 0, "resizeBilinear: empty input \(x.shape)")
   return separableResize(
     x, rows: .bilinear(input: x.shape[2], output: height),
     columns: .bilinear(input: x.shape[3], output: width))
 }
 
-private func separableResize(_ x: Tensor, rows: InterpolationTaps, columns: InterpolationTaps) -> Tensor {
+private func separableResize(_ x: Tensor, rows: InterpolationTaps, columns: InterpolationTaps)
+  -> Tensor
+{
   let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
   let ho = rows.index.count / rows.taps
   let wo = columns.index.count / columns.taps
@@ -96,7 +101,9 @@ private func separableResize(_ x: Tensor, rows: InterpolationTaps, columns: Inte
           columns.index.withUnsafeBufferPointer { cx in
             columns.weight.withUnsafeBufferPointer { wx in
               let (src, dst) = (px.baseAddress!, out.baseAddress!)
-              let (ry, wy, cx, wx) = (ry.baseAddress!, wy.baseAddress!, cx.baseAddress!, wx.baseAddress!)
+              let (ry, wy, cx, wx) = (
+                ry.baseAddress!, wy.baseAddress!, cx.baseAddress!, wx.baseAddress!
+              )
               let work = (h * tx + ho * ty) * wo / blocksPerPlane
               Parallel.forEach(count: planes * blocksPerPlane, costPerItem: work) { task in
                 let plane = task / blocksPerPlane
@@ -108,7 +115,9 @@ private func separableResize(_ x: Tensor, rows: InterpolationTaps, columns: Inte
                 let lastRow = ry[(oy1 - 1) * ty + ty - 1]
                 let input = src + plane * h * w
                 let output = dst + plane * ho * wo
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: (lastRow - firstRow + 1) * wo) { scratch in
+                withUnsafeTemporaryAllocation(
+                  of: Float.self, capacity: (lastRow - firstRow + 1) * wo
+                ) { scratch in
                   // Horizontal pass: inner sums for the input rows this block reads.
                   let horizontal = scratch.baseAddress!
                   for y in firstRow...lastRow {

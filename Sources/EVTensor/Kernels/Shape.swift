@@ -126,7 +126,9 @@ public func permute(_ x: Tensor, _ perm: [Int]) -> Tensor {
   }
   let order = groups.map { $0[0] }.sorted()
   let reducedPerm = groups.map { order.firstIndex(of: $0[0])! }
-  let reducedInShape = order.map { first in groups.first { $0[0] == first }!.reduce(1) { $0 * x.shape[$1] } }
+  let reducedInShape = order.map { first in
+    groups.first { $0[0] == first }!.reduce(1) { $0 * x.shape[$1] }
+  }
   let r = reducedPerm.count
   if r <= 1 || reducedPerm == Array(0..<r) { return x.reshaped(shape) }
   if reducedPerm == Array(0..<(r - 2)) + [r - 1, r - 2] {

@@ -112,10 +112,12 @@ extension Reference {
     for c in 0..<o {
       let inv = 1 / (Double(variance.storage[c]) + Double(eps)).squareRoot()
       for i in 0..<per {
-        w.storage[c * per + i] = Float(Double(weight.storage[c * per + i]) * Double(gamma.storage[c]) * inv)
+        w.storage[c * per + i] = Float(
+          Double(weight.storage[c * per + i]) * Double(gamma.storage[c]) * inv)
       }
       let b0 = Double(bias?.storage[c] ?? 0)
-      b.storage[c] = Float((b0 - Double(mean.storage[c])) * inv * Double(gamma.storage[c]) + Double(beta.storage[c]))
+      b.storage[c] = Float(
+        (b0 - Double(mean.storage[c])) * inv * Double(gamma.storage[c]) + Double(beta.storage[c]))
     }
     return (w, b)
   }

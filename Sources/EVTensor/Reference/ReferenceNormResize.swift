@@ -27,7 +27,8 @@ extension Reference {
           let meanSquare = v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(c)
           for ch in 0..<c {
             let normalised = (v[ch] - mean) / (meanSquare + Double(eps)).squareRoot()
-            y[b, ch, i, j] = Float(normalised * Double(weight.storage[ch]) + Double(bias.storage[ch]))
+            y[b, ch, i, j] = Float(
+              normalised * Double(weight.storage[ch]) + Double(bias.storage[ch]))
           }
         }
       }

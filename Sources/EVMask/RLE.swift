@@ -1,0 +1,484 @@
+// COCO run-length encoding, computing bit for bit what pycocotools (maskApi.c, 2.0.11) computes:
+// runs over the mask in column-major (Fortran) order, alternating background / foreground and
+// always starting with a (possibly empty) background run.
+
+/// A binary mask as COCO run lengths.
+public struct RLE: Hashable, Sendable {
+  public let height: Int
+  public let width: Int
+  /// Column-major run lengths, starting with background; they sum to `height * width`.
+  public let counts: [UInt32]
+
+  /// Wraps run lengths, checking that they cover the mask exactly (pycocotools does not check,
+  /// and then reads or writes out of bounds; a wrong sum means a corrupt annotation).
+  public init(height: Int, width: Int, counts: [UInt32]) throws(RLEError) {
+    guard height >= 0, width >= 0 else { throw .invalidSize(height: height, width: width) }
+    var total = 0
+    for c in counts { total += Int(c) }
+    guard total == height * width else {
+      throw .countsDoNotCoverMask(sum: total, height: height, width: width)
+    }
+    self.init(unchecked: height, width, counts)
+  }
+
+  init(unchecked height: Int, _ width: Int, _ counts: [UInt32]) {
+    self.height = height
+    self.width = width
+    self.counts = counts
+  }
+
+  /// An all-background mask.
+  public static func empty(height: Int, width: Int) -> RLE {
+    RLE(unchecked: height, width, [UInt32(height * width)])
+  }
+
+  // MARK: - Encoding
+
+  /// Encodes a row-major `height × width` mask (any nonzero byte is foreground).
+  public init(rowMajor mask: UnsafeBufferPointer<UInt8>, height: Int, width: Int) {
+    precondition(mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
+    self = RLE.encodeTransposing(height: height, width: width) { y, x in mask[y * width + x] != 0 }
+  }
+
+  public init(rowMajor mask: [UInt8], height: Int, width: Int) {
+    self = mask.withUnsafeBufferPointer { RLE(rowMajor: $0, height: height, width: width) }
+  }
+
+  public init(rowMajor mask: [Bool], height: Int, width: Int) {
+    self = mask.withUnsafeBufferPointer { buffer in
+      buffer.withMemoryRebound(to: UInt8.self) { RLE(rowMajor: $0, height: height, width: width) }
+    }
+  }
+
+  /// Encodes `values > threshold` of a row-major float map without materialising a boolean mask
+  /// (the automatic mask generator's hot path: logits → RLE).
+  public init(rowMajor values: UnsafeBufferPointer<Float>, threshold: Float, height: Int, width: Int) {
+    precondition(values.count == height * width, "map has \(values.count) values, expected \(height)×\(width)")
+    self = RLE.encodeTransposing(height: height, width: width) { y, x in values[y * width + x] > threshold }
+  }
+
+  /// Encodes a column-major mask (pycocotools' native layout; nonzero is foreground).
+  public init(columnMajor mask: UnsafeBufferPointer<UInt8>, height: Int, width: Int) {
+    precondition(mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
+    let n = height * width
+    let binary = [UInt8](unsafeUninitializedCapacity: n) { out, count in
+      for i in 0..<n { out[i] = mask[i] != 0 ? 1 : 0 }
+      count = n
+    }
+    self = binary.withUnsafeBufferPointer { RLE(binaryColumnMajor: $0, height: height, width: width) }
+  }
+
+  /// Transposes into a 0/1 column-major scratch buffer in cache-sized tiles, then scans it.
+  @inline(__always)
+  private static func encodeTransposing(
+    height: Int, width: Int, _ isSet: (_ y: Int, _ x: Int) -> Bool
+  ) -> RLE {
+    let n = height * width
+    let tile = 32
+    let columnMajor = [UInt8](unsafeUninitializedCapacity: n) { out, count in
+      var y0 = 0
+      while y0 < height {
+        let y1 = min(y0 + tile, height)
+        var x0 = 0
+        while x0 < width {
+          let x1 = min(x0 + tile, width)
+          for x in x0..<x1 {
+            let base = x * height
+            for y in y0..<y1 { out[base + y] = isSet(y, x) ? 1 : 0 }
+          }
+          x0 = x1
+        }
+        y0 = y1
+      }
+      count = n
+    }
+    return columnMajor.withUnsafeBufferPointer { RLE(binaryColumnMajor: $0, height: height, width: width) }
+  }
+
+  /// Scans a column-major buffer holding only 0 and 1, skipping eight equal bytes at a time.
+  private init(binaryColumnMajor m: UnsafeBufferPointer<UInt8>, height: Int, width: Int) {
+    let n = m.count
+    var counts: [UInt32] = []
+    counts.reserveCapacity(64)
+    guard let base = m.baseAddress, n > 0 else {
+      self.init(unchecked: height, width, [0])
+      return
+    }
+    let raw = UnsafeRawPointer(base)
+    var value: UInt8 = 0
+    var j = 0
+    var runStart = 0
+    while true {
+      let pattern: UInt64 = value == 0 ? 0 : 0x0101_0101_0101_0101
+      while j + 8 <= n && raw.loadUnaligned(fromByteOffset: j, as: UInt64.self) == pattern { j += 8 }
+      while j < n && base[j] == value { j += 1 }
+      if j == n { break }
+      counts.append(UInt32(j - runStart))
+      runStart = j
+      value ^= 1
+    }
+    counts.append(UInt32(n - runStart))
+    self.init(unchecked: height, width, counts)
+  }
+
+  // MARK: - Decoding
+
+  /// The mask in column-major order, 0 or 1 per pixel.
+  public func decodeColumnMajor() -> [UInt8] {
+    let n = height * width
+    return [UInt8](unsafeUninitializedCapacity: n) { out, count in
+      var position = 0
+      var value: UInt8 = 0
+      for c in counts {
+        let end = position + Int(c)
+        if end > position {
+          (out.baseAddress! + position).initialize(repeating: value, count: end - position)
+        }
+        position = end
+        value ^= 1
+      }
+      count = n
+    }
+  }
+
+  /// The mask in row-major order, 0 or 1 per pixel.
+  public func decodeRowMajor() -> [UInt8] {
+    let columnMajor = decodeColumnMajor()
+    let h = height
+    let w = width
+    let tile = 32
+    return [UInt8](unsafeUninitializedCapacity: h * w) { out, count in
+      columnMajor.withUnsafeBufferPointer { src in
+        var y0 = 0
+        while y0 < h {
+          let y1 = min(y0 + tile, h)
+          var x0 = 0
+          while x0 < w {
+            let x1 = min(x0 + tile, w)
+            for y in y0..<y1 {
+              let row = y * w
+              for x in x0..<x1 { out[row + x] = src[x * h + y] }
+            }
+            x0 = x1
+          }
+          y0 = y1
+        }
+      }
+      count = h * w
+    }
+  }
+
+  /// The mask in row-major order as booleans.
+  public func decodeRowMajorBool() -> [Bool] {
+    decodeRowMajor().map { $0 != 0 }
+  }
+
+  // MARK: - Measures
+
+  /// Foreground pixel count (pycocotools `area`).
+  public var area: Int {
+    var a = 0
+    var j = 1
+    while j < counts.count {
+      a += Int(counts[j])
+      j += 2
+    }
+    return a
+  }
+
+  /// The tight box around the foreground, XYWH, as pycocotools `toBbox` computes it (all zero for
+  /// an empty mask; a foreground run crossing a column boundary spans the full height).
+  public var boundingBox: BoxXYWH {
+    let m = (counts.count / 2) * 2
+    if m == 0 || height == 0 { return BoxXYWH(x: 0, y: 0, width: 0, height: 0) }
+    let h = UInt32(truncatingIfNeeded: height)
+    var xs = UInt32(truncatingIfNeeded: width)
+    var ys = h
+    var xe: UInt32 = 0
+    var ye: UInt32 = 0
+    var cc: UInt32 = 0
+    for j in 0..<m {
+      let start = cc
+      cc &+= counts[j]
+      if j % 2 == 0 || counts[j] == 0 { continue }
+      let yStart = start % h
+      let xStart = (start - yStart) / h
+      let yEnd = (cc - 1) % h
+      let xEnd = (cc - 1 - yEnd) / h
+      xs = min(xs, xStart)
+      xe = max(xe, xEnd)
+      if xStart < xEnd {
+        ys = 0
+        ye = h - 1
+      } else {
+        ys = min(ys, yStart)
+        ye = max(ye, yEnd)
+      }
+    }
+    // Unsigned wrap-around reproduces pycocotools for a mask whose only runs are empty.
+    return BoxXYWH(
+      x: Double(xs), y: Double(ys), width: Double(xe &- xs &+ 1), height: Double(ye &- ys &+ 1))
+  }
+
+  // MARK: - Combining
+
+  /// Union (or intersection) of masks of one size, as pycocotools `merge`.
+  public static func merge(_ rles: [RLE], intersect: Bool = false) throws(RLEError) -> RLE {
+    guard let first = rles.first else { return RLE(unchecked: 0, 0, []) }
+    if rles.count == 1 { return first }
+    for r in rles where r.height != first.height || r.width != first.width {
+      throw .sizeMismatch(expected: [first.height, first.width], found: [r.height, r.width])
+    }
+    if first.height * first.width == 0 { return first }
+    var current = first.counts
+    for other in rles.dropFirst() {
+      current = mergeCounts(current, other.counts, intersect: intersect)
+    }
+    return RLE(unchecked: first.height, first.width, current)
+  }
+
+  /// One pairwise step of pycocotools' rleMerge: walk both run lists in lock step and cut a run
+  /// whenever the combined value changes.
+  private static func mergeCounts(_ a: [UInt32], _ b: [UInt32], intersect: Bool) -> [UInt32] {
+    var out: [UInt32] = []
+    out.reserveCapacity(max(a.count, b.count) + 1)
+    var ca = a[0], cb = b[0]
+    var ia = 1, ib = 1
+    var va = false, vb = false, v = false
+    var cc: UInt32 = 0
+    var remaining: UInt32 = 1
+    while remaining > 0 {
+      let c = min(ca, cb)
+      cc += c
+      remaining = 0
+      ca -= c
+      if ca == 0 && ia < a.count { ca = a[ia]; ia += 1; va.toggle() }
+      remaining += ca
+      cb -= c
+      if cb == 0 && ib < b.count { cb = b[ib]; ib += 1; vb.toggle() }
+      remaining += cb
+      let previous = v
+      v = intersect ? (va && vb) : (va || vb)
+      if v != previous || remaining == 0 {
+        out.append(cc)
+        cc = 0
+      }
+    }
+    return out
+  }
+
+  /// IoU matrix `[dt][gt]` as pycocotools `iou` on RLEs: for a crowd ground truth the union is
+  /// the detection's area; masks of different sizes give -1.
+  public static func iou(_ dt: [RLE], _ gt: [RLE], isCrowd: [Bool]) -> [[Double]] {
+    precondition(isCrowd.count == gt.count, "isCrowd must have one entry per ground truth")
+    let dtBoxes = dt.map(\.boundingBox)
+    let gtBoxes = gt.map(\.boundingBox)
+    var o = BoxXYWH.iou(dtBoxes, gtBoxes, isCrowd: isCrowd)
+    for d in dt.indices {
+      for g in gt.indices where o[d][g] > 0 {
+        o[d][g] = pairIoU(dt[d], gt[g], crowd: isCrowd[g])
+      }
+    }
+    return o
+  }
+
+  /// IoU of two masks (the union is `dt`'s area when `crowd`), -1 when their sizes differ.
+  public static func pairIoU(_ dt: RLE, _ gt: RLE, crowd: Bool = false) -> Double {
+    if dt.height != gt.height || dt.width != gt.width { return -1 }
+    if dt.counts.isEmpty || gt.counts.isEmpty { return 0 }
+    let a = dt.counts, b = gt.counts
+    var ca = a[0], cb = b[0]
+    var ia = 1, ib = 1
+    var va = false, vb = false
+    var inter: UInt32 = 0, union: UInt32 = 0
+    var remaining: UInt32 = 1
+    while remaining > 0 {
+      let c = min(ca, cb)
+      if va || vb {
+        union &+= c
+        if va && vb { inter &+= c }
+      }
+      remaining = 0
+      ca -= c
+      if ca == 0 && ia < a.count { ca = a[ia]; ia += 1; va.toggle() }
+      remaining += ca
+      cb -= c
+      if cb == 0 && ib < b.count { cb = b[ib]; ib += 1; vb.toggle() }
+      remaining += cb
+    }
+    if inter == 0 {
+      union = 1
+    } else if crowd {
+      union = UInt32(truncatingIfNeeded: dt.area)
+    }
+    return Double(inter) / Double(union)
+  }
+
+  // MARK: - From geometry
+
+  /// Rasterises one polygon `[x0, y0, x1, y1, …]` exactly as pycocotools `frPoly` (rleFrPoly):
+  /// vertices scaled ×5 and rounded, edges walked densely, the y-boundary crossings downsampled
+  /// back to pixel centres. A trailing odd coordinate is ignored, as pycocotools does.
+  public init(polygon xy: [Double], height: Int, width: Int) {
+    self = RLE.rasterize(polygon: xy, pointCount: xy.count / 2, height: height, width: width)
+  }
+
+  /// The box `[x, y, w, h]` as a 4-vertex polygon (pycocotools `frBbox`).
+  public init(box: BoxXYWH, height: Int, width: Int) {
+    let xs = box.x, xe = box.x + box.width
+    let ys = box.y, ye = box.y + box.height
+    self = RLE.rasterize(polygon: [xs, ys, xs, ye, xe, ye, xe, ys], pointCount: 4, height: height, width: width)
+  }
+
+  private static func rasterize(polygon xy: [Double], pointCount k: Int, height h: Int, width w: Int) -> RLE {
+    let scale = 5.0
+    // C converts with (int)(v + .5): truncation toward zero, in 32 bits.
+    @inline(__always) func toInt(_ v: Double) -> Int {
+      guard v.isFinite else { return 0 }
+      return Int(Int32(clamping: Int64(max(min(v, 2.0e9), -2.0e9))))
+    }
+    var x = [Int](repeating: 0, count: k + 1)
+    var y = [Int](repeating: 0, count: k + 1)
+    for j in 0..<k {
+      x[j] = toInt(scale * xy[2 * j] + 0.5)
+      y[j] = toInt(scale * xy[2 * j + 1] + 0.5)
+    }
+    if k > 0 {
+      x[k] = x[0]
+      y[k] = y[0]
+    }
+    var total = 0
+    for j in 0..<k { total += max(abs(x[j] - x[j + 1]), abs(y[j] - y[j + 1])) + 1 }
+    var u = [Int]()
+    var v = [Int]()
+    u.reserveCapacity(total)
+    v.reserveCapacity(total)
+    for j in 0..<k {
+      var xs = x[j], xe = x[j + 1], ys = y[j], ye = y[j + 1]
+      let dx = abs(xe - xs), dy = abs(ys - ye)
+      let flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye)
+      if flip {
+        swap(&xs, &xe)
+        swap(&ys, &ye)
+      }
+      if dx >= dy {
+        let s = dx == 0 ? 0 : Double(ye - ys) / Double(dx)
+        for d in 0...dx {
+          let t = flip ? dx - d : d
+          u.append(t + xs)
+          v.append(toInt(Double(ys) + s * Double(t) + 0.5))
+        }
+      } else {
+        let s = Double(xe - xs) / Double(dy)
+        for d in 0...dy {
+          let t = flip ? dy - d : d
+          v.append(t + ys)
+          u.append(toInt(Double(xs) + s * Double(t) + 0.5))
+        }
+      }
+    }
+    // Points where the boundary crosses a pixel column's centre line, back in pixel units.
+    var starts: [UInt32] = []
+    let wMinus1 = Double(UInt(bitPattern: w &- 1))  // pycocotools compares with unsigned w-1
+    for j in 1..<max(u.count, 1) where u[j] != u[j - 1] {
+      var xd = Double(u[j] < u[j - 1] ? u[j] : u[j] - 1)
+      xd = (xd + 0.5) / scale - 0.5
+      if xd.rounded(.down) != xd || xd < 0 || xd > wMinus1 { continue }
+      var yd = Double(v[j] < v[j - 1] ? v[j] : v[j - 1])
+      yd = (yd + 0.5) / scale - 0.5
+      if yd < 0 { yd = 0 } else if yd > Double(h) { yd = Double(h) }
+      yd = yd.rounded(.up)
+      starts.append(UInt32(truncatingIfNeeded: Int(xd) * h + Int(yd)))
+    }
+    starts.append(UInt32(truncatingIfNeeded: h * w))
+    starts.sort()
+    var previous: UInt32 = 0
+    for j in starts.indices {
+      let t = starts[j]
+      starts[j] = t &- previous
+      previous = t
+    }
+    // Crossings at the same position cancel: fold a zero-length run into its neighbour.
+    var runs: [UInt32] = [starts[0]]
+    var j = 1
+    while j < starts.count {
+      if starts[j] > 0 {
+        runs.append(starts[j])
+        j += 1
+      } else {
+        j += 1
+        if j < starts.count {
+          runs[runs.count - 1] += starts[j]
+          j += 1
+        }
+      }
+    }
+    return RLE(unchecked: h, w, runs)
+  }
+}
+
+/// A box as pycocotools stores it: top-left corner, width, height.
+public struct BoxXYWH: Hashable, Sendable, Codable {
+  public var x: Double
+  public var y: Double
+  public var width: Double
+  public var height: Double
+
+  public init(x: Double, y: Double, width: Double, height: Double) {
+    self.x = x
+    self.y = y
+    self.width = width
+    self.height = height
+  }
+
+  public var array: [Double] { [x, y, width, height] }
+  public var area: Double { width * height }
+
+  /// IoU matrix `[dt][gt]` as pycocotools `bbIou`; for a crowd ground truth the union is the
+  /// detection's area.
+  public static func iou(_ dt: [BoxXYWH], _ gt: [BoxXYWH], isCrowd: [Bool]) -> [[Double]] {
+    precondition(isCrowd.count == gt.count, "isCrowd must have one entry per ground truth")
+    var o = [[Double]](repeating: [Double](repeating: 0, count: gt.count), count: dt.count)
+    for (g, G) in gt.enumerated() {
+      let ga = G.width * G.height
+      for (d, D) in dt.enumerated() {
+        let da = D.width * D.height
+        let w = min(D.width + D.x, G.width + G.x) - max(D.x, G.x)
+        if w <= 0 { continue }
+        let h = min(D.height + D.y, G.height + G.y) - max(D.y, G.y)
+        if h <= 0 { continue }
+        let i = w * h
+        let u = isCrowd[g] ? da : da + ga - i
+        o[d][g] = i / u
+      }
+    }
+    return o
+  }
+}
+
+public enum RLEError: Error, Equatable, CustomStringConvertible {
+  case invalidSize(height: Int, width: Int)
+  case countsDoNotCoverMask(sum: Int, height: Int, width: Int)
+  case invalidCharacter(position: Int, character: UInt8)
+  case truncatedString
+  case countOutOfRange(index: Int, value: Int64)
+  case sizeMismatch(expected: [Int], found: [Int])
+
+  public var description: String {
+    switch self {
+    case .invalidSize(let h, let w):
+      return "invalid RLE size [\(h), \(w)]: height and width must be non-negative"
+    case .countsDoNotCoverMask(let sum, let h, let w):
+      return "RLE counts sum to \(sum) pixels but the mask size [\(h), \(w)] has \(h * w)"
+    case .invalidCharacter(let p, let c):
+      return "compressed RLE has an invalid character (byte \(c)) at position \(p); "
+        + "valid characters are ASCII 48 ('0') to 111 ('o')"
+    case .truncatedString:
+      return "compressed RLE string ends in the middle of a run length"
+    case .countOutOfRange(let i, let v):
+      return "compressed RLE run \(i) decodes to \(v), outside 0…\(UInt32.max)"
+    case .sizeMismatch(let e, let f):
+      return "cannot combine masks of different sizes \(e) and \(f)"
+    }
+  }
+}

@@ -1,0 +1,55 @@
+import Foundation
+
+/// What the service accepts and how much it may hold. Every limit has a command-line option in
+/// `evsam serve`; the defaults suit an interactive annotation tool on a small machine.
+public struct ServerConfiguration: Sendable, Equatable {
+  /// Address to bind. Loopback by default: the service has no authentication.
+  public var host = "127.0.0.1"
+  /// TCP port; 0 picks a free one (tests).
+  public var port = 8080
+  /// Upper bound of the embedding cache (embeddings, decoder state, decoded images and mask
+  /// handles), in bytes.
+  public var cacheBytes = 1024 * 1024 * 1024
+  /// Threads that run the model. Each encode or decode also spreads its kernels over the cores.
+  public var workers = 2
+  /// Requests that may wait for a worker; one more is refused with 503 and `Retry-After`.
+  public var queueCapacity = 32
+  /// Time allowed for a request, from its arrival until the answer is ready (reading the body,
+  /// waiting for a worker, computing).
+  public var requestTimeout: Duration = .seconds(60)
+  /// Largest request body (an uploaded image), in bytes.
+  public var maxUploadBytes = 32 * 1024 * 1024
+  /// Largest JSON body of a prompt or generator request, in bytes.
+  public var maxJSONBytes = 1024 * 1024
+  /// Largest image side, in pixels.
+  public var maxImageSide = 8192
+  /// Largest image area, in pixels (full-size masks are `candidates × pixels` floats).
+  public var maxImagePixels = 4096 * 4096
+  /// Most points in one prompt, and most boxes in one batch.
+  public var maxPoints = 64
+  public var maxBoxes = 64
+  /// Low-res masks kept per image for refinement (`mask_input`); older handles expire.
+  public var maskHandlesPerImage = 32
+  /// Ceiling on the automatic mask generator's grid and crop layers, which bound its run time.
+  public var maxPointsPerSide = 64
+  public var maxCropLayers = 2
+  /// How long an idle keep-alive connection stays open.
+  public var idleTimeout: Duration = .seconds(75)
+
+  public init() {}
+
+  /// Reasons a configuration cannot run, one per line; empty when it is valid.
+  public func problems() -> [String] {
+    var found: [String] = []
+    if !(0...65535).contains(port) { found.append("port must be 0…65535, got \(port)") }
+    if workers < 1 { found.append("workers must be at least 1, got \(workers)") }
+    if queueCapacity < 0 { found.append("queue capacity must be 0 or more, got \(queueCapacity)") }
+    if cacheBytes < 1 { found.append("the cache bound must be positive, got \(cacheBytes) bytes") }
+    if requestTimeout <= .zero { found.append("the request timeout must be positive") }
+    if maxUploadBytes < 1 { found.append("the upload limit must be positive") }
+    if maxImageSide < 1 || maxImagePixels < 1 { found.append("image limits must be positive") }
+    if maxPoints < 1 || maxBoxes < 1 { found.append("prompt limits must be positive") }
+    if maskHandlesPerImage < 1 { found.append("mask handles per image must be at least 1") }
+    return found
+  }
+}

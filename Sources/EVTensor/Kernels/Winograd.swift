@@ -1,0 +1,239 @@
+/// Winograd F(4×4, 3×3) convolution for dense 3×3 convs with stride 1 and padding 1, the convs
+/// that dominate EfficientViT-SAM (ResBlock, FusedMBConv, the neck).
+///
+/// Each 4×4 block of outputs is computed from a 6×6 input patch in a transformed domain where the
+/// convolution becomes 36 independent element-wise products, i.e. 36 GEMMs
+/// `M[ξ] (O×tiles) = U[ξ] (O×C) · V[ξ] (C×tiles)`. That is 36 multiplies per 16 outputs instead of
+/// 9·16 = 144: 4× fewer MACs, for a few transform passes that cost little next to the GEMMs.
+///
+/// Interpolation points 0, ±1, ±2 (Lavin & Gray). In float32 the transforms add rounding of
+/// order 1e-6 relative to the output scale, well inside the 1e-4 golden tolerance.
+public struct WinogradWeights: Sendable {
+  public let outChannels: Int
+  public let inChannels: Int
+  /// [36][O][C]: the transformed kernels G·g·Gᵀ, one O×C matrix per transform position.
+  let u: [Float]
+
+  /// Transforms `weight` [O, C, 3, 3] (computed in Double, rounded once).
+  public init(weight: Tensor) {
+    precondition(
+      weight.rank == 4 && weight.dim(2) == 3 && weight.dim(3) == 3,
+      "WinogradWeights: weight must be [O, C, 3, 3], got \(weight.shape)")
+    let (o, c) = (weight.dim(0), weight.dim(1))
+    outChannels = o
+    inChannels = c
+    let g: [[Double]] = [
+      [1.0 / 4, 0, 0],
+      [-1.0 / 6, -1.0 / 6, -1.0 / 6],
+      [-1.0 / 6, 1.0 / 6, -1.0 / 6],
+      [1.0 / 24, 1.0 / 12, 1.0 / 6],
+      [1.0 / 24, -1.0 / 12, 1.0 / 6],
+      [0, 0, 1],
+    ]
+    var u = [Float](repeating: 0, count: 36 * o * c)
+    let w = weight.storage
+    for oc in 0..<o {
+      for ic in 0..<c {
+        let k = (oc * c + ic) * 9
+        // t = G·k (6×3), then G·k·Gᵀ (6×6).
+        var t = [Double](repeating: 0, count: 18)
+        for i in 0..<6 {
+          for j in 0..<3 {
+            t[i * 3 + j] =
+              g[i][0] * Double(w[k + j]) + g[i][1] * Double(w[k + 3 + j])
+              + g[i][2] * Double(w[k + 6 + j])
+          }
+        }
+        for i in 0..<6 {
+          for j in 0..<6 {
+            let v = t[i * 3] * g[j][0] + t[i * 3 + 1] * g[j][1] + t[i * 3 + 2] * g[j][2]
+            u[((i * 6 + j) * o + oc) * c + ic] = Float(v)
+          }
+        }
+      }
+    }
+    self.u = u
+  }
+
+  /// Whether `conv2d(x, weight, stride: stride, padding: padding, groups: groups)` with a kernel of
+  /// `kernelSize` is worth doing this way: a dense 3×3 "same" conv with enough channels for the
+  /// GEMMs to dominate the transforms.
+  public static func applies(
+    kernelSize: Int, stride: Int, padding: Int, groups: Int, inChannels: Int, outChannels: Int
+  ) -> Bool {
+    kernelSize == 3 && stride == 1 && padding == 1 && groups == 1 && inChannels >= 16
+      && outChannels >= 16
+  }
+}
+
+/// conv2d(x, weight, bias, stride: 1, padding: 1) + activation, by Winograd F(4×4, 3×3).
+public func conv2dWinograd(
+  _ x: Tensor, weights: WinogradWeights, bias: Tensor?, activation: Activation = .identity
+) -> Tensor {
+  precondition(
+    x.rank == 4 && x.dim(1) == weights.inChannels,
+    "conv2dWinograd: input \(x.shape) for \(weights.inChannels) input channels")
+  let (batch, c, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3))
+  let o = weights.outChannels
+  if let bias {
+    precondition(bias.count == o, "conv2dWinograd: bias has \(bias.count) values for \(o) channels")
+  }
+  let tilesH = (h + 3) / 4
+  let tilesW = (w + 3) / 4
+  let tiles = tilesH * tilesW
+  // Tiles per block: V and M of a block ([36][C][tb] and [36][O][tb]) stay near 16 MB, and
+  // both threads get whole GEMMs with a reasonably wide N.
+  let budget = 4 << 20
+  let blockTiles = max(16, min(tiles, budget / (36 * (c + o))))
+  return Tensor(uninitializedShape: [batch, o, h, w]) { out in
+    guard out.count > 0 else { return }
+    let v = UnsafeMutablePointer<Float>.allocate(capacity: 36 * c * blockTiles)
+    let m = UnsafeMutablePointer<Float>.allocate(capacity: 36 * o * blockTiles)
+    defer {
+      v.deallocate()
+      m.deallocate()
+    }
+    x.withUnsafeBufferPointer { px in
+      weights.u.withUnsafeBufferPointer { pu in
+        withOptionalPointer(bias) { pb in
+          let (src, u, dst) = (px.baseAddress!, pu.baseAddress!, out.baseAddress!)
+          for n in 0..<batch {
+            let image = src + n * c * h * w
+            let output = dst + n * o * h * w
+            var t0 = 0
+            while t0 < tiles {
+              let tb = min(blockTiles, tiles - t0)
+              let first = t0
+              Parallel.forEach(count: c, costPerItem: tb * 200) { ch in
+                winogradInputTransform(
+                  image + ch * h * w, height: h, width: w, tilesW: tilesW, firstTile: first,
+                  count: tb, into: v + ch * tb, matrixStride: c * tb)
+              }
+              Parallel.forEach(count: 36, costPerItem: o * c * tb) { xi in
+                BLAS.serialSgemm(
+                  transA: false, transB: false, m: o, n: tb, k: c, alpha: 1,
+                  a: u + xi * o * c, lda: c, b: v + xi * c * tb, ldb: tb,
+                  beta: 0, c: m + xi * o * tb, ldc: tb)
+              }
+              Parallel.forEach(count: o, costPerItem: tb * 300) { oc in
+                winogradOutputTransform(
+                  m + oc * tb, matrixStride: o * tb, count: tb, firstTile: first, tilesW: tilesW,
+                  bias: pb?[oc] ?? 0, activation,
+                  into: output + oc * h * w, height: h, width: w)
+              }
+              t0 += tb
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+/// V[ξ][t] = (Bᵀ·d·B)[ξ] for the 6×6 zero-padded patch d of each tile t of one channel plane.
+/// Element ξ of tile t goes to `into[ξ·matrixStride + t]`.
+@inline(__always)
+private func winogradInputTransform(
+  _ plane: UnsafePointer<Float>, height h: Int, width w: Int, tilesW: Int, firstTile: Int,
+  count: Int, into v: UnsafeMutablePointer<Float>, matrixStride: Int
+) {
+  withUnsafeTemporaryAllocation(of: Float.self, capacity: 72) { scratch in
+    let d = scratch.baseAddress!
+    let r = d + 36
+    for i in 0..<count {
+      let t = firstTile + i
+      let y0 = (t / tilesW) * 4 - 1
+      let x0 = (t % tilesW) * 4 - 1
+      if y0 >= 0 && x0 >= 0 && y0 + 6 <= h && x0 + 6 <= w {
+        for a in 0..<6 {
+          let row = plane + (y0 + a) * w + x0
+          for b in 0..<6 { d[a * 6 + b] = row[b] }
+        }
+      } else {
+        for a in 0..<6 {
+          let y = y0 + a
+          for b in 0..<6 {
+            let xx = x0 + b
+            d[a * 6 + b] = (y >= 0 && y < h && xx >= 0 && xx < w) ? plane[y * w + xx] : 0
+          }
+        }
+      }
+      // Rows: r = Bᵀ·d (6×6).
+      for b in 0..<6 {
+        let (d0, d1, d2, d3, d4, d5) = (d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b])
+        r[b] = 4 * d0 - 5 * d2 + d4
+        r[6 + b] = -4 * (d1 + d2) + d3 + d4
+        r[12 + b] = 4 * (d1 - d2) - d3 + d4
+        r[18 + b] = -2 * (d1 - d3) - d2 + d4
+        r[24 + b] = 2 * (d1 - d3) - d2 + d4
+        r[30 + b] = 4 * d1 - 5 * d3 + d5
+      }
+      // Columns: r·B, written out per transform position.
+      for a in 0..<6 {
+        let q = r + a * 6
+        let (d0, d1, d2, d3, d4, d5) = (q[0], q[1], q[2], q[3], q[4], q[5])
+        let base = v + (a * 6) * matrixStride + i
+        base[0] = 4 * d0 - 5 * d2 + d4
+        base[matrixStride] = -4 * (d1 + d2) + d3 + d4
+        base[2 * matrixStride] = 4 * (d1 - d2) - d3 + d4
+        base[3 * matrixStride] = -2 * (d1 - d3) - d2 + d4
+        base[4 * matrixStride] = 2 * (d1 - d3) - d2 + d4
+        base[5 * matrixStride] = 4 * d1 - 5 * d3 + d5
+      }
+    }
+  }
+}
+
+/// Y = Aᵀ·M·A (4×4) for each tile of one output channel, plus bias and activation, stored into
+/// the output plane (cropped at the right and bottom edges).
+@inline(__always)
+private func winogradOutputTransform(
+  _ m: UnsafePointer<Float>, matrixStride: Int, count: Int, firstTile: Int, tilesW: Int,
+  bias: Float, _ act: Activation, into plane: UnsafeMutablePointer<Float>, height h: Int,
+  width w: Int
+) {
+  withUnsafeTemporaryAllocation(of: Float.self, capacity: 40) { scratch in
+    let r = scratch.baseAddress!  // 4×6
+    let y = r + 24  // 4×4
+    for i in 0..<count {
+      let t = firstTile + i
+      // Rows: r = Aᵀ·M (4×6).
+      for b in 0..<6 {
+        let p = m + b * matrixStride + i
+        let (m0, m1, m2, m3, m4, m5) = (
+          p[0], p[6 * matrixStride], p[12 * matrixStride], p[18 * matrixStride],
+          p[24 * matrixStride], p[30 * matrixStride]
+        )
+        let s12 = m1 + m2
+        let d12 = m1 - m2
+        let s34 = m3 + m4
+        let d34 = m3 - m4
+        r[b] = m0 + s12 + s34
+        r[6 + b] = d12 + 2 * d34
+        r[12 + b] = s12 + 4 * s34
+        r[18 + b] = d12 + 8 * d34 + m5
+      }
+      // Columns: y = r·A (4×4), plus the bias.
+      for a in 0..<4 {
+        let q = r + a * 6
+        let s12 = q[1] + q[2]
+        let d12 = q[1] - q[2]
+        let s34 = q[3] + q[4]
+        let d34 = q[3] - q[4]
+        y[a * 4] = q[0] + s12 + s34 + bias
+        y[a * 4 + 1] = d12 + 2 * d34 + bias
+        y[a * 4 + 2] = s12 + 4 * s34 + bias
+        y[a * 4 + 3] = d12 + 8 * d34 + q[5] + bias
+      }
+      applyBiasActivation(y, count: 16, bias: 0, act)
+      let oy = (t / tilesW) * 4
+      let ox = (t % tilesW) * 4
+      let rows = min(4, h - oy)
+      let cols = min(4, w - ox)
+      for a in 0..<rows {
+        let dst = plane + (oy + a) * w + ox
+        for b in 0..<cols { dst[b] = y[a * 4 + b] }
+      }
+    }
+  }
+}

@@ -1,0 +1,313 @@
+import ArgumentParser
+import EVImage
+import EVMaskGenerator
+import EVModel
+import EVPredictor
+import Foundation
+
+/// The parameters of SAM's automatic mask generator, named as SAM names them.
+struct GeneratorOptions: ParsableArguments {
+  @Option(help: "Points sampled along each side of the image (the grid is N×N).")
+  var pointsPerSide: Int = 32
+
+  @Option(
+    help: ArgumentHelp(
+      "Explicit normalised point grids instead of --points-per-side: a JSON list with one list of [x, y] in [0, 1] per crop layer.",
+      valueName: "file.json"))
+  var pointGrids: String?
+
+  @Option(help: "Point prompts decoded together.")
+  var pointsPerBatch: Int = 64
+
+  @Option(name: .customLong("pred-iou-thresh"), help: "Keep masks whose predicted IoU is above this (0 disables the filter).")
+  var predIoUThresh: Double = 0.88
+
+  @Option(help: "Keep masks whose stability score is at least this (0 disables the filter).")
+  var stabilityScoreThresh: Double = 0.95
+
+  @Option(help: "Shift of the logit cutoff used for the stability score.")
+  var stabilityScoreOffset: Double = 1.0
+
+  @Option(name: .customLong("box-nms-thresh"), help: "Box IoU above which NMS drops a duplicate mask within a crop.")
+  var boxNMSThresh: Double = 0.7
+
+  @Option(help: "Crop layers beyond the whole image (layer i has 2^i × 2^i crops).")
+  var cropNLayers: Int = 0
+
+  @Option(name: .customLong("crop-nms-thresh"), help: "Box IoU above which NMS drops a duplicate mask between crops.")
+  var cropNMSThresh: Double = 0.7
+
+  @Option(help: "Overlap of first-layer crops as a fraction of the short side.")
+  var cropOverlapRatio: Double = 512.0 / 1500.0
+
+  @Option(help: "Points per side in crop layer i are divided by this to the power i.")
+  var cropNPointsDownscaleFactor: Int = 1
+
+  @Option(help: "Fill holes and remove islands smaller than this many pixels (0 disables it).")
+  var minMaskRegionArea: Int = 0
+
+  // SAM's flags spell these with underscores; accept both spellings.
+  enum Mode: String, ExpressibleByArgument, CaseIterable {
+    case binaryMask = "binary_mask"
+    case uncompressedRLE = "uncompressed_rle"
+    case cocoRLE = "coco_rle"
+
+    init?(argument: String) {
+      self.init(rawValue: argument.replacingOccurrences(of: "-", with: "_"))
+    }
+
+    var outputMode: OutputMode {
+      switch self {
+      case .binaryMask: .binaryMask
+      case .uncompressedRLE: .uncompressedRLE
+      case .cocoRLE: .cocoRLE
+      }
+    }
+  }
+
+  @Option(
+    help: ArgumentHelp(
+      "coco_rle (pycocotools' compressed RLE), uncompressed_rle (SAM's run lists) or binary_mask (one PNG per mask beside the JSON).",
+      valueName: "mode"))
+  var outputMode: Mode = .cocoRLE
+
+  func settings() throws -> MaskGeneratorSettings {
+    var s = MaskGeneratorSettings()
+    if let pointGrids {
+      s.pointsPerSide = nil
+      s.pointGrids = try loadPointGrids(pointGrids)
+    } else {
+      s.pointsPerSide = pointsPerSide
+    }
+    s.pointsPerBatch = pointsPerBatch
+    s.predIoUThresh = predIoUThresh
+    s.stabilityScoreThresh = stabilityScoreThresh
+    s.stabilityScoreOffset = stabilityScoreOffset
+    s.boxNMSThresh = boxNMSThresh
+    s.cropNLayers = cropNLayers
+    s.cropNMSThresh = cropNMSThresh
+    s.cropOverlapRatio = cropOverlapRatio
+    s.cropNPointsDownscaleFactor = cropNPointsDownscaleFactor
+    s.minMaskRegionArea = minMaskRegionArea
+    s.outputMode = outputMode.outputMode
+    do {
+      _ = try s.layerPointGrids()
+    } catch {
+      throw ValidationError(error.description)
+    }
+    return s
+  }
+
+  private func loadPointGrids(_ path: String) throws -> [[Point2D]] {
+    let data: Data
+    do {
+      data = try Data(contentsOf: URL(fileURLWithPath: path))
+    } catch {
+      throw CLIError("cannot read point grids \(path): \(error.localizedDescription)")
+    }
+    // JSONDecoder parses float64 exactly (JSONSerialization on Linux may not).
+    guard let grids = try? JSONDecoder().decode([[[Double]]].self, from: data),
+      grids.allSatisfy({ $0.allSatisfy { $0.count == 2 } })
+    else {
+      throw CLIError(
+        "\(path): point grids must be a JSON list of grids, each a list of [x, y] pairs in [0, 1]")
+    }
+    return grids.map { $0.map { Point2D(x: $0[0], y: $0[1]) } }
+  }
+}
+
+/// The settings as written into every output file, under SAM's parameter names.
+func settingsRecord(_ s: MaskGeneratorSettings) -> [String: Any] {
+  var record: [String: Any] = [
+    "points_per_batch": s.pointsPerBatch, "pred_iou_thresh": s.predIoUThresh,
+    "stability_score_thresh": s.stabilityScoreThresh,
+    "stability_score_offset": s.stabilityScoreOffset, "box_nms_thresh": s.boxNMSThresh,
+    "crop_n_layers": s.cropNLayers, "crop_nms_thresh": s.cropNMSThresh,
+    "crop_overlap_ratio": s.cropOverlapRatio,
+    "crop_n_points_downscale_factor": s.cropNPointsDownscaleFactor,
+    "min_mask_region_area": s.minMaskRegionArea, "output_mode": s.outputMode.rawValue,
+  ]
+  if let n = s.pointsPerSide { record["points_per_side"] = n }
+  if let grids = s.pointGrids { record["point_grids"] = grids.map { $0.map { [$0.x, $0.y] } } }
+  return record
+}
+
+struct EverythingCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "everything",
+    abstract: "Segment everything: SAM's automatic mask generator.",
+    discussion: """
+      Prompts the model with a grid of points, keeps confident and stable masks, and removes
+      duplicates, exactly as the official automatic mask generator does. Writes SAM's records
+      (segmentation, area, bbox, predicted_iou, point_coords, stability_score, crop_box) as JSON.
+
+      With a folder as input, OUT is a folder and each image gets OUT/<name>.json (and
+      <name>.png with --overlay, a folder then). Images whose JSON is already complete are
+      skipped, so an interrupted run can simply be started again.
+      """)
+
+  @OptionGroup var modelOptions: ModelOptions
+  @OptionGroup var generatorOptions: GeneratorOptions
+
+  @Argument(help: "PNG or JPEG image, or a folder of them.")
+  var input: String
+
+  @Option(
+    name: .shortAndLong,
+    help: ArgumentHelp("Output JSON file (a folder when the input is a folder).", valueName: "path"))
+  var output: String
+
+  @Option(
+    help: ArgumentHelp(
+      "Also draw every mask in its own colour over the image (a folder when the input is a folder).",
+      valueName: "path"))
+  var overlay: String?
+
+  @Flag(help: "Redo images whose output already exists.")
+  var overwrite = false
+
+  @Flag(help: "No progress line on stderr.")
+  var quiet = false
+
+  func run() throws {
+    let settings = try generatorOptions.settings()
+    let inputURL = URL(fileURLWithPath: input)
+    var isDirectory: ObjCBool = false
+    guard FileManager.default.fileExists(atPath: inputURL.path, isDirectory: &isDirectory) else {
+      throw CLIError("\(input): no such file or folder")
+    }
+    let jobs: [(image: URL, json: URL, overlay: URL?)]
+    if isDirectory.boolValue {
+      let images = try imageFiles(in: inputURL)
+      guard !images.isEmpty else { throw CLIError("\(input): no .png/.jpg/.jpeg images in this folder") }
+      let outDir = URL(fileURLWithPath: output)
+      let overlayDir = overlay.map { URL(fileURLWithPath: $0) }
+      try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
+      if let overlayDir {
+        try FileManager.default.createDirectory(at: overlayDir, withIntermediateDirectories: true)
+      }
+      jobs = images.map { image in
+        let stem = image.deletingPathExtension().lastPathComponent
+        return (
+          image, outDir.appendingPathComponent(stem + ".json"),
+          overlayDir?.appendingPathComponent(stem + ".png")
+        )
+      }
+    } else {
+      jobs = [(inputURL, URL(fileURLWithPath: output), overlay.map { URL(fileURLWithPath: $0) })]
+    }
+
+    let pending = jobs.filter { overwrite || !isComplete($0.json) || ($0.overlay.map { !FileManager.default.fileExists(atPath: $0.path) } ?? false) }
+    if pending.count < jobs.count {
+      printErr("skipping \(jobs.count - pending.count) image(s) whose output is complete")
+    }
+    guard !pending.isEmpty else { return }
+
+    let (model, name) = try modelOptions.loadModel()
+    let generator = try AutomaticMaskGenerator(model: model, settings: settings)
+    let progress = ProgressLine(enabled: !quiet)
+    var totalMasks = 0
+    for (n, job) in pending.enumerated() {
+      let label = pending.count > 1 ? "[\(n + 1)/\(pending.count)] \(job.image.lastPathComponent)" : job.image.lastPathComponent
+      let picture = try RGBImage(contentsOf: job.image)
+      let result = try generator.generate(picture) { p in
+        progress.update(
+          "\(label): crop \(p.crop + 1)/\(p.crops), batch \(p.batchesDone)/\(p.batches), \(p.masksSoFar) masks kept")
+      }
+      try write(result, image: picture, job: job, settings: settings, modelName: name)
+      totalMasks += result.masks.count
+      let t = result.timing
+      progress.finish(
+        "\(label): \(result.masks.count) masks in \(formatDuration(t.total)) (encoder \(formatDuration(t.encoder)), decoder \(formatDuration(t.decoder)), post-processing \(formatDuration(t.postprocess + t.filtering))) → \(job.json.path)")
+    }
+    if pending.count > 1 { printErr("\(pending.count) images, \(totalMasks) masks") }
+  }
+
+  /// Writes the JSON (last, atomically: its presence means the image is done), the binary-mask
+  /// PNGs it refers to, and the overlay.
+  private func write(
+    _ result: MaskGeneration, image: RGBImage, job: (image: URL, json: URL, overlay: URL?),
+    settings: MaskGeneratorSettings, modelName: String
+  ) throws {
+    var records: [[String: Any]] = []
+    if settings.outputMode == .binaryMask {
+      let stem = job.json.deletingPathExtension().lastPathComponent
+      let folder = job.json.deletingLastPathComponent().appendingPathComponent(stem + "_masks")
+      try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+      for (i, m) in result.masks.enumerated() {
+        let file = "\(i).png"
+        try GrayImage(mask: m.segmentation.mask(), width: image.width, height: image.height)
+          .write(to: folder.appendingPathComponent(file))
+        records.append(m.jsonRecord(segmentation: stem + "_masks/" + file))
+      }
+    } else {
+      records = result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) }
+    }
+    if let overlayURL = job.overlay {
+      // Largest first, so small masks stay visible on top (as SAM's notebooks draw them).
+      let order = result.masks.indices.sorted { result.masks[$0].area > result.masks[$1].area }
+      let picture = EVImage.overlay(
+        masks: order.map { result.masks[$0].segmentation.mask() }, on: image,
+        colors: order.map { OverlayStyle.color($0) })
+      try picture.write(to: overlayURL)
+    }
+    let t = result.timing
+    let document: [String: Any] = [
+      "image": job.image.lastPathComponent, "model": modelName,
+      "size": [image.height, image.width], "settings": settingsRecord(settings),
+      "annotations": records,
+      "timing_ms": [
+        "encoder": milliseconds(t.encoder), "decoder": milliseconds(t.decoder),
+        "postprocess": milliseconds(t.postprocess), "filtering": milliseconds(t.filtering),
+        "total": milliseconds(t.total),
+      ],
+    ]
+    let data = try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
+    try FileManager.default.createDirectory(
+      at: job.json.deletingLastPathComponent(), withIntermediateDirectories: true)
+    try data.write(to: job.json, options: .atomic)
+  }
+}
+
+/// Images in a folder (not recursive), by name.
+private func imageFiles(in folder: URL) throws -> [URL] {
+  let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
+  return names.filter { ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased()) }
+    .sorted().map { folder.appendingPathComponent($0) }
+}
+
+/// An output is complete when it parses and holds the annotations list; files are written
+/// atomically, so a half-written one cannot exist, but a foreign or damaged file is redone.
+private func isComplete(_ json: URL) -> Bool {
+  guard let data = try? Data(contentsOf: json),
+    let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+  else { return false }
+  return object["annotations"] is [Any]
+}
+
+private func milliseconds(_ d: Duration) -> Double {
+  (Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18) * 1000
+}
+
+/// A progress line on stderr: rewritten in place on a terminal; in a log, a plain line at
+/// most every few seconds so long runs show life without flooding it.
+final class ProgressLine {
+  private let enabled: Bool
+  private let terminal = isatty(STDERR_FILENO) != 0
+  private var last = ContinuousClock.now
+
+  init(enabled: Bool) { self.enabled = enabled }
+
+  func update(_ message: String) {
+    guard enabled else { return }
+    let now = ContinuousClock.now
+    guard now - last > (terminal ? .milliseconds(100) : .seconds(5)) else { return }
+    last = now
+    FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K" + message : message + "\n").utf8))
+  }
+
+  func finish(_ message: String) {
+    if enabled && terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    printErr(message)
+  }
+}

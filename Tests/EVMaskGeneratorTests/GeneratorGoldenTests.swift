@@ -1,0 +1,229 @@
+import EVCheckpoint
+import EVImage
+import EVMask
+import EVMaskGenerator
+import EVModel
+import EVPredictor
+import EVTensor
+import Foundation
+import TestSupport
+import Testing
+
+/// An `amg/<name>.json` fixture: the official generator's settings and records.
+struct AMGFixture {
+  let name: String
+  let json: JSONValue
+  let settings: MaskGeneratorSettings
+  let annotations: [JSONValue]
+  let image: String
+
+  init(_ name: String) throws {
+    self.name = name
+    json = try JSONValue.load("amg/\(name).json")
+    annotations = try json["annotations"].require(\.array, "annotations")
+    image = try json["image"].require(\.string, "image")
+    let s = try json["settings"].require(\.self, "settings")
+    var settings = MaskGeneratorSettings()
+    // Keys the fixture leaves out keep SAM's defaults.
+    if let v = s["points_per_side"]?.int { settings.pointsPerSide = v }
+    if let v = s["points_per_batch"]?.int { settings.pointsPerBatch = v }
+    if let v = s["pred_iou_thresh"]?.double { settings.predIoUThresh = v }
+    if let v = s["stability_score_thresh"]?.double { settings.stabilityScoreThresh = v }
+    if let v = s["box_nms_thresh"]?.double { settings.boxNMSThresh = v }
+    if let v = s["crop_n_layers"]?.int { settings.cropNLayers = v }
+    if let v = s["crop_nms_thresh"]?.double { settings.cropNMSThresh = v }
+    if let v = s["crop_n_points_downscale_factor"]?.int { settings.cropNPointsDownscaleFactor = v }
+    if let v = s["min_mask_region_area"]?.int { settings.minMaskRegionArea = v }
+    let known: Set<String> = [
+      "points_per_side", "points_per_batch", "pred_iou_thresh", "stability_score_thresh",
+      "box_nms_thresh", "crop_n_layers", "crop_nms_thresh", "crop_n_points_downscale_factor",
+      "min_mask_region_area", "output_mode",
+    ]
+    let unknown = Set(s.keys).subtracting(known)
+    #expect(unknown.isEmpty, "\(name): settings this test does not apply: \(unknown)")
+    #expect(s["output_mode"]?.string == "coco_rle")
+    settings.outputMode = .cocoRLE
+    self.settings = settings
+  }
+
+  /// The model the fixture was made with, `weights_transform` applied after loading.
+  func model() throws -> EfficientViTSAM {
+    let modelName = name.hasPrefix("tiny-xl") ? "tiny-xl" : "tiny-l"
+    let config = try ModelConfig.load(json: Fixtures.url("models/\(modelName).json"))
+    var tensors = try Checkpoint.load(contentsOf: Fixtures.url("models/\(modelName).pt"))
+    if let transform = json["weights_transform"] {
+      #expect(transform.keys == ["multiply"], "\(name): unknown weights_transform")
+      let multiply = try transform["multiply"].require(\.self, "multiply")
+      #expect(!multiply.keys.isEmpty)
+      for key in multiply.keys {
+        let factor = try multiply[key].require(\.double, key)
+        // `param.mul_(factor)` on a float32 tensor: float32 products.
+        let t = try #require(tensors[key], "\(name): no parameter \(key)")
+        tensors[key] = Tensor(shape: t.shape, storage: t.storage.map { $0 * Float(factor) })
+      }
+    }
+    let reader = WeightReader(tensors, origin: modelName)
+    let model = EfficientViTSAM(config: config, reader: reader)
+    try reader.finish()
+    return model
+  }
+
+  func loadImage() throws -> RGBImage {
+    try RGBImage(contentsOf: Fixtures.url("images/\(image)"))
+  }
+}
+
+/// Compares our records with the official ones.
+///
+/// Exact: the number of masks, `point_coords` (float64 grid arithmetic) and `crop_box` of
+/// every mask, and the order (except between masks whose predicted IoUs are within the
+/// tolerance, where float noise may swap them). Within tolerance, because our float32 decoder
+/// sums in another order than PyTorch (relative error ~1e-6 on logits): `predicted_iou`
+/// |Δ| ≤ 1e-4, `stability_score` |Δ| ≤ 1e-3, segmentation IoU ≥ 0.999 with the area within
+/// 0.1 %, bbox sides within 1 px (one pixel whose logit sits at the threshold can flip), and at
+/// least 90 % of segmentations byte-identical to pycocotools' RLE strings.
+func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) throws {
+  try #require(ours.count == golden.count, "\(fixture): \(ours.count) masks, official \(golden.count)")
+  let goldenIoU = try golden.map { try $0["predicted_iou"].require(\.double, "predicted_iou") }
+  var used = Set<Int>()
+  var identical = 0
+  for (i, g) in golden.enumerated() {
+    let point = try #require(g["point_coords"]?.array?.first?.doubles, "point_coords")
+    let crop = g["crop_box"]?.ints
+    let iou = goldenIoU[i]
+    let stability = try g["stability_score"].require(\.double, "stability_score")
+    let segmentation = try g["segmentation"].require(\.self, "segmentation")
+    let size = try segmentation["size"].require(\.ints, "size")
+    let counts = try segmentation["counts"].require(\.string, "counts")
+    let goldenRLE = try RLE(compressed: counts, height: size[0], width: size[1])
+
+    let candidates = ours.indices.filter { j in
+      !used.contains(j) && ours[j].pointCoords == Point2D(x: point[0], y: point[1])
+        && (crop == nil || ours[j].cropBox.xywh == crop!)
+        && abs(Double(ours[j].predictedIoU) - iou) <= 1e-4
+    }
+    let best = candidates.max { a, b in
+      RLE.pairIoU(ours[a].segmentation.cocoRLE, goldenRLE)
+        < RLE.pairIoU(ours[b].segmentation.cocoRLE, goldenRLE)
+    }
+    let j = try #require(best, "\(fixture): official mask \(i) (point \(point), IoU \(iou)) has no counterpart")
+    used.insert(j)
+    if j != i {
+      #expect(abs(goldenIoU[j] - iou) <= 1e-4, "\(fixture): mask \(i) comes at position \(j)")
+    }
+    let m = ours[j]
+    let rle = m.segmentation.cocoRLE
+    if rle.compressedCounts == counts && [rle.height, rle.width] == size { identical += 1 }
+    let overlap = RLE.pairIoU(rle, goldenRLE)
+    #expect(overlap >= 0.999, "\(fixture): mask \(i) segmentation IoU \(overlap)")
+    let area = try g["area"].require(\.int, "area")
+    #expect(m.area == rle.area)
+    #expect(abs(m.area - area) <= max(1, area / 1000), "\(fixture): mask \(i) area \(m.area) vs \(area)")
+    let bbox = try g["bbox"].require(\.doubles, "bbox")
+    for k in 0..<4 {
+      #expect(abs(Double(m.bbox[k]) - bbox[k]) <= 1, "\(fixture): mask \(i) bbox \(m.bbox) vs \(bbox)")
+    }
+    #expect(abs(Double(m.stabilityScore) - stability) <= 1e-3, "\(fixture): mask \(i) stability")
+  }
+  #expect(
+    Double(identical) >= 0.9 * Double(golden.count),
+    "\(fixture): only \(identical) of \(golden.count) segmentations are byte-identical")
+}
+
+@Suite struct GeneratorGoldenTests {
+  @Test(arguments: [
+    "tiny-l__coffee", "tiny-l__astronaut", "tiny-l__chelsea",
+    "tiny-xl__coffee", "tiny-xl__astronaut", "tiny-xl__chelsea",
+  ])
+  func randomWeightModelsMatchTheOfficialGenerator(_ name: String) throws {
+    let fixture = try AMGFixture(name)
+    let generator = try AutomaticMaskGenerator(model: try fixture.model(), settings: fixture.settings)
+    let result = try generator.generate(try fixture.loadImage())
+    // Random weights: every mask covers most of the image, so NMS leaves one; the candidates
+    // before it are all 8×8 prompts × 3 masks.
+    #expect(result.candidates == 8 * 8 * 3)
+    try compare(result.masks, golden: fixture.annotations, fixture: name)
+  }
+
+  @Test(arguments: ["sharp__tiny-l__coffee__grid8", "sharp__tiny-l__coffee__crops_minarea"])
+  func decisiveMasksMatchTheOfficialGenerator(_ name: String) throws {
+    let fixture = try AMGFixture(name)
+    #expect(fixture.annotations.count > 100, "the sharp fixtures keep many masks")
+    let generator = try AutomaticMaskGenerator(model: try fixture.model(), settings: fixture.settings)
+    var reports: [GenerationProgress] = []
+    let result = try generator.generate(try fixture.loadImage()) { reports.append($0) }
+    try compare(result.masks, golden: fixture.annotations, fixture: name)
+    #expect(reports.count == reports.last?.batches)
+    #expect(reports.last?.crops == (fixture.settings.cropNLayers == 0 ? 1 : 5))
+    #expect(result.timing.total > .zero && result.timing.decoder > .zero)
+  }
+
+  /// Batching, and decoding a batch's prompts on several cores, change nothing.
+  @Test func batchingDoesNotChangeTheResult() throws {
+    let fixture = try AMGFixture("sharp__tiny-l__coffee__grid8")
+    let model = try fixture.model()
+    let image = try fixture.loadImage()
+    let reference = try AutomaticMaskGenerator(model: model, settings: fixture.settings)
+    reference.parallelPrompts = false
+    let expected = try reference.generate(image).masks
+    var settings = fixture.settings
+    settings.pointsPerBatch = 7
+    let batched = try AutomaticMaskGenerator(model: model, settings: settings)
+    #expect(batched.parallelPrompts)
+    let masks = try batched.generate(image).masks
+    #expect(masks == expected)
+    #expect(ComputeThreads.count == ProcessInfo.processInfo.activeProcessorCount)
+  }
+
+  @Test func userPointGridsAndOutputRecords() throws {
+    let fixture = try AMGFixture("sharp__tiny-l__coffee__grid8")
+    let model = try fixture.model()
+    let image = try fixture.loadImage()
+    var settings = fixture.settings
+    // The 8×8 grid given explicitly gives the same masks as points_per_side 8.
+    settings.pointsPerSide = nil
+    settings.pointGrids = [AMG.buildPointGrid(8)]
+    let explicit = try AutomaticMaskGenerator(model: model, settings: settings).generate(image)
+    try compare(explicit.masks, golden: fixture.annotations, fixture: "explicit grid")
+
+    let first = try #require(explicit.masks.first)
+    let record = first.jsonRecord(outputMode: .cocoRLE)
+    let segmentation = try #require(record["segmentation"] as? [String: Any])
+    #expect(segmentation["size"] as? [Int] == [image.height, image.width])
+    #expect(segmentation["counts"] as? String == first.segmentation.cocoRLE.compressedCounts)
+    #expect(record["area"] as? Int == first.area)
+    #expect(record["bbox"] as? [Int] == first.bbox)
+    #expect(record["crop_box"] as? [Int] == [0, 0, image.width, image.height])
+    #expect((record["point_coords"] as? [[Double]])?.first == [first.pointCoords.x, first.pointCoords.y])
+    let uncompressed = first.jsonRecord(outputMode: .uncompressedRLE)
+    let runs = try #require(uncompressed["segmentation"] as? [String: Any])
+    #expect(runs["counts"] as? [Int] == first.segmentation.counts)
+    #expect(try JSONSerialization.data(withJSONObject: [record, uncompressed]).count > 0)
+  }
+
+  @Test func invalidSettingsAreRefused() throws {
+    var s = MaskGeneratorSettings()
+    s.pointGrids = [AMG.buildPointGrid(4)]
+    #expect(throws: MaskGeneratorError.self) { try s.layerPointGrids() }
+    s = MaskGeneratorSettings()
+    s.pointsPerBatch = 0
+    #expect(throws: MaskGeneratorError.self) { try s.layerPointGrids() }
+    s = MaskGeneratorSettings()
+    s.pointsPerSide = 2
+    s.cropNLayers = 2
+    s.cropNPointsDownscaleFactor = 2
+    #expect(throws: MaskGeneratorError.self) { try s.layerPointGrids() }
+    s.cropNPointsDownscaleFactor = 1
+    #expect(try s.layerPointGrids().map(\.count) == [4, 4, 4])
+    s = MaskGeneratorSettings()
+    s.pointsPerSide = nil
+    s.pointGrids = [AMG.buildPointGrid(2)]
+    s.cropNLayers = 1
+    #expect(throws: MaskGeneratorError.self) { try s.layerPointGrids() }
+    #expect(MaskGeneratorSettings().pointsPerSide == 32)
+    #expect(MaskGeneratorSettings().pointsPerBatch == 64)
+    #expect(MaskGeneratorSettings().predIoUThresh == 0.88)
+    #expect(MaskGeneratorSettings().stabilityScoreThresh == 0.95)
+    #expect(MaskGeneratorSettings().cropOverlapRatio == 512.0 / 1500.0)
+  }
+}
