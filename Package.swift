@@ -39,7 +39,8 @@ let package = Package(
     .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage"]),
     .target(name: "EVMask"),
     .target(name: "EVMaskGenerator", dependencies: ["EVPredictor", "EVMask"]),
-    .target(name: "EVEvaluation", dependencies: ["EVPredictor", "EVMask"]),
+    .target(
+      name: "EVEvaluation", dependencies: ["EVPredictor", "EVMask", "EVModel", "EVImage"]),
     .executableTarget(
       name: "evsam",
       dependencies: [
@@ -53,7 +54,9 @@ let package = Package(
     .testTarget(name: "EVModelTests", dependencies: ["EVModel", "EVImage", "TestSupport"]),
     .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "TestSupport"]),
     .testTarget(name: "EVMaskGeneratorTests", dependencies: ["EVMaskGenerator", "TestSupport"]),
-    .testTarget(name: "EVEvaluationTests", dependencies: ["EVEvaluation", "TestSupport"]),
+    .testTarget(
+      name: "EVEvaluationTests",
+      dependencies: ["EVEvaluation", "EVModel", "EVPredictor", "EVMask", "TestSupport"]),
     .testTarget(name: "EVImageTests", dependencies: ["EVImage", "TestSupport"]),
     .testTarget(name: "EVPredictorTests", dependencies: ["EVPredictor", "TestSupport"]),
     .testTarget(name: "evsamTests", dependencies: ["evsam", "TestSupport"]),

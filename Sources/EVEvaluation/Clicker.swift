@@ -63,15 +63,38 @@ public struct Clicker: Sendable {
   }
 
   /// The distance map times the not-clicked map: its maximum and where it first occurs.
+  ///
+  /// Only the mask's bounding box is transformed: the ring just outside it is background, and
+  /// any background pixel farther out is no closer than its projection onto that ring, so the
+  /// distances inside equal those of the whole (padded) image, and they are 0 outside.
   private func maskedDistances(_ mask: [Bool]) -> (max: Float, firstMaxIndex: Int) {
-    let d = euclideanDistanceTransform(mask, height: height, width: width)
-    var best: Float = -1
-    var index = 0
-    for i in 0..<d.count {
-      let v = notClicked[i] ? d[i] : 0
-      if v > best {
-        best = v
-        index = i
+    var x0 = width, y0 = height, x1 = -1, y1 = -1
+    for y in 0..<height {
+      let row = y * width
+      for x in 0..<width where mask[row + x] {
+        x0 = min(x0, x)
+        x1 = max(x1, x)
+        y0 = min(y0, y)
+        y1 = max(y1, y)
+      }
+    }
+    guard x1 >= 0 else { return (0, 0) }
+    let h = y1 - y0 + 1, w = x1 - x0 + 1
+    var crop = [Bool](repeating: false, count: h * w)
+    for y in 0..<h {
+      for x in 0..<w { crop[y * w + x] = mask[(y + y0) * width + x + x0] }
+    }
+    let d = euclideanDistanceTransform(crop, height: h, width: w)
+    var best: Float = 0
+    var index = 0  // with nothing left above 0, numpy's first maximum is pixel (0, 0)
+    for y in 0..<h {
+      for x in 0..<w {
+        let i = (y + y0) * width + x + x0
+        let v = notClicked[i] ? d[y * w + x] : 0
+        if v > best {
+          best = v
+          index = i
+        }
       }
     }
     return (best, index)

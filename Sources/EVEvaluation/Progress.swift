@@ -14,6 +14,7 @@ public final class ProgressReporter: @unchecked Sendable {
   private let start: Double
   private var lastPrint: Double = -.infinity
   private var lastLength = 0
+  private var lastEmitted = -1
 
   /// - Parameters:
   ///   - alreadyDone: items finished by an earlier, interrupted run (excluded from the rate).
@@ -54,11 +55,14 @@ public final class ProgressReporter: @unchecked Sendable {
     }
   }
 
+  /// Ends the line on a terminal; in a log, prints the final count unless it is already there.
   public func finish(detail: String = "") {
+    if !interactive && lastEmitted == done { return }
     emit(line(at: now(), detail: detail), final: true)
   }
 
   private func emit(_ text: String, final: Bool) {
+    lastEmitted = done
     if interactive {
       let padding = String(repeating: " ", count: max(0, lastLength - text.count))
       lastLength = text.count

@@ -111,6 +111,16 @@ public final class ZeroShotEvaluator {
         throw .emptyResults("no detection refers to an image of the annotation file")
       }
     }
+    if configuration.prompt == .detector && configuration.dataset == .lvis {
+      // LVISEval needs these at the end of the run; check them before hours of work.
+      if let image = dataset.images.first(where: { $0.negativeCategoryIDs == nil || $0.notExhaustiveCategoryIDs == nil }) {
+        throw .invalidAnnotation(
+          "image \(image.id) lacks neg_category_ids / not_exhaustive_category_ids, which LVIS evaluation needs; use --dataset coco for a COCO file")
+      }
+      if let category = dataset.categories.first(where: { !["r", "c", "f"].contains($0.frequency ?? "") }) {
+        throw .invalidAnnotation("category \(category.id) has no LVIS frequency (r, c or f); use --dataset coco for a COCO file")
+      }
+    }
     var items = dataset.images.sorted { $0.id < $1.id }.compactMap { image -> WorkItem? in
       let anns = annotationsByImage[image.id] ?? []
       let dets = detectionsByImage[image.id] ?? []

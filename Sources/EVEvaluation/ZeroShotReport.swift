@@ -135,6 +135,13 @@ public struct MIoUSummary: Codable, Sendable, Equatable {
     public var large: Int
     public var medium: Int
     public var small: Int
+
+    public init(all: Int, large: Int, medium: Int, small: Int) {
+      self.all = all
+      self.large = large
+      self.medium = medium
+      self.small = small
+    }
   }
 
   public init(areas: [Double], ious: [Double], clicks: Int?) {

@@ -37,7 +37,21 @@ public struct RLE: Hashable, Sendable {
   /// Encodes a row-major `height × width` mask (any nonzero byte is foreground).
   public init(rowMajor mask: UnsafeBufferPointer<UInt8>, height: Int, width: Int) {
     precondition(mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
-    self = RLE.encodeTransposing(height: height, width: width) { y, x in mask[y * width + x] != 0 }
+    var binary = true
+    for v in mask where v > 1 {
+      binary = false
+      break
+    }
+    if binary {
+      self.init(binaryRowMajor: mask, height: height, width: width)
+    } else {
+      let n = mask.count
+      let normalized = [UInt8](unsafeUninitializedCapacity: n) { out, count in
+        for i in 0..<n { out[i] = mask[i] != 0 ? 1 : 0 }
+        count = n
+      }
+      self = normalized.withUnsafeBufferPointer { RLE(binaryRowMajor: $0, height: height, width: width) }
+    }
   }
 
   public init(rowMajor mask: [UInt8], height: Int, width: Int) {
@@ -45,16 +59,92 @@ public struct RLE: Hashable, Sendable {
   }
 
   public init(rowMajor mask: [Bool], height: Int, width: Int) {
+    precondition(mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
+    // A Bool is stored as the byte 0 or 1.
     self = mask.withUnsafeBufferPointer { buffer in
-      buffer.withMemoryRebound(to: UInt8.self) { RLE(rowMajor: $0, height: height, width: width) }
+      buffer.withMemoryRebound(to: UInt8.self) { RLE(binaryRowMajor: $0, height: height, width: width) }
     }
   }
 
-  /// Encodes `values > threshold` of a row-major float map without materialising a boolean mask
-  /// (the automatic mask generator's hot path: logits → RLE).
+  /// Encodes `values > threshold` of a row-major float map (the automatic mask generator's hot
+  /// path: logits → RLE).
   public init(rowMajor values: UnsafeBufferPointer<Float>, threshold: Float, height: Int, width: Int) {
     precondition(values.count == height * width, "map has \(values.count) values, expected \(height)×\(width)")
-    self = RLE.encodeTransposing(height: height, width: width) { y, x in values[y * width + x] > threshold }
+    let n = height * width
+    let bytes = [UInt8](unsafeUninitializedCapacity: n) { out, count in
+      for i in 0..<n { out[i] = values[i] > threshold ? 1 : 0 }
+      count = n
+    }
+    self = bytes.withUnsafeBufferPointer { RLE(binaryRowMajor: $0, height: height, width: width) }
+  }
+
+  /// Runs straight from a row-major 0/1 mask, without transposing it. In column-major order a
+  /// pixel's predecessor is the one above it, or for the top row the bottom of the previous
+  /// column; so the run boundaries are where a row differs from the row above (found eight
+  /// bytes at a time), plus the column starts. Bucketing those by column sorts them.
+  private init(binaryRowMajor m: UnsafeBufferPointer<UInt8>, height h: Int, width w: Int) {
+    let n = h * w
+    guard n > 0, let base = m.baseAddress else {
+      self.init(unchecked: h, w, [0])
+      return
+    }
+    let raw = UnsafeRawPointer(base)
+    var changeX: [Int32] = []
+    var changeY: [Int32] = []
+    var perColumn = [Int](repeating: 0, count: w + 1)
+    for y in 1..<max(h, 1) {
+      let row = y * w
+      let above = row - w
+      var x = 0
+      while x + 8 <= w {
+        let a = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: row + x, as: UInt64.self))
+        let b = UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: above + x, as: UInt64.self))
+        var diff = a ^ b
+        while diff != 0 {
+          let byte = diff.trailingZeroBitCount / 8
+          changeX.append(Int32(x + byte))
+          changeY.append(Int32(y))
+          perColumn[x + byte + 1] += 1
+          diff &= ~(UInt64(0xFF) << UInt64(byte * 8))
+        }
+        x += 8
+      }
+      while x < w {
+        if base[row + x] != base[above + x] {
+          changeX.append(Int32(x))
+          changeY.append(Int32(y))
+          perColumn[x + 1] += 1
+        }
+        x += 1
+      }
+    }
+    for x in 0..<w { perColumn[x + 1] += perColumn[x] }
+    // Stable bucket sort by column; rows were found in increasing order.
+    var sortedY = [Int32](repeating: 0, count: changeY.count)
+    var next = perColumn
+    for k in changeX.indices {
+      let x = Int(changeX[k])
+      sortedY[next[x]] = changeY[k]
+      next[x] += 1
+    }
+    var counts: [UInt32] = []
+    counts.reserveCapacity(changeY.count + w / 4 + 2)
+    var last = 0
+    let bottom = (h - 1) * w
+    for x in 0..<w {
+      let previous: UInt8 = x > 0 ? base[bottom + x - 1] : 0
+      if base[x] != previous {
+        counts.append(UInt32(x * h - last))
+        last = x * h
+      }
+      for k in perColumn[x]..<perColumn[x + 1] {
+        let p = x * h + Int(sortedY[k])
+        counts.append(UInt32(p - last))
+        last = p
+      }
+    }
+    counts.append(UInt32(n - last))
+    self.init(unchecked: h, w, counts)
   }
 
   /// Encodes a column-major mask (pycocotools' native layout; nonzero is foreground).
@@ -66,33 +156,6 @@ public struct RLE: Hashable, Sendable {
       count = n
     }
     self = binary.withUnsafeBufferPointer { RLE(binaryColumnMajor: $0, height: height, width: width) }
-  }
-
-  /// Transposes into a 0/1 column-major scratch buffer in cache-sized tiles, then scans it.
-  @inline(__always)
-  private static func encodeTransposing(
-    height: Int, width: Int, _ isSet: (_ y: Int, _ x: Int) -> Bool
-  ) -> RLE {
-    let n = height * width
-    let tile = 32
-    let columnMajor = [UInt8](unsafeUninitializedCapacity: n) { out, count in
-      var y0 = 0
-      while y0 < height {
-        let y1 = min(y0 + tile, height)
-        var x0 = 0
-        while x0 < width {
-          let x1 = min(x0 + tile, width)
-          for x in x0..<x1 {
-            let base = x * height
-            for y in y0..<y1 { out[base + y] = isSet(y, x) ? 1 : 0 }
-          }
-          x0 = x1
-        }
-        y0 = y1
-      }
-      count = n
-    }
-    return columnMajor.withUnsafeBufferPointer { RLE(binaryColumnMajor: $0, height: height, width: width) }
   }
 
   /// Scans a column-major buffer holding only 0 and 1, skipping eight equal bytes at a time.
@@ -142,29 +205,48 @@ public struct RLE: Hashable, Sendable {
   }
 
   /// The mask in row-major order, 0 or 1 per pixel.
+  ///
+  /// Built row by row without a transpose: each row is the row above with the pixels flipped
+  /// where a run boundary falls inside a column; the top row comes from the runs covering each
+  /// column's first pixel.
   public func decodeRowMajor() -> [UInt8] {
-    let columnMajor = decodeColumnMajor()
-    let h = height
-    let w = width
-    let tile = 32
-    return [UInt8](unsafeUninitializedCapacity: h * w) { out, count in
-      columnMajor.withUnsafeBufferPointer { src in
-        var y0 = 0
-        while y0 < h {
-          let y1 = min(y0 + tile, h)
-          var x0 = 0
-          while x0 < w {
-            let x1 = min(x0 + tile, w)
-            for y in y0..<y1 {
-              let row = y * w
-              for x in x0..<x1 { out[row + x] = src[x * h + y] }
-            }
-            x0 = x1
-          }
-          y0 = y1
-        }
+    let h = height, w = width, n = h * w
+    guard n > 0 else { return [] }
+    var top = [UInt8](repeating: 0, count: w)
+    var perRow = [Int](repeating: 0, count: h + 1)
+    var position = 0
+    var value: UInt8 = 0
+    var column = 0
+    for c in counts {
+      let end = min(position + Int(c), n)
+      while column < w && column * h < end {
+        top[column] = value
+        column += 1
       }
-      count = h * w
+      if end < n, end % h != 0 { perRow[end % h + 1] += 1 }
+      position = end
+      value ^= 1
+    }
+    for y in 0..<h { perRow[y + 1] += perRow[y] }
+    var flips = [Int32](repeating: 0, count: perRow[h])
+    var next = perRow
+    position = 0
+    for c in counts {
+      position = min(position + Int(c), n)
+      if position < n, position % h != 0 {
+        let y = position % h
+        flips[next[y]] = Int32(position / h)
+        next[y] += 1
+      }
+    }
+    return [UInt8](unsafeUninitializedCapacity: n) { out, count in
+      let o = out.baseAddress!
+      top.withUnsafeBufferPointer { o.initialize(from: $0.baseAddress!, count: w) }
+      for y in 1..<h {
+        (o + y * w).initialize(from: o + (y - 1) * w, count: w)
+        for k in perRow[y]..<perRow[y + 1] { o[y * w + Int(flips[k])] ^= 1 }
+      }
+      count = n
     }
   }
 

@@ -73,16 +73,8 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
 
   /// The JSON body.
   var body: Data {
-    struct Envelope: Encodable {
-      struct Detail: Encodable {
-        let status: Int
-        let code: String
-        let message: String
-      }
-      let error: Detail
-    }
-    let envelope = Envelope(error: .init(status: status.code, code: code, message: message))
-    // Encoding three plain fields cannot fail.
+    let envelope = ErrorResponse(error: .init(status: status.code, code: code, message: message))
+    // Three plain fields always encode.
     return (try? JSONEncoder().encode(envelope)) ?? Data("{}".utf8)
   }
 }

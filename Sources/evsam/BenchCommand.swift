@@ -114,7 +114,7 @@ struct BenchCommand: ParsableCommand {
       referenceDocument = try readJSON(file)
       let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
       for v in variants {
-        let weights = folder.appendingPathComponent("\(v.rawValue).safetensors").path
+        let weights = folder.appendingPathComponent("\(v.rawValue).pt").path
         if FileManager.default.fileExists(atPath: weights) { referenceWeights[v] = weights }
       }
     } else if let reference {
@@ -210,9 +210,12 @@ struct BenchCommand: ParsableCommand {
       "load_s": loadTime,
       "encoder_s": summary(encoderTimes),
       "encoder_cpu_s": summary(encoderCPU),
-      "decoder_point_ms": summary(pointTimes.map { $0 * 1000 }),
-      "decoder_box_ms": summary(boxTimes.map { $0 * 1000 }),
-      "decoder_batch64_ms": summary(batchTimes.map { $0 * 1000 }),
+      "decoder_point_ms": summary(pointTimes.wall.map { $0 * 1000 }),
+      "decoder_box_ms": summary(boxTimes.wall.map { $0 * 1000 }),
+      "decoder_batch64_ms": summary(batchTimes.wall.map { $0 * 1000 }),
+      "decoder_point_cpu_ms": summary(pointTimes.cpu.map { $0 * 1000 }),
+      "decoder_box_cpu_ms": summary(boxTimes.cpu.map { $0 * 1000 }),
+      "decoder_batch64_cpu_ms": summary(batchTimes.cpu.map { $0 * 1000 }),
       "peak_rss_after_encode_mb": Double(rssAfterEncode) / 1_048_576,
       "encoder_gmacs": Double(model.imageEncoder.multiplyAccumulates) / 1e9,
     ]
@@ -265,17 +268,22 @@ struct BenchCommand: ParsableCommand {
     return syntheticImage(width: 600, height: 400)
   }
 
-  /// Times `body` once untimed, then `count` times.
-  private func timeRepeated(_ count: Int, _ body: () throws -> Void) throws -> [Double] {
+  /// Times `body` once untimed, then `count` times: wall seconds, and CPU seconds of the process.
+  private func timeRepeated(_ count: Int, _ body: () throws -> Void) throws -> (
+    wall: [Double], cpu: [Double]
+  ) {
     let clock = ContinuousClock()
     try body()
     var times: [Double] = []
+    var cpu: [Double] = []
     for _ in 0..<count {
+      let cpu0 = processCPUSeconds()
       let start = clock.now
       try body()
       times.append(seconds(clock.now - start))
+      cpu.append(processCPUSeconds() - cpu0)
     }
-    return times
+    return (times, cpu)
   }
 
   /// Each top-level encoder op timed once (after the warm-up runs), slowest first.
@@ -386,6 +394,8 @@ struct BenchCommand: ParsableCommand {
       add("decoder, 1 point", ours("decoder_point_ms"), unit: "ms", theirs(torch, "decoder_point_ms"), nil)
       add("decoder, 1 box", ours("decoder_box_ms"), unit: "ms", theirs(torch, "decoder_box_ms"), nil)
       add("decoder, 64 points", ours("decoder_batch64_ms"), unit: "ms", theirs(torch, "decoder_batch64_ms"), nil)
+      add("decoder CPU time, 1 point", ours("decoder_point_cpu_ms"), unit: "ms", nil, nil)
+      add("decoder CPU time, 64 points", ours("decoder_batch64_cpu_ms"), unit: "ms", nil, nil)
       add("everything mode", r["everything_s"] as? Double, unit: "s", theirs(torch, "everything_s"), nil)
       add(
         "peak RSS after encode", r["peak_rss_after_encode_mb"] as? Double, unit: "MB",

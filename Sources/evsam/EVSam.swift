@@ -7,7 +7,7 @@ struct EVSam: ParsableCommand {
     abstract: "EfficientViT-SAM: promptable segmentation on the CPU.",
     subcommands: [
       InfoCommand.self, EmbedCommand.self, SegmentCommand.self, EverythingCommand.self,
-      BenchCommand.self,
+      BenchCommand.self, BenchEverythingCommand.self,
       EvalCommand.self, CocoEvalCommand.self, MergeCommand.self,
-    ])
+    ] + serverCommands)
 }

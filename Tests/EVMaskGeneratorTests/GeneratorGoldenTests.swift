@@ -22,7 +22,7 @@ struct AMGFixture {
     json = try JSONValue.load("amg/\(name).json")
     annotations = try json["annotations"].require(\.array, "annotations")
     image = try json["image"].require(\.string, "image")
-    let s = try json["settings"].require(\.self, "settings")
+    let s = try json["settings"].require(\.object, "settings")
     var settings = MaskGeneratorSettings()
     // Keys the fixture leaves out keep SAM's defaults.
     if let v = s["points_per_side"]?.int { settings.pointsPerSide = v }
@@ -53,7 +53,7 @@ struct AMGFixture {
     var tensors = try Checkpoint.load(contentsOf: Fixtures.url("models/\(modelName).pt"))
     if let transform = json["weights_transform"] {
       #expect(transform.keys == ["multiply"], "\(name): unknown weights_transform")
-      let multiply = try transform["multiply"].require(\.self, "multiply")
+      let multiply = try transform["multiply"].require(\.object, "multiply")
       #expect(!multiply.keys.isEmpty)
       for key in multiply.keys {
         let factor = try multiply[key].require(\.double, key)
@@ -80,8 +80,9 @@ struct AMGFixture {
 /// tolerance, where float noise may swap them). Within tolerance, because our float32 decoder
 /// sums in another order than PyTorch (relative error ~1e-6 on logits): `predicted_iou`
 /// |Δ| ≤ 1e-4, `stability_score` |Δ| ≤ 1e-3, segmentation IoU ≥ 0.999 with the area within
-/// 0.1 %, bbox sides within 1 px (one pixel whose logit sits at the threshold can flip), and at
-/// least 90 % of segmentations byte-identical to pycocotools' RLE strings.
+/// 0.1 %, bbox sides within 1 px (one pixel whose logit sits at the threshold can flip), and
+/// all but 10 % (at least one allowed) of the segmentations byte-identical to pycocotools' RLE
+/// strings.
 func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) throws {
   try #require(ours.count == golden.count, "\(fixture): \(ours.count) masks, official \(golden.count)")
   let goldenIoU = try golden.map { try $0["predicted_iou"].require(\.double, "predicted_iou") }
@@ -92,7 +93,7 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
     let crop = g["crop_box"]?.ints
     let iou = goldenIoU[i]
     let stability = try g["stability_score"].require(\.double, "stability_score")
-    let segmentation = try g["segmentation"].require(\.self, "segmentation")
+    let segmentation = try g["segmentation"].require(\.object, "segmentation")
     let size = try segmentation["size"].require(\.ints, "size")
     let counts = try segmentation["counts"].require(\.string, "counts")
     let goldenRLE = try RLE(compressed: counts, height: size[0], width: size[1])
@@ -126,7 +127,7 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
     #expect(abs(Double(m.stabilityScore) - stability) <= 1e-3, "\(fixture): mask \(i) stability")
   }
   #expect(
-    Double(identical) >= 0.9 * Double(golden.count),
+    golden.count - identical <= max(1, golden.count / 10),
     "\(fixture): only \(identical) of \(golden.count) segmentations are byte-identical")
 }
 

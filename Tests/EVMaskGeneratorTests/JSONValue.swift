@@ -47,6 +47,12 @@ enum JSONValue: Decodable {
     return []
   }
 
+  /// The value itself when it is an object.
+  var object: JSONValue? {
+    if case .object = self { return self }
+    return nil
+  }
+
   var array: [JSONValue]? {
     if case .array(let a) = self { return a }
     return nil

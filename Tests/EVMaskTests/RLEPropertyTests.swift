@@ -58,6 +58,8 @@ func naiveCounts(_ m: [UInt8], height: Int, width: Int) -> [UInt32] {
         let rle = RLE(rowMajor: m, height: h, width: w)
         #expect(rle.counts == naiveCounts(m, height: h, width: w), "\(h)×\(w) density \(density)")
         #expect(rle.decodeRowMajor() == m)
+        // Any nonzero byte is foreground, as for a boolean mask.
+        #expect(RLE(rowMajor: m.map { $0 * 255 }, height: h, width: w) == rle)
         #expect(rle.area == m.reduce(0) { $0 + Int($1) })
         // Column-major input is the transpose of the same pixels.
         var columnMajor = [UInt8](repeating: 0, count: h * w)

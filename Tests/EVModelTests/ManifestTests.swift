@@ -28,14 +28,8 @@ struct ManifestEntry: Hashable, CustomStringConvertible {
 }
 
 extension DType {
-  var manifestName: String {
-    switch self {
-    case .float32: "float32"
-    case .float16: "float16"
-    case .bfloat16: "bfloat16"
-    case .int64: "int64"
-    }
-  }
+  // DType.name is PyTorch's spelling, as the manifests print it.
+  var manifestName: String { name }
 }
 
 /// The full-size encoders are large (XL1 holds 199 M parameters), so these run one at a time.

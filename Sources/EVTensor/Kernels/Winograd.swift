@@ -81,10 +81,12 @@ public func conv2dWinograd(
   let tilesH = (h + 3) / 4
   let tilesW = (w + 3) / 4
   let tiles = tilesH * tilesW
-  // Tiles per block: V and M of a block ([36][C][tb] and [36][O][tb]) stay near 16 MB, and
-  // both threads get whole GEMMs with a reasonably wide N.
-  let budget = 4 << 20
-  let blockTiles = max(16, min(tiles, budget / (36 * (c + o))))
+  // Tiles per block: V and M of a block ([36][C][tb] and [36][O][tb]) stay under ~24 MB (L3 is
+  // 32 MB) and blocks are of equal size, so no GEMM gets a narrow leftover N.
+  let budget = 6 << 20
+  let maxBlock = max(16, budget / (36 * (c + o)))
+  let blocks = (tiles + maxBlock - 1) / maxBlock
+  let blockTiles = (tiles + blocks - 1) / blocks
   return Tensor(uninitializedShape: [batch, o, h, w]) { out in
     guard out.count > 0 else { return }
     let v = UnsafeMutablePointer<Float>.allocate(capacity: 36 * c * blockTiles)
@@ -130,6 +132,10 @@ public func conv2dWinograd(
   }
 }
 
+/// Tiles a transform handles together: every formula runs as one loop over this many tiles, which
+/// vectorises, where per-tile code would be scalar.
+let winogradLanes = 64
+
 /// V[ξ][t] = (Bᵀ·d·B)[ξ] for the 6×6 zero-padded patch d of each tile t of one channel plane.
 /// Element ξ of tile t goes to `into[ξ·matrixStride + t]`.
 @inline(__always)
@@ -137,49 +143,67 @@ private func winogradInputTransform(
   _ plane: UnsafePointer<Float>, height h: Int, width w: Int, tilesW: Int, firstTile: Int,
   count: Int, into v: UnsafeMutablePointer<Float>, matrixStride: Int
 ) {
-  withUnsafeTemporaryAllocation(of: Float.self, capacity: 72) { scratch in
+  let lanes = winogradLanes
+  withUnsafeTemporaryAllocation(of: Float.self, capacity: 72 * lanes) { scratch in
+    // d[p][lane]: the 36 patch values of each tile; r[p][lane]: Bᵀ·d.
     let d = scratch.baseAddress!
-    let r = d + 36
-    for i in 0..<count {
-      let t = firstTile + i
-      let y0 = (t / tilesW) * 4 - 1
-      let x0 = (t % tilesW) * 4 - 1
-      if y0 >= 0 && x0 >= 0 && y0 + 6 <= h && x0 + 6 <= w {
-        for a in 0..<6 {
-          let row = plane + (y0 + a) * w + x0
-          for b in 0..<6 { d[a * 6 + b] = row[b] }
-        }
-      } else {
-        for a in 0..<6 {
-          let y = y0 + a
-          for b in 0..<6 {
-            let xx = x0 + b
-            d[a * 6 + b] = (y >= 0 && y < h && xx >= 0 && xx < w) ? plane[y * w + xx] : 0
+    let r = d + 36 * lanes
+    var i0 = 0
+    while i0 < count {
+      let n = min(lanes, count - i0)
+      for l in 0..<n {
+        let t = firstTile + i0 + l
+        let y0 = (t / tilesW) * 4 - 1
+        let x0 = (t % tilesW) * 4 - 1
+        if y0 >= 0 && x0 >= 0 && y0 + 6 <= h && x0 + 6 <= w {
+          for a in 0..<6 {
+            let row = plane + (y0 + a) * w + x0
+            for b in 0..<6 { d[(a * 6 + b) * lanes + l] = row[b] }
+          }
+        } else {
+          for a in 0..<6 {
+            let y = y0 + a
+            for b in 0..<6 {
+              let xx = x0 + b
+              d[(a * 6 + b) * lanes + l] =
+                (y >= 0 && y < h && xx >= 0 && xx < w) ? plane[y * w + xx] : 0
+            }
           }
         }
       }
-      // Rows: r = Bᵀ·d (6×6).
+      // Rows: r = Bᵀ·d.
       for b in 0..<6 {
-        let (d0, d1, d2, d3, d4, d5) = (d[b], d[6 + b], d[12 + b], d[18 + b], d[24 + b], d[30 + b])
-        r[b] = 4 * d0 - 5 * d2 + d4
-        r[6 + b] = -4 * (d1 + d2) + d3 + d4
-        r[12 + b] = 4 * (d1 - d2) - d3 + d4
-        r[18 + b] = -2 * (d1 - d3) - d2 + d4
-        r[24 + b] = 2 * (d1 - d3) - d2 + d4
-        r[30 + b] = 4 * d1 - 5 * d3 + d5
+        let (d0, d1, d2) = (d + b * lanes, d + (6 + b) * lanes, d + (12 + b) * lanes)
+        let (d3, d4, d5) = (d + (18 + b) * lanes, d + (24 + b) * lanes, d + (30 + b) * lanes)
+        let (r0, r1, r2) = (r + b * lanes, r + (6 + b) * lanes, r + (12 + b) * lanes)
+        let (r3, r4, r5) = (r + (18 + b) * lanes, r + (24 + b) * lanes, r + (30 + b) * lanes)
+        for l in 0..<n {
+          r0[l] = 4 * d0[l] - 5 * d2[l] + d4[l]
+          r1[l] = -4 * (d1[l] + d2[l]) + d3[l] + d4[l]
+          r2[l] = 4 * (d1[l] - d2[l]) - d3[l] + d4[l]
+          r3[l] = -2 * (d1[l] - d3[l]) - d2[l] + d4[l]
+          r4[l] = 2 * (d1[l] - d3[l]) - d2[l] + d4[l]
+          r5[l] = 4 * d1[l] - 5 * d3[l] + d5[l]
+        }
       }
       // Columns: r·B, written out per transform position.
       for a in 0..<6 {
-        let q = r + a * 6
-        let (d0, d1, d2, d3, d4, d5) = (q[0], q[1], q[2], q[3], q[4], q[5])
-        let base = v + (a * 6) * matrixStride + i
-        base[0] = 4 * d0 - 5 * d2 + d4
-        base[matrixStride] = -4 * (d1 + d2) + d3 + d4
-        base[2 * matrixStride] = 4 * (d1 - d2) - d3 + d4
-        base[3 * matrixStride] = -2 * (d1 - d3) - d2 + d4
-        base[4 * matrixStride] = 2 * (d1 - d3) - d2 + d4
-        base[5 * matrixStride] = 4 * d1 - 5 * d3 + d5
+        let q = r + a * 6 * lanes
+        let (q0, q1, q2) = (q, q + lanes, q + 2 * lanes)
+        let (q3, q4, q5) = (q + 3 * lanes, q + 4 * lanes, q + 5 * lanes)
+        let base = v + (a * 6) * matrixStride + i0
+        let (v0, v1, v2) = (base, base + matrixStride, base + 2 * matrixStride)
+        let (v3, v4, v5) = (base + 3 * matrixStride, base + 4 * matrixStride, base + 5 * matrixStride)
+        for l in 0..<n {
+          v0[l] = 4 * q0[l] - 5 * q2[l] + q4[l]
+          v1[l] = -4 * (q1[l] + q2[l]) + q3[l] + q4[l]
+          v2[l] = 4 * (q1[l] - q2[l]) - q3[l] + q4[l]
+          v3[l] = -2 * (q1[l] - q3[l]) - q2[l] + q4[l]
+          v4[l] = 2 * (q1[l] - q3[l]) - q2[l] + q4[l]
+          v5[l] = 4 * q1[l] - 5 * q3[l] + q5[l]
+        }
       }
+      i0 += n
     }
   }
 }
@@ -192,48 +216,68 @@ private func winogradOutputTransform(
   bias: Float, _ act: Activation, into plane: UnsafeMutablePointer<Float>, height h: Int,
   width w: Int
 ) {
-  withUnsafeTemporaryAllocation(of: Float.self, capacity: 40) { scratch in
-    let r = scratch.baseAddress!  // 4×6
-    let y = r + 24  // 4×4
-    for i in 0..<count {
-      let t = firstTile + i
-      // Rows: r = Aᵀ·M (4×6).
+  let lanes = winogradLanes
+  withUnsafeTemporaryAllocation(of: Float.self, capacity: 40 * lanes) { scratch in
+    // r[4×6][lane] = Aᵀ·M, y[4×4][lane] = r·A.
+    let r = scratch.baseAddress!
+    let y = r + 24 * lanes
+    var i0 = 0
+    while i0 < count {
+      let n = min(lanes, count - i0)
       for b in 0..<6 {
-        let p = m + b * matrixStride + i
-        let (m0, m1, m2, m3, m4, m5) = (
-          p[0], p[6 * matrixStride], p[12 * matrixStride], p[18 * matrixStride],
-          p[24 * matrixStride], p[30 * matrixStride]
+        let p = m + b * matrixStride + i0
+        let (m0, m1, m2) = (p, p + 6 * matrixStride, p + 12 * matrixStride)
+        let (m3, m4, m5) = (p + 18 * matrixStride, p + 24 * matrixStride, p + 30 * matrixStride)
+        let (r0, r1, r2, r3) = (
+          r + b * lanes, r + (6 + b) * lanes, r + (12 + b) * lanes, r + (18 + b) * lanes
         )
-        let s12 = m1 + m2
-        let d12 = m1 - m2
-        let s34 = m3 + m4
-        let d34 = m3 - m4
-        r[b] = m0 + s12 + s34
-        r[6 + b] = d12 + 2 * d34
-        r[12 + b] = s12 + 4 * s34
-        r[18 + b] = d12 + 8 * d34 + m5
+        for l in 0..<n {
+          let s12 = m1[l] + m2[l]
+          let d12 = m1[l] - m2[l]
+          let s34 = m3[l] + m4[l]
+          let d34 = m3[l] - m4[l]
+          r0[l] = m0[l] + s12 + s34
+          r1[l] = d12 + 2 * d34
+          r2[l] = s12 + 4 * s34
+          r3[l] = d12 + 8 * d34 + m5[l]
+        }
       }
-      // Columns: y = r·A (4×4), plus the bias.
       for a in 0..<4 {
-        let q = r + a * 6
-        let s12 = q[1] + q[2]
-        let d12 = q[1] - q[2]
-        let s34 = q[3] + q[4]
-        let d34 = q[3] - q[4]
-        y[a * 4] = q[0] + s12 + s34 + bias
-        y[a * 4 + 1] = d12 + 2 * d34 + bias
-        y[a * 4 + 2] = s12 + 4 * s34 + bias
-        y[a * 4 + 3] = d12 + 8 * d34 + q[5] + bias
+        let q = r + a * 6 * lanes
+        let (q0, q1, q2) = (q, q + lanes, q + 2 * lanes)
+        let (q3, q4, q5) = (q + 3 * lanes, q + 4 * lanes, q + 5 * lanes)
+        let (y0, y1, y2, y3) = (
+          y + (a * 4) * lanes, y + (a * 4 + 1) * lanes, y + (a * 4 + 2) * lanes,
+          y + (a * 4 + 3) * lanes
+        )
+        for l in 0..<n {
+          let s12 = q1[l] + q2[l]
+          let d12 = q1[l] - q2[l]
+          let s34 = q3[l] + q4[l]
+          let d34 = q3[l] - q4[l]
+          y0[l] = q0[l] + s12 + s34
+          y1[l] = d12 + 2 * d34
+          y2[l] = s12 + 4 * s34
+          y3[l] = d12 + 8 * d34 + q5[l]
+        }
       }
-      applyBiasActivation(y, count: 16, bias: 0, act)
-      let oy = (t / tilesW) * 4
-      let ox = (t % tilesW) * 4
-      let rows = min(4, h - oy)
-      let cols = min(4, w - ox)
-      for a in 0..<rows {
-        let dst = plane + (oy + a) * w + ox
-        for b in 0..<cols { dst[b] = y[a * 4 + b] }
+      if n == lanes {
+        applyBiasActivation(y, count: 16 * lanes, bias: bias, act)
+      } else {
+        for e in 0..<16 { applyBiasActivation(y + e * lanes, count: n, bias: bias, act) }
       }
+      for l in 0..<n {
+        let t = firstTile + i0 + l
+        let oy = (t / tilesW) * 4
+        let ox = (t % tilesW) * 4
+        let rows = min(4, h - oy)
+        let cols = min(4, w - ox)
+        for a in 0..<rows {
+          let dst = plane + (oy + a) * w + ox
+          for b in 0..<cols { dst[b] = y[(a * 4 + b) * lanes + l] }
+        }
+      }
+      i0 += n
     }
   }
 }

@@ -1,0 +1,428 @@
+import EVImage
+import EVMask
+import EVMaskGenerator
+import EVModel
+import EVPredictor
+import EVTensor
+import Foundation
+import Logging
+import Synchronization
+
+/// The model behind the HTTP API: uploads become cached embeddings, prompts become masks.
+///
+/// Everything that touches the model runs on `compute`'s threads; the request tasks only
+/// validate input and wait, so the server answers health checks and refusals while the
+/// workers are busy.
+public final class SegmentationService: Sendable {
+  public let model: EfficientViTSAM
+  public let modelName: String
+  public let configuration: ServerConfiguration
+  public let cache: EmbeddingCache
+  public let compute: ComputeQueue
+  let logger: Logger
+  private let started = ContinuousClock.now
+  /// The mask generator lowers the process-wide kernel thread count while it decodes prompt
+  /// groups in parallel and restores it after; two runs at once could restore the wrong
+  /// value, so runs take turns.
+  private let everythingTurn = Mutex(())
+
+  public init(
+    model: EfficientViTSAM, modelName: String, configuration: ServerConfiguration,
+    logger: Logger = Logger(label: "evsam.server")
+  ) {
+    self.model = model
+    self.modelName = modelName
+    self.configuration = configuration
+    self.logger = logger
+    cache = EmbeddingCache(limitBytes: configuration.cacheBytes)
+    compute = ComputeQueue(workers: configuration.workers, capacity: configuration.queueCapacity)
+  }
+
+  /// Stops the workers after the work already queued.
+  public func shutdown() {
+    compute.shutdown()
+  }
+
+  // MARK: Images
+
+  /// Decodes and encodes an uploaded PNG or JPEG and caches its embedding.
+  public func addImage(_ bytes: [UInt8], deadline: ContinuousClock.Instant) async throws -> ImageResponse {
+    guard !bytes.isEmpty else {
+      throw APIError(.badRequest, code: "invalid_image", "the request body is empty: send PNG or JPEG bytes")
+    }
+    guard ImageProbe.format(bytes) != nil else {
+      let head = bytes.prefix(8).map { String(format: "%02X", $0) }.joined(separator: " ")
+      throw APIError(
+        .unsupportedMediaType, code: "unsupported_media_type",
+        "the upload is not a PNG or JPEG image (it starts with bytes \(head))")
+    }
+    if let size = ImageProbe.dimensions(bytes) {
+      try checkDimensions(width: size.width, height: size.height)
+    }
+    let configuration = configuration
+    let model = model
+    let entry = try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
+      let image: RGBImage
+      do {
+        image = try RGBImage(data: Data(bytes))
+      } catch {
+        throw Self.apiError(error)
+      }
+      // The header probe may not have found the size (an unusual JPEG layout).
+      try self.checkDimensions(width: image.width, height: image.height)
+      let predictor = SamPredictor(model: model)
+      let start = ContinuousClock.now
+      try predictor.setImage(image)
+      return CachedImage(
+        id: Self.newID(), predictor: predictor, image: image,
+        encodeTime: ContinuousClock.now - start, maxHandles: configuration.maskHandlesPerImage)
+    }
+    guard cache.insert(entry) else {
+      // checkDimensions refuses images the cache cannot hold, so this is a race-free safety net.
+      throw APIError(
+        .contentTooLarge, code: "image_too_large",
+        "the image needs \(entry.bytes >> 20) MiB of cache but the bound is \(cache.limitBytes >> 20) MiB")
+    }
+    logger.info(
+      "encoded image",
+      metadata: [
+        "image.id": "\(entry.id)", "image.size": "\(entry.width)x\(entry.height)",
+        "encode.ms": "\(Int(entry.encodeTime.milliseconds.rounded()))",
+      ])
+    return ImageResponse(
+      id: entry.id, width: entry.width, height: entry.height,
+      encodeMs: entry.encodeTime.milliseconds, model: modelName, cacheBytes: entry.bytes)
+  }
+
+  /// Forgets an uploaded image; false if it is not cached.
+  @discardableResult
+  public func removeImage(_ id: String) -> Bool {
+    cache.remove(id)
+  }
+
+  func checkDimensions(width: Int, height: Int) throws(APIError) {
+    let c = configuration
+    guard width > 0, height > 0 else {
+      throw APIError(.badRequest, code: "invalid_image", "the image is empty (\(width)×\(height))")
+    }
+    guard width <= c.maxImageSide, height <= c.maxImageSide, width * height <= c.maxImagePixels else {
+      throw APIError(
+        .contentTooLarge, code: "image_too_large",
+        "the image is \(width)×\(height) pixels; this server accepts at most \(c.maxImageSide) "
+          + "pixels a side and \(c.maxImagePixels) pixels in all")
+    }
+    let bytes = CachedImage.estimatedBytes(
+      width: width, height: height, maxHandles: c.maskHandlesPerImage)
+    guard bytes <= c.cacheBytes else {
+      throw APIError(
+        .contentTooLarge, code: "image_too_large",
+        "the image needs \(bytes >> 20) MiB of cache but the bound (--cache-mb) is "
+          + "\(c.cacheBytes >> 20) MiB")
+    }
+  }
+
+  static func apiError(_ error: ImageError) -> APIError {
+    switch error.kind {
+    case .unknownFormat:
+      APIError(.unsupportedMediaType, code: "unsupported_media_type", error.message)
+    case .unsupported:
+      APIError(.unsupportedMediaType, code: "unsupported_image", error.message)
+    case .tooLarge:
+      APIError(.contentTooLarge, code: "image_too_large", error.message)
+    default:
+      APIError(.badRequest, code: "invalid_image", "the image cannot be decoded: \(error.message)")
+    }
+  }
+
+  /// 128 random bits in hex: ids cannot be guessed or collide.
+  static func newID() -> String {
+    var generator = SystemRandomNumberGenerator()
+    return (0..<2).map { _ in
+      let hex = String(generator.next() as UInt64, radix: 16)
+      return String(repeating: "0", count: 16 - hex.count) + hex
+    }.joined()
+  }
+
+  func image(_ id: String) throws(APIError) -> CachedImage {
+    guard let entry = cache.get(id) else { throw .imageNotFound(id) }
+    return entry
+  }
+
+  // MARK: Segment
+
+  /// Validated prompts, in the form `predictBatch` takes.
+  struct PromptPlan: Sendable {
+    var pointSets: [[(x: Double, y: Double)]]?
+    var labelSets: [[Int]]?
+    var boxes: [[Double]]?
+    var maskInputs: Tensor?
+    var multimask: Bool
+  }
+
+  /// Masks for the prompts of `request` on a cached image.
+  public func segment(
+    imageID: String, _ request: SegmentRequest, deadline: ContinuousClock.Instant
+  ) async throws -> SegmentResponse {
+    let entry = try image(imageID)
+    let plan = try plan(request, for: entry)
+    return try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
+      try Self.decode(plan, on: entry)
+    }
+  }
+
+  func plan(_ request: SegmentRequest, for entry: CachedImage) throws(APIError) -> PromptPlan {
+    let (w, h) = (Double(entry.width), Double(entry.height))
+    let c = configuration
+    var boxes: [[Double]]?
+    switch (request.box, request.boxes) {
+    case (.some, .some):
+      throw .invalidPrompt("give either box or boxes, not both")
+    case (let box?, nil):
+      boxes = [box]
+    case (nil, let list?):
+      guard !list.isEmpty else { throw .invalidPrompt("boxes is empty; leave it out for no box") }
+      guard list.count <= c.maxBoxes else {
+        throw .invalidPrompt("\(list.count) boxes; this server takes at most \(c.maxBoxes) per request")
+      }
+      boxes = list
+    case (nil, nil):
+      break
+    }
+    for (i, box) in (boxes ?? []).enumerated() {
+      let name = request.box != nil ? "box" : "box \(i)"
+      guard box.count == 4 else {
+        throw .invalidPrompt("\(name) has \(box.count) values; give [x0, y0, x1, y1]")
+      }
+      guard box.allSatisfy(\.isFinite) else { throw .invalidPrompt("\(name) has a non-finite value") }
+      guard box[0] <= box[2], box[1] <= box[3] else {
+        throw .invalidPrompt("\(name) \(box) is inverted: need x0 ≤ x1 and y0 ≤ y1")
+      }
+      guard box[0] >= 0, box[1] >= 0, box[2] <= w, box[3] <= h else {
+        throw .outOfBounds(
+          "\(name) \(box) reaches outside the \(entry.width)×\(entry.height) image "
+            + "(coordinates are pixels, 0…width and 0…height)")
+      }
+    }
+
+    let points = request.points ?? []
+    let labels = request.labels ?? []
+    guard points.count <= c.maxPoints else {
+      throw .invalidPrompt("\(points.count) points; this server takes at most \(c.maxPoints) per prompt")
+    }
+    guard labels.count == points.count else {
+      throw .invalidPrompt(
+        "\(points.count) point\(points.count == 1 ? "" : "s") but \(labels.count) label"
+          + "\(labels.count == 1 ? "" : "s"); give one label (1 foreground, 0 background) per point")
+    }
+    for (i, p) in points.enumerated() {
+      guard p.count == 2 else { throw .invalidPrompt("point \(i) has \(p.count) values; give [x, y]") }
+      guard p[0].isFinite, p[1].isFinite else { throw .invalidPrompt("point \(i) has a non-finite value") }
+      guard p[0] >= 0, p[0] <= w, p[1] >= 0, p[1] <= h else {
+        throw .outOfBounds(
+          "point \(i) (\(p[0]), \(p[1])) lies outside the \(entry.width)×\(entry.height) image")
+      }
+      guard labels[i] == 0 || labels[i] == 1 else {
+        throw .invalidPrompt("label \(i) is \(labels[i]); labels are 1 (foreground) or 0 (background)")
+      }
+    }
+
+    var mask: Tensor?
+    if let handle = request.maskInput {
+      guard let m = entry.lowResMask(handle) else { throw .maskNotFound(handle) }
+      mask = m
+    }
+    guard !points.isEmpty || boxes != nil || mask != nil else {
+      throw .invalidPrompt("no prompt: give points with labels, a box, boxes or a mask_input")
+    }
+
+    let batch = boxes?.count ?? 1
+    let pointSet = points.map { (x: $0[0], y: $0[1]) }
+    return PromptPlan(
+      pointSets: points.isEmpty ? nil : Array(repeating: pointSet, count: batch),
+      labelSets: points.isEmpty ? nil : Array(repeating: labels, count: batch),
+      boxes: boxes,
+      maskInputs: mask.map { m in
+        let side = CachedImage.lowResSide
+        return Tensor(
+          shape: [batch, 1, side, side],
+          storage: Array([[Float]](repeating: m.storage, count: batch).joined()))
+      },
+      multimask: request.multimask ?? true)
+  }
+
+  /// Runs the decoder and turns its logits into COCO RLE masks with refinement handles.
+  static func decode(_ plan: PromptPlan, on entry: CachedImage) throws -> SegmentResponse {
+    let start = ContinuousClock.now
+    let prediction: BatchPrediction
+    do {
+      prediction = try entry.predictor.predictBatch(
+        boxes: plan.boxes, pointSets: plan.pointSets, labelSets: plan.labelSets,
+        maskInputs: plan.maskInputs, multimask: plan.multimask, upscale: true)
+    } catch {
+      throw APIError.invalidPrompt(error.description)
+    }
+    let decodeTime = ContinuousClock.now - start
+    guard let logits = prediction.maskLogits else {
+      throw APIError(.internalServerError, code: "internal", "the predictor returned no full-size masks")
+    }
+    let (batch, candidates) = (prediction.batchSize, prediction.masksPerPrompt)
+    let (h, w) = (entry.height, entry.width)
+    let plane = h * w
+    let lowPlane = CachedImage.lowResSide * CachedImage.lowResSide
+    let scores = prediction.iouPredictions.storage
+    var prompts: [PromptResult] = []
+    logits.withUnsafeBufferPointer { full in
+      prediction.lowResLogits.withUnsafeBufferPointer { low in
+        for b in 0..<batch {
+          var masks: [MaskResult] = []
+          for c in 0..<candidates {
+            let i = b * candidates + c
+            let rle = RLE(
+              rowMajor: UnsafeBufferPointer(rebasing: full[(i * plane)..<((i + 1) * plane)]),
+              threshold: 0, height: h, width: w)
+            let handle = entry.storeHandle(Array(low[(i * lowPlane)..<((i + 1) * lowPlane)]))
+            masks.append(
+              MaskResult(
+                segmentation: rle, score: Double(scores[i]), area: rle.area,
+                bbox: rle.boundingBox.array, handle: handle))
+          }
+          let best = masks.indices.max { masks[$0].score < masks[$1].score } ?? 0
+          prompts.append(PromptResult(best: best, masks: masks))
+        }
+      }
+    }
+    return SegmentResponse(
+      imageId: entry.id, width: w, height: h, multimask: plan.multimask,
+      decodeMs: decodeTime.milliseconds, prompts: prompts)
+  }
+
+  // MARK: Everything
+
+  /// SAM's automatic mask generator on a cached image; the JSON document `evsam everything`
+  /// writes, with the image id in place of the file name.
+  public func everything(
+    imageID: String, _ request: EverythingRequest, deadline: ContinuousClock.Instant
+  ) async throws -> Data {
+    let entry = try image(imageID)
+    let settings = try generatorSettings(request)
+    let model = model
+    let modelName = modelName
+    let document = try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
+      let result = try self.everythingTurn.withLock { _ in
+        // The generator encodes each crop itself (crop 0 is the whole image).
+        let generator = try AutomaticMaskGenerator(model: model, settings: settings)
+        return try generator.generate(entry.image)
+      }
+      let t = result.timing
+      let document: [String: Any] = [
+        "image": entry.id, "model": modelName, "size": [entry.height, entry.width],
+        "settings": Self.settingsRecord(settings),
+        "annotations": result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) },
+        "timing_ms": [
+          "encoder": t.encoder.milliseconds, "decoder": t.decoder.milliseconds,
+          "postprocess": t.postprocess.milliseconds, "filtering": t.filtering.milliseconds,
+          "total": t.total.milliseconds,
+        ],
+      ]
+      return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
+    }
+    logger.info(
+      "segmented everything",
+      metadata: ["image.id": "\(entry.id)", "bytes": "\(document.count)"])
+    return document
+  }
+
+  func generatorSettings(_ r: EverythingRequest) throws(APIError) -> MaskGeneratorSettings {
+    func invalid(_ message: String) -> APIError {
+      APIError(.unprocessableContent, code: "invalid_settings", message)
+    }
+    let c = configuration
+    var s = MaskGeneratorSettings()
+    if let grids = r.pointGrids {
+      guard r.pointsPerSide == nil else { throw invalid("give points_per_side or point_grids, not both") }
+      let total = grids.reduce(0) { $0 + $1.count }
+      guard total <= c.maxPointsPerSide * c.maxPointsPerSide * (c.maxCropLayers + 1) else {
+        throw invalid("point_grids has \(total) points; this server takes at most \(c.maxPointsPerSide)² per layer")
+      }
+      for (i, grid) in grids.enumerated() {
+        guard grid.allSatisfy({ $0.count == 2 }) else {
+          throw invalid("point grid \(i) must be a list of [x, y] pairs in [0, 1]")
+        }
+      }
+      s.pointsPerSide = nil
+      s.pointGrids = grids.map { $0.map { Point2D(x: $0[0], y: $0[1]) } }
+    } else if let n = r.pointsPerSide {
+      guard (1...c.maxPointsPerSide).contains(n) else {
+        throw invalid("points_per_side must be 1…\(c.maxPointsPerSide) on this server, got \(n)")
+      }
+      s.pointsPerSide = n
+    }
+    if let n = r.pointsPerBatch {
+      guard (1...1024).contains(n) else { throw invalid("points_per_batch must be 1…1024, got \(n)") }
+      s.pointsPerBatch = n
+    }
+    if let n = r.cropNLayers {
+      guard (0...c.maxCropLayers).contains(n) else {
+        throw invalid("crop_n_layers must be 0…\(c.maxCropLayers) on this server, got \(n)")
+      }
+      s.cropNLayers = n
+    }
+    if let v = r.predIoUThresh { s.predIoUThresh = v }
+    if let v = r.stabilityScoreThresh { s.stabilityScoreThresh = v }
+    if let v = r.stabilityScoreOffset { s.stabilityScoreOffset = v }
+    if let v = r.boxNMSThresh { s.boxNMSThresh = v }
+    if let v = r.cropNMSThresh { s.cropNMSThresh = v }
+    if let v = r.cropOverlapRatio { s.cropOverlapRatio = v }
+    if let v = r.cropNPointsDownscaleFactor { s.cropNPointsDownscaleFactor = v }
+    if let v = r.minMaskRegionArea { s.minMaskRegionArea = v }
+    switch r.outputMode ?? OutputMode.cocoRLE.rawValue {
+    case OutputMode.cocoRLE.rawValue: s.outputMode = .cocoRLE
+    case OutputMode.uncompressedRLE.rawValue: s.outputMode = .uncompressedRLE
+    case let other:
+      throw invalid(
+        "output_mode \"\(other)\" is not served: use coco_rle (default) or uncompressed_rle "
+          + "(binary masks have no JSON form; evsam everything writes them as PNG files)")
+    }
+    do {
+      _ = try s.layerPointGrids()
+    } catch {
+      throw invalid(error.description)
+    }
+    return s
+  }
+
+  /// The settings under SAM's parameter names, as `evsam everything` records them.
+  static func settingsRecord(_ s: MaskGeneratorSettings) -> [String: Any] {
+    var record: [String: Any] = [
+      "points_per_batch": s.pointsPerBatch, "pred_iou_thresh": s.predIoUThresh,
+      "stability_score_thresh": s.stabilityScoreThresh,
+      "stability_score_offset": s.stabilityScoreOffset, "box_nms_thresh": s.boxNMSThresh,
+      "crop_n_layers": s.cropNLayers, "crop_nms_thresh": s.cropNMSThresh,
+      "crop_overlap_ratio": s.cropOverlapRatio,
+      "crop_n_points_downscale_factor": s.cropNPointsDownscaleFactor,
+      "min_mask_region_area": s.minMaskRegionArea, "output_mode": s.outputMode.rawValue,
+    ]
+    if let n = s.pointsPerSide { record["points_per_side"] = n }
+    if let grids = s.pointGrids { record["point_grids"] = grids.map { $0.map { [$0.x, $0.y] } } }
+    return record
+  }
+
+  // MARK: Status
+
+  public func health() -> HealthResponse {
+    HealthResponse(
+      status: "ok", model: modelName, uptimeS: (ContinuousClock.now - started).seconds,
+      cache: cache.stats, queue: compute.stats, rssBytes: ProcessMemory.residentBytes())
+  }
+
+  public func models() -> ModelsResponse {
+    let side = ModelConfig.embeddingSize
+    return ModelsResponse(models: [
+      ModelInfo(
+        name: modelName, encoderInputSize: model.config.imageSize,
+        promptFrameSize: EfficientViTSAM.promptFrameSize,
+        embeddingShape: [1, ModelConfig.embeddingChannels, side, side],
+        lowResMaskSize: CachedImage.lowResSide)
+    ])
+  }
+}

@@ -1,0 +1,225 @@
+import EVCheckpoint
+import EVMask
+import EVTensor
+import Foundation
+import TestSupport
+import Testing
+
+/// What `evsam everything` writes, read with JSONDecoder (exact float64 parsing).
+struct EverythingOutput: Decodable {
+  struct Record: Decodable {
+    struct Segmentation: Decodable {
+      let size: [Int]
+      let counts: String
+    }
+    let segmentation: Segmentation
+    let area: Int
+    let bbox: [Double]
+    let predicted_iou: Double
+    let stability_score: Double
+    let point_coords: [[Double]]
+    let crop_box: [Double]?
+  }
+  let image: String?
+  let size: [Int]?
+  let annotations: [Record]
+}
+
+@Suite struct EverythingCommandTests {
+  func modelArguments(checkpoint: URL? = nil) throws -> [String] {
+    let models = try Fixtures.url("models")
+    return [
+      "--config", models.appendingPathComponent("tiny-l.json").path,
+      "--checkpoint", (checkpoint ?? models.appendingPathComponent("tiny-l.pt")).path,
+    ]
+  }
+
+  /// A setting's value as the fixture writes it (JSONDecoder keeps float64 values exact).
+  enum SettingValue: Decodable, CustomStringConvertible {
+    case int(Int)
+    case double(Double)
+    case string(String)
+
+    init(from decoder: any Decoder) throws {
+      let c = try decoder.singleValueContainer()
+      if let v = try? c.decode(Int.self) {
+        self = .int(v)
+      } else if let v = try? c.decode(Double.self) {
+        self = .double(v)
+      } else {
+        self = .string(try c.decode(String.self))
+      }
+    }
+
+    var description: String {
+      switch self {
+      case .int(let v): "\(v)"
+      case .double(let v): "\(v)"
+      case .string(let v): v
+      }
+    }
+  }
+
+  struct Settings: Decodable { let settings: [String: SettingValue] }
+
+  /// The fixture's settings as command-line options (SAM's names in kebab case).
+  func settingsArguments(_ fixture: String) throws -> [String] {
+    let data = try Data(contentsOf: Fixtures.url("amg/\(fixture).json"))
+    let settings = try JSONDecoder().decode(Settings.self, from: data).settings
+    #expect(!settings.isEmpty)
+    var args: [String] = []
+    for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
+      args += ["--" + key.replacingOccurrences(of: "_", with: "-"), value.description]
+    }
+    return args
+  }
+
+  static func decode(_ url: URL) throws -> EverythingOutput {
+    try JSONDecoder().decode(EverythingOutput.self, from: Data(contentsOf: url))
+  }
+
+  static func golden(_ fixture: String) throws -> EverythingOutput {
+    try decode(Fixtures.url("amg/\(fixture).json"))
+  }
+
+  /// Same masks in the same order: point and crop exact, predicted IoU within 1e-4,
+  /// segmentation IoU ≥ 0.999, and all but 10 % (at least one allowed) byte-identical RLEs.
+  func expectSameMasks(_ ours: EverythingOutput, _ golden: EverythingOutput) throws {
+    try #require(ours.annotations.count == golden.annotations.count)
+    var identical = 0
+    for (a, g) in zip(ours.annotations, golden.annotations) {
+      #expect(a.point_coords == g.point_coords)
+      if let crop = g.crop_box { #expect(a.crop_box == crop) }
+      #expect(abs(a.predicted_iou - g.predicted_iou) <= 1e-4)
+      #expect(abs(a.stability_score - g.stability_score) <= 1e-3)
+      let rle = try RLE(compressed: a.segmentation.counts, height: a.segmentation.size[0], width: a.segmentation.size[1])
+      let gold = try RLE(compressed: g.segmentation.counts, height: g.segmentation.size[0], width: g.segmentation.size[1])
+      #expect(RLE.pairIoU(rle, gold) >= 0.999)
+      #expect(a.area == rle.area)
+      if a.segmentation.counts == g.segmentation.counts { identical += 1 }
+    }
+    let n = golden.annotations.count
+    #expect(n - identical <= max(1, n / 10), "\(identical) of \(n) RLEs identical")
+  }
+
+  @Test func writesTheOfficialRecordsAndAnOverlay() throws {
+    let fixture = "tiny-l__chelsea"
+    let dir = try temporaryDirectory()
+    let out = dir.appendingPathComponent("chelsea.json")
+    let overlay = dir.appendingPathComponent("chelsea-overlay.png")
+    let result = try CLIRunner.run(
+      ["everything"] + modelArguments() + settingsArguments(fixture)
+        + [try Fixtures.url("images/chelsea.png").path, "-o", out.path, "--overlay", overlay.path])
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(result.stderr.contains("1 masks"), "\(result.stderr)")
+    let ours = try Self.decode(out)
+    try expectSameMasks(ours, try Self.golden(fixture))
+    #expect(ours.size == [300, 451])
+    let picture = try Data(contentsOf: overlay)
+    #expect(picture.starts(with: [0x89, 0x50, 0x4E, 0x47]))
+  }
+
+  /// The decisive-mask fixtures, through the command line: the weights transform is applied
+  /// to a copy of the checkpoint that the command then loads.
+  @Test(arguments: ["sharp__tiny-l__coffee__grid8", "sharp__tiny-l__coffee__crops_minarea"])
+  func decisiveMasksThroughTheCommandLine(_ fixture: String) throws {
+    let dir = try temporaryDirectory()
+    let data = try Data(contentsOf: Fixtures.url("amg/\(fixture).json"))
+    let json = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    let multiply = try #require((json["weights_transform"] as? [String: Any])?["multiply"] as? [String: Double])
+    var tensors = try Checkpoint.load(contentsOf: Fixtures.url("models/tiny-l.pt"))
+    for (key, factor) in multiply {
+      let t = try #require(tensors[key])
+      tensors[key] = Tensor(shape: t.shape, storage: t.storage.map { $0 * Float(factor) })
+    }
+    let weights = dir.appendingPathComponent("sharp.safetensors")
+    try SafeTensors.write(tensors, to: weights)
+    let out = dir.appendingPathComponent("out.json")
+    let result = try CLIRunner.run(
+      ["everything"] + modelArguments(checkpoint: weights) + settingsArguments(fixture)
+        + [try Fixtures.url("images/coffee.png").path, "-o", out.path])
+    #expect(result.status == 0, "\(result.stderr)")
+    try expectSameMasks(try Self.decode(out), try Self.golden(fixture))
+  }
+
+  @Test func foldersAreResumable() throws {
+    let dir = try temporaryDirectory()
+    let input = dir.appendingPathComponent("images")
+    try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
+    for name in ["coffee.png", "chelsea.png"] {
+      try FileManager.default.copyItem(
+        at: Fixtures.url("images/\(name)"), to: input.appendingPathComponent(name))
+    }
+    try Data("not an image".utf8).write(to: input.appendingPathComponent("notes.txt"))
+    let out = dir.appendingPathComponent("out")
+    let overlays = dir.appendingPathComponent("overlays")
+    let args =
+      ["everything"] + (try modelArguments())
+      + ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
+      + [input.path, "-o", out.path, "--overlay", overlays.path]
+    var result = try CLIRunner.run(args)
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(result.stderr.contains("[2/2]"), "\(result.stderr)")
+    let coffee = out.appendingPathComponent("coffee.json")
+    let chelsea = out.appendingPathComponent("chelsea.json")
+    let before = try Data(contentsOf: coffee)
+    #expect(try Self.decode(coffee).annotations.count >= 1)
+    #expect(try Self.decode(chelsea).image == "chelsea.png")
+    #expect(FileManager.default.fileExists(atPath: overlays.appendingPathComponent("chelsea.png").path))
+
+    // A damaged output is redone, a complete one is left alone (its timings would differ).
+    try Data("{\"annotations\": [".utf8).write(to: chelsea)
+    result = try CLIRunner.run(args)
+    #expect(result.status == 0, "\(result.stderr)")
+    #expect(result.stderr.contains("skipping 1 image"), "\(result.stderr)")
+    #expect(try Data(contentsOf: coffee) == before)
+    #expect(try Self.decode(chelsea).annotations.count >= 1)
+
+    // Everything done: nothing to do, no model needed.
+    result = try CLIRunner.run(args)
+    #expect(result.status == 0 && result.stderr.contains("skipping 2 image"), "\(result.stderr)")
+    result = try CLIRunner.run(args + ["--overwrite"])
+    #expect(result.status == 0)
+    #expect(try Data(contentsOf: coffee) != before)
+  }
+
+  @Test func uncompressedRunsAndBinaryMasks() throws {
+    let dir = try temporaryDirectory()
+    let image = try Fixtures.url("images/chelsea.png").path
+    let base = ["everything"] + (try modelArguments()) + ["--points-per-side", "2", "--pred-iou-thresh", "0", "--stability-score-thresh", "0", image]
+    let runs = dir.appendingPathComponent("runs.json")
+    var result = try CLIRunner.run(base + ["-o", runs.path, "--output-mode", "uncompressed_rle"])
+    #expect(result.status == 0, "\(result.stderr)")
+    let json = try #require(
+      try JSONSerialization.jsonObject(with: Data(contentsOf: runs)) as? [String: Any])
+    let records = try #require(json["annotations"] as? [[String: Any]])
+    let first = try #require(records.first)
+    let segmentation = try #require(first["segmentation"] as? [String: Any])
+    let counts = try #require(segmentation["counts"] as? [Int])
+    #expect(counts.reduce(0, +) == 300 * 451)
+    #expect(stride(from: 1, to: counts.count, by: 2).map { counts[$0] }.reduce(0, +) == first["area"] as? Int)
+
+    let masks = dir.appendingPathComponent("binary.json")
+    result = try CLIRunner.run(base + ["-o", masks.path, "--output-mode", "binary-mask"])
+    #expect(result.status == 0, "\(result.stderr)")
+    let binary = try #require(
+      try JSONSerialization.jsonObject(with: Data(contentsOf: masks)) as? [String: Any])
+    let file = try #require((binary["annotations"] as? [[String: Any]])?.first?["segmentation"] as? String)
+    #expect(file == "binary_masks/0.png")
+    #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent(file).path))
+  }
+
+  @Test(arguments: [
+    (["--points-per-batch", "0"], "points_per_batch"),
+    (["--output-mode", "polygons"], "output-mode"),
+    (["--crop-n-layers", "1", "--crop-n-points-downscale-factor", "0"], "downscale"),
+  ])
+  func badSettingsAreRefused(_ arguments: [String], _ message: String) throws {
+    let dir = try temporaryDirectory()
+    let result = try CLIRunner.run(
+      ["everything"] + modelArguments() + arguments
+        + [try Fixtures.url("images/chelsea.png").path, "-o", dir.appendingPathComponent("x.json").path])
+    #expect(result.status != 0)
+    #expect(result.stderr.contains(message), "\(result.stderr)")
+  }
+}

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""Reference timings of the official EfficientViT-SAM on this machine, for `evsam bench`.
+
+For each model: build the official model (PyPI `efficientsam`) with seeded random weights and
+non-trivial BatchNorm statistics, save them as <out>/<model>.pt (so `evsam bench` runs the very
+same weights), then time in PyTorch eager:
+  - the image encoder (warm-up, then --runs runs: median and min),
+  - prompt encoder + mask decoder + upscaling for one point (multimask), one box (single mask) and
+    a batch of 64 single-point prompts (multimask, logits at the original size),
+  - everything mode (SamAutomaticMaskGenerator defaults: 32×32 points, batches of 64),
+  - peak resident memory after the encoder runs;
+and the image encoder exported to ONNX in ONNX Runtime (CPU, all graph optimisations).
+
+PyTorch and ONNX Runtime each run in a process of their own, so peak memory is theirs alone.
+Inputs match `evsam bench`: the same synthetic 600×400 image (or --image), the same prompts.
+Writes <out>/reference.json.
+"""
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def synthetic_image(width=600, height=400):
+    """The picture `evsam bench` draws (BenchCommand.swift, syntheticImage): colour ramps, discs."""
+    ys, xs = np.mgrid[0:height, 0:width]
+    img = np.empty((height, width, 3), dtype=np.uint8)
+    img[..., 0] = (xs * 255) // max(1, width - 1)
+    img[..., 1] = (ys * 255) // max(1, height - 1)
+    img[..., 2] = 128
+    discs = [
+        (width // 4, height // 3, height // 6, (220, 40, 40)),
+        (width * 2 // 3, height // 2, height // 4, (40, 200, 60)),
+        (width // 2, height * 4 // 5, height // 8, (30, 60, 220)),
+    ]
+    for cx, cy, r, c in discs:
+        inside = (xs - cx) ** 2 + (ys - cy) ** 2 <= r * r
+        img[inside] = c
+    return img
+
+
+def load_image(path):
+    if path is None:
+        return synthetic_image()
+    from PIL import Image
+
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def summary(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def build_model(name, seed):
+    import torch
+    import torch.nn as nn
+    from efficientsam.sam_model_zoo import create_efficientvit_sam_model
+
+    torch.manual_seed(seed)
+    model = create_efficientvit_sam_model(f"efficientvit-sam-{name}", pretrained=False).eval()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.1)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    return model
+
+
+def time_runs(fn, runs):
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run_pytorch(args):
+    import torch
+    from efficientsam.models.efficientvit.sam import (
+        EfficientViTSamAutomaticMaskGenerator,
+        EfficientViTSamPredictor,
+    )
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.one, args.seed)
+    torch.save(model.state_dict(), os.path.join(args.out, f"{args.one}.pt"))
+    image = load_image(args.image)
+    h, w = image.shape[:2]
+    x = model.transform(image).unsqueeze(0)
+    result = {"model": args.one, "threads": args.threads, "torch": torch.__version__}
+
+    with torch.inference_mode():
+        enc = time_runs(lambda: model.image_encoder(x), args.runs)
+    result["encoder_s"] = summary(enc)
+    result["peak_rss_after_encode_mb"] = peak_rss_mb()
+
+    predictor = EfficientViTSamPredictor(model)
+    predictor.set_image(image)
+    point = np.array([[w * 0.45, h * 0.55]])
+    box = np.array([w * 0.2, h * 0.25, w * 0.7, h * 0.8])
+    grid = np.array(
+        [[[((i % 8) + 0.5) * w / 8, ((i // 8) + 0.5) * h / 8]] for i in range(64)], dtype=np.float64
+    )
+    coords = torch.as_tensor(predictor.apply_coords(grid), dtype=torch.float)
+    labels = torch.ones((64, 1), dtype=torch.int)
+
+    def one_point():
+        predictor.predict(point_coords=point, point_labels=np.array([1]), multimask_output=True)
+
+    def one_box():
+        predictor.predict(box=box, multimask_output=False)
+
+    def batch64():
+        predictor.predict_torch(coords, labels, multimask_output=True, return_logits=True)
+
+    result["decoder_point_ms"] = summary([t * 1000 for t in time_runs(one_point, args.decoder_runs)])
+    result["decoder_box_ms"] = summary([t * 1000 for t in time_runs(one_box, args.decoder_runs)])
+    result["decoder_batch64_ms"] = summary(
+        [t * 1000 for t in time_runs(batch64, max(3, args.decoder_runs // 4))]
+    )
+
+    if not args.skip_everything:
+        generator = EfficientViTSamAutomaticMaskGenerator(model)
+        start = time.perf_counter()
+        masks = generator.generate(image)
+        result["everything_s"] = time.perf_counter() - start
+        result["everything_masks"] = len(masks)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def run_onnxruntime(args):
+    import onnxruntime as ort
+    import torch
+
+    model = build_model(args.one, args.seed)
+    image = load_image(args.image)
+    x = model.transform(image).unsqueeze(0)
+    path = os.path.join(args.out, f"{args.one}-encoder.onnx")
+    with torch.inference_mode():
+        try:
+            torch.onnx.export(
+                model.image_encoder, (x,), path, input_names=["image"], output_names=["embedding"],
+                opset_version=17, dynamo=False,
+            )
+        except Exception as error:  # the TorchScript exporter may be gone: use the new one
+            print(f"reference-bench: TorchScript ONNX export failed ({error}); trying dynamo", file=sys.stderr)
+            torch.onnx.export(
+                model.image_encoder, (x,), path, input_names=["image"], output_names=["embedding"],
+                dynamo=True,
+            )
+    # The exporting process is done; time in a fresh state so RSS is ONNX Runtime's own.
+    del model
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    feed = {"image": x.numpy()}
+    enc = time_runs(lambda: session.run(None, feed), args.runs)
+    return {
+        "model": args.one, "threads": args.threads, "onnxruntime": ort.__version__,
+        "encoder_s": summary(enc),
+    }
+
+
+def child(args, mode, model):
+    out_file = os.path.join(args.out, f"{model}.{mode}.json")
+    cmd = [
+        sys.executable, os.path.abspath(__file__), "--one", model, "--mode", mode,
+        "--threads", str(args.threads), "--runs", str(args.runs),
+        "--decoder-runs", str(args.decoder_runs), "--out", args.out, "--seed", str(args.seed),
+    ]
+    if args.image:
+        cmd += ["--image", args.image]
+    if args.skip_everything:
+        cmd.append("--skip-everything")
+    print(f"reference-bench: {model} in {mode}…", file=sys.stderr, flush=True)
+    subprocess.run(cmd, check=True)
+    with open(out_file) as f:
+        return json.load(f)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default="l0", help="comma-separated: l0,l1,l2,xl0,xl1")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--decoder-runs", type=int, default=20)
+    parser.add_argument("--image", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-everything", action="store_true")
+    parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "../../.venv-ref/results"))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    args.out = os.path.abspath(args.out)
+    os.makedirs(args.out, exist_ok=True)
+    # Same thread count for every library torch or ONNX Runtime might bring.
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(args.threads)
+
+    if args.one:
+        result = run_pytorch(args) if args.mode == "pytorch" else run_onnxruntime(args)
+        with open(os.path.join(args.out, f"{args.one}.{args.mode}.json"), "w") as f:
+            json.dump(result, f, indent=1)
+        return
+
+    document = {
+        "tool": "scripts/reference-bench", "threads": args.threads, "runs": args.runs,
+        "decoder_runs": args.decoder_runs, "image": args.image or "synthetic 600x400",
+        "machine": platform.processor() or platform.machine(), "models": {},
+    }
+    with open("/proc/loadavg") as f:
+        document["load_average_at_start"] = f.read().split()[:3]
+    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+        entry = {"pytorch": child(args, "pytorch", model), "weights": os.path.join(args.out, f"{model}.pt")}
+        if not args.skip_onnx:
+            entry["onnxruntime"] = child(args, "onnxruntime", model)
+        document["models"][model] = entry
+    path = os.path.join(args.out, "reference.json")
+    with open(path, "w") as f:
+        json.dump(document, f, indent=1)
+    print(f"reference-bench: wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Times the official EfficientViT-SAM (PyPI package `efficientsam`) in PyTorch eager and in ONNX
+# Runtime, for `evsam bench --with-reference` (or by hand; then pass the JSON to
+# `evsam bench --reference FILE`).
+#
+# ON REQUEST ONLY: the first run creates a Python virtual environment (default
+# <repo>/.venv-ref, override with EVSAM_REFERENCE_VENV) and installs torch, onnxruntime and the
+# official package from PyPI into it — several GB. It refuses to run under CI.
+#
+# Usage: scripts/reference-bench/run.sh [--models l0,xl1] [--threads 2] [--runs 5]
+#          [--decoder-runs 20] [--image FILE] [--skip-everything] [--skip-onnx] [--out DIR]
+set -euo pipefail
+
+if [ -n "${CI:-}" ]; then
+  echo "reference-bench: not in CI (it downloads PyTorch and ONNX Runtime); run it by hand." >&2
+  exit 2
+fi
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+venv="${EVSAM_REFERENCE_VENV:-$root/.venv-ref}"
+
+if ! "$venv/bin/python" -c "import efficientsam, torch, onnxruntime, onnx" >/dev/null 2>&1; then
+  echo "reference-bench: setting up $venv (PyTorch, ONNX Runtime, efficientsam; this takes a while)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt"
+fi
+
+exec "$venv/bin/python" "$here/bench.py" "$@"
