@@ -30,9 +30,14 @@ let package = Package(
     // libpng reports errors by longjmp, which must not cross Swift frames: this small C layer
     // catches them and returns error codes.
     .target(name: "CImageCodecs", dependencies: ["CPNG"]),
+    // AVX-512 versions of the hottest elementwise loops, chosen at run time through per-function
+    // target attributes (no global flags): Swift itself compiles for baseline x86-64.
+    .target(name: "CKernels"),
     .target(
       name: "EVTensor",
-      dependencies: [.target(name: "CBLAS", condition: .when(platforms: [.linux]))]),
+      dependencies: [
+        "CKernels", .target(name: "CBLAS", condition: .when(platforms: [.linux])),
+      ]),
     .target(name: "EVCheckpoint", dependencies: ["EVTensor"]),
     .target(name: "EVModel", dependencies: ["EVTensor", "EVCheckpoint"]),
     .target(name: "EVImage", dependencies: ["EVTensor", "CImageCodecs", "CTurboJPEG"]),
@@ -50,15 +55,27 @@ let package = Package(
       ]),
     .target(name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
     .testTarget(name: "EVTensorTests", dependencies: ["EVTensor", "TestSupport"]),
-    .testTarget(name: "EVCheckpointTests", dependencies: ["EVCheckpoint", "TestSupport"]),
-    .testTarget(name: "EVModelTests", dependencies: ["EVModel", "EVImage", "TestSupport"]),
+    .testTarget(name: "EVCheckpointTests", dependencies: ["EVCheckpoint", "EVTensor", "TestSupport"]),
+    .testTarget(
+      name: "EVModelTests", dependencies: ["EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
     .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "TestSupport"]),
-    .testTarget(name: "EVMaskGeneratorTests", dependencies: ["EVMaskGenerator", "TestSupport"]),
+    .testTarget(
+      name: "EVMaskGeneratorTests",
+      dependencies: [
+        "EVMaskGenerator", "EVPredictor", "EVModel", "EVImage", "EVMask", "EVCheckpoint", "EVTensor",
+        "TestSupport",
+      ]),
     .testTarget(
       name: "EVEvaluationTests",
       dependencies: ["EVEvaluation", "EVModel", "EVPredictor", "EVMask", "TestSupport"]),
-    .testTarget(name: "EVImageTests", dependencies: ["EVImage", "TestSupport"]),
-    .testTarget(name: "EVPredictorTests", dependencies: ["EVPredictor", "TestSupport"]),
-    .testTarget(name: "evsamTests", dependencies: ["evsam", "TestSupport"]),
+    .testTarget(name: "EVImageTests", dependencies: ["EVImage", "EVTensor", "TestSupport"]),
+    .testTarget(
+      name: "EVPredictorTests",
+      dependencies: ["EVPredictor", "EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
+    .testTarget(
+      name: "evsamTests",
+      dependencies: [
+        "evsam", "EVCheckpoint", "EVEvaluation", "EVMask", "EVTensor", "TestSupport",
+      ]),
   ]
 )

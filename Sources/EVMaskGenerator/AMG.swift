@@ -105,7 +105,8 @@ public enum AMG {
   /// `batched_mask_to_box` for one mask: the tight box (inclusive last row and column),
   /// `[0, 0, 0, 0]` for an empty mask.
   public static func maskToBox(_ mask: [Bool], height: Int, width: Int) -> BoxXYXY {
-    precondition(mask.count == height * width, "maskToBox: \(mask.count) pixels for \(height)×\(width)")
+    precondition(
+      mask.count == height * width, "maskToBox: \(mask.count) pixels for \(height)×\(width)")
     var (left, top, right, bottom) = (width, height, -1, -1)
     for y in 0..<height {
       let row = y * width
@@ -147,8 +148,10 @@ public enum AMG {
   public static func batchedNMS(
     boxes: [SIMD4<Float>], scores: [Float], categories: [Int]? = nil, iouThreshold: Double
   ) -> [Int] {
-    precondition(boxes.count == scores.count, "batchedNMS: \(boxes.count) boxes, \(scores.count) scores")
-    precondition(categories == nil || categories!.count == boxes.count, "batchedNMS: category count")
+    precondition(
+      boxes.count == scores.count, "batchedNMS: \(boxes.count) boxes, \(scores.count) scores")
+    precondition(
+      categories == nil || categories!.count == boxes.count, "batchedNMS: category count")
     let n = boxes.count
     guard n > 0 else { return [] }
     // Stable descending order; NaN scores come first, as in torch.sort(descending=True).

@@ -78,8 +78,9 @@ public final class AutomaticMaskGenerator {
   /// Decode the prompts of a batch on all cores at once, one group per core with
   /// single-threaded kernels (see `decode`); off, each batch is one decoder call whose kernels
   /// are threaded. The results are the same either way. While a batch is decoded this way the
-  /// process-wide `ComputeThreads` limit is 1, so nothing else should run models meanwhile.
-  public var parallelPrompts = true
+  /// process-wide `ComputeThreads` limit is 1, so turn it on only when nothing else in the
+  /// process runs models meanwhile (a command-line run, not a server with several workers).
+  public var parallelPrompts = false
 
   public init(predictor: SamPredictor, settings: MaskGeneratorSettings = .init())
     throws(MaskGeneratorError)
@@ -158,7 +159,9 @@ public final class AutomaticMaskGenerator {
 
     let cropSize = (height: cropped.height, width: cropped.width)
     let plan = MaskUpscaler(inputSize: inputSize, outputSize: cropSize)
-    let points = grid.map { Point2D(x: $0.x * Double(cropSize.width), y: $0.y * Double(cropSize.height)) }
+    let points = grid.map {
+      Point2D(x: $0.x * Double(cropSize.width), y: $0.y * Double(cropSize.height))
+    }
     // The official generator maps points into the 1024 frame in float64 and adds the half-pixel
     // shift before rounding to float32; `SamPredictor` rounds `x * scale` first. Handing it the
     // point whose float32 image is the official shifted value minus 0.5 (exact in float32) makes
@@ -184,7 +187,8 @@ public final class AutomaticMaskGenerator {
       for (range, prediction) in groups {
         candidates += prediction.iouPredictions.count
         kept += processBatch(
-          prediction, points: Array(points[(batchStart + range.lowerBound)..<(batchStart + range.upperBound)]),
+          prediction,
+          points: Array(points[(batchStart + range.lowerBound)..<(batchStart + range.upperBound)]),
           plan: plan, cropBox: cropBox, imageSize: (image.height, image.width))
       }
       timing.postprocess += clock.now - start
@@ -222,10 +226,13 @@ public final class AutomaticMaskGenerator {
     let threads = ComputeThreads.count
     let workers = parallelPrompts ? min(threads, count) : 1
     func run(_ range: Range<Int>) throws -> BatchPrediction {
-      let group = prompts[(prompts.startIndex + range.lowerBound)..<(prompts.startIndex + range.upperBound)]
+      let group = prompts[
+        (prompts.startIndex + range.lowerBound)..<(prompts.startIndex + range.upperBound)]
+      // Prompts none of whose masks can pass the predicted-IoU filter need no masks.
       return try predictor.predictBatch(
         pointSets: group.map { [$0] }, labelSets: Array(repeating: [1], count: group.count),
-        multimask: true, upscale: false)
+        multimask: true, upscale: false,
+        skipMasksAtOrBelowIoU: settings.predIoUThresh > 0 ? Float(settings.predIoUThresh) : nil)
     }
     guard workers > 1 else { return [(0..<count, try run(0..<count))] }
 
@@ -320,7 +327,8 @@ public final class AutomaticMaskGenerator {
           let holes = AMG.removeSmallRegions(
             mask, height: height, width: width, areaThreshold: Double(minArea), mode: .holes)
           let islands = AMG.removeSmallRegions(
-            holes.mask, height: height, width: width, areaThreshold: Double(minArea), mode: .islands)
+            holes.mask, height: height, width: width, areaThreshold: Double(minArea), mode: .islands
+          )
           mask = islands.mask
           let changed = holes.changed || islands.changed
           out.value[i] = (
@@ -363,8 +371,10 @@ func boxOfMask(_ mask: UnsafePointer<UInt8>, height: Int, width: Int) -> BoxXYXY
   return top < 0 ? .zero : BoxXYXY(x0: left, y0: top, x1: right, y1: bottom)
 }
 
-/// SAM's `uncrop_masks` then `mask_to_rle_pytorch`: the crop's byte mask placed in the image
-/// (zeros elsewhere), run-length encoded in column-major order, without building the image.
+/// SAM's `uncrop_masks` then `mask_to_rle_pytorch`: the crop's row-major 0/1 byte mask placed
+/// in the image (zeros elsewhere), run-length encoded in column-major order, without building
+/// the image. (Transposing first to scan contiguous columns a word at a time was measured: no
+/// faster, the transpose costs what the strided scan does.)
 func encodeUncropped(
   _ mask: UnsafePointer<UInt8>, cropBox: BoxXYXY, cropHeight: Int, cropWidth: Int,
   imageHeight: Int, imageWidth: Int
@@ -377,7 +387,7 @@ func encodeUncropped(
     builder.appendZeros(imageHeight - cropBox.y0 - cropHeight)
   }
   builder.appendZeros((imageWidth - cropBox.x0 - cropWidth) * imageHeight)
-  return UncompressedRLE(height: imageHeight, width: imageWidth, counts: builder.finish())
+  return UncompressedRLE(height: imageHeight, width: imageWidth, runs: builder.finish())
 }
 
 struct ProgressTracker {
@@ -397,7 +407,8 @@ struct ProgressTracker {
     batchesDone += 1
     report?(
       GenerationProgress(
-        crop: crop, crops: crops, batchesDone: batchesDone, batches: batches, masksSoFar: masksSoFar))
+        crop: crop, crops: crops, batchesDone: batchesDone, batches: batches, masksSoFar: masksSoFar
+      ))
   }
 }
 

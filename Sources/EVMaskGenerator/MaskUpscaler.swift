@@ -28,8 +28,10 @@ public struct MaskUpscaler: Sendable {
   public init(inputSize: (height: Int, width: Int), outputSize: (height: Int, width: Int)) {
     precondition(
       inputSize.height > 0 && inputSize.height <= Self.frameSide && inputSize.width > 0
-        && inputSize.width <= Self.frameSide, "MaskUpscaler: input size \(inputSize) outside the frame")
-    precondition(outputSize.height > 0 && outputSize.width > 0, "MaskUpscaler: empty output \(outputSize)")
+        && inputSize.width <= Self.frameSide,
+      "MaskUpscaler: input size \(inputSize) outside the frame")
+    precondition(
+      outputSize.height > 0 && outputSize.width > 0, "MaskUpscaler: empty output \(outputSize)")
     (inputHeight, inputWidth) = inputSize
     (outputHeight, outputWidth) = outputSize
     stage1Rows = Taps(input: Self.lowResSide, output: Self.frameSide, first: inputHeight)
@@ -71,11 +73,15 @@ public struct MaskUpscaler: Sendable {
     -> (high: Int, low: Int, mask: [UInt8])
   {
     let side = Self.lowResSide
-    precondition(logits.count == side * side, "MaskUpscaler: logits must be \(side)×\(side), got \(logits.count) values")
+    precondition(
+      logits.count == side * side,
+      "MaskUpscaler: logits must be \(side)×\(side), got \(logits.count) values")
     var mask = [UInt8](repeating: 0, count: outputHeight * outputWidth)
     let counts = logits.withUnsafeBufferPointer { l in
       mask.withUnsafeMutableBufferPointer { m in
-        run(l.baseAddress!, high: high, low: low, maskThreshold: maskThreshold, scratch: Scratch(self), mask: m.baseAddress!)
+        run(
+          l.baseAddress!, high: high, low: low, maskThreshold: maskThreshold,
+          scratch: Scratch(self), mask: m.baseAddress!)
       }
     }
     return (counts.high, counts.low, mask)
@@ -93,6 +99,8 @@ public struct MaskUpscaler: Sendable {
     var h2Keys = [-1, -1]
     /// One output row of logits (outputWidth).
     let row: UnsafeMutablePointer<Float>
+    /// One row of a thresholded mask (outputWidth).
+    let bytes: UnsafeMutablePointer<UInt8>
     let inputWidth: Int
     let outputWidth: Int
 
@@ -103,6 +111,7 @@ public struct MaskUpscaler: Sendable {
       v1 = .allocate(capacity: inputWidth)
       h2 = .allocate(capacity: 2 * outputWidth)
       row = .allocate(capacity: outputWidth)
+      bytes = .allocate(capacity: outputWidth)
     }
 
     deinit {
@@ -110,6 +119,7 @@ public struct MaskUpscaler: Sendable {
       v1.deallocate()
       h2.deallocate()
       row.deallocate()
+      bytes.deallocate()
     }
 
     func reset() {
@@ -142,17 +152,19 @@ public struct MaskUpscaler: Sendable {
                 v += b[x] * w1
                 row[x] = v
               }
+              // Byte masks, then byte sums: loops the compiler vectorises (counting with a
+              // conditional increment becomes a branch per pixel).
               let out = mask + oy * width
-              var h = 0
-              var l = 0
-              for x in 0..<width {
-                let v = row[x]
-                h &+= v > high ? 1 : 0
-                l &+= v > low ? 1 : 0
-                out[x] = v > maskThreshold ? 1 : 0
-              }
-              highCount += h
-              lowCount += l
+              for x in 0..<width { out[x] = row[x] > maskThreshold ? 1 : 0 }
+              let bytes = scratch.bytes
+              for x in 0..<width { bytes[x] = row[x] > high ? 1 : 0 }
+              var h: UInt32 = 0
+              for x in 0..<width { h &+= UInt32(bytes[x]) }
+              for x in 0..<width { bytes[x] = row[x] > low ? 1 : 0 }
+              var l: UInt32 = 0
+              for x in 0..<width { l &+= UInt32(bytes[x]) }
+              highCount += Int(h)
+              lowCount += Int(l)
             }
           }
         }
@@ -168,7 +180,8 @@ public struct MaskUpscaler: Sendable {
   ) -> UnsafeMutablePointer<Float> {
     if s.h2Keys[0] == r { return s.h2 }
     if s.h2Keys[1] == r { return s.h2 + outputWidth }
-    let slot = s.h2Keys[0] == keep ? 1 : s.h2Keys[1] == keep ? 0 : (s.h2Keys[0] < s.h2Keys[1] ? 0 : 1)
+    let slot =
+      s.h2Keys[0] == keep ? 1 : s.h2Keys[1] == keep ? 0 : (s.h2Keys[0] < s.h2Keys[1] ? 0 : 1)
     s.h2Keys[slot] = r
     let dst = s.h2 + slot * outputWidth
 
@@ -206,7 +219,8 @@ public struct MaskUpscaler: Sendable {
   ) -> UnsafeMutablePointer<Float> {
     if s.h1Keys[0] == r { return s.h1 }
     if s.h1Keys[1] == r { return s.h1 + inputWidth }
-    let slot = s.h1Keys[0] == keep ? 1 : s.h1Keys[1] == keep ? 0 : (s.h1Keys[0] < s.h1Keys[1] ? 0 : 1)
+    let slot =
+      s.h1Keys[0] == keep ? 1 : s.h1Keys[1] == keep ? 0 : (s.h1Keys[0] < s.h1Keys[1] ? 0 : 1)
     s.h1Keys[slot] = r
     let dst = s.h1 + slot * inputWidth
     let src = logits + r * Self.lowResSide

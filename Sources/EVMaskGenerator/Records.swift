@@ -6,7 +6,7 @@ extension UncompressedRLE {
   /// `frPyObjects(uncompressed_rle, h, w)` encodes (SAM's `coco_encode_rle`).
   public var cocoRLE: RLE {
     // The runs always cover the mask (they are built from one), so this cannot fail.
-    try! RLE(height: height, width: width, counts: counts.map { UInt32($0) })
+    try! RLE(height: height, width: width, counts: runs)
   }
 }
 
@@ -31,7 +31,9 @@ extension GeneratedMask {
     switch outputMode {
     case .cocoRLE:
       let rle = segmentation.cocoRLE
-      return jsonRecord(segmentation: ["size": [rle.height, rle.width], "counts": rle.compressedCounts])
+      return jsonRecord(segmentation: [
+        "size": [rle.height, rle.width], "counts": rle.compressedCounts,
+      ])
     case .uncompressedRLE, .binaryMask:
       return jsonRecord(segmentation: segmentation.jsonObject)
     }

@@ -43,8 +43,12 @@ public struct MaskGeneratorSettings: Sendable, Equatable {
 
   /// The point grid of every crop layer, validating the settings first.
   public func layerPointGrids() throws(MaskGeneratorError) -> [[Point2D]] {
-    guard pointsPerBatch > 0 else { throw .invalidSetting("points_per_batch must be at least 1, got \(pointsPerBatch)") }
-    guard cropNLayers >= 0 else { throw .invalidSetting("crop_n_layers must be 0 or more, got \(cropNLayers)") }
+    guard pointsPerBatch > 0 else {
+      throw .invalidSetting("points_per_batch must be at least 1, got \(pointsPerBatch)")
+    }
+    guard cropNLayers >= 0 else {
+      throw .invalidSetting("crop_n_layers must be 0 or more, got \(cropNLayers)")
+    }
     guard minMaskRegionArea >= 0 else {
       throw .invalidSetting("min_mask_region_area must be 0 or more, got \(minMaskRegionArea)")
     }
@@ -64,17 +68,21 @@ public struct MaskGeneratorSettings: Sendable, Equatable {
           "crop_n_points_downscale_factor must be at least 1, got \(cropNPointsDownscaleFactor)")
       }
       for layer in 0...cropNLayers {
-        let side = AMG.pointsPerSide(nPerSide: n, layer: layer, scalePerLayer: cropNPointsDownscaleFactor)
+        let side = AMG.pointsPerSide(
+          nPerSide: n, layer: layer, scalePerLayer: cropNPointsDownscaleFactor)
         guard side >= 1 else {
           throw .invalidSetting(
-            "points_per_side \(n) leaves no points in crop layer \(layer) (downscale factor \(cropNPointsDownscaleFactor))")
+            "points_per_side \(n) leaves no points in crop layer \(layer) (downscale factor \(cropNPointsDownscaleFactor))"
+          )
         }
       }
       return AMG.buildAllLayerPointGrids(
         nPerSide: n, nLayers: cropNLayers, scalePerLayer: cropNPointsDownscaleFactor)
     case (nil, let grids?):
       guard grids.count >= cropNLayers + 1 else {
-        throw .invalidSetting("point_grids has \(grids.count) grid(s); crop_n_layers \(cropNLayers) needs \(cropNLayers + 1)")
+        throw .invalidSetting(
+          "point_grids has \(grids.count) grid(s); crop_n_layers \(cropNLayers) needs \(cropNLayers + 1)"
+        )
       }
       for (i, grid) in grids.enumerated() {
         guard !grid.isEmpty else { throw .invalidSetting("point grid \(i) is empty") }

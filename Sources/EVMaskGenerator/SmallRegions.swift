@@ -13,7 +13,9 @@ extension AMG {
   public static func removeSmallRegions(
     _ mask: [Bool], height: Int, width: Int, areaThreshold: Double, mode: RegionMode
   ) -> (mask: [Bool], changed: Bool) {
-    precondition(mask.count == height * width, "removeSmallRegions: \(mask.count) pixels for \(height)×\(width)")
+    precondition(
+      mask.count == height * width,
+      "removeSmallRegions: \(mask.count) pixels for \(height)×\(width)")
     let holes = mode == .holes
     let components = ConnectedComponents(height: height, width: width) { mask[$0] != holes }
     let small = components.sizes.indices.filter { Double(components.sizes[$0]) < areaThreshold }

@@ -120,18 +120,23 @@ public final class SamPredictor {
   /// Masks for B prompts decoded together: B boxes, or B point sets of equal length, or both
   /// (paired one to one), optionally with B×1×256×256 mask inputs.
   ///
-  /// - Parameter upscale: also produce B×C×H×W logits and masks at the original size (large
-  ///   for big batches; the automatic mask generator works from the low-res logits).
+  /// - Parameters:
+  ///   - upscale: also produce B×C×H×W logits and masks at the original size (large for big
+  ///     batches; the automatic mask generator works from the low-res logits).
+  ///   - skipMasksAtOrBelowIoU: prompts whose masks all have a predicted IoU at or below this
+  ///     get -∞ logits without the decoder's upscaling work (see `MaskDecoder.decode`).
   public func predictBatch(
     boxes: [[Double]]? = nil, pointSets: [[(x: Double, y: Double)]]? = nil,
     labelSets: [[Int]]? = nil, maskInputs: Tensor? = nil, multimask: Bool = true,
-    upscale: Bool = true
+    upscale: Bool = true, skipMasksAtOrBelowIoU: Float? = nil
   ) throws(PredictorError) -> BatchPrediction {
     guard let prepared, let originalSize, let inputSize else { throw .noImageSet }
     let prompts = try encodePrompts(
       boxes: boxes, pointSets: pointSets, labelSets: labelSets, maskInputs: maskInputs,
       originalSize: originalSize, inputSize: inputSize)
-    let out = maskDecoder.decode(prepared, prompts: prompts, multimask: multimask)
+    let out = maskDecoder.decode(
+      prepared, prompts: prompts, multimask: multimask,
+      skipMasksAtOrBelowIoU: skipMasksAtOrBelowIoU)
     guard upscale else {
       return BatchPrediction(
         maskLogits: nil, masks: nil, iouPredictions: out.iouPredictions, lowResLogits: out.masks)

@@ -124,7 +124,7 @@ public final class ComputeQueue: Sendable {
     try admit(job)
     let timer = Task { [self] in
       try await Task.sleep(until: deadline, clock: .continuous)
-      expire(job, with: .timeout(limit, retryAfter: retryAfter))
+      expire(job, with: APIError.timeout(limit, retryAfter: retryAfter))
     }
     defer { timer.cancel() }
     return try await withTaskCancellationHandler {

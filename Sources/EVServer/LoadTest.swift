@@ -181,7 +181,7 @@ public enum LoadTest {
     Array(#"{"points":[[\#(x),\#(y)]],"labels":[1],"multimask":\#(multimask)}"#.utf8)
   }
 
-  static func health(_ connection: LoopbackHTTPConnection) throws -> HealthResponse {
+  public static func health(_ connection: LoopbackHTTPConnection) throws -> HealthResponse {
     let response = try connection.request("GET", "/v1/health")
     guard response.status == 200,
       let health = try? JSONDecoder().decode(HealthResponse.self, from: Data(response.body))

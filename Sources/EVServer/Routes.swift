@@ -1,5 +1,6 @@
 import EVImage
 import Foundation
+import HTTPTypes
 import Hummingbird
 import Logging
 import NIOCore
@@ -7,8 +8,8 @@ import NIOCore
 /// The HTTP face of `SegmentationService`: routes, body limits, timeouts and JSON errors.
 public enum SegmentationServer {
   /// The router with every route of the API and the web page.
-  public static func router(service: SegmentationService) -> Router<BasicRequestContext> {
-    let router = Router(context: BasicRequestContext.self)
+  public static func router(service: SegmentationService) -> Router<ServiceRequestContext> {
+    let router = Router(context: ServiceRequestContext.self)
     router.add(middleware: APIErrorMiddleware(logger: service.logger))
     let routes = Routes(service: service)
 
@@ -22,7 +23,7 @@ public enum SegmentationServer {
     }
     router.get("/v1/health") { _, _ in try Routes.json(service.health()) }
     router.get("/v1/models") { _, _ in try Routes.json(service.models()) }
-    router.post("/v1/images") { request, _ in try await routes.upload(request) }
+    router.post("/v1/images") { request, context in try await routes.upload(request, context) }
     router.get("/v1/images/:id") { _, context in
       let entry = try service.image(try context.parameters.require("id"))
       return try Routes.json(
@@ -36,10 +37,10 @@ public enum SegmentationServer {
       return Response(status: .noContent)
     }
     router.post("/v1/images/:id/segment") { request, context in
-      try await routes.segment(request, id: try context.parameters.require("id"))
+      try await routes.segment(request, context, id: try context.parameters.require("id"))
     }
     router.post("/v1/images/:id/everything") { request, context in
-      try await routes.everything(request, id: try context.parameters.require("id"))
+      try await routes.everything(request, context, id: try context.parameters.require("id"))
     }
     return router
   }
@@ -94,25 +95,34 @@ struct Routes: Sendable {
   }
 
   /// The whole body, refused when larger than `limit` or slower than the deadline.
-  func readBody(_ request: Request, limit: Int, deadline: ContinuousClock.Instant) async throws
-    -> ByteBuffer
-  {
+  func readBody(
+    _ request: Request, _ context: ServiceRequestContext, limit: Int,
+    deadline: ContinuousClock.Instant
+  ) async throws -> ByteBuffer {
     let tooLarge = APIError(
       .contentTooLarge, code: "payload_too_large",
       "the body is larger than this server's limit of \(limit) bytes")
     if let declared = request.headers[.contentLength].flatMap({ Int($0) }), declared > limit {
       throw tooLarge
     }
-    let timeout = configuration.requestTimeout
+    enum Arrival: Sendable {
+      case body(ByteBuffer)
+      case late
+    }
     do {
-      return try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
-        group.addTask { try await request.body.collect(upTo: limit) }
+      return try await withThrowingTaskGroup(of: Arrival.self) { group in
+        group.addTask { .body(try await request.body.collect(upTo: limit)) }
         group.addTask {
           try await Task.sleep(until: deadline, clock: .continuous)
-          return nil
+          return .late
         }
         defer { group.cancelAll() }
-        guard let body = try await group.next() ?? nil else { throw APIError.requestTimeout(timeout) }
+        guard case .body(let body)? = try await group.next() else {
+          // Reading the body does not end on cancellation: closing the connection's input
+          // ends it (the 408 still goes out, then the connection closes).
+          context.channel.close(mode: .input, promise: nil)
+          throw APIError.requestTimeout(configuration.requestTimeout)
+        }
         return body
       }
     } catch let error as any HTTPResponseError where error.status == .contentTooLarge {
@@ -172,11 +182,11 @@ struct Routes: Sendable {
 
   // MARK: Handlers
 
-  func upload(_ request: Request) async throws -> Response {
+  func upload(_ request: Request, _ context: ServiceRequestContext) async throws -> Response {
     let deadline = deadline()
     let rawContentType = request.headers[.contentType] ?? ""
     let contentType = rawContentType.lowercased()
-    let body = try await readBody(request, limit: configuration.maxUploadBytes, deadline: deadline)
+    let body = try await readBody(request, context, limit: configuration.maxUploadBytes, deadline: deadline)
     let bytes: [UInt8]
     if contentType.hasPrefix("multipart/form-data") {
       do {
@@ -203,14 +213,16 @@ struct Routes: Sendable {
     return response
   }
 
-  func segment(_ request: Request, id: String) async throws -> Response {
+  func segment(_ request: Request, _ context: ServiceRequestContext, id: String) async throws
+    -> Response
+  {
     let deadline = deadline()
     let query = request.uri.queryParameters
     let format = query.get("format") ?? "json"
     guard format == "json" || format == "png" else {
       throw APIError.invalidRequest("format must be json or png, got \(format)")
     }
-    let body = try await readBody(request, limit: configuration.maxJSONBytes, deadline: deadline)
+    let body = try await readBody(request, context, limit: configuration.maxJSONBytes, deadline: deadline)
     let prompt = try decodeJSON(SegmentRequest.self, from: body, emptyMeans: nil)
     let result = try await service.segment(imageID: id, prompt, deadline: deadline)
     guard format == "png" else { return try Self.json(result) }
@@ -244,9 +256,11 @@ struct Routes: Sendable {
     return value
   }
 
-  func everything(_ request: Request, id: String) async throws -> Response {
+  func everything(_ request: Request, _ context: ServiceRequestContext, id: String) async throws
+    -> Response
+  {
     let deadline = deadline()
-    let body = try await readBody(request, limit: configuration.maxJSONBytes, deadline: deadline)
+    let body = try await readBody(request, context, limit: configuration.maxJSONBytes, deadline: deadline)
     let settings = try decodeJSON(EverythingRequest.self, from: body, emptyMeans: EverythingRequest())
     return Self.data(try await service.everything(imageID: id, settings, deadline: deadline))
   }
@@ -293,5 +307,17 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     headers[.contentType] = "application/json"
     if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
     return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: error.body)))
+  }
+}
+
+/// The request context of the service's routes: Hummingbird's basics plus the connection,
+/// which a stalled upload must be able to close.
+public struct ServiceRequestContext: RequestContext {
+  public var coreContext: CoreRequestContextStorage
+  let channel: any Channel
+
+  public init(source: ApplicationRequestContextSource) {
+    coreContext = .init(source: source)
+    channel = source.channel
   }
 }

@@ -65,7 +65,7 @@ public final class SegmentationService: Sendable {
       let image: RGBImage
       do {
         image = try RGBImage(data: Data(bytes))
-      } catch {
+      } catch let error as ImageError {
         throw Self.apiError(error)
       }
       // The header probe may not have found the size (an unusual JPEG layout).

@@ -253,7 +253,8 @@ struct BenchCommand: ParsableCommand {
     if skipEverything { arguments.append("--skip-everything") }
     if profile { arguments.append("--profile") }
     let process = Process()
-    process.executableURL = URL(fileURLWithPath: "/proc/self/exe")
+    process.executableURL =
+      Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0])
     process.arguments = arguments
     try process.run()
     process.waitUntilExit()
@@ -337,8 +338,10 @@ struct BenchCommand: ParsableCommand {
       throw CLIError(
         "\(referenceScript) not found: run from the repository root or pass --reference-script")
     }
-    let folder = URL(fileURLWithPath: referenceScript).deletingLastPathComponent()
-      .appendingPathComponent("../../.venv-ref/results").standardized.path
+    // Results (and the weights both sides run) go beside the script's virtual environment.
+    let folder = URL(fileURLWithPath: referenceScript).absoluteURL.deletingLastPathComponent()
+      .deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent(".venv-ref/results").path
     var arguments = [
       referenceScript, "--models", variants.map(\.rawValue).joined(separator: ","),
       "--runs", "\(runs)", "--decoder-runs", "\(decoderRuns)", "--out", folder,

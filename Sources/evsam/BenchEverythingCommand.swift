@@ -26,10 +26,12 @@ struct BenchEverythingCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Variant(s): l0 … xl1, comma-separated.", valueName: "names"))
   var model: String = "l0,xl1"
 
-  @Option(help: ArgumentHelp("Weights for a single model, instead of random ones.", valueName: "path"))
+  @Option(
+    help: ArgumentHelp("Weights for a single model, instead of random ones.", valueName: "path"))
   var checkpoint: String?
 
-  @Option(help: ArgumentHelp("Image (PNG/JPEG); default a synthetic 600×400 picture.", valueName: "file"))
+  @Option(
+    help: ArgumentHelp("Image (PNG/JPEG); default a synthetic 600×400 picture.", valueName: "file"))
   var image: String?
 
   @Option(help: "Timed runs per model.")
@@ -41,7 +43,8 @@ struct BenchEverythingCommand: ParsableCommand {
   @Option(help: "Compute threads (default: all cores).")
   var threads: Int?
 
-  @Flag(help: "Decode each batch as one threaded decoder call instead of one prompt group per core.")
+  @Flag(
+    help: "Decode each batch as one threaded decoder call instead of one prompt group per core.")
   var sequentialPrompts = false
 
   @Option(help: ArgumentHelp("Also write the results as JSON.", valueName: "file"))
@@ -50,7 +53,9 @@ struct BenchEverythingCommand: ParsableCommand {
   @OptionGroup(title: "Generator options") var generatorOptions: GeneratorOptions
 
   func validate() throws {
-    guard runs >= 1, warmup >= 0 else { throw ValidationError("--runs must be ≥ 1 and --warmup ≥ 0") }
+    guard runs >= 1, warmup >= 0 else {
+      throw ValidationError("--runs must be ≥ 1 and --warmup ≥ 0")
+    }
     if checkpoint != nil && model.contains(",") {
       throw ValidationError("--checkpoint holds one model's weights: give a single --model")
     }
@@ -72,7 +77,8 @@ struct BenchEverythingCommand: ParsableCommand {
       let loaded: EfficientViTSAM
       if let checkpoint {
         do {
-          loaded = try EfficientViTSAM.load(config: config, checkpoint: URL(fileURLWithPath: checkpoint))
+          loaded = try EfficientViTSAM.load(
+            config: config, checkpoint: URL(fileURLWithPath: checkpoint))
         } catch {
           throw CLIError(summarize(error, modelName: variant.modelName))
         }
@@ -90,24 +96,30 @@ struct BenchEverythingCommand: ParsableCommand {
         let g = try generator.generate(picture)
         timings.append(g.timing)
         generation = g
-        printErr("  \(variant.rawValue) run \(r + 1): \(describe(g.timing)), \(g.masks.count) masks")
+        printErr(
+          "  \(variant.rawValue) run \(r + 1): \(describe(g.timing)), \(g.masks.count) masks")
       }
       let parts: [(String, KeyPath<GenerationTiming, Duration>)] = [
         ("total", \.total), ("encoder", \.encoder), ("decoder", \.decoder),
         ("postprocess", \.postprocess), ("filtering", \.filtering),
       ]
       var medians: [String: Double] = [:]
-      for (name, path) in parts { medians[name] = median(timings.map { seconds($0[keyPath: path]) }) }
+      for (name, path) in parts {
+        medians[name] = median(timings.map { seconds($0[keyPath: path]) })
+      }
       let g = generation!
       print(
         String(
-          format: "%@ everything: median %.2f s (encoder %.2f s, decoder %.2f s, post-processing %.2f s, filtering %.3f s); %d prompts → %d candidate masks → %d masks",
+          format:
+            "%@ everything: median %.2f s (encoder %.2f s, decoder %.2f s, post-processing %.2f s, filtering %.3f s); %d prompts → %d candidate masks → %d masks",
           variant.modelName, medians["total"]!, medians["encoder"]!, medians["decoder"]!,
           medians["postprocess"]!, medians["filtering"]!, g.candidates / 3, g.candidates,
           g.masks.count))
       results.append([
         "model": variant.rawValue, "median_s": medians,
-        "runs_s": timings.map { t in Dictionary(uniqueKeysWithValues: parts.map { ($0.0, seconds(t[keyPath: $0.1])) }) },
+        "runs_s": timings.map { t in
+          Dictionary(uniqueKeysWithValues: parts.map { ($0.0, seconds(t[keyPath: $0.1])) })
+        },
         "candidates": g.candidates, "masks": g.masks.count,
       ])
     }
@@ -118,7 +130,8 @@ struct BenchEverythingCommand: ParsableCommand {
         "parallel_prompts": !sequentialPrompts,
         "weights": checkpoint ?? "random (seed 0)", "results": results,
       ]
-      let data = try JSONSerialization.data(withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
+      let data = try JSONSerialization.data(
+        withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
       try data.write(to: URL(fileURLWithPath: json), options: .atomic)
     }
   }

@@ -19,7 +19,9 @@ struct GeneratorOptions: ParsableArguments {
   @Option(help: "Point prompts decoded together.")
   var pointsPerBatch: Int = 64
 
-  @Option(name: .customLong("pred-iou-thresh"), help: "Keep masks whose predicted IoU is above this (0 disables the filter).")
+  @Option(
+    name: .customLong("pred-iou-thresh"),
+    help: "Keep masks whose predicted IoU is above this (0 disables the filter).")
   var predIoUThresh: Double = 0.88
 
   @Option(help: "Keep masks whose stability score is at least this (0 disables the filter).")
@@ -28,13 +30,17 @@ struct GeneratorOptions: ParsableArguments {
   @Option(help: "Shift of the logit cutoff used for the stability score.")
   var stabilityScoreOffset: Double = 1.0
 
-  @Option(name: .customLong("box-nms-thresh"), help: "Box IoU above which NMS drops a duplicate mask within a crop.")
+  @Option(
+    name: .customLong("box-nms-thresh"),
+    help: "Box IoU above which NMS drops a duplicate mask within a crop.")
   var boxNMSThresh: Double = 0.7
 
   @Option(help: "Crop layers beyond the whole image (layer i has 2^i × 2^i crops).")
   var cropNLayers: Int = 0
 
-  @Option(name: .customLong("crop-nms-thresh"), help: "Box IoU above which NMS drops a duplicate mask between crops.")
+  @Option(
+    name: .customLong("crop-nms-thresh"),
+    help: "Box IoU above which NMS drops a duplicate mask between crops.")
   var cropNMSThresh: Double = 0.7
 
   @Option(help: "Overlap of first-layer crops as a fraction of the short side.")
@@ -154,7 +160,8 @@ struct EverythingCommand: ParsableCommand {
 
   @Option(
     name: .shortAndLong,
-    help: ArgumentHelp("Output JSON file (a folder when the input is a folder).", valueName: "path"))
+    help: ArgumentHelp("Output JSON file (a folder when the input is a folder).", valueName: "path")
+  )
   var output: String
 
   @Option(
@@ -179,7 +186,9 @@ struct EverythingCommand: ParsableCommand {
     let jobs: [(image: URL, json: URL, overlay: URL?)]
     if isDirectory.boolValue {
       let images = try imageFiles(in: inputURL)
-      guard !images.isEmpty else { throw CLIError("\(input): no .png/.jpg/.jpeg images in this folder") }
+      guard !images.isEmpty else {
+        throw CLIError("\(input): no .png/.jpg/.jpeg images in this folder")
+      }
       let outDir = URL(fileURLWithPath: output)
       let overlayDir = overlay.map { URL(fileURLWithPath: $0) }
       try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
@@ -197,7 +206,10 @@ struct EverythingCommand: ParsableCommand {
       jobs = [(inputURL, URL(fileURLWithPath: output), overlay.map { URL(fileURLWithPath: $0) })]
     }
 
-    let pending = jobs.filter { overwrite || !isComplete($0.json) || ($0.overlay.map { !FileManager.default.fileExists(atPath: $0.path) } ?? false) }
+    let pending = jobs.filter {
+      overwrite || !isComplete($0.json)
+        || ($0.overlay.map { !FileManager.default.fileExists(atPath: $0.path) } ?? false)
+    }
     if pending.count < jobs.count {
       printErr("skipping \(jobs.count - pending.count) image(s) whose output is complete")
     }
@@ -205,20 +217,26 @@ struct EverythingCommand: ParsableCommand {
 
     let (model, name) = try modelOptions.loadModel()
     let generator = try AutomaticMaskGenerator(model: model, settings: settings)
+    // A command-line run is the only user of the model in this process.
+    generator.parallelPrompts = true
     let progress = ProgressLine(enabled: !quiet)
     var totalMasks = 0
     for (n, job) in pending.enumerated() {
-      let label = pending.count > 1 ? "[\(n + 1)/\(pending.count)] \(job.image.lastPathComponent)" : job.image.lastPathComponent
+      let label =
+        pending.count > 1
+        ? "[\(n + 1)/\(pending.count)] \(job.image.lastPathComponent)" : job.image.lastPathComponent
       let picture = try RGBImage(contentsOf: job.image)
       let result = try generator.generate(picture) { p in
         progress.update(
-          "\(label): crop \(p.crop + 1)/\(p.crops), batch \(p.batchesDone)/\(p.batches), \(p.masksSoFar) masks kept")
+          "\(label): crop \(p.crop + 1)/\(p.crops), batch \(p.batchesDone)/\(p.batches), \(p.masksSoFar) masks kept"
+        )
       }
       try write(result, image: picture, job: job, settings: settings, modelName: name)
       totalMasks += result.masks.count
       let t = result.timing
       progress.finish(
-        "\(label): \(result.masks.count) masks in \(formatDuration(t.total)) (encoder \(formatDuration(t.encoder)), decoder \(formatDuration(t.decoder)), post-processing \(formatDuration(t.postprocess + t.filtering))) → \(job.json.path)")
+        "\(label): \(result.masks.count) masks in \(formatDuration(t.total)) (encoder \(formatDuration(t.encoder)), decoder \(formatDuration(t.decoder)), post-processing \(formatDuration(t.postprocess + t.filtering))) → \(job.json.path)"
+      )
     }
     if pending.count > 1 { printErr("\(pending.count) images, \(totalMasks) masks") }
   }
@@ -272,8 +290,10 @@ struct EverythingCommand: ParsableCommand {
 /// Images in a folder (not recursive), by name.
 private func imageFiles(in folder: URL) throws -> [URL] {
   let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
-  return names.filter { ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased()) }
-    .sorted().map { folder.appendingPathComponent($0) }
+  return names.filter {
+    ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased())
+  }
+  .sorted().map { folder.appendingPathComponent($0) }
 }
 
 /// An output is complete when it parses and holds the annotations list; files are written

@@ -116,7 +116,8 @@ enum Components {
     #expect(AMG.batchedNMS(boxes: [b, a], scores: [0.1, 0.5], iouThreshold: 0.3) == [1])
     // Boxes of different categories never suppress each other.
     #expect(
-      AMG.batchedNMS(boxes: [a, a, a], scores: [3, 2, 1], categories: [0, 1, 0], iouThreshold: 0.5)
+      AMG.batchedNMS(
+        boxes: [a, a, a], scores: [3, 2, 1], categories: [0, 1, 0], iouThreshold: 0.5)
         == [0, 1])
     #expect(AMG.batchedNMS(boxes: [], scores: [], iouThreshold: 0.5).isEmpty)
   }
@@ -129,11 +130,13 @@ enum Components {
       let (h, w) = (size[0], size[1])
       let mask = try Components.decode(try c["mask"].require(\.string, "mask"), size: size)
       let area = try c["area_thresh"].require(\.double, "area_thresh")
-      let afterHoles = try Components.decode(try c["after_holes"].require(\.string, "after_holes"), size: size)
+      let afterHoles = try Components.decode(
+        try c["after_holes"].require(\.string, "after_holes"), size: size)
       let afterIslands = try Components.decode(
         try c["after_islands"].require(\.string, "after_islands"), size: size)
 
-      let holes = AMG.removeSmallRegions(mask, height: h, width: w, areaThreshold: area, mode: .holes)
+      let holes = AMG.removeSmallRegions(
+        mask, height: h, width: w, areaThreshold: area, mode: .holes)
       #expect(holes.mask == afterHoles, "case \(i): holes")
       #expect(holes.changed == c["changed_holes"]?.bool, "case \(i)")
       let islands = AMG.removeSmallRegions(
@@ -154,9 +157,12 @@ enum Components {
       "00001",
     ]
     let mask = rows.flatMap { $0.map { $0 == "1" } }
-    let islands = AMG.removeSmallRegions(mask, height: 5, width: 5, areaThreshold: 2, mode: .islands)
+    let islands = AMG.removeSmallRegions(
+      mask, height: 5, width: 5, areaThreshold: 2, mode: .islands)
     #expect(islands.changed)
-    #expect(islands.mask == rows.flatMap { r in r.enumerated().map { $0.element == "1" && $0.offset < 4 } })
+    #expect(
+      islands.mask
+        == rows.flatMap { r in r.enumerated().map { $0.element == "1" && $0.offset < 4 } })
     // Every island small: the largest stays.
     let all = AMG.removeSmallRegions(mask, height: 5, width: 5, areaThreshold: 100, mode: .islands)
     #expect(all.mask.filter { $0 }.count == 5 && !all.mask[24])
@@ -168,9 +174,11 @@ enum Components {
     let filled = AMG.removeSmallRegions(ring, height: 3, width: 3, areaThreshold: 2, mode: .holes)
     #expect(filled.changed && filled.mask.allSatisfy { $0 })
     let empty = [Bool](repeating: false, count: 6)
-    let emptyHoles = AMG.removeSmallRegions(empty, height: 2, width: 3, areaThreshold: 10, mode: .holes)
+    let emptyHoles = AMG.removeSmallRegions(
+      empty, height: 2, width: 3, areaThreshold: 10, mode: .holes)
     #expect(emptyHoles.changed && emptyHoles.mask.allSatisfy { $0 })
-    let emptyIslands = AMG.removeSmallRegions(empty, height: 2, width: 3, areaThreshold: 10, mode: .islands)
+    let emptyIslands = AMG.removeSmallRegions(
+      empty, height: 2, width: 3, areaThreshold: 10, mode: .islands)
     #expect(!emptyIslands.changed)
   }
 
@@ -188,7 +196,8 @@ enum Components {
       let b = BoxXYXY(x0: Int(box[0]), y0: Int(box[1]), x1: Int(box[2]), y1: Int(box[3]))
       #expect(b.floats == SIMD4(Float(box[0]), Float(box[1]), Float(box[2]), Float(box[3])))
       #expect(
-        AMG.isBoxNearCropEdge(b, cropBox: cropBox, originalBox: originalBox, atol: Float(atol)) == want,
+        AMG.isBoxNearCropEdge(b, cropBox: cropBox, originalBox: originalBox, atol: Float(atol))
+          == want,
         "box \(box)")
     }
   }

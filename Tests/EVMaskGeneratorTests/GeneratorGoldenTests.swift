@@ -79,15 +79,21 @@ struct AMGFixture {
 /// every mask, and the order (except between masks whose predicted IoUs are within the
 /// tolerance, where float noise may swap them). Within tolerance, because our float32 decoder
 /// sums in another order than PyTorch (relative error ~1e-6 on logits): `predicted_iou`
-/// |Δ| ≤ 1e-4, `stability_score` |Δ| ≤ 1e-3, segmentation IoU ≥ 0.999 with the area within
-/// 0.1 %, bbox sides within 1 px (one pixel whose logit sits at the threshold can flip), and
-/// all but 10 % (at least one allowed) of the segmentations byte-identical to pycocotools' RLE
-/// strings.
-func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) throws {
-  try #require(ours.count == golden.count, "\(fixture): \(ours.count) masks, official \(golden.count)")
+/// |Δ| ≤ 1e-4, `stability_score` |Δ| ≤ 1e-3, and each segmentation differing from the
+/// official one in at most 0.1 % of its area (a pixel whose logit sits at the threshold can
+/// flip), with bbox sides within 1 px; at least 75 % of the segmentations are byte-identical
+/// to pycocotools' RLE strings. With `min_mask_region_area`, one flipped pixel can also decide
+/// whether a region of about that area is a hole or island to remove, so a mask may instead
+/// differ by at most that area (then its bbox may move), for at most 2 % of the masks.
+func compare(
+  _ ours: [GeneratedMask], golden: [JSONValue], fixture: String, minRegionArea: Int = 0
+) throws {
+  try #require(
+    ours.count == golden.count, "\(fixture): \(ours.count) masks, official \(golden.count)")
   let goldenIoU = try golden.map { try $0["predicted_iou"].require(\.double, "predicted_iou") }
   var used = Set<Int>()
   var identical = 0
+  var regionFlips = 0
   for (i, g) in golden.enumerated() {
     let point = try #require(g["point_coords"]?.array?.first?.doubles, "point_coords")
     let crop = g["crop_box"]?.ints
@@ -107,7 +113,8 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
       RLE.pairIoU(ours[a].segmentation.cocoRLE, goldenRLE)
         < RLE.pairIoU(ours[b].segmentation.cocoRLE, goldenRLE)
     }
-    let j = try #require(best, "\(fixture): official mask \(i) (point \(point), IoU \(iou)) has no counterpart")
+    let j = try #require(
+      best, "\(fixture): official mask \(i) (point \(point), IoU \(iou)) has no counterpart")
     used.insert(j)
     if j != i {
       #expect(abs(goldenIoU[j] - iou) <= 1e-4, "\(fixture): mask \(i) comes at position \(j)")
@@ -115,20 +122,31 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
     let m = ours[j]
     let rle = m.segmentation.cocoRLE
     if rle.compressedCounts == counts && [rle.height, rle.width] == size { identical += 1 }
-    let overlap = RLE.pairIoU(rle, goldenRLE)
-    #expect(overlap >= 0.999, "\(fixture): mask \(i) segmentation IoU \(overlap)")
     let area = try g["area"].require(\.int, "area")
     #expect(m.area == rle.area)
-    #expect(abs(m.area - area) <= max(1, area / 1000), "\(fixture): mask \(i) area \(m.area) vs \(area)")
+    let common = try RLE.merge([rle, goldenRLE], intersect: true).area
+    let differing = m.area + area - 2 * common
+    let pixelTolerance = max(1, area / 1000)
     let bbox = try g["bbox"].require(\.doubles, "bbox")
-    for k in 0..<4 {
-      #expect(abs(Double(m.bbox[k]) - bbox[k]) <= 1, "\(fixture): mask \(i) bbox \(m.bbox) vs \(bbox)")
+    if differing <= pixelTolerance {
+      for k in 0..<4 {
+        #expect(
+          abs(Double(m.bbox[k]) - bbox[k]) <= 1, "\(fixture): mask \(i) bbox \(m.bbox) vs \(bbox)")
+      }
+    } else {
+      regionFlips += 1
+      #expect(
+        differing <= minRegionArea + pixelTolerance,
+        "\(fixture): mask \(i) differs in \(differing) of \(area) pixels")
     }
     #expect(abs(Double(m.stabilityScore) - stability) <= 1e-3, "\(fixture): mask \(i) stability")
   }
   #expect(
-    golden.count - identical <= max(1, golden.count / 10),
+    golden.count - identical <= max(1, golden.count / 4),
     "\(fixture): only \(identical) of \(golden.count) segmentations are byte-identical")
+  #expect(
+    regionFlips <= (minRegionArea > 0 ? max(1, golden.count / 50) : 0),
+    "\(fixture): \(regionFlips) masks differ by a whole region")
 }
 
 @Suite struct GeneratorGoldenTests {
@@ -138,7 +156,8 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
   ])
   func randomWeightModelsMatchTheOfficialGenerator(_ name: String) throws {
     let fixture = try AMGFixture(name)
-    let generator = try AutomaticMaskGenerator(model: try fixture.model(), settings: fixture.settings)
+    let generator = try AutomaticMaskGenerator(
+      model: try fixture.model(), settings: fixture.settings)
     let result = try generator.generate(try fixture.loadImage())
     // Random weights: every mask covers most of the image, so NMS leaves one; the candidates
     // before it are all 8×8 prompts × 3 masks.
@@ -150,10 +169,13 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
   func decisiveMasksMatchTheOfficialGenerator(_ name: String) throws {
     let fixture = try AMGFixture(name)
     #expect(fixture.annotations.count > 100, "the sharp fixtures keep many masks")
-    let generator = try AutomaticMaskGenerator(model: try fixture.model(), settings: fixture.settings)
+    let generator = try AutomaticMaskGenerator(
+      model: try fixture.model(), settings: fixture.settings)
     var reports: [GenerationProgress] = []
     let result = try generator.generate(try fixture.loadImage()) { reports.append($0) }
-    try compare(result.masks, golden: fixture.annotations, fixture: name)
+    try compare(
+      result.masks, golden: fixture.annotations, fixture: name,
+      minRegionArea: fixture.settings.minMaskRegionArea)
     #expect(reports.count == reports.last?.batches)
     #expect(reports.last?.crops == (fixture.settings.cropNLayers == 0 ? 1 : 5))
     #expect(result.timing.total > .zero && result.timing.decoder > .zero)
@@ -170,10 +192,59 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
     var settings = fixture.settings
     settings.pointsPerBatch = 7
     let batched = try AutomaticMaskGenerator(model: model, settings: settings)
-    #expect(batched.parallelPrompts)
+    #expect(!batched.parallelPrompts, "off by default: it changes a process-wide setting")
+    batched.parallelPrompts = true
     let masks = try batched.generate(image).masks
     #expect(masks == expected)
     #expect(ComputeThreads.count == ProcessInfo.processInfo.activeProcessorCount)
+  }
+
+  /// With a predicted-IoU threshold the decoder skips the upscaling of prompts none of whose
+  /// masks pass it. The result must be the official one filtered by that threshold (NMS at 1.0
+  /// suppresses nothing in this fixture, so filtering commutes with it).
+  @Test func iouFilterSkipsWorkWithoutChangingTheResult() throws {
+    let fixture = try AMGFixture("sharp__tiny-l__coffee__grid8")
+    #expect(fixture.settings.boxNMSThresh == 1.0 && fixture.settings.predIoUThresh == 0)
+    let ious = try fixture.annotations.map { try $0["predicted_iou"].require(\.double, "iou") }
+      .sorted()
+    // A threshold in the middle, well away from every official IoU.
+    let gaps = (1..<ious.count).filter { ious[$0] - ious[$0 - 1] > 2e-3 }
+    let cut = try #require(gaps.min { abs($0 - ious.count / 2) < abs($1 - ious.count / 2) })
+    let threshold = (ious[cut] + ious[cut - 1]) / 2
+    var settings = fixture.settings
+    settings.predIoUThresh = threshold
+    let model = try fixture.model()
+    let image = try fixture.loadImage()
+    let result = try AutomaticMaskGenerator(model: model, settings: settings).generate(image)
+    let expected = try fixture.annotations.filter {
+      try $0["predicted_iou"].require(\.double, "iou") > threshold
+    }
+    #expect(expected.count > 10 && expected.count < fixture.annotations.count - 10)
+    try compare(result.masks, golden: expected, fixture: "IoU > \(threshold)")
+
+    // The decoder: skipped prompts get -∞ logits, the others exactly the unskipped logits.
+    let predictor = SamPredictor(model: model)
+    try predictor.setImage(image)
+    let points = AMG.buildPointGrid(8).map { [(x: $0.x * 600, y: $0.y * 400)] }
+    let labels = [[Int]](repeating: [1], count: points.count)
+    let full = try predictor.predictBatch(pointSets: points, labelSets: labels, upscale: false)
+    let skipping = try predictor.predictBatch(
+      pointSets: points, labelSets: labels, upscale: false,
+      skipMasksAtOrBelowIoU: Float(threshold))
+    #expect(skipping.iouPredictions.storage == full.iouPredictions.storage)
+    let plane = 3 * 256 * 256
+    var skipped = 0
+    for b in 0..<points.count {
+      let slice = (b * plane)..<((b + 1) * plane)
+      if full.iouPredictions.storage[(3 * b)..<(3 * b + 3)].allSatisfy({ !($0 > Float(threshold)) })
+      {
+        skipped += 1
+        #expect(skipping.lowResLogits.storage[slice].allSatisfy { $0 == -.infinity })
+      } else {
+        #expect(skipping.lowResLogits.storage[slice] == full.lowResLogits.storage[slice])
+      }
+    }
+    #expect(skipped > 0 && skipped < points.count)
   }
 
   @Test func userPointGridsAndOutputRecords() throws {
@@ -195,7 +266,8 @@ func compare(_ ours: [GeneratedMask], golden: [JSONValue], fixture: String) thro
     #expect(record["area"] as? Int == first.area)
     #expect(record["bbox"] as? [Int] == first.bbox)
     #expect(record["crop_box"] as? [Int] == [0, 0, image.width, image.height])
-    #expect((record["point_coords"] as? [[Double]])?.first == [first.pointCoords.x, first.pointCoords.y])
+    #expect(
+      (record["point_coords"] as? [[Double]])?.first == [first.pointCoords.x, first.pointCoords.y])
     let uncompressed = first.jsonRecord(outputMode: .uncompressedRLE)
     let runs = try #require(uncompressed["segmentation"] as? [String: Any])
     #expect(runs["counts"] as? [Int] == first.segmentation.counts)

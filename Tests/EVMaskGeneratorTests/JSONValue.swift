@@ -86,10 +86,18 @@ enum JSONValue: Decodable {
     return nil
   }
 
-  var doubles: [Double]? { array.flatMap { a in a.compactMap(\.double).count == a.count ? a.compactMap(\.double) : nil } }
-  var ints: [Int]? { array.flatMap { a in a.compactMap(\.int).count == a.count ? a.compactMap(\.int) : nil } }
-  var strings: [String]? { array.flatMap { a in a.compactMap(\.string).count == a.count ? a.compactMap(\.string) : nil } }
-  var bools: [Bool]? { array.flatMap { a in a.compactMap(\.bool).count == a.count ? a.compactMap(\.bool) : nil } }
+  var doubles: [Double]? {
+    array.flatMap { a in a.compactMap(\.double).count == a.count ? a.compactMap(\.double) : nil }
+  }
+  var ints: [Int]? {
+    array.flatMap { a in a.compactMap(\.int).count == a.count ? a.compactMap(\.int) : nil }
+  }
+  var strings: [String]? {
+    array.flatMap { a in a.compactMap(\.string).count == a.count ? a.compactMap(\.string) : nil }
+  }
+  var bools: [Bool]? {
+    array.flatMap { a in a.compactMap(\.bool).count == a.count ? a.compactMap(\.bool) : nil }
+  }
 
   /// Requires a value, failing the test with `what` when it is missing or of another type.
   func require<T>(_ path: KeyPath<JSONValue, T?>, _ what: String) throws -> T {

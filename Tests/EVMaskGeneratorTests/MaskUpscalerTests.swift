@@ -10,7 +10,8 @@ import Testing
   static func reference(
     _ logits: [Float], inputSize: (height: Int, width: Int), outputSize: (height: Int, width: Int)
   ) -> [Float] {
-    var x = resizeBilinear(Tensor(shape: [1, 1, 256, 256], storage: logits), height: 1024, width: 1024)
+    var x = resizeBilinear(
+      Tensor(shape: [1, 1, 256, 256], storage: logits), height: 1024, width: 1024)
     x = slice(x, axis: 2, range: 0..<inputSize.height)
     x = slice(x, axis: 3, range: 0..<inputSize.width)
     return resizeBilinear(x, height: outputSize.height, width: outputSize.width).storage
@@ -49,13 +50,15 @@ import Testing
       inputSize: (input.0, input.1), outputSize: (output.0, output.1))
     for seed in UInt64(1)...2 {
       let logits = Self.logits(seed: seed &* 31 &+ UInt64(output.1))
-      let full = Self.reference(logits, inputSize: (input.0, input.1), outputSize: (output.0, output.1))
+      let full = Self.reference(
+        logits, inputSize: (input.0, input.1), outputSize: (output.0, output.1))
       let result = upscaler.threshold(logits, high: 1, low: -1, maskThreshold: 0)
       #expect(result.high == full.filter { $0 > 1 }.count)
       #expect(result.low == full.filter { $0 > -1 }.count)
       #expect(result.mask == full.map { $0 > 0 ? 1 : 0 })
       if full.count > 1000 {
-        #expect(result.high > 0 && result.low < full.count, "the test data straddles the thresholds")
+        #expect(
+          result.high > 0 && result.low < full.count, "the test data straddles the thresholds")
       }
       // And the stability score is the official one computed on the upscaled logits.
       let fromCounts = Float(result.high) / Float(result.low)

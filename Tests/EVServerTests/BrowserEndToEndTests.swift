@@ -5,109 +5,111 @@ import HummingbirdTesting
 import TestSupport
 import Testing
 
-/// The page as a person uses it: headless Chromium opens it from a running server, a real
-/// file upload of the shipped example, a click, a mask on the canvas. Under CI the test always
-/// runs (CI installs Chromium); elsewhere it needs a Chromium on PATH.
-@Suite struct BrowserEndToEndTests {
-  static let enabled = ChromiumSession.executable != nil || ProcessInfo.processInfo.environment["CI"] != nil
+extension ServerTests {
+  /// The page as a person uses it: headless Chromium opens it from a running server, a real
+  /// file upload of the shipped example, a click, a mask on the canvas. Under CI the test always
+  /// runs (CI installs Chromium); elsewhere it needs a Chromium on PATH.
+  @Suite struct BrowserEndToEndTests {
+    static let enabled = ChromiumSession.executable != nil || ProcessInfo.processInfo.environment["CI"] != nil
 
-  /// Where screenshots go: $EVSAM_E2E_OUTPUT, else out/e2e in the project.
-  static var outputFolder: URL {
-    if let path = ProcessInfo.processInfo.environment["EVSAM_E2E_OUTPUT"] {
-      return URL(fileURLWithPath: path)
-    }
-    return Fixtures.projectRoot.appendingPathComponent("out/e2e")
-  }
-
-  @Test(.enabled(if: enabled, "needs Chromium (apt-get install chromium)"))
-  func uploadClickAndSeeTheMask() async throws {
-    try Fixtures.require()
-    let example = TestServer.exampleJPEG.path
-    #expect(FileManager.default.fileExists(atPath: example))
-    try FileManager.default.createDirectory(at: Self.outputFolder, withIntermediateDirectories: true)
-    let folder = Self.outputFolder
-    try await TestServer.withClient(.live) { client, service in
-      let port = try #require(client.port)
-      // The browser calls block this task's thread on the DevTools pipe; the server's
-      // handlers run on the other threads of the pool and its model work on its own workers.
-      do {
-        let browser = try ChromiumSession()
-        defer { browser.close() }
-        try browser.open("http://127.0.0.1:\(port)/")
-        try browser.waitUntil("document.readyState === 'complete' && window.evsamTest !== undefined")
-
-        // Choose the shipped example in the file input, as a person would.
-        try browser.setFile(selector: "#file", path: example)
-        try browser.waitUntil("window.evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'")
-        let size = try browser.evaluate("[evsamTest.state.width, evsamTest.state.height]") as? [Int]
-        let decoded = try RGBImage(contentsOf: URL(fileURLWithPath: example))
-        #expect(size == [decoded.width, decoded.height])
-        #expect(service.cache.stats.images == 1)
-
-        // Click a point of the image (in image pixels, mapped to the page).
-        func pagePoint(_ x: Double, _ y: Double) throws -> (x: Double, y: Double) {
-          let rect = try #require(
-            try browser.evaluate(
-              "(() => { const r = document.getElementById('view').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()"
-            ) as? [Double])
-          return (rect[0] + x * rect[2] / Double(decoded.width), rect[1] + y * rect[3] / Double(decoded.height))
-        }
-        let overlayBefore = try browser.evaluate("evsamTest.overlayPixels()") as? Int
-        #expect(overlayBefore == 0)
-        try browser.mouse(at: try pagePoint(300, 200))
-        try browser.waitUntil("evsamTest.state.result !== null && document.body.dataset.status === 'ready'")
-
-        let maskPixels = try #require(try browser.evaluate("evsamTest.maskPixels()") as? Int)
-        let candidates = try browser.evaluate("evsamTest.state.result.masks.map(m => m.area)") as? [Int]
-        let chosen = try browser.evaluate("evsamTest.state.candidate") as? Int
-        let best = try browser.evaluate("evsamTest.state.result.best") as? Int
-        #expect(candidates?.count == 3 && chosen == best)
-        #expect(maskPixels > 0 && maskPixels == candidates?[chosen ?? 0])
-        #expect(try browser.evaluate("document.body.dataset.maskPixels") as? String == String(maskPixels))
-        // The mask is really on the canvas: pixels differ from the bare image.
-        let overlay = try #require(try browser.evaluate("evsamTest.overlayPixels()") as? Int)
-        #expect(overlay >= maskPixels / 2, "overlay \(overlay) px for a mask of \(maskPixels) px")
-        let points = try browser.evaluate("evsamTest.state.points.map(p => [p.x, p.y, p.label])") as? [[Double]]
-        #expect(points?.count == 1 && points?[0][2] == 1)
-        if let p = points?.first {
-          #expect(abs(p[0] - 300) < 2 && abs(p[1] - 200) < 2)
-        }
-        try browser.screenshot().write(to: folder.appendingPathComponent("page-after-click.png"))
-
-        // Another candidate, from its button.
-        let other = (best ?? 0) == 0 ? 1 : 0
-        _ = try browser.evaluate("document.querySelectorAll('#candidates button')[\(other)].click()")
-        #expect(try browser.evaluate("evsamTest.state.candidate") as? Int == other)
-        #expect(try browser.evaluate("evsamTest.maskPixels()") as? Int == candidates?[other])
-
-        // A right click adds a background point and refines the mask.
-        try browser.mouse(at: try pagePoint(100, 300), button: "right")
-        try browser.waitUntil("evsamTest.state.points.length === 2 && evsamTest.state.result.masks.length === 1 && document.body.dataset.status === 'ready'")
-        #expect(try browser.evaluate("evsamTest.state.points[1].label") as? Int == 0)
-
-        // A drag draws a box; Enter keeps the mask; the COCO export holds it.
-        try browser.mouse(at: try pagePoint(150, 80), to: try pagePoint(450, 330))
-        try browser.waitUntil("evsamTest.state.box !== null && document.body.dataset.status === 'ready'")
-        let box = try #require(try browser.evaluate("evsamTest.state.box") as? [Double])
-        #expect(abs(box[0] - 150) < 3 && abs(box[1] - 80) < 3 && abs(box[2] - 450) < 3 && abs(box[3] - 330) < 3)
-        _ = try browser.evaluate("document.getElementById('keep').click()")
-        #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == 1)
-        let coco = try #require(try browser.evaluate("evsamTest.coco()") as? [String: Any])
-        let annotations = try #require(coco["annotations"] as? [[String: Any]])
-        #expect(annotations.count == 1)
-        #expect((coco["images"] as? [[String: Any]])?.first?["file_name"] as? String == "coffee.jpg")
-
-        // Undo brings nothing back after keep; "segment everything" adds annotations.
-        _ = try browser.evaluate(
-          "document.getElementById('pps').value = '6'; document.getElementById('iou-thresh').value = '0'; document.getElementById('stability-thresh').value = '0'; document.getElementById('everything').click()"
-        )
-        try browser.waitUntil("evsamTest.state.annotations.length > 1 && document.body.dataset.status === 'ready'")
-        try browser.screenshot().write(to: folder.appendingPathComponent("page-everything.png"))
+    /// Where screenshots go: $EVSAM_E2E_OUTPUT, else out/e2e in the project.
+    static var outputFolder: URL {
+      if let path = ProcessInfo.processInfo.environment["EVSAM_E2E_OUTPUT"] {
+        return URL(fileURLWithPath: path)
       }
-      // The screenshots are real PNGs of the page.
-      for name in ["page-after-click.png", "page-everything.png"] {
-        let shot = try RGBImage(contentsOf: folder.appendingPathComponent(name))
-        #expect(shot.width >= 800 && shot.height >= 600, "\(name)")
+      return Fixtures.projectRoot.appendingPathComponent("out/e2e")
+    }
+
+    @Test(.enabled(if: enabled, "needs Chromium (apt-get install chromium)"))
+    func uploadClickAndSeeTheMask() async throws {
+      _ = try Fixtures.require()
+      let example = TestServer.exampleJPEG.path
+      #expect(FileManager.default.fileExists(atPath: example))
+      try FileManager.default.createDirectory(at: Self.outputFolder, withIntermediateDirectories: true)
+      let folder = Self.outputFolder
+      try await TestServer.withClient(.live) { client, service in
+        let port = try #require(client.port)
+        // The browser calls block this task's thread on the DevTools pipe; the server's
+        // handlers run on the other threads of the pool and its model work on its own workers.
+        do {
+          let browser = try ChromiumSession()
+          defer { browser.quit() }
+          try browser.open("http://127.0.0.1:\(port)/")
+          try browser.waitUntil("document.readyState === 'complete' && window.evsamTest !== undefined")
+
+          // Choose the shipped example in the file input, as a person would.
+          try browser.setFile(selector: "#file", path: example)
+          try browser.waitUntil("window.evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'")
+          let size = try browser.evaluate("[evsamTest.state.width, evsamTest.state.height]") as? [Int]
+          let decoded = try RGBImage(contentsOf: URL(fileURLWithPath: example))
+          #expect(size == [decoded.width, decoded.height])
+          #expect(service.cache.stats.images == 1)
+
+          // Click a point of the image (in image pixels, mapped to the page).
+          func pagePoint(_ x: Double, _ y: Double) throws -> (x: Double, y: Double) {
+            let rect = try #require(
+              try browser.evaluate(
+                "(() => { const r = document.getElementById('view').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()"
+              ) as? [Double])
+            return (rect[0] + x * rect[2] / Double(decoded.width), rect[1] + y * rect[3] / Double(decoded.height))
+          }
+          let overlayBefore = try browser.evaluate("evsamTest.overlayPixels()") as? Int
+          #expect(overlayBefore == 0)
+          try browser.mouse(at: try pagePoint(300, 200))
+          try browser.waitUntil("evsamTest.state.result !== null && document.body.dataset.status === 'ready'")
+
+          let maskPixels = try #require(try browser.evaluate("evsamTest.maskPixels()") as? Int)
+          let candidates = try browser.evaluate("evsamTest.state.result.masks.map(m => m.area)") as? [Int]
+          let chosen = try browser.evaluate("evsamTest.state.candidate") as? Int
+          let best = try browser.evaluate("evsamTest.state.result.best") as? Int
+          #expect(candidates?.count == 3 && chosen == best)
+          #expect(maskPixels > 0 && maskPixels == candidates?[chosen ?? 0])
+          #expect(try browser.evaluate("document.body.dataset.maskPixels") as? String == String(maskPixels))
+          // The mask is really on the canvas: pixels differ from the bare image.
+          let overlay = try #require(try browser.evaluate("evsamTest.overlayPixels()") as? Int)
+          #expect(overlay >= maskPixels / 2, "overlay \(overlay) px for a mask of \(maskPixels) px")
+          let points = try browser.evaluate("evsamTest.state.points.map(p => [p.x, p.y, p.label])") as? [[Double]]
+          #expect(points?.count == 1 && points?[0][2] == 1)
+          if let p = points?.first {
+            #expect(abs(p[0] - 300) < 2 && abs(p[1] - 200) < 2)
+          }
+          try browser.screenshot().write(to: folder.appendingPathComponent("page-after-click.png"))
+
+          // Another candidate, from its button.
+          let other = (best ?? 0) == 0 ? 1 : 0
+          _ = try browser.evaluate("document.querySelectorAll('#candidates button')[\(other)].click()")
+          #expect(try browser.evaluate("evsamTest.state.candidate") as? Int == other)
+          #expect(try browser.evaluate("evsamTest.maskPixels()") as? Int == candidates?[other])
+
+          // A right click adds a background point and refines the mask.
+          try browser.mouse(at: try pagePoint(100, 300), button: "right")
+          try browser.waitUntil("evsamTest.state.points.length === 2 && evsamTest.state.result.masks.length === 1 && document.body.dataset.status === 'ready'")
+          #expect(try browser.evaluate("evsamTest.state.points[1].label") as? Int == 0)
+
+          // A drag draws a box; Enter keeps the mask; the COCO export holds it.
+          try browser.mouse(at: try pagePoint(150, 80), to: try pagePoint(450, 330))
+          try browser.waitUntil("evsamTest.state.box !== null && document.body.dataset.status === 'ready'")
+          let box = try #require(try browser.evaluate("evsamTest.state.box") as? [Double])
+          #expect(abs(box[0] - 150) < 3 && abs(box[1] - 80) < 3 && abs(box[2] - 450) < 3 && abs(box[3] - 330) < 3)
+          _ = try browser.evaluate("document.getElementById('keep').click()")
+          #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == 1)
+          let coco = try #require(try browser.evaluate("evsamTest.coco()") as? [String: Any])
+          let annotations = try #require(coco["annotations"] as? [[String: Any]])
+          #expect(annotations.count == 1)
+          #expect((coco["images"] as? [[String: Any]])?.first?["file_name"] as? String == "coffee.jpg")
+
+          // Undo brings nothing back after keep; "segment everything" adds annotations.
+          _ = try browser.evaluate(
+            "document.getElementById('pps').value = '4'; document.getElementById('iou-thresh').value = '0'; document.getElementById('stability-thresh').value = '0'; document.getElementById('everything').click()"
+          )
+          try browser.waitUntil("evsamTest.state.annotations.length > 1 && document.body.dataset.status === 'ready'")
+          try browser.screenshot().write(to: folder.appendingPathComponent("page-everything.png"))
+        }
+        // The screenshots are real PNGs of the page.
+        for name in ["page-after-click.png", "page-everything.png"] {
+          let shot = try RGBImage(contentsOf: folder.appendingPathComponent(name))
+          #expect(shot.width >= 800 && shot.height >= 600, "\(name)")
+        }
       }
     }
   }

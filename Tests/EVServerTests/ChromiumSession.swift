@@ -93,7 +93,7 @@ final class ChromiumSession {
   }
 
   /// Asks the browser to quit and waits for it (a few seconds at most).
-  func close() {
+  func quit() {
     _ = try? send("Browser.close", [:], session: false, timeout: 5)
     for _ in 0..<50 {
       var status: Int32 = 0

@@ -4,158 +4,146 @@ import HummingbirdTesting
 import NIOCore
 import Testing
 
-/// The service over a real loopback socket: limits that need concurrency or time.
-@Suite struct LoopbackTests {
-  /// Polls `/v1/health` until `condition` holds (or fails after `seconds`).
-  static func waitFor(
-    _ client: any TestClientProtocol, seconds: Double = 30, _ condition: (HealthResponse) -> Bool
-  ) async throws {
-    let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
-    while ContinuousClock.now < end {
-      let response = try await client.execute(uri: "/v1/health", method: .get)
-      let health = try JSONDecoder().decode(HealthResponse.self, from: Data(buffer: response.body))
-      if condition(health) { return }
-      try await Task.sleep(for: .milliseconds(20))
+extension ServerTests {
+  /// The service over a real loopback socket: limits that need concurrency or time. One at a
+  /// time, so that their slow jobs do not slow each other down.
+  @Suite struct LoopbackTests {
+    /// Polls `/v1/health` until `condition` holds (or fails after `seconds`).
+    static func waitFor(
+      _ client: any TestClientProtocol, seconds: Double = 30, _ condition: (HealthResponse) -> Bool
+    ) async throws {
+      let end = ContinuousClock.now + .milliseconds(Int64(seconds * 1000))
+      while ContinuousClock.now < end {
+        let response = try await client.execute(uri: "/v1/health", method: .get)
+        let health = try JSONDecoder().decode(HealthResponse.self, from: Data(buffer: response.body))
+        if condition(health) { return }
+        try await Task.sleep(for: .milliseconds(20))
+      }
+      throw TestFailure("the server did not reach the expected state within \(seconds) s")
     }
-    throw TestFailure("the server did not reach the expected state within \(seconds) s")
-  }
 
-  /// Settings under which the fixture model's mask generator runs for seconds: a slow job.
-  static let slowEverything = #"{"points_per_side": 64, "pred_iou_thresh": 0, "stability_score_thresh": 0}"#
-
-  @Test func uploadAndSegmentOverLoopback() async throws {
-    try await TestServer.withClient(.live) { client, _ in
-      #expect(client.port != nil)
-      let image = try await client.upload(try TestServer.coffeePNG())
-      let answer = try await client.segment(image.id, SegmentRequest(box: [100, 50, 400, 300]))
-      #expect(answer.prompts[0].masks.count == 3)
-      // The same through the project's own blocking client (which the load test uses).
-      let connection = try LoopbackHTTPConnection(host: "127.0.0.1", port: try #require(client.port))
-      let health = try connection.request("GET", "/v1/health")
-      #expect(health.status == 200)
-      let again = try connection.request(
-        "POST", "/v1/images/\(image.id)/segment", headers: ["Content-Type": "application/json"],
-        body: Array(#"{"box": [100, 50, 400, 300]}"#.utf8))
-      #expect(again.status == 200)
-      let decoded = try JSONDecoder().decode(SegmentResponse.self, from: Data(again.body))
-      // Handles are new for every answer; the masks and scores are the same.
-      #expect(decoded.prompts[0].masks.map(\.segmentation) == answer.prompts[0].masks.map(\.segmentation))
-      #expect(decoded.prompts[0].masks.map(\.score) == answer.prompts[0].masks.map(\.score))
+    /// The fixture model's mask generator on a `side`×`side` grid: a job of about 30 ms per
+    /// point on this machine kind, seconds in all.
+    static func slowEverything(side: Int) -> String {
+      #"{"points_per_side": \#(side), "pred_iou_thresh": 0, "stability_score_thresh": 0}"#
     }
-  }
 
-  /// One worker, no queue: while it runs a long job, a second model request is refused at
-  /// once with 503 and Retry-After, health still answers, and afterwards work resumes.
-  @Test func fullQueueAnswers503WithRetryAfter() async throws {
-    try await TestServer.withClient(.live, {
-      $0.workers = 1
-      $0.queueCapacity = 0
-    }) { client, service in
-      let image = try await client.upload(try TestServer.coffeePNG())
-      async let slow = client.postJSON("/v1/images/\(image.id)/everything", Self.slowEverything)
-      try await Self.waitFor(client) { $0.queue.running == 1 }
-
-      let refused = try await client.postJSON(
-        "/v1/images/\(image.id)/segment", #"{"points": [[10, 10]], "labels": [1]}"#)
-      #expect(refused.status == .serviceUnavailable)
-      #expect(refused.apiError?.code == "overloaded")
-      let retryAfter = try #require(refused.headers[.retryAfter].flatMap { Int($0) })
-      #expect(retryAfter >= 1)
-      let upload = try await client.execute(
-        uri: "/v1/images", method: .post, body: ByteBuffer(bytes: try TestServer.coffeePNG()))
-      #expect(upload.status == .serviceUnavailable && upload.apiError?.code == "overloaded")
-      let health = try await client.execute(uri: "/v1/health", method: .get)
-      #expect(health.status == .ok)
-
-      #expect(try await slow.status == .ok)
-      let after = try await client.segment(image.id, SegmentRequest(points: [[10, 10]], labels: [1]))
-      #expect(after.prompts.count == 1)
-      #expect(service.compute.stats.rejected == 2)
-    }
-  }
-
-  /// A job that outlives the request timeout is answered 503 `timeout`; a request waiting
-  /// behind it in the queue times out too and leaves the queue; the server goes on.
-  @Test func slowJobsTimeOut() async throws {
-    try await TestServer.withClient(.live, {
-      $0.workers = 1
-      $0.queueCapacity = 4
-      $0.requestTimeout = .milliseconds(700)
-    }) { client, service in
-      let image = try await client.upload(try TestServer.coffeePNG())
-      async let slow = client.postJSON("/v1/images/\(image.id)/everything", Self.slowEverything)
-      try await Self.waitFor(client) { $0.queue.running == 1 }
-      let queued = try await client.postJSON(
-        "/v1/images/\(image.id)/segment", #"{"points": [[10, 10]], "labels": [1]}"#)
-      #expect(queued.status == .serviceUnavailable && queued.apiError?.code == "timeout")
-      #expect(queued.headers[.retryAfter] != nil)
-      let timedOut = try await slow
-      #expect(timedOut.status == .serviceUnavailable && timedOut.apiError?.code == "timeout")
-      // The dropped request left the queue; once the running job ends, requests succeed.
-      #expect(service.compute.stats.waiting == 0)
-      try await Self.waitFor(client) { $0.queue.running == 0 }
-      let after = try await client.segment(image.id, SegmentRequest(points: [[10, 10]], labels: [1]))
-      #expect(after.prompts.count == 1)
-      #expect(service.compute.stats.timedOut == 2)
-    }
-  }
-
-  /// A body that stops arriving is answered 408 when the request timeout passes.
-  @Test func stalledBodyAnswers408() async throws {
-    try await TestServer.withClient(.live, { $0.requestTimeout = .milliseconds(500) }) { client, _ in
-      let port = try #require(client.port)
-      let connection = try LoopbackHTTPConnection(host: "127.0.0.1", port: port, timeout: .seconds(20))
-      try connection.send(
-        Array("POST /v1/images HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n".utf8)
-          + [UInt8](repeating: 0x89, count: 100))
-      let start = ContinuousClock.now
-      let response = try connection.readResponse()
-      #expect(response.status == 408)
-      let error = try JSONDecoder().decode(ErrorResponse.self, from: Data(response.body))
-      #expect(error.error.code == "request_timeout")
-      #expect(ContinuousClock.now - start < .seconds(10))
-      let health = try await client.execute(uri: "/v1/health", method: .get)
-      #expect(health.status == .ok)
-    }
-  }
-
-  /// Least recently used images leave when the cache bound is reached; their ids then answer
-  /// 404 and the bytes stay within the bound.
-  @Test func cacheEvictsLeastRecentlyUsed() async throws {
-    let perImage = CachedImage.estimatedBytes(width: 600, height: 400, maxHandles: 32)
-    try await TestServer.withClient(.live, { $0.cacheBytes = 2 * perImage + perImage / 2 }) { client, service in
-      let png = try TestServer.coffeePNG()
-      let a = try await client.upload(png)
-      let b = try await client.upload(png)
-      _ = try await client.segment(a.id, SegmentRequest(points: [[5, 5]], labels: [1]))  // a is now newer than b
-      let c = try await client.upload(png)
-      let stats = service.cache.stats
-      #expect(stats.images == 2 && stats.evictions == 1 && stats.bytes <= stats.limitBytes)
-      let gone = try await client.postJSON(
-        "/v1/images/\(b.id)/segment", #"{"points": [[5, 5]], "labels": [1]}"#)
-      #expect(gone.status == .notFound && gone.apiError?.code == "image_not_found")
-      for kept in [a, c] {
-        let answer = try await client.segment(kept.id, SegmentRequest(points: [[5, 5]], labels: [1]))
-        #expect(answer.imageId == kept.id)
+    @Test func uploadAndSegmentOverLoopback() async throws {
+      try await TestServer.withClient(.live) { client, _ in
+        #expect(client.port != nil)
+        let image = try await client.upload(try TestServer.coffeePNG())
+        let answer = try await client.segment(image.id, SegmentRequest(box: [100, 50, 400, 300]))
+        #expect(answer.prompts[0].masks.count == 3)
+        // The same through the project's own blocking client (which the load test uses).
+        let connection = try LoopbackHTTPConnection(host: "127.0.0.1", port: try #require(client.port))
+        let health = try connection.request("GET", "/v1/health")
+        #expect(health.status == 200)
+        let again = try connection.request(
+          "POST", "/v1/images/\(image.id)/segment", headers: ["Content-Type": "application/json"],
+          body: Array(#"{"box": [100, 50, 400, 300]}"#.utf8))
+        #expect(again.status == 200)
+        let decoded = try JSONDecoder().decode(SegmentResponse.self, from: Data(again.body))
+        // Handles are new for every answer; the masks and scores are the same.
+        #expect(decoded.prompts[0].masks.map(\.segmentation) == answer.prompts[0].masks.map(\.segmentation))
+        #expect(decoded.prompts[0].masks.map(\.score) == answer.prompts[0].masks.map(\.score))
       }
     }
-  }
 
-  /// A short run of the load test: no errors, and resident memory does not grow past the
-  /// cache bound.
-  @Test func shortLoadRunHasNoErrors() async throws {
-    try await TestServer.withClient(.live, { $0.cacheBytes = 256 << 20 }) { client, _ in
-      var options = LoadTest.Options()
-      options.port = try #require(client.port)
-      options.image = [UInt8](try Data(contentsOf: TestServer.exampleJPEG))
-      options.clients = 8
-      options.duration = .seconds(3)
-      let report = try await Task.detached { try LoadTest.run(options) }.value
-      #expect(report.errors == 0, "\(report.errorKinds)")
-      #expect(report.requests > 8)
-      #expect(report.latencyMs["p50"]! > 0 && report.latencyMs["p99"]! >= report.latencyMs["p50"]!)
-      #expect(report.rssBeforeBytes > 0)
-      #expect(report.rssGrowthBytes < report.cacheLimitBytes, "\(report.summary)")
+    /// One worker, no queue: while it runs a long job, a second model request is refused at
+    /// once with 503 and Retry-After, health still answers, and afterwards work resumes.
+    @Test func fullQueueAnswers503WithRetryAfter() async throws {
+      try await TestServer.withClient(.live, {
+        $0.workers = 1
+        $0.queueCapacity = 0
+      }) { client, service in
+        let image = try await client.upload(try TestServer.coffeePNG())
+        async let slow = client.postJSON("/v1/images/\(image.id)/everything", Self.slowEverything(side: 8))
+        try await Self.waitFor(client) { $0.queue.running == 1 }
+
+        let refused = try await client.postJSON(
+          "/v1/images/\(image.id)/segment", #"{"points": [[10, 10]], "labels": [1]}"#)
+        #expect(refused.status == .serviceUnavailable)
+        #expect(refused.apiError?.code == "overloaded")
+        let retryAfter = try #require(refused.headers[.retryAfter].flatMap { Int($0) })
+        #expect(retryAfter >= 1)
+        let upload = try await client.execute(
+          uri: "/v1/images", method: .post, body: ByteBuffer(bytes: try TestServer.coffeePNG()))
+        #expect(upload.status == .serviceUnavailable && upload.apiError?.code == "overloaded")
+        let health = try await client.execute(uri: "/v1/health", method: .get)
+        #expect(health.status == .ok)
+
+        #expect(try await slow.status == .ok)
+        let after = try await client.segment(image.id, SegmentRequest(points: [[10, 10]], labels: [1]))
+        #expect(after.prompts.count == 1)
+        #expect(service.compute.stats.rejected == 2)
+      }
+    }
+
+    /// A job that outlives the request timeout is answered 503 `timeout`; a request waiting
+    /// behind it in the queue times out too and leaves the queue; the server goes on.
+    @Test func slowJobsTimeOut() async throws {
+      try await TestServer.withClient(.live, {
+        $0.workers = 1
+        $0.queueCapacity = 4
+        $0.requestTimeout = .seconds(2)
+      }) { client, service in
+        let image = try await client.upload(try TestServer.coffeePNG())
+        async let slow = client.postJSON("/v1/images/\(image.id)/everything", Self.slowEverything(side: 12))
+        try await Self.waitFor(client) { $0.queue.running == 1 }
+        let queued = try await client.postJSON(
+          "/v1/images/\(image.id)/segment", #"{"points": [[10, 10]], "labels": [1]}"#)
+        #expect(queued.status == .serviceUnavailable && queued.apiError?.code == "timeout")
+        #expect(queued.headers[.retryAfter] != nil)
+        let timedOut = try await slow
+        #expect(timedOut.status == .serviceUnavailable && timedOut.apiError?.code == "timeout")
+        // The dropped request left the queue; once the running job ends, requests succeed.
+        #expect(service.compute.stats.waiting == 0)
+        try await Self.waitFor(client) { $0.queue.running == 0 }
+        let after = try await client.segment(image.id, SegmentRequest(points: [[10, 10]], labels: [1]))
+        #expect(after.prompts.count == 1)
+        #expect(service.compute.stats.timedOut == 2)
+      }
+    }
+
+    /// A body that stops arriving is answered 408 when the request timeout passes.
+    @Test func stalledBodyAnswers408() async throws {
+      try await TestServer.withClient(.live, { $0.requestTimeout = .milliseconds(500) }) { client, _ in
+        let port = try #require(client.port)
+        let connection = try LoopbackHTTPConnection(host: "127.0.0.1", port: port, timeout: .seconds(20))
+        try connection.send(
+          Array("POST /v1/images HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100000\r\n\r\n".utf8)
+            + [UInt8](repeating: 0x89, count: 100))
+        let start = ContinuousClock.now
+        let response = try connection.readResponse()
+        #expect(response.status == 408)
+        let error = try JSONDecoder().decode(ErrorResponse.self, from: Data(response.body))
+        #expect(error.error.code == "request_timeout")
+        #expect(ContinuousClock.now - start < .seconds(10))
+        let health = try await client.execute(uri: "/v1/health", method: .get)
+        #expect(health.status == .ok)
+      }
+    }
+
+    /// Least recently used images leave when the cache bound is reached; their ids then answer
+    /// 404 and the bytes stay within the bound.
+    @Test func cacheEvictsLeastRecentlyUsed() async throws {
+      let perImage = CachedImage.estimatedBytes(width: 600, height: 400, maxHandles: 32)
+      try await TestServer.withClient(.live, { $0.cacheBytes = 2 * perImage + perImage / 2 }) { client, service in
+        let png = try TestServer.coffeePNG()
+        let a = try await client.upload(png)
+        let b = try await client.upload(png)
+        _ = try await client.segment(a.id, SegmentRequest(points: [[5, 5]], labels: [1]))  // a is now newer than b
+        let c = try await client.upload(png)
+        let stats = service.cache.stats
+        #expect(stats.images == 2 && stats.evictions == 1 && stats.bytes <= stats.limitBytes)
+        let gone = try await client.postJSON(
+          "/v1/images/\(b.id)/segment", #"{"points": [[5, 5]], "labels": [1]}"#)
+        #expect(gone.status == .notFound && gone.apiError?.code == "image_not_found")
+        for kept in [a, c] {
+          let answer = try await client.segment(kept.id, SegmentRequest(points: [[5, 5]], labels: [1]))
+          #expect(answer.imageId == kept.id)
+        }
+      }
     }
   }
 }

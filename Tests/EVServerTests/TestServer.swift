@@ -6,6 +6,7 @@ import HummingbirdTesting
 import Logging
 import NIOCore
 import TestSupport
+import Testing
 
 /// The fixture model and service setup the server tests share.
 enum TestServer {
@@ -103,3 +104,7 @@ extension Data {
     self.init(buffer.readableBytesView)
   }
 }
+
+/// Every server test, one at a time: several start servers and slow jobs, and their timing
+/// checks should not compete with each other for the two cores.
+@Suite(.serialized) enum ServerTests {}

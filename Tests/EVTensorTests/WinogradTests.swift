@@ -29,7 +29,9 @@ import Testing
       x, weights: WinogradWeights(weight: weight), bias: bias, activation: t.act)
     let reference = Reference.conv2d(
       x, weight: weight, bias: bias, stride: 1, padding: 1, activation: t.act)
-    expectClose(fast, reference, tolerance: 2e-6, t.testDescription)
+    // The transforms' coefficients (up to 8 and 1/24) amplify float rounding a little beyond a
+    // direct sum's: ~3e-6 relative L2 at C = 256, still 30× inside the golden tolerance (1e-4).
+    expectClose(fast, reference, tolerance: 1e-5, t.testDescription)
   }
 
   @Test func appliesOnlyToDenseSameThreeByThree() {

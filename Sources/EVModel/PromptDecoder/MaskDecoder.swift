@@ -162,9 +162,15 @@ public struct MaskDecoder: Sendable {
   ///
   /// The prompts run one after another through scratch buffers allocated once per call, with
   /// the image-side tensors shared; calls are independent and may run concurrently.
-  public func decode(_ image: DecoderImage, prompts: PromptEmbeddings, multimask: Bool)
-    -> MaskDecoderOutput
-  {
+  ///
+  /// - Parameter skipMasksAtOrBelowIoU: when given, a prompt whose returned outputs all have a
+  ///   predicted IoU at or below it (or NaN) gets no masks: its output upscaling, about half of
+  ///   the per-prompt work, is skipped and its logits are -∞. Everything mode discards such
+  ///   masks anyway (`pred_iou_thresh` keeps IoU > threshold), so it decodes far less.
+  public func decode(
+    _ image: DecoderImage, prompts: PromptEmbeddings, multimask: Bool,
+    skipMasksAtOrBelowIoU: Float? = nil
+  ) -> MaskDecoderOutput {
     let e = Self.embedding
     let n = Self.imageTokens
     let sparse = prompts.sparse
@@ -204,8 +210,15 @@ public struct MaskDecoder: Sendable {
           imagePE: image.positional.base, imageTokens: n, workspace: workspace)
 
         iouHead.apply(queries.base, ldx: e, rows: 1, into: iouAll.base)
+        for (j, m) in selected.enumerated() { iou[b * outputs + j] = iouAll.base[m] }
+        if let cut = skipMasksAtOrBelowIoU,
+          (0..<outputs).allSatisfy({ !(iou[b * outputs + $0] > cut) })
+        {
+          (out.baseAddress! + b * outputs * plane).update(
+            repeating: -.infinity, count: outputs * plane)
+          continue
+        }
         for (j, m) in selected.enumerated() {
-          iou[b * outputs + j] = iouAll.base[m]
           hypernetworks[m].apply(
             queries.base + (1 + m) * e, ldx: e, rows: 1,
             into: hyper.base + j * Self.upscaledChannels[1])

@@ -1,3 +1,5 @@
+import CKernels
+
 /// Row-wise kernels on raw buffers for SAM's mask decoder.
 ///
 /// The decoder works on token-major matrices (`rows × features`) whose attention heads are
@@ -94,7 +96,7 @@ public enum RowOps {
         } else {
           normalizeRow(x + r * dim, o, dim: dim, weight: weight, bias: bias, eps: eps)
         }
-        if gelu {
+        if gelu && evk_gelu_erf_rational(o, dim, nil) == 0 {
           for j in 0..<dim { o[j] = RowOps.gelu(o[j]) }
         }
       }
@@ -149,6 +151,8 @@ public enum RowOps {
     Parallel.forRanges(count: rows, costPerItem: cols * 12) { range in
       for r in range {
         let p = x + r * stride
+        // The AVX-512 twin of `gelu` (same formula, FMA rounding) when the CPU has it.
+        if evk_gelu_erf_rational(p, cols, bias) != 0 { continue }
         for c in 0..<cols { p[c] = gelu(p[c] + bias[c]) }
       }
     }

@@ -1,0 +1,69 @@
+import Foundation
+import Testing
+
+/// `evsam bench` end to end on L0 with random weights (one run of each case), and its reading of
+/// a reference JSON into ratios.
+@Suite struct BenchCommandTests {
+  @Test func benchmarksL0AndComparesWithAReference() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: dir) }
+    // A reference as scripts/reference-bench writes it; the ratios must be ours / these.
+    let reference: [String: Any] = [
+      "models": [
+        "l0": [
+          "pytorch": [
+            "encoder_s": ["median": 0.5, "min": 0.5], "decoder_point_ms": ["median": 50.0],
+            "peak_rss_after_encode_mb": 1000.0,
+          ],
+          "onnxruntime": ["encoder_s": ["median": 0.25, "min": 0.25]],
+        ]
+      ]
+    ]
+    let referenceURL = dir.appendingPathComponent("reference.json")
+    try JSONSerialization.data(withJSONObject: reference).write(to: referenceURL)
+    let jsonURL = dir.appendingPathComponent("bench.json")
+    let r = try CLIRunner.run([
+      "bench", "--model", "l0", "--runs", "1", "--decoder-runs", "1", "--skip-everything",
+      "--reference", referenceURL.path, "--json", jsonURL.path,
+    ])
+    try #require(r.status == 0, "bench failed: \(r.stderr)")
+
+    let data = try Data(contentsOf: jsonURL)
+    let document = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    let results = try #require(document["results"] as? [[String: Any]])
+    try #require(results.count == 1)
+    let l0 = results[0]
+    #expect(l0["model"] as? String == "l0")
+    let encoder = try #require((l0["encoder_s"] as? [String: Any])?["median"] as? Double)
+    #expect(encoder > 0)
+    let gmacs = try #require(l0["encoder_gmacs"] as? Double)
+    #expect(abs(gmacs - 34.775) < 0.01)
+    let rss = try #require(l0["peak_rss_after_encode_mb"] as? Double)
+    #expect(rss > 50)
+    for key in ["decoder_point_ms", "decoder_box_ms", "decoder_batch64_ms"] {
+      let median = (l0[key] as? [String: Any])?["median"] as? Double
+      #expect((median ?? 0) > 0, "\(key)")
+    }
+
+    // The table holds our encoder median against both references.
+    let torchRatio = String(format: "%.2f×", encoder / 0.5)
+    let ortRatio = String(format: "%.2f×", encoder / 0.25)
+    let row = try #require(
+      r.stdout.split(separator: "\n").first { $0.contains("l0 encoder (median)") })
+    #expect(row.contains(torchRatio), "\(row)")
+    #expect(row.contains(ortRatio), "\(row)")
+    #expect(r.stdout.contains("l0 peak RSS after encode"))
+  }
+
+  @Test func refusesBadArguments() throws {
+    let zeroRuns = try CLIRunner.run(["bench", "--model", "l0", "--runs", "0"])
+    #expect(zeroRuns.status != 0)
+    let both = try CLIRunner.run([
+      "bench", "--model", "l0", "--with-reference", "--reference", "x.json",
+    ])
+    #expect(both.status != 0)
+    #expect(both.stderr.contains("not both"))
+    let unknown = try CLIRunner.run(["bench", "--model", "l9"])
+    #expect(unknown.status != 0)
+  }
+}
