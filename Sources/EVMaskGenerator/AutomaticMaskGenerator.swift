@@ -65,9 +65,11 @@ public struct GenerationProgress: Sendable {
 ///
 /// The arithmetic that decides which pixels and masks survive is the official one (see
 /// `MaskUpscaler`); the speed comes from filtering on predicted IoU before upscaling (the
-/// official code upscales first, but the filter does not depend on the masks), from streaming
-/// each mask's upscaling instead of materialising 1024² images, and from spreading masks over
-/// the cores.
+/// official code upscales first, but the filter does not depend on the masks) — prompts none of
+/// whose masks can pass skip the decoder's own upscaling stage too — from streaming each mask's
+/// upscaling instead of materialising 1024² images, and from spreading masks over the cores.
+///
+/// `generate` uses the predictor's image state: one call at a time per generator.
 public final class AutomaticMaskGenerator {
   public let predictor: SamPredictor
   public let settings: MaskGeneratorSettings

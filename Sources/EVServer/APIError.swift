@@ -12,7 +12,9 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
   /// Seconds after which a retry may succeed (503 only).
   public var retryAfter: Int?
 
-  public init(_ status: HTTPResponse.Status, code: String, _ message: String, retryAfter: Int? = nil) {
+  public init(
+    _ status: HTTPResponse.Status, code: String, _ message: String, retryAfter: Int? = nil
+  ) {
     self.status = status
     self.code = code
     self.message = message
@@ -40,7 +42,8 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
   static func imageNotFound(_ id: String) -> APIError {
     APIError(
       .notFound, code: "image_not_found",
-      "no image with id \(id): it was never uploaded or was evicted from the cache; upload it again")
+      "no image with id \(id): it was never uploaded or was evicted from the cache; upload it again"
+    )
   }
 
   static func maskNotFound(_ handle: String) -> APIError {
@@ -74,8 +77,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
   /// The JSON body.
   var body: Data {
     let envelope = ErrorResponse(error: .init(status: status.code, code: code, message: message))
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     // Three plain fields always encode.
-    return (try? JSONEncoder().encode(envelope)) ?? Data("{}".utf8)
+    return (try? encoder.encode(envelope)) ?? Data("{}".utf8)
   }
 }
 

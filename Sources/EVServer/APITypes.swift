@@ -122,7 +122,8 @@ public struct EverythingRequest: Codable, Sendable, Equatable {
     cropNLayers = try c.decodeIfPresent(Int.self, forKey: .cropNLayers)
     cropNMSThresh = try c.decodeIfPresent(Double.self, forKey: .cropNMSThresh)
     cropOverlapRatio = try c.decodeIfPresent(Double.self, forKey: .cropOverlapRatio)
-    cropNPointsDownscaleFactor = try c.decodeIfPresent(Int.self, forKey: .cropNPointsDownscaleFactor)
+    cropNPointsDownscaleFactor = try c.decodeIfPresent(
+      Int.self, forKey: .cropNPointsDownscaleFactor)
     minMaskRegionArea = try c.decodeIfPresent(Int.self, forKey: .minMaskRegionArea)
     outputMode = try c.decodeIfPresent(String.self, forKey: .outputMode)
   }

@@ -30,14 +30,16 @@ public final class ComputeQueue: Sendable {
   private final class Job: Sendable {
     enum Phase { case queued, running, finished }
     let deadline: ContinuousClock.Instant
-    /// Runs the work and delivers its result; nil once it ran or was dropped, so that nothing
-    /// the work captured (an image, a cache entry) outlives the request.
-    let body: Mutex<(@Sendable () -> Void)?>
+    /// Runs the work and returns what delivers its result (called once the worker counts
+    /// itself free, so that a client answered at once finds room for its next request); nil
+    /// once it ran or was dropped, so that nothing the work captured (an image, a cache entry)
+    /// outlives the request.
+    let body: Mutex<(@Sendable () -> @Sendable () -> Void)?>
     /// Answers the waiting request with an error unless it was answered; true if it was not.
     let fail: @Sendable (any Error) -> Bool
 
     init(
-      deadline: ContinuousClock.Instant, body: @escaping @Sendable () -> Void,
+      deadline: ContinuousClock.Instant, body: @escaping @Sendable () -> @Sendable () -> Void,
       fail: @escaping @Sendable (any Error) -> Bool
     ) {
       self.deadline = deadline
@@ -113,11 +115,8 @@ public final class ComputeQueue: Sendable {
     let job = Job(
       deadline: deadline,
       body: {
-        do {
-          _ = answer.deliver(.success(try work()))
-        } catch {
-          _ = answer.deliver(.failure(error))
-        }
+        let result = Result { try work() }
+        return { _ = answer.deliver(result) }
       },
       fail: { answer.deliver(.failure($0)) })
 
@@ -128,7 +127,8 @@ public final class ComputeQueue: Sendable {
     }
     defer { timer.cancel() }
     return try await withTaskCancellationHandler {
-      try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<T, any Error>) in
+      try await withCheckedThrowingContinuation {
+        (continuation: CheckedContinuation<T, any Error>) in
         answer.install(continuation)
       }
     } onCancel: {
@@ -150,7 +150,8 @@ public final class ComputeQueue: Sendable {
   private func admit(_ job: Job) throws {
     let refusal: APIError? = state.withLock { s in
       guard !s.stopping else {
-        return APIError(.serviceUnavailable, code: "shutting_down", "the server is shutting down", retryAfter: 5)
+        return APIError(
+          .serviceUnavailable, code: "shutting_down", "the server is shutting down", retryAfter: 5)
       }
       guard s.queue.count + s.running < workers + capacity else {
         s.rejected += 1
@@ -207,7 +208,7 @@ public final class ComputeQueue: Sendable {
         defer { b = nil }
         return b
       }
-      body?()
+      let deliver = body?()
       let seconds = (ContinuousClock.now - start).seconds
       state.withLock { s in
         s.running -= 1
@@ -215,6 +216,7 @@ public final class ComputeQueue: Sendable {
         s.phases[ObjectIdentifier(job)] = nil
         s.meanSeconds = 0.8 * s.meanSeconds + 0.2 * seconds
       }
+      deliver?()
     }
     finishedWorkers.signal()
   }

@@ -22,7 +22,8 @@ public final class CachedImage: @unchecked Sendable {
   let image: RGBImage
   private let handles: Mutex<HandleStore>
 
-  init(id: String, predictor: SamPredictor, image: RGBImage, encodeTime: Duration, maxHandles: Int) {
+  init(id: String, predictor: SamPredictor, image: RGBImage, encodeTime: Duration, maxHandles: Int)
+  {
     self.id = id
     self.width = image.width
     self.height = image.height

@@ -94,18 +94,22 @@ public enum LoadTest {
     guard problems.isEmpty else { throw Failure(description: problems.joined(separator: "; ")) }
     let control = try LoopbackHTTPConnection(host: options.host, port: options.port)
     let upload = try control.request(
-      "POST", "/v1/images", headers: ["Content-Type": "application/octet-stream"], body: options.image)
+      "POST", "/v1/images", headers: ["Content-Type": "application/octet-stream"],
+      body: options.image)
     guard upload.status == 201,
       let info = try? JSONDecoder().decode(ImageResponse.self, from: Data(upload.body))
     else {
       throw Failure(
-        description: "upload failed with status \(upload.status): \(String(decoding: upload.body, as: UTF8.self))")
+        description:
+          "upload failed with status \(upload.status): \(String(decoding: upload.body, as: UTF8.self))"
+      )
     }
     // One request first, so that lazily built state is not counted as growth.
     let path = "/v1/images/\(info.id)/segment"
     let warm = try control.request(
       "POST", path, headers: ["Content-Type": "application/json"],
-      body: body(x: Double(info.width) / 2, y: Double(info.height) / 2, multimask: options.multimask))
+      body: body(
+        x: Double(info.width) / 2, y: Double(info.height) / 2, multimask: options.multimask))
     guard warm.status == 200 else {
       throw Failure(description: "the first segment request failed with status \(warm.status)")
     }

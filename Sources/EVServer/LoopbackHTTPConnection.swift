@@ -35,9 +35,12 @@ public final class LoopbackHTTPConnection {
   /// Connects to `host:port`; `timeout` bounds every later read and write.
   public init(host: String, port: Int, timeout: Duration = .seconds(60)) throws {
     guard Self.isLoopback(host) else {
-      throw Failure(description: "\(host) is not a loopback address; this client only talks to this machine")
+      throw Failure(
+        description: "\(host) is not a loopback address; this client only talks to this machine")
     }
-    let name = host == "localhost" ? "127.0.0.1" : host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
+    let name =
+      host == "localhost"
+      ? "127.0.0.1" : host.trimmingCharacters(in: CharacterSet(charactersIn: "[]"))
     let v6 = name.contains(":")
     #if canImport(Glibc)
       let stream = Int32(SOCK_STREAM.rawValue)
@@ -45,11 +48,14 @@ public final class LoopbackHTTPConnection {
       let stream = SOCK_STREAM
     #endif
     fd = socket(v6 ? AF_INET6 : AF_INET, stream, 0)
-    guard fd >= 0 else { throw Failure(description: "socket(): \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else {
+      throw Failure(description: "socket(): \(String(cString: strerror(errno)))")
+    }
     var one: Int32 = 1
     setsockopt(fd, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
     let seconds = timeout.components.seconds
-    var tv = timeval(tv_sec: Int(seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+    var tv = timeval(
+      tv_sec: Int(seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
     let result: Int32
@@ -127,7 +133,8 @@ public final class LoopbackHTTPConnection {
     var headers: [String: String] = [:]
     for line in lines.dropFirst() {
       guard let colon = line.firstIndex(of: ":") else { continue }
-      headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(in: .whitespaces)
+      headers[line[..<colon].lowercased()] = line[line.index(after: colon)...].trimmingCharacters(
+        in: .whitespaces)
     }
     let length = Int(headers["content-length"] ?? "0") ?? 0
     while buffer.count < length { try fill() }
@@ -143,7 +150,8 @@ public final class LoopbackHTTPConnection {
     guard n > 0 else {
       isOpen = false
       throw Failure(
-        description: n == 0 ? "the server closed the connection" : "read failed: \(String(cString: strerror(errno)))")
+        description: n == 0
+          ? "the server closed the connection" : "read failed: \(String(cString: strerror(errno)))")
     }
     buffer += chunk[..<n]
   }

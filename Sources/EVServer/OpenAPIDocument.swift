@@ -31,7 +31,7 @@ public enum OpenAPIDocument {
         "/v1/images": {
           "post": {
             "summary": "Upload an image; it is encoded and its embedding cached",
-            "description": "The body is the PNG or JPEG file itself (image/png, image/jpeg or application/octet-stream), or multipart/form-data with the file in a part named image (or file). JPEGs are turned upright by their EXIF orientation. The least recently used images leave the cache when its bound is reached; their ids then answer 404 and the image must be uploaded again.",
+            "description": "The body is the PNG or JPEG file itself (the format is read from its first bytes, so image/png, image/jpeg, application/octet-stream or any other Content-Type will do), or multipart/form-data with the file in a part named image (or file). JPEGs are turned upright by their EXIF orientation. The least recently used images leave the cache when its bound is reached; their ids then answer 404 and the image must be uploaded again.",
             "operationId": "uploadImage",
             "requestBody": {
               "required": true,

@@ -10,6 +10,8 @@ public enum SegmentationServer {
   /// The router with every route of the API and the web page.
   public static func router(service: SegmentationService) -> Router<ServiceRequestContext> {
     let router = Router(context: ServiceRequestContext.self)
+    // One line per request at debug level (`evsam serve --log-level debug`).
+    router.add(middleware: LogRequestsMiddleware(.debug))
     router.add(middleware: APIErrorMiddleware(logger: service.logger))
     let routes = Routes(service: service)
 
@@ -17,7 +19,8 @@ public enum SegmentationServer {
     router.get("/app.js") { _, _ in
       Routes.asset(WebAssets.script, type: "text/javascript; charset=utf-8")
     }
-    router.get("/app.css") { _, _ in Routes.asset(WebAssets.style, type: "text/css; charset=utf-8") }
+    router.get("/app.css") { _, _ in Routes.asset(WebAssets.style, type: "text/css; charset=utf-8")
+    }
     router.get("/openapi.json") { _, _ in
       Routes.asset(OpenAPIDocument.json, type: "application/json")
     }
@@ -29,7 +32,8 @@ public enum SegmentationServer {
       return try Routes.json(
         ImageResponse(
           id: entry.id, width: entry.width, height: entry.height,
-          encodeMs: entry.encodeTime.milliseconds, model: service.modelName, cacheBytes: entry.bytes))
+          encodeMs: entry.encodeTime.milliseconds, model: service.modelName, cacheBytes: entry.bytes
+        ))
     }
     router.delete("/v1/images/:id") { _, context in
       let id = try context.parameters.require("id")
@@ -72,7 +76,8 @@ struct Routes: Sendable {
     var headers = HTTPFields()
     headers[.contentType] = type
     headers[.cacheControl] = "no-cache"
-    return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+    return Response(
+      status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
   }
 
   static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {
@@ -81,12 +86,15 @@ struct Routes: Sendable {
     return data(try encoder.encode(value), status: status)
   }
 
-  static func data(_ data: Data, status: HTTPResponse.Status = .ok, type: String = "application/json")
+  static func data(
+    _ data: Data, status: HTTPResponse.Status = .ok, type: String = "application/json"
+  )
     -> Response
   {
     var headers = HTTPFields()
     headers[.contentType] = type
-    return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    return Response(
+      status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
   }
 
   /// When the request must be answered by.
@@ -130,7 +138,9 @@ struct Routes: Sendable {
     }
   }
 
-  func decodeJSON<T: Decodable>(_ type: T.Type, from body: ByteBuffer, emptyMeans empty: T?) throws -> T {
+  func decodeJSON<T: Decodable>(_ type: T.Type, from body: ByteBuffer, emptyMeans empty: T?) throws
+    -> T
+  {
     let data = Data(body.readableBytesView)
     if data.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) {
       guard let empty else { throw APIError.invalidJSON("the body is empty: send a JSON object") }
@@ -186,7 +196,8 @@ struct Routes: Sendable {
     let deadline = deadline()
     let rawContentType = request.headers[.contentType] ?? ""
     let contentType = rawContentType.lowercased()
-    let body = try await readBody(request, context, limit: configuration.maxUploadBytes, deadline: deadline)
+    let body = try await readBody(
+      request, context, limit: configuration.maxUploadBytes, deadline: deadline)
     let bytes: [UInt8]
     if contentType.hasPrefix("multipart/form-data") {
       do {
@@ -195,16 +206,9 @@ struct Routes: Sendable {
         throw APIError.invalidRequest(error.description)
       }
     } else {
-      let mediaType = contentType.split(separator: ";").first.map {
-        $0.trimmingCharacters(in: .whitespaces)
-      } ?? ""
-      let accepted = ["", "image/png", "image/jpeg", "image/jpg", "application/octet-stream"]
-      guard accepted.contains(mediaType) else {
-        throw APIError(
-          .unsupportedMediaType, code: "unsupported_media_type",
-          "Content-Type \(mediaType) is not accepted: send the image as image/png, image/jpeg, "
-            + "application/octet-stream or multipart/form-data")
-      }
+      // The format is read from the bytes, so any other Content-Type will do (curl's
+      // --data-binary sends application/x-www-form-urlencoded); what is not PNG or JPEG is
+      // refused with 415 by the service.
       bytes = Array(body.readableBytesView)
     }
     let image = try await service.addImage(bytes, deadline: deadline)
@@ -222,7 +226,8 @@ struct Routes: Sendable {
     guard format == "json" || format == "png" else {
       throw APIError.invalidRequest("format must be json or png, got \(format)")
     }
-    let body = try await readBody(request, context, limit: configuration.maxJSONBytes, deadline: deadline)
+    let body = try await readBody(
+      request, context, limit: configuration.maxJSONBytes, deadline: deadline)
     let prompt = try decodeJSON(SegmentRequest.self, from: body, emptyMeans: nil)
     let result = try await service.segment(imageID: id, prompt, deadline: deadline)
     guard format == "png" else { return try Self.json(result) }
@@ -260,8 +265,10 @@ struct Routes: Sendable {
     -> Response
   {
     let deadline = deadline()
-    let body = try await readBody(request, context, limit: configuration.maxJSONBytes, deadline: deadline)
-    let settings = try decodeJSON(EverythingRequest.self, from: body, emptyMeans: EverythingRequest())
+    let body = try await readBody(
+      request, context, limit: configuration.maxJSONBytes, deadline: deadline)
+    let settings = try decodeJSON(
+      EverythingRequest.self, from: body, emptyMeans: EverythingRequest())
     return Self.data(try await service.everything(imageID: id, settings, deadline: deadline))
   }
 }
@@ -287,7 +294,9 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
       let apiError: APIError =
         switch status {
         case .notFound:
-          APIError(.notFound, code: "not_found", "no route for \(request.method) \(request.uri.path); see /openapi.json")
+          APIError(
+            .notFound, code: "not_found",
+            "no route for \(request.method) \(request.uri.path); see /openapi.json")
         case .contentTooLarge:
           APIError(.contentTooLarge, code: "payload_too_large", "the body is too large")
         default:
@@ -295,10 +304,13 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
         }
       return Self.response(apiError)
     } catch is CancellationError {
-      return Self.response(APIError(.serviceUnavailable, code: "cancelled", "the request was cancelled", retryAfter: 1))
+      return Self.response(
+        APIError(.serviceUnavailable, code: "cancelled", "the request was cancelled", retryAfter: 1)
+      )
     } catch {
       logger.error("\(request.method) \(request.uri.path) failed: \(error)")
-      return Self.response(APIError(.internalServerError, code: "internal", "internal error: \(error)"))
+      return Self.response(
+        APIError(.internalServerError, code: "internal", "internal error: \(error)"))
     }
   }
 
@@ -306,7 +318,9 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
     if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
-    return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: error.body)))
+    return Response(
+      status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: error.body))
+    )
   }
 }
 

@@ -46,9 +46,12 @@ public final class SegmentationService: Sendable {
   // MARK: Images
 
   /// Decodes and encodes an uploaded PNG or JPEG and caches its embedding.
-  public func addImage(_ bytes: [UInt8], deadline: ContinuousClock.Instant) async throws -> ImageResponse {
+  public func addImage(_ bytes: [UInt8], deadline: ContinuousClock.Instant) async throws
+    -> ImageResponse
+  {
     guard !bytes.isEmpty else {
-      throw APIError(.badRequest, code: "invalid_image", "the request body is empty: send PNG or JPEG bytes")
+      throw APIError(
+        .badRequest, code: "invalid_image", "the request body is empty: send PNG or JPEG bytes")
     }
     guard ImageProbe.format(bytes) != nil else {
       let head = bytes.prefix(8).map { String(format: "%02X", $0) }.joined(separator: " ")
@@ -81,7 +84,8 @@ public final class SegmentationService: Sendable {
       // checkDimensions refuses images the cache cannot hold, so this is a race-free safety net.
       throw APIError(
         .contentTooLarge, code: "image_too_large",
-        "the image needs \(entry.bytes >> 20) MiB of cache but the bound is \(cache.limitBytes >> 20) MiB")
+        "the image needs \(entry.bytes >> 20) MiB of cache but the bound is \(cache.limitBytes >> 20) MiB"
+      )
     }
     logger.info(
       "encoded image",
@@ -105,7 +109,8 @@ public final class SegmentationService: Sendable {
     guard width > 0, height > 0 else {
       throw APIError(.badRequest, code: "invalid_image", "the image is empty (\(width)×\(height))")
     }
-    guard width <= c.maxImageSide, height <= c.maxImageSide, width * height <= c.maxImagePixels else {
+    guard width <= c.maxImageSide, height <= c.maxImageSide, width * height <= c.maxImagePixels
+    else {
       throw APIError(
         .contentTooLarge, code: "image_too_large",
         "the image is \(width)×\(height) pixels; this server accepts at most \(c.maxImageSide) "
@@ -182,7 +187,8 @@ public final class SegmentationService: Sendable {
     case (nil, let list?):
       guard !list.isEmpty else { throw .invalidPrompt("boxes is empty; leave it out for no box") }
       guard list.count <= c.maxBoxes else {
-        throw .invalidPrompt("\(list.count) boxes; this server takes at most \(c.maxBoxes) per request")
+        throw .invalidPrompt(
+          "\(list.count) boxes; this server takes at most \(c.maxBoxes) per request")
       }
       boxes = list
     case (nil, nil):
@@ -193,7 +199,9 @@ public final class SegmentationService: Sendable {
       guard box.count == 4 else {
         throw .invalidPrompt("\(name) has \(box.count) values; give [x0, y0, x1, y1]")
       }
-      guard box.allSatisfy(\.isFinite) else { throw .invalidPrompt("\(name) has a non-finite value") }
+      guard box.allSatisfy(\.isFinite) else {
+        throw .invalidPrompt("\(name) has a non-finite value")
+      }
       guard box[0] <= box[2], box[1] <= box[3] else {
         throw .invalidPrompt("\(name) \(box) is inverted: need x0 ≤ x1 and y0 ≤ y1")
       }
@@ -207,22 +215,29 @@ public final class SegmentationService: Sendable {
     let points = request.points ?? []
     let labels = request.labels ?? []
     guard points.count <= c.maxPoints else {
-      throw .invalidPrompt("\(points.count) points; this server takes at most \(c.maxPoints) per prompt")
+      throw .invalidPrompt(
+        "\(points.count) points; this server takes at most \(c.maxPoints) per prompt")
     }
     guard labels.count == points.count else {
       throw .invalidPrompt(
         "\(points.count) point\(points.count == 1 ? "" : "s") but \(labels.count) label"
-          + "\(labels.count == 1 ? "" : "s"); give one label (1 foreground, 0 background) per point")
+          + "\(labels.count == 1 ? "" : "s"); give one label (1 foreground, 0 background) per point"
+      )
     }
     for (i, p) in points.enumerated() {
-      guard p.count == 2 else { throw .invalidPrompt("point \(i) has \(p.count) values; give [x, y]") }
-      guard p[0].isFinite, p[1].isFinite else { throw .invalidPrompt("point \(i) has a non-finite value") }
+      guard p.count == 2 else {
+        throw .invalidPrompt("point \(i) has \(p.count) values; give [x, y]")
+      }
+      guard p[0].isFinite, p[1].isFinite else {
+        throw .invalidPrompt("point \(i) has a non-finite value")
+      }
       guard p[0] >= 0, p[0] <= w, p[1] >= 0, p[1] <= h else {
         throw .outOfBounds(
           "point \(i) (\(p[0]), \(p[1])) lies outside the \(entry.width)×\(entry.height) image")
       }
       guard labels[i] == 0 || labels[i] == 1 else {
-        throw .invalidPrompt("label \(i) is \(labels[i]); labels are 1 (foreground) or 0 (background)")
+        throw .invalidPrompt(
+          "label \(i) is \(labels[i]); labels are 1 (foreground) or 0 (background)")
       }
     }
 
@@ -263,7 +278,8 @@ public final class SegmentationService: Sendable {
     }
     let decodeTime = ContinuousClock.now - start
     guard let logits = prediction.maskLogits else {
-      throw APIError(.internalServerError, code: "internal", "the predictor returned no full-size masks")
+      throw APIError(
+        .internalServerError, code: "internal", "the predictor returned no full-size masks")
     }
     let (batch, candidates) = (prediction.batchSize, prediction.masksPerPrompt)
     let (h, w) = (entry.height, entry.width)
@@ -339,10 +355,14 @@ public final class SegmentationService: Sendable {
     let c = configuration
     var s = MaskGeneratorSettings()
     if let grids = r.pointGrids {
-      guard r.pointsPerSide == nil else { throw invalid("give points_per_side or point_grids, not both") }
+      guard r.pointsPerSide == nil else {
+        throw invalid("give points_per_side or point_grids, not both")
+      }
       let total = grids.reduce(0) { $0 + $1.count }
       guard total <= c.maxPointsPerSide * c.maxPointsPerSide * (c.maxCropLayers + 1) else {
-        throw invalid("point_grids has \(total) points; this server takes at most \(c.maxPointsPerSide)² per layer")
+        throw invalid(
+          "point_grids has \(total) points; this server takes at most \(c.maxPointsPerSide)² per layer"
+        )
       }
       for (i, grid) in grids.enumerated() {
         guard grid.allSatisfy({ $0.count == 2 }) else {
@@ -358,7 +378,9 @@ public final class SegmentationService: Sendable {
       s.pointsPerSide = n
     }
     if let n = r.pointsPerBatch {
-      guard (1...1024).contains(n) else { throw invalid("points_per_batch must be 1…1024, got \(n)") }
+      guard (1...1024).contains(n) else {
+        throw invalid("points_per_batch must be 1…1024, got \(n)")
+      }
       s.pointsPerBatch = n
     }
     if let n = r.cropNLayers {

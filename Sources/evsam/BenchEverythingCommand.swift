@@ -91,13 +91,17 @@ struct BenchEverythingCommand: ParsableCommand {
       generator.parallelPrompts = !sequentialPrompts
       for _ in 0..<warmup { _ = try generator.generate(picture) }
       var timings: [GenerationTiming] = []
+      var cpu: [Double] = []
       var generation: MaskGeneration?
       for r in 0..<runs {
+        let cpu0 = processCPUSeconds()
         let g = try generator.generate(picture)
+        cpu.append(processCPUSeconds() - cpu0)
         timings.append(g.timing)
         generation = g
         printErr(
-          "  \(variant.rawValue) run \(r + 1): \(describe(g.timing)), \(g.masks.count) masks")
+          "  \(variant.rawValue) run \(r + 1): \(describe(g.timing)), \(String(format: "%.1f", cpu[r])) s CPU, \(g.masks.count) masks"
+        )
       }
       let parts: [(String, KeyPath<GenerationTiming, Duration>)] = [
         ("total", \.total), ("encoder", \.encoder), ("decoder", \.decoder),
@@ -107,16 +111,18 @@ struct BenchEverythingCommand: ParsableCommand {
       for (name, path) in parts {
         medians[name] = median(timings.map { seconds($0[keyPath: path]) })
       }
+      medians["cpu"] = median(cpu)
       let g = generation!
       print(
         String(
           format:
-            "%@ everything: median %.2f s (encoder %.2f s, decoder %.2f s, post-processing %.2f s, filtering %.3f s); %d prompts → %d candidate masks → %d masks",
+            "%@ everything: median %.2f s (encoder %.2f s, decoder %.2f s, post-processing %.2f s, filtering %.3f s; %.1f s CPU); %d prompts → %d candidate masks → %d masks",
           variant.modelName, medians["total"]!, medians["encoder"]!, medians["decoder"]!,
-          medians["postprocess"]!, medians["filtering"]!, g.candidates / 3, g.candidates,
-          g.masks.count))
+          medians["postprocess"]!, medians["filtering"]!, medians["cpu"]!, g.candidates / 3,
+          g.candidates, g.masks.count))
       results.append([
         "model": variant.rawValue, "median_s": medians,
+        "runs_cpu_s": cpu,
         "runs_s": timings.map { t in
           Dictionary(uniqueKeysWithValues: parts.map { ($0.0, seconds(t[keyPath: $0.1])) })
         },

@@ -221,24 +221,39 @@ struct EverythingCommand: ParsableCommand {
     generator.parallelPrompts = true
     let progress = ProgressLine(enabled: !quiet)
     var totalMasks = 0
+    var failed: [String] = []
     for (n, job) in pending.enumerated() {
       let label =
         pending.count > 1
         ? "[\(n + 1)/\(pending.count)] \(job.image.lastPathComponent)" : job.image.lastPathComponent
-      let picture = try RGBImage(contentsOf: job.image)
-      let result = try generator.generate(picture) { p in
-        progress.update(
-          "\(label): crop \(p.crop + 1)/\(p.crops), batch \(p.batchesDone)/\(p.batches), \(p.masksSoFar) masks kept"
+      do {
+        let picture = try RGBImage(contentsOf: job.image)
+        let result = try generator.generate(picture) { p in
+          progress.update(
+            "\(label): crop \(p.crop + 1)/\(p.crops), batch \(p.batchesDone)/\(p.batches), \(p.masksSoFar) masks kept"
+          )
+        }
+        try write(result, image: picture, job: job, settings: settings, modelName: name)
+        totalMasks += result.masks.count
+        let t = result.timing
+        progress.finish(
+          "\(label): \(result.masks.count) masks in \(formatDuration(t.total)) (encoder \(formatDuration(t.encoder)), decoder \(formatDuration(t.decoder)), post-processing \(formatDuration(t.postprocess + t.filtering))) → \(job.json.path)"
         )
+      } catch {
+        // One bad image must not stop a folder: report it, go on, fail at the end.
+        guard pending.count > 1 else { throw error }
+        progress.finish("error: \(label): \(error)")
+        failed.append(job.image.lastPathComponent)
       }
-      try write(result, image: picture, job: job, settings: settings, modelName: name)
-      totalMasks += result.masks.count
-      let t = result.timing
-      progress.finish(
-        "\(label): \(result.masks.count) masks in \(formatDuration(t.total)) (encoder \(formatDuration(t.encoder)), decoder \(formatDuration(t.decoder)), post-processing \(formatDuration(t.postprocess + t.filtering))) → \(job.json.path)"
+    }
+    if pending.count > 1 {
+      printErr("\(pending.count - failed.count) images, \(totalMasks) masks")
+    }
+    if !failed.isEmpty {
+      throw CLIError(
+        "\(failed.count) image(s) failed (\(failed.joined(separator: ", "))); run again to retry them"
       )
     }
-    if pending.count > 1 { printErr("\(pending.count) images, \(totalMasks) masks") }
   }
 
   /// Writes the JSON (last, atomically: its presence means the image is done), the binary-mask

@@ -62,7 +62,9 @@ extension ServerTests {
           Set((schemas[name]?["properties"] as? [String: Any])?.keys ?? [:].keys)
         }
         #expect(
-          fields("SegmentRequest") == ["points", "labels", "box", "boxes", "mask_input", "multimask"])
+          fields("SegmentRequest") == [
+            "points", "labels", "box", "boxes", "mask_input", "multimask",
+          ])
         #expect(fields("EverythingRequest").count == 13)
         #expect(fields("EverythingRequest").contains("crop_n_points_downscale_factor"))
         #expect(fields("Mask") == ["segmentation", "score", "area", "bbox", "handle"])
@@ -83,7 +85,8 @@ extension ServerTests {
         #expect(service.cache.stats.images == 1 && service.cache.stats.bytes == image.cacheBytes)
 
         let again = try await client.execute(uri: "/v1/images/\(image.id)", method: .get)
-        #expect(try JSONDecoder().decode(ImageResponse.self, from: Data(buffer: again.body)) == image)
+        #expect(
+          try JSONDecoder().decode(ImageResponse.self, from: Data(buffer: again.body)) == image)
 
         let deleted = try await client.execute(uri: "/v1/images/\(image.id)", method: .delete)
         #expect(deleted.status == .noContent)
@@ -118,7 +121,9 @@ extension ServerTests {
           uri: "/v1/images", method: .post,
           headers: [.contentType: "multipart/form-data; boundary=\(boundary)"],
           body: ByteBuffer(
-            string: "--\(boundary)\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n--\(boundary)--\r\n"))
+            string:
+              "--\(boundary)\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nx\r\n--\(boundary)--\r\n"
+          ))
         #expect(noFile.status == .badRequest && noFile.apiError?.code == "invalid_request")
       }
     }
@@ -132,7 +137,9 @@ extension ServerTests {
         #expect(answer.width == 600 && answer.height == 400)
         let prompt = try #require(answer.prompts.first)
         #expect(answer.prompts.count == 1 && prompt.masks.count == 3)
-        #expect(prompt.best == prompt.masks.indices.max { prompt.masks[$0].score < prompt.masks[$1].score })
+        #expect(
+          prompt.best
+            == prompt.masks.indices.max { prompt.masks[$0].score < prompt.masks[$1].score })
         for mask in prompt.masks {
           #expect(mask.segmentation.height == 400 && mask.segmentation.width == 600)
           #expect(mask.area == mask.segmentation.decodeRowMajor().reduce(0) { $0 + Int($1) })
@@ -163,19 +170,24 @@ extension ServerTests {
         let picture = try RGBImage(data: Data(buffer: png.body))
         let expected = prompt.masks[prompt.best].segmentation.decodeRowMajor()
         #expect(picture.width == 600 && picture.height == 400)
-        let agree = (0..<(600 * 400)).filter { (picture.pixels[3 * $0] == 255) == (expected[$0] == 1) }
+        let agree = (0..<(600 * 400)).filter {
+          (picture.pixels[3 * $0] == 255) == (expected[$0] == 1)
+        }
         #expect(agree.count == 600 * 400)
-        #expect(png.headers[HTTPField.Name("X-Mask-Area")!] == String(prompt.masks[prompt.best].area))
+        #expect(
+          png.headers[HTTPField.Name("X-Mask-Area")!] == String(prompt.masks[prompt.best].area))
 
         let second = try await client.postJSON(
-          "/v1/images/\(image.id)/segment?format=png&candidate=2", #"{"points": [[300, 200]], "labels": [1]}"#)
+          "/v1/images/\(image.id)/segment?format=png&candidate=2",
+          #"{"points": [[300, 200]], "labels": [1]}"#)
         #expect(second.headers[HTTPField.Name("X-Mask-Area")!] == String(prompt.masks[2].area))
       }
     }
 
     /// Every kind of bad input gets its status and a JSON error, and the service keeps serving.
     @Test func badInputIsRefusedWithJSONErrors() async throws {
-      try await TestServer.withClient(.router, { $0.maxPoints = 5 }) { client, _ in
+      try await TestServer.withClient(.router, TestServer.configuration { $0.maxPoints = 5 }) {
+        client, _ in
         let image = try await client.upload(try TestServer.coffeePNG())
         let segment = "/v1/images/\(image.id)/segment"
         let cases: [(String, String, HTTPResponse.Status, String)] = [
@@ -185,21 +197,43 @@ extension ServerTests {
           ("unknown field", #"{"point": [[1, 2]], "labels": [1]}"#, .badRequest, "invalid_json"),
           ("empty body", "", .badRequest, "invalid_json"),
           ("no prompt", #"{"multimask": true}"#, .unprocessableContent, "invalid_prompt"),
-          ("label 2", #"{"points": [[1, 2]], "labels": [2]}"#, .unprocessableContent, "invalid_prompt"),
+          (
+            "label 2", #"{"points": [[1, 2]], "labels": [2]}"#, .unprocessableContent,
+            "invalid_prompt"
+          ),
           ("labels missing", #"{"points": [[1, 2]]}"#, .unprocessableContent, "invalid_prompt"),
-          ("three coordinates", #"{"points": [[1, 2, 3]], "labels": [1]}"#, .unprocessableContent, "invalid_prompt"),
+          (
+            "three coordinates", #"{"points": [[1, 2, 3]], "labels": [1]}"#, .unprocessableContent,
+            "invalid_prompt"
+          ),
           ("inverted box", #"{"box": [50, 50, 10, 60]}"#, .unprocessableContent, "invalid_prompt"),
           ("short box", #"{"box": [50, 50, 60]}"#, .unprocessableContent, "invalid_prompt"),
-          ("box and boxes", #"{"box": [1, 1, 2, 2], "boxes": [[1, 1, 2, 2]]}"#, .unprocessableContent, "invalid_prompt"),
-          ("empty boxes", #"{"boxes": []}"#, .unprocessableContent, "invalid_prompt"),
           (
-            "too many points", #"{"points": [[1,1],[2,2],[3,3],[4,4],[5,5],[6,6]], "labels": [1,1,1,1,1,1]}"#,
+            "box and boxes", #"{"box": [1, 1, 2, 2], "boxes": [[1, 1, 2, 2]]}"#,
             .unprocessableContent, "invalid_prompt"
           ),
-          ("point left of the image", #"{"points": [[-1, 2]], "labels": [1]}"#, .unprocessableContent, "prompt_out_of_bounds"),
-          ("point below the image", #"{"points": [[10, 400.5]], "labels": [1]}"#, .unprocessableContent, "prompt_out_of_bounds"),
-          ("box past the right edge", #"{"box": [10, 10, 601, 50]}"#, .unprocessableContent, "prompt_out_of_bounds"),
-          ("unknown mask handle", #"{"points": [[1, 2]], "labels": [1], "mask_input": "m999"}"#, .notFound, "mask_not_found"),
+          ("empty boxes", #"{"boxes": []}"#, .unprocessableContent, "invalid_prompt"),
+          (
+            "too many points",
+            #"{"points": [[1,1],[2,2],[3,3],[4,4],[5,5],[6,6]], "labels": [1,1,1,1,1,1]}"#,
+            .unprocessableContent, "invalid_prompt"
+          ),
+          (
+            "point left of the image", #"{"points": [[-1, 2]], "labels": [1]}"#,
+            .unprocessableContent, "prompt_out_of_bounds"
+          ),
+          (
+            "point below the image", #"{"points": [[10, 400.5]], "labels": [1]}"#,
+            .unprocessableContent, "prompt_out_of_bounds"
+          ),
+          (
+            "box past the right edge", #"{"box": [10, 10, 601, 50]}"#, .unprocessableContent,
+            "prompt_out_of_bounds"
+          ),
+          (
+            "unknown mask handle", #"{"points": [[1, 2]], "labels": [1], "mask_input": "m999"}"#,
+            .notFound, "mask_not_found"
+          ),
         ]
         for (name, body, status, code) in cases {
           let response = try await client.postJSON(segment, body)
@@ -211,18 +245,29 @@ extension ServerTests {
 
         let unknownImage = try await client.postJSON(
           "/v1/images/0123456789abcdef/segment", #"{"points": [[1, 2]], "labels": [1]}"#)
-        #expect(unknownImage.status == .notFound && unknownImage.apiError?.code == "image_not_found")
+        #expect(
+          unknownImage.status == .notFound && unknownImage.apiError?.code == "image_not_found")
         let unknownEverything = try await client.postJSON("/v1/images/nope/everything", "{}")
-        #expect(unknownEverything.status == .notFound && unknownEverything.apiError?.code == "image_not_found")
+        #expect(
+          unknownEverything.status == .notFound
+            && unknownEverything.apiError?.code == "image_not_found")
         let unknownDelete = try await client.execute(uri: "/v1/images/nope", method: .delete)
-        #expect(unknownDelete.status == .notFound && unknownDelete.apiError?.code == "image_not_found")
+        #expect(
+          unknownDelete.status == .notFound && unknownDelete.apiError?.code == "image_not_found")
         let noRoute = try await client.execute(uri: "/v2/anything", method: .get)
         #expect(noRoute.status == .notFound && noRoute.apiError?.code == "not_found")
-        let badFormat = try await client.postJSON(segment + "?format=gif", #"{"points": [[1, 2]], "labels": [1]}"#)
+        let badFormat = try await client.postJSON(
+          segment + "?format=gif", #"{"points": [[1, 2]], "labels": [1]}"#)
         #expect(badFormat.status == .badRequest && badFormat.apiError?.code == "invalid_request")
+        let huge = try await client.postJSON(
+          segment,
+          #"{"points": [[1, 2]], "labels": [1], "x": ""#
+            + String(repeating: "x", count: 1_100_000) + #""}"#)
+        #expect(huge.status == .contentTooLarge && huge.apiError?.code == "payload_too_large")
         let badCandidate = try await client.postJSON(
           segment + "?format=png&candidate=7", #"{"points": [[1, 2]], "labels": [1]}"#)
-        #expect(badCandidate.status == .badRequest && badCandidate.apiError?.code == "invalid_request")
+        #expect(
+          badCandidate.status == .badRequest && badCandidate.apiError?.code == "invalid_request")
 
         // Edges are inside: a click on the last column and a box over the whole image work.
         let edge = try await client.postJSON(
@@ -232,13 +277,19 @@ extension ServerTests {
     }
 
     @Test func badUploadsAreRefused() async throws {
-      try await TestServer.withClient(.router, {
-        $0.maxUploadBytes = 200_000
-        $0.maxImageSide = 500
-      }) { client, service in
-        func post(_ bytes: [UInt8], type: String = "application/octet-stream") async throws -> TestResponse {
+      try await TestServer.withClient(
+        .router,
+        TestServer.configuration {
+          $0.maxUploadBytes = 200_000
+          $0.maxImageSide = 500
+        }
+      ) { client, service in
+        func post(_ bytes: [UInt8], type: String = "application/octet-stream") async throws
+          -> TestResponse
+        {
           try await client.execute(
-            uri: "/v1/images", method: .post, headers: [.contentType: type], body: ByteBuffer(bytes: bytes))
+            uri: "/v1/images", method: .post, headers: [.contentType: type],
+            body: ByteBuffer(bytes: bytes))
         }
         let png = try TestServer.coffeePNG()
         #expect(png.count > 200_000)
@@ -253,14 +304,17 @@ extension ServerTests {
 
         // A PNG header claiming 100000×100000 pixels is refused before any decoding.
         var bomb: [UInt8] = [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A, 0, 0, 0, 13]
-        bomb += Array("IHDR".utf8) + [0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0, 8, 2, 0, 0, 0, 0, 0, 0, 0]
+        bomb +=
+          Array("IHDR".utf8) + [0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0, 8, 2, 0, 0, 0, 0, 0, 0, 0]
         let claimed = try await post(bomb)
         #expect(claimed.status == .contentTooLarge && claimed.apiError?.code == "image_too_large")
 
         let text = try await post(Array("hello, this is not an image".utf8))
-        #expect(text.status == .unsupportedMediaType && text.apiError?.code == "unsupported_media_type")
-        let json = try await post([UInt8](jpeg), type: "application/json")
-        #expect(json.status == .unsupportedMediaType && json.apiError?.code == "unsupported_media_type")
+        #expect(
+          text.status == .unsupportedMediaType && text.apiError?.code == "unsupported_media_type")
+        let json = try await post(Array(#"{"image": "coffee.jpg"}"#.utf8), type: "application/json")
+        #expect(
+          json.status == .unsupportedMediaType && json.apiError?.code == "unsupported_media_type")
         let empty = try await post([])
         #expect(empty.status == .badRequest && empty.apiError?.code == "invalid_image")
         let small = try RGBImage(width: 40, height: 30, color: RGBColor(10, 200, 30)).pngData()
@@ -270,7 +324,10 @@ extension ServerTests {
         // After all that, a good upload still works.
         let fine = try await post([UInt8](small), type: "image/png")
         #expect(fine.status == .created)
-        #expect(service.cache.stats.images == 1)
+        // The format comes from the bytes: curl --data-binary's default type does not matter.
+        let form = try await post([UInt8](small), type: "application/x-www-form-urlencoded")
+        #expect(form.status == .created)
+        #expect(service.cache.stats.images == 2)
       }
     }
 
@@ -283,8 +340,14 @@ extension ServerTests {
           (#"{"points_per_side": 1000}"#, .unprocessableContent, "invalid_settings"),
           (#"{"crop_n_layers": 9}"#, .unprocessableContent, "invalid_settings"),
           (#"{"output_mode": "binary_mask"}"#, .unprocessableContent, "invalid_settings"),
-          (#"{"points_per_side": 4, "point_grids": [[[0.5, 0.5]]]}"#, .unprocessableContent, "invalid_settings"),
-          (#"{"crop_n_points_downscale_factor": 0, "crop_n_layers": 1}"#, .unprocessableContent, "invalid_settings"),
+          (
+            #"{"points_per_side": 4, "point_grids": [[[0.5, 0.5]]]}"#, .unprocessableContent,
+            "invalid_settings"
+          ),
+          (
+            #"{"crop_n_points_downscale_factor": 0, "crop_n_layers": 1}"#, .unprocessableContent,
+            "invalid_settings"
+          ),
           (#"{"points_per_sid": 4}"#, .badRequest, "invalid_json"),
           (#"{"points_per_side": "four"}"#, .badRequest, "invalid_json"),
         ]

@@ -10,7 +10,8 @@ extension ServerTests {
   /// file upload of the shipped example, a click, a mask on the canvas. Under CI the test always
   /// runs (CI installs Chromium); elsewhere it needs a Chromium on PATH.
   @Suite struct BrowserEndToEndTests {
-    static let enabled = ChromiumSession.executable != nil || ProcessInfo.processInfo.environment["CI"] != nil
+    static let enabled =
+      ChromiumSession.executable != nil || ProcessInfo.processInfo.environment["CI"] != nil
 
     /// Where screenshots go: $EVSAM_E2E_OUTPUT, else out/e2e in the project.
     static var outputFolder: URL {
@@ -25,8 +26,12 @@ extension ServerTests {
       _ = try Fixtures.require()
       let example = TestServer.exampleJPEG.path
       #expect(FileManager.default.fileExists(atPath: example))
-      try FileManager.default.createDirectory(at: Self.outputFolder, withIntermediateDirectories: true)
+      try FileManager.default.createDirectory(
+        at: Self.outputFolder, withIntermediateDirectories: true)
       let folder = Self.outputFolder
+      let downloads = folder.appendingPathComponent("downloads")
+      try? FileManager.default.removeItem(at: downloads)
+      try FileManager.default.createDirectory(at: downloads, withIntermediateDirectories: true)
       try await TestServer.withClient(.live) { client, service in
         let port = try #require(client.port)
         // The browser calls block this task's thread on the DevTools pipe; the server's
@@ -35,12 +40,15 @@ extension ServerTests {
           let browser = try ChromiumSession()
           defer { browser.quit() }
           try browser.open("http://127.0.0.1:\(port)/")
-          try browser.waitUntil("document.readyState === 'complete' && window.evsamTest !== undefined")
+          try browser.waitUntil(
+            "document.readyState === 'complete' && window.evsamTest !== undefined")
 
           // Choose the shipped example in the file input, as a person would.
           try browser.setFile(selector: "#file", path: example)
-          try browser.waitUntil("window.evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'")
-          let size = try browser.evaluate("[evsamTest.state.width, evsamTest.state.height]") as? [Int]
+          try browser.waitUntil(
+            "window.evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'")
+          let size =
+            try browser.evaluate("[evsamTest.state.width, evsamTest.state.height]") as? [Int]
           let decoded = try RGBImage(contentsOf: URL(fileURLWithPath: example))
           #expect(size == [decoded.width, decoded.height])
           #expect(service.cache.stats.images == 1)
@@ -51,24 +59,33 @@ extension ServerTests {
               try browser.evaluate(
                 "(() => { const r = document.getElementById('view').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]; })()"
               ) as? [Double])
-            return (rect[0] + x * rect[2] / Double(decoded.width), rect[1] + y * rect[3] / Double(decoded.height))
+            return (
+              rect[0] + x * rect[2] / Double(decoded.width),
+              rect[1] + y * rect[3] / Double(decoded.height)
+            )
           }
           let overlayBefore = try browser.evaluate("evsamTest.overlayPixels()") as? Int
           #expect(overlayBefore == 0)
           try browser.mouse(at: try pagePoint(300, 200))
-          try browser.waitUntil("evsamTest.state.result !== null && document.body.dataset.status === 'ready'")
+          try browser.waitUntil(
+            "evsamTest.state.result !== null && document.body.dataset.status === 'ready'")
 
           let maskPixels = try #require(try browser.evaluate("evsamTest.maskPixels()") as? Int)
-          let candidates = try browser.evaluate("evsamTest.state.result.masks.map(m => m.area)") as? [Int]
+          let candidates =
+            try browser.evaluate("evsamTest.state.result.masks.map(m => m.area)") as? [Int]
           let chosen = try browser.evaluate("evsamTest.state.candidate") as? Int
           let best = try browser.evaluate("evsamTest.state.result.best") as? Int
           #expect(candidates?.count == 3 && chosen == best)
           #expect(maskPixels > 0 && maskPixels == candidates?[chosen ?? 0])
-          #expect(try browser.evaluate("document.body.dataset.maskPixels") as? String == String(maskPixels))
+          #expect(
+            try browser.evaluate("document.body.dataset.maskPixels") as? String
+              == String(maskPixels))
           // The mask is really on the canvas: pixels differ from the bare image.
           let overlay = try #require(try browser.evaluate("evsamTest.overlayPixels()") as? Int)
           #expect(overlay >= maskPixels / 2, "overlay \(overlay) px for a mask of \(maskPixels) px")
-          let points = try browser.evaluate("evsamTest.state.points.map(p => [p.x, p.y, p.label])") as? [[Double]]
+          let points =
+            try browser.evaluate("evsamTest.state.points.map(p => [p.x, p.y, p.label])")
+            as? [[Double]]
           #expect(points?.count == 1 && points?[0][2] == 1)
           if let p = points?.first {
             #expect(abs(p[0] - 300) < 2 && abs(p[1] - 200) < 2)
@@ -77,32 +94,64 @@ extension ServerTests {
 
           // Another candidate, from its button.
           let other = (best ?? 0) == 0 ? 1 : 0
-          _ = try browser.evaluate("document.querySelectorAll('#candidates button')[\(other)].click()")
+          _ = try browser.evaluate(
+            "document.querySelectorAll('#candidates button')[\(other)].click()")
           #expect(try browser.evaluate("evsamTest.state.candidate") as? Int == other)
           #expect(try browser.evaluate("evsamTest.maskPixels()") as? Int == candidates?[other])
 
           // A right click adds a background point and refines the mask.
           try browser.mouse(at: try pagePoint(100, 300), button: "right")
-          try browser.waitUntil("evsamTest.state.points.length === 2 && evsamTest.state.result.masks.length === 1 && document.body.dataset.status === 'ready'")
+          try browser.waitUntil(
+            "evsamTest.state.points.length === 2 && evsamTest.state.result.masks.length === 1 && document.body.dataset.status === 'ready'"
+          )
           #expect(try browser.evaluate("evsamTest.state.points[1].label") as? Int == 0)
 
-          // A drag draws a box; Enter keeps the mask; the COCO export holds it.
+          // Undo takes the background point back; Clear removes the prompts and the mask.
+          _ = try browser.evaluate("document.getElementById('undo').click()")
+          try browser.waitUntil(
+            "evsamTest.state.points.length === 1 && evsamTest.state.result.masks.length === 3 && document.body.dataset.status === 'ready'"
+          )
+          _ = try browser.evaluate("document.getElementById('clear').click()")
+          try browser.waitUntil(
+            "evsamTest.state.points.length === 0 && evsamTest.maskPixels() === 0 && evsamTest.overlayPixels() === 0"
+          )
+
+          // A drag draws a box; the downloads hold its mask; Keep makes it an annotation.
           try browser.mouse(at: try pagePoint(150, 80), to: try pagePoint(450, 330))
-          try browser.waitUntil("evsamTest.state.box !== null && document.body.dataset.status === 'ready'")
+          try browser.waitUntil(
+            "evsamTest.state.box !== null && document.body.dataset.status === 'ready'")
           let box = try #require(try browser.evaluate("evsamTest.state.box") as? [Double])
-          #expect(abs(box[0] - 150) < 3 && abs(box[1] - 80) < 3 && abs(box[2] - 450) < 3 && abs(box[3] - 330) < 3)
+          #expect(
+            abs(box[0] - 150) < 3 && abs(box[1] - 80) < 3 && abs(box[2] - 450) < 3
+              && abs(box[3] - 330) < 3)
+          let boxMaskPixels = try #require(try browser.evaluate("evsamTest.maskPixels()") as? Int)
+          try browser.allowDownloads(to: downloads.path)
+          _ = try browser.evaluate("document.getElementById('download-png').click()")
+          _ = try browser.evaluate("document.getElementById('download-coco').click()")
+          let maskFile = downloads.appendingPathComponent("coffee_mask.png")
+          let cocoFile = downloads.appendingPathComponent("coffee_coco.json")
+          try Self.waitForFiles([maskFile, cocoFile])
+          let mask = try RGBImage(contentsOf: maskFile)
+          #expect(mask.width == decoded.width && mask.height == decoded.height)
+          let white = stride(from: 0, to: mask.pixels.count, by: 3).filter {
+            mask.pixels[$0] == 255
+          }
+          #expect(white.count == boxMaskPixels)
+          let coco = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: cocoFile)) as? [String: Any])
+          let annotations = try #require(coco["annotations"] as? [[String: Any]])
+          #expect(annotations.count == 1 && annotations.first?["area"] as? Int == boxMaskPixels)
+          #expect(
+            (coco["images"] as? [[String: Any]])?.first?["file_name"] as? String == "coffee.jpg")
           _ = try browser.evaluate("document.getElementById('keep').click()")
           #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == 1)
-          let coco = try #require(try browser.evaluate("evsamTest.coco()") as? [String: Any])
-          let annotations = try #require(coco["annotations"] as? [[String: Any]])
-          #expect(annotations.count == 1)
-          #expect((coco["images"] as? [[String: Any]])?.first?["file_name"] as? String == "coffee.jpg")
 
-          // Undo brings nothing back after keep; "segment everything" adds annotations.
+          // "Segment everything" adds the generator's masks to the kept one.
           _ = try browser.evaluate(
             "document.getElementById('pps').value = '4'; document.getElementById('iou-thresh').value = '0'; document.getElementById('stability-thresh').value = '0'; document.getElementById('everything').click()"
           )
-          try browser.waitUntil("evsamTest.state.annotations.length > 1 && document.body.dataset.status === 'ready'")
+          try browser.waitUntil(
+            "evsamTest.state.annotations.length > 1 && document.body.dataset.status === 'ready'")
           try browser.screenshot().write(to: folder.appendingPathComponent("page-everything.png"))
         }
         // The screenshots are real PNGs of the page.
@@ -111,6 +160,19 @@ extension ServerTests {
           #expect(shot.width >= 800 && shot.height >= 600, "\(name)")
         }
       }
+    }
+
+    /// Waits until every file exists with its final size (downloads are written in place).
+    static func waitForFiles(_ files: [URL], seconds: Double = 30) throws {
+      let end = Date().addingTimeInterval(seconds)
+      while Date() < end {
+        if files.allSatisfy({ FileManager.default.fileExists(atPath: $0.path) }) {
+          usleep(200_000)
+          return
+        }
+        usleep(50_000)
+      }
+      throw TestFailure("downloads missing after \(seconds) s: \(files.map(\.lastPathComponent))")
     }
   }
 }

@@ -15,7 +15,8 @@ final class ChromiumSession {
   /// google-chrome on PATH.
   static var executable: String? {
     if let path = ProcessInfo.processInfo.environment["EVSAM_CHROMIUM"] { return path }
-    let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":")
+    let directories = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(
+      separator: ":")
     for name in ["chromium", "chromium-browser", "google-chrome"] {
       for directory in directories {
         let path = "\(directory)/\(name)"
@@ -36,9 +37,12 @@ final class ChromiumSession {
 
   init(width: Int = 1280, height: Int = 900) throws {
     guard let executable = Self.executable else {
-      throw Failure(description: "Chromium not found: install Debian's chromium package (apt-get install chromium)")
+      throw Failure(
+        description:
+          "Chromium not found: install Debian's chromium package (apt-get install chromium)")
     }
-    profile = FileManager.default.temporaryDirectory.appendingPathComponent("evsam-chromium-\(getpid())-\(UUID().uuidString)")
+    profile = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "evsam-chromium-\(getpid())-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: profile, withIntermediateDirectories: true)
     var commands: [Int32] = [0, 0]
     var events: [Int32] = [0, 0]
@@ -66,7 +70,8 @@ final class ChromiumSession {
     let arguments = [
       executable, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
       "--remote-debugging-pipe", "--no-first-run", "--no-default-browser-check",
-      "--disable-extensions", "--disable-background-networking", "--mute-audio", "--hide-scrollbars",
+      "--disable-extensions", "--disable-background-networking", "--mute-audio",
+      "--hide-scrollbars",
       "--user-data-dir=\(profile.path)", "--window-size=\(width),\(height)", "about:blank",
     ]
     var argv: [UnsafeMutablePointer<CChar>?] = arguments.map { strdup($0) } + [nil]
@@ -105,8 +110,11 @@ final class ChromiumSession {
   /// Opens `url` in a new page and attaches to it; later calls go to that page.
   func open(_ url: String) throws {
     let target = try send("Target.createTarget", ["url": url], session: false)
-    guard let targetID = target["targetId"] as? String else { throw Failure(description: "no target id") }
-    let attached = try send("Target.attachToTarget", ["targetId": targetID, "flatten": true], session: false)
+    guard let targetID = target["targetId"] as? String else {
+      throw Failure(description: "no target id")
+    }
+    let attached = try send(
+      "Target.attachToTarget", ["targetId": targetID, "flatten": true], session: false)
     sessionID = attached["sessionId"] as? String
     guard sessionID != nil else { throw Failure(description: "could not attach to the page") }
     for domain in ["Page.enable", "Runtime.enable", "DOM.enable"] { _ = try send(domain) }
@@ -130,7 +138,8 @@ final class ChromiumSession {
       usleep(50_000)
     }
     let status = (try? evaluate("document.getElementById('status')?.textContent")) as? String
-    throw Failure(description: "timed out waiting for \(expression) (page status: \(status ?? "?"))")
+    throw Failure(
+      description: "timed out waiting for \(expression) (page status: \(status ?? "?"))")
   }
 
   /// Puts a file into an `<input type=file>`, as a person choosing it would.
@@ -144,6 +153,12 @@ final class ChromiumSession {
       throw Failure(description: "no element \(selector)")
     }
     _ = try send("DOM.setFileInputFiles", ["files": [path], "nodeId": nodeID])
+  }
+
+  /// Lets the page's downloads land in `folder` (by their own names).
+  func allowDownloads(to folder: String) throws {
+    _ = try send(
+      "Browser.setDownloadBehavior", ["behavior": "allow", "downloadPath": folder], session: false)
   }
 
   /// A mouse press and release at page coordinates; `to` makes it a drag.
@@ -166,7 +181,8 @@ final class ChromiumSession {
       for step in 1...8 {
         let t = Double(step) / 8
         try event(
-          "mouseMoved", (point.x + (end.x - point.x) * t, point.y + (end.y - point.y) * t), buttons: mask)
+          "mouseMoved", (point.x + (end.x - point.x) * t, point.y + (end.y - point.y) * t),
+          buttons: mask)
       }
     }
     try event("mouseReleased", end ?? point, buttons: 0)
@@ -183,7 +199,9 @@ final class ChromiumSession {
 
   /// Sends a command and waits for its answer (events on the way are dropped).
   @discardableResult
-  func send(_ method: String, _ params: [String: Any] = [:], session: Bool = true, timeout: Double = 60)
+  func send(
+    _ method: String, _ params: [String: Any] = [:], session: Bool = true, timeout: Double = 60
+  )
     throws -> [String: Any]
   {
     let id = nextID
@@ -218,14 +236,20 @@ final class ChromiumSession {
         continue
       }
       let remaining = end.timeIntervalSinceNow
-      guard remaining > 0 else { throw Failure(description: "no answer from the browser to \(method)") }
+      guard remaining > 0 else {
+        throw Failure(description: "no answer from the browser to \(method)")
+      }
       var poller = pollfd(fd: fromBrowser, events: Int16(POLLIN), revents: 0)
       let ready = poll(&poller, 1, Int32(min(remaining, 1) * 1000))
-      guard ready >= 0 else { throw Failure(description: "poll(): \(String(cString: strerror(errno)))") }
+      guard ready >= 0 else {
+        throw Failure(description: "poll(): \(String(cString: strerror(errno)))")
+      }
       if ready == 0 { continue }
       var chunk = [UInt8](repeating: 0, count: 1 << 16)
       let n = chunk.withUnsafeMutableBytes { read(fromBrowser, $0.baseAddress, $0.count) }
-      guard n > 0 else { throw Failure(description: "the browser closed its pipe (waiting for \(method))") }
+      guard n > 0 else {
+        throw Failure(description: "the browser closed its pipe (waiting for \(method))")
+      }
       buffer += chunk[..<n]
     }
   }

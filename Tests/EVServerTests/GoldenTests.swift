@@ -29,7 +29,9 @@ extension ServerTests {
     static func cases() throws -> [String: Case] {
       let data = try Data(contentsOf: Fixtures.url("golden/tiny-l__coffee.json"))
       return Dictionary(
-        uniqueKeysWithValues: try JSONDecoder().decode(Cases.self, from: data).cases.map { ($0.name, $0) })
+        uniqueKeysWithValues: try JSONDecoder().decode(Cases.self, from: data).cases.map {
+          ($0.name, $0)
+        })
     }
 
     static func request(_ c: Case, maskInput: String? = nil) -> SegmentRequest {
@@ -71,7 +73,8 @@ extension ServerTests {
 
         // Three candidates, then refinement with the best one's handle, as the golden data
         // made `points_with_mask_input` from `point1_multi`.
-        let first = try await client.segment(image.id, Self.request(try #require(cases["point1_multi"])))
+        let first = try await client.segment(
+          image.id, Self.request(try #require(cases["point1_multi"])))
         let multi = try #require(first.prompts.first)
         let multiIoU = try #require(golden["point1_multi.iou_predictions"]).storage
         #expect(multi.masks.count == 3)
@@ -81,18 +84,22 @@ extension ServerTests {
 
         let refined = try await client.segment(
           image.id,
-          Self.request(try #require(cases["points_with_mask_input"]), maskInput: multi.masks[multi.best].handle))
+          Self.request(
+            try #require(cases["points_with_mask_input"]), maskInput: multi.masks[multi.best].handle
+          ))
         let refinedIoU = try #require(golden["points_with_mask_input.iou_predictions"]).storage
         #expect(abs(refined.prompts[0].masks[0].score - Double(refinedIoU[0])) <= 1e-3)
 
         // A batch of four boxes, three candidates each.
-        let batch = try await client.segment(image.id, Self.request(try #require(cases["batch_boxes"])))
+        let batch = try await client.segment(
+          image.id, Self.request(try #require(cases["batch_boxes"])))
         let batchIoU = try #require(golden["batch_boxes.iou_predictions"])
         #expect(batchIoU.shape == [4, 3])
         #expect(batch.prompts.count == 4)
         for (b, prompt) in batch.prompts.enumerated() {
           for (c, mask) in prompt.masks.enumerated() {
-            #expect(abs(mask.score - Double(batchIoU.storage[b * 3 + c])) <= 1e-3, "box \(b) mask \(c)")
+            #expect(
+              abs(mask.score - Double(batchIoU.storage[b * 3 + c])) <= 1e-3, "box \(b) mask \(c)")
           }
         }
       }
@@ -106,7 +113,8 @@ extension ServerTests {
         let image = try await client.upload(png)
         let response = try await client.postJSON(
           "/v1/images/\(image.id)/everything",
-          #"{"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1.0}"#)
+          #"{"points_per_side": 4, "pred_iou_thresh": 0, "stability_score_thresh": 0, "box_nms_thresh": 1.0}"#
+        )
         #expect(response.status == .ok)
         let document = try #require(
           try JSONSerialization.jsonObject(with: Data(buffer: response.body)) as? [String: Any])
@@ -115,7 +123,9 @@ extension ServerTests {
         #expect(document["image"] as? String == image.id)
         #expect(document["size"] as? [Int] == [400, 600])
         let settings = try #require(document["settings"] as? [String: Any])
-        #expect(settings["points_per_side"] as? Int == 4 && settings["output_mode"] as? String == "coco_rle")
+        #expect(
+          settings["points_per_side"] as? Int == 4
+            && settings["output_mode"] as? String == "coco_rle")
         let annotations = try #require(document["annotations"] as? [[String: Any]])
 
         var s = MaskGeneratorSettings()
@@ -133,7 +143,11 @@ extension ServerTests {
           #expect(segmentation["counts"] as? String == m.segmentation.cocoRLE.compressedCounts)
           #expect(a["area"] as? Int == m.area)
           #expect(a["bbox"] as? [Int] == m.bbox)
-          #expect(Set(a.keys) == ["segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords", "crop_box"])
+          #expect(
+            Set(a.keys) == [
+              "segmentation", "area", "bbox", "predicted_iou", "stability_score", "point_coords",
+              "crop_box",
+            ])
         }
       }
     }

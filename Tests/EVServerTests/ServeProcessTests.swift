@@ -34,13 +34,14 @@ extension ServerTests {
       let port: Int
       private let log = Log()
 
-    final class Log: Sendable {
-      let text = Mutex("")
-    }
+      final class Log: Sendable {
+        let text = Mutex("")
+      }
 
       init(arguments: [String]) throws {
         let binary = try #require(
-          ServeProcessTests.evsamBinary, "evsam not found beside the tests: build with swift build --build-tests")
+          ServeProcessTests.evsamBinary,
+          "evsam not found beside the tests: build with swift build --build-tests")
         process.executableURL = binary
         process.arguments = ["serve"] + arguments + ["--port", "0", "--log-level", "info"]
         let errors = Pipe()
@@ -64,7 +65,8 @@ extension ServerTests {
         }
         guard let found else {
           process.terminate()
-          throw TestFailure("evsam serve did not start listening; it printed:\n\(log.text.withLock { $0 })")
+          throw TestFailure(
+            "evsam serve did not start listening; it printed:\n\(log.text.withLock { $0 })")
         }
         port = found
       }
@@ -89,7 +91,10 @@ extension ServerTests {
     }
 
     static func fixtureModelArguments() throws -> [String] {
-      ["--config", try Fixtures.url("models/tiny-l.json").path, "--checkpoint", try Fixtures.url("models/tiny-l.pt").path]
+      [
+        "--config", try Fixtures.url("models/tiny-l.json").path, "--checkpoint",
+        try Fixtures.url("models/tiny-l.pt").path,
+      ]
     }
 
     /// A bounded load: no errors, and the server's resident memory stays within the cache bound.
@@ -101,7 +106,8 @@ extension ServerTests {
       options.image = [UInt8](try Data(contentsOf: TestServer.exampleJPEG))
       options.clients = 8
       options.duration = .seconds(4)
-      let report = try await Task.detached { try LoadTest.run(options) }.value
+      let load = options
+      let report = try await Task.detached { try LoadTest.run(load) }.value
       #expect(report.errors == 0, "\(report.errorKinds)")
       #expect(report.requests > options.clients)
       let p50 = try #require(report.latencyMs["p50"])
@@ -128,7 +134,8 @@ extension ServerTests {
         let connection = try LoopbackHTTPConnection(host: "127.0.0.1", port: port)
         let response = try connection.request(
           "POST", "/v1/images/\(id)/everything", headers: ["Content-Type": "application/json"],
-          body: Array(#"{"points_per_side": 8, "pred_iou_thresh": 0, "stability_score_thresh": 0}"#.utf8))
+          body: Array(
+            #"{"points_per_side": 8, "pred_iou_thresh": 0, "stability_score_thresh": 0}"#.utf8))
         return response.status
       }
       let end = Date().addingTimeInterval(60)
@@ -143,7 +150,9 @@ extension ServerTests {
       #expect(try await slow.value == 200)
       #expect(status == 0, "evsam serve printed:\n\(server.output)")
       #expect(server.output.contains("stopped"))
-      #expect(throws: (any Error).self) { try LoopbackHTTPConnection(host: "127.0.0.1", port: port) }
+      #expect(throws: (any Error).self) {
+        try LoopbackHTTPConnection(host: "127.0.0.1", port: port)
+      }
     }
   }
 }

@@ -25,24 +25,31 @@ enum TestServer {
     return logger
   }
 
-  static func service(_ configure: (inout ServerConfiguration) -> Void = { _ in }) throws
-    -> SegmentationService
+  /// Test defaults (any free port, two workers) changed by `change`.
+  static func configuration(_ change: (inout ServerConfiguration) -> Void = { _ in })
+    -> ServerConfiguration
   {
     var configuration = ServerConfiguration()
     configuration.port = 0
     configuration.workers = 2
-    configure(&configuration)
-    return SegmentationService(
+    change(&configuration)
+    return configuration
+  }
+
+  static func service(_ configuration: ServerConfiguration = configuration()) throws
+    -> SegmentationService
+  {
+    SegmentationService(
       model: try model.get(), modelName: modelName, configuration: configuration, logger: logger)
   }
 
   /// Runs `body` against a fresh service, in-process (`.router`) or over loopback (`.live`),
   /// and stops the service's workers afterwards.
   static func withClient<T>(
-    _ setup: TestingSetup = .router, _ configure: (inout ServerConfiguration) -> Void = { _ in },
+    _ setup: TestingSetup = .router, _ configuration: ServerConfiguration = configuration(),
     _ body: @Sendable (any TestClientProtocol, SegmentationService) async throws -> T
   ) async throws -> T {
-    let service = try service(configure)
+    let service = try service(configuration)
     defer { service.shutdown() }
     let app = SegmentationServer.application(service: service, logger: logger)
     return try await app.test(setup) { client in try await body(client, service) }
@@ -61,7 +68,9 @@ enum TestServer {
 
 extension TestClientProtocol {
   /// Uploads raw image bytes and returns the parsed answer (the test fails on any other status).
-  func upload(_ bytes: [UInt8], type: String = "application/octet-stream") async throws -> ImageResponse {
+  func upload(_ bytes: [UInt8], type: String = "application/octet-stream") async throws
+    -> ImageResponse
+  {
     let response = try await execute(
       uri: "/v1/images", method: .post, headers: [.contentType: type],
       body: ByteBuffer(bytes: bytes))

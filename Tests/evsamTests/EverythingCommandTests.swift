@@ -168,15 +168,20 @@ struct EverythingOutput: Decodable {
         at: Fixtures.url("images/\(name)"), to: input.appendingPathComponent(name))
     }
     try Data("not an image".utf8).write(to: input.appendingPathComponent("notes.txt"))
+    let broken = input.appendingPathComponent("broken.png")
+    try Data("not a PNG either".utf8).write(to: broken)
     let out = dir.appendingPathComponent("out")
     let overlays = dir.appendingPathComponent("overlays")
     let args =
       ["everything"] + (try modelArguments())
       + ["--points-per-side", "4", "--pred-iou-thresh", "0", "--stability-score-thresh", "0"]
       + [input.path, "-o", out.path, "--overlay", overlays.path]
+    // A bad image is reported and fails the run, after the others are done.
     var result = try CLIRunner.run(args)
-    #expect(result.status == 0, "\(result.stderr)")
-    #expect(result.stderr.contains("[2/2]"), "\(result.stderr)")
+    #expect(result.status != 0)
+    #expect(result.stderr.contains("broken.png"), "\(result.stderr)")
+    #expect(result.stderr.contains("[3/3]"), "\(result.stderr)")
+    try FileManager.default.removeItem(at: broken)
     let coffee = out.appendingPathComponent("coffee.json")
     let chelsea = out.appendingPathComponent("chelsea.json")
     let before = try Data(contentsOf: coffee)

@@ -10,13 +10,13 @@
 extern "C" {
 #endif
 
-/// dst[i] = gelu_tanh(src[i] + bias) for i < n; dst may equal src. Same formula as the Swift
-/// `geluTanh`: x / (1 + e^(-2u)), u = sqrt(2/pi)(x + 0.044715 x^3), with the same exp
-/// approximation (results differ from it by float rounding only: this one uses FMA).
+/// dst[i] = gelu_tanh(src[i] + bias) for i < n; dst may equal src. The Swift `geluTanh`
+/// (x / (1 + e^(-2u)), u = sqrt(2/pi)(x + 0.044715 x^3), FastMath's exp) operation for
+/// operation, so the results are bit-for-bit the same.
 int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias);
 
-/// p[i] = gelu_erf(p[i] + (bias ? bias[i] : 0)) for i < n, with the rational erf of
-/// `RowOps.gelu` (argument clamped to ±4), the mask decoder's GELU.
+/// p[i] = gelu_erf(p[i] + (bias ? bias[i] : 0)) for i < n: `RowOps.gelu` (rational erf,
+/// argument clamped to ±4, the mask decoder's GELU) operation for operation, bit-for-bit.
 int evk_gelu_erf_rational(float *p, long n, const float *bias);
 
 #ifdef __cplusplus

@@ -246,7 +246,10 @@ private func convGEMM(
   }
   // The column buffer holds whole output rows; cap it near 16 MB so large images stay cheap.
   let budget = 4 << 20
-  let rowsPerChunk = max(1, min(g.outHeight, budget / max(1, k * g.outWidth)))
+  let maxRows = max(1, min(g.outHeight, budget / max(1, k * g.outWidth)))
+  // Equal chunks: a small leftover chunk would make a narrow GEMM that runs far below peak.
+  let chunks = (g.outHeight + maxRows - 1) / maxRows
+  let rowsPerChunk = (g.outHeight + chunks - 1) / chunks
   let columns = UnsafeMutablePointer<Float>.allocate(capacity: k * rowsPerChunk * g.outWidth)
   defer { columns.deallocate() }
   let validCols = (0..<g.kernelW).map { g.validColumns(kx: $0) }

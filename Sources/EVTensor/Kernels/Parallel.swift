@@ -3,8 +3,9 @@ import Synchronization
 
 /// Splits independent work across the machine's cores with `concurrentPerform`.
 ///
-/// Only for loops that do not call BLAS: OpenBLAS already threads GEMM, and nesting the two
-/// oversubscribes the cores.
+/// This is the process's only compute pool: OpenBLAS runs single-threaded and `BLAS.sgemm`
+/// splits large products over these same workers. Inside a parallel body, multiply with
+/// `BLAS.serialSgemm`.
 enum Parallel {
   static let available = max(1, ProcessInfo.processInfo.activeProcessorCount)
   static let threadLimit = Atomic<Int>(max(1, ProcessInfo.processInfo.activeProcessorCount))
