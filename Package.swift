@@ -53,16 +53,20 @@ let package = Package(
         "EVEvaluation",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
-    .target(name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
+    .target(
+      name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
     .testTarget(name: "EVTensorTests", dependencies: ["EVTensor", "TestSupport"]),
-    .testTarget(name: "EVCheckpointTests", dependencies: ["EVCheckpoint", "EVTensor", "TestSupport"]),
     .testTarget(
-      name: "EVModelTests", dependencies: ["EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
+      name: "EVCheckpointTests", dependencies: ["EVCheckpoint", "EVTensor", "TestSupport"]),
+    .testTarget(
+      name: "EVModelTests",
+      dependencies: ["EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
     .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "TestSupport"]),
     .testTarget(
       name: "EVMaskGeneratorTests",
       dependencies: [
-        "EVMaskGenerator", "EVPredictor", "EVModel", "EVImage", "EVMask", "EVCheckpoint", "EVTensor",
+        "EVMaskGenerator", "EVPredictor", "EVModel", "EVImage", "EVMask", "EVCheckpoint",
+        "EVTensor",
         "TestSupport",
       ]),
     .testTarget(
@@ -71,7 +75,9 @@ let package = Package(
     .testTarget(name: "EVImageTests", dependencies: ["EVImage", "EVTensor", "TestSupport"]),
     .testTarget(
       name: "EVPredictorTests",
-      dependencies: ["EVPredictor", "EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
+      dependencies: [
+        "EVPredictor", "EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport",
+      ]),
     .testTarget(
       name: "evsamTests",
       dependencies: [

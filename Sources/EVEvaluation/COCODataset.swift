@@ -28,9 +28,13 @@ public enum Segmentation: Sendable, Equatable {
         for p in polygons {
           guard p.count == 4 else {
             throw .invalidAnnotation(
-              "the segmentation mixes a 4-number entry (read as a box by pycocotools) with a \(p.count)-number polygon")
+              "the segmentation mixes a 4-number entry (read as a box by pycocotools) with a \(p.count)-number polygon"
+            )
           }
-          parts.append(RLE(box: BoxXYWH(x: p[0], y: p[1], width: p[2], height: p[3]), height: height, width: width))
+          parts.append(
+            RLE(
+              box: BoxXYWH(x: p[0], y: p[1], width: p[2], height: p[3]), height: height,
+              width: width))
         }
       } else if first.count > 4 {
         for p in polygons {
@@ -41,7 +45,8 @@ public enum Segmentation: Sendable, Equatable {
         }
       } else {
         throw .invalidAnnotation(
-          "a polygon has \(first.count) numbers; a polygon needs at least three points (six numbers)")
+          "a polygon has \(first.count) numbers; a polygon needs at least three points (six numbers)"
+        )
       }
       do {
         return try RLE.merge(parts)
@@ -82,12 +87,14 @@ extension Segmentation: Codable {
       throw DecodingError.dataCorrupted(
         .init(
           codingPath: decoder.codingPath,
-          debugDescription: "a segmentation must be a list of polygons or an RLE object {size, counts}"))
+          debugDescription:
+            "a segmentation must be a list of polygons or an RLE object {size, counts}"))
     }
     let size = try container.decode([Int].self, forKey: .size)
     guard size.count == 2, size[0] >= 0, size[1] >= 0 else {
       throw DecodingError.dataCorruptedError(
-        forKey: .size, in: container, debugDescription: "RLE size must be [height, width], got \(size)")
+        forKey: .size, in: container,
+        debugDescription: "RLE size must be [height, width], got \(size)")
     }
     if let counts = try? container.decode(String.self, forKey: .counts) {
       self = .compressedRLE(height: size[0], width: size[1], counts: counts)
@@ -240,7 +247,9 @@ struct FlexibleBox: Decodable {
     let values = try decoder.singleValueContainer().decode([Double].self)
     guard values.count == 4 else {
       throw DecodingError.dataCorrupted(
-        .init(codingPath: decoder.codingPath, debugDescription: "a bbox must be [x, y, width, height], got \(values.count) numbers"))
+        .init(
+          codingPath: decoder.codingPath,
+          debugDescription: "a bbox must be [x, y, width, height], got \(values.count) numbers"))
     }
     box = BoxXYWH(x: values[0], y: values[1], width: values[2], height: values[3])
   }
@@ -311,7 +320,8 @@ public struct COCODataset: Sendable {
     map.reserveCapacity(images.count)
     for image in images {
       guard map.updateValue(image, forKey: image.id) == nil else {
-        throw .invalidAnnotation("image id \(image.id) appears more than once in the annotation file")
+        throw .invalidAnnotation(
+          "image id \(image.id) appears more than once in the annotation file")
       }
       guard image.height > 0, image.width > 0 else {
         throw .invalidAnnotation("image \(image.id) has size \(image.width)×\(image.height)")
@@ -327,7 +337,8 @@ public struct COCODataset: Sendable {
     annotationIDs.reserveCapacity(annotations.count)
     for a in annotations where !annotationIDs.insert(a.id).inserted {
       throw .invalidAnnotation(
-        "annotation id \(a.id) appears more than once (pycocotools would evaluate one of them twice)")
+        "annotation id \(a.id) appears more than once (pycocotools would evaluate one of them twice)"
+      )
     }
     var categoryIDs = Set<Int>()
     for c in categories where !categoryIDs.insert(c.id).inserted {

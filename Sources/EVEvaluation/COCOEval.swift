@@ -40,7 +40,8 @@ public enum COCOEvaluator {
   ) throws(EvaluationError) -> COCOEvalSummary {
     var p = parameters
     guard p.maxDetections.count >= 3, p.maxDetections.allSatisfy({ $0 > 0 }) else {
-      throw .invalidParameters("max detections must be at least three positive numbers, e.g. 1,10,100")
+      throw .invalidParameters(
+        "max detections must be at least three positive numbers, e.g. 1,10,100")
     }
     p.maxDetections.sort()
     try groundTruth.validateIDs()
@@ -67,12 +68,16 @@ public enum COCOEvaluator {
       gtByImage[a.imageID, default: []].append(a)
     }
     if gtOrphans > 0 {
-      warnings.append("\(gtOrphans) ground-truth annotation(s) refer to images not in the file; ignored (as pycocotools does)")
+      warnings.append(
+        "\(gtOrphans) ground-truth annotation(s) refer to images not in the file; ignored (as pycocotools does)"
+      )
     }
     for imageID in imageIDs {
       for a in gtByImage[imageID] ?? [] {
         guard let k = key(a.imageID, a.categoryID) else { continue }
-        let item = try makeItem(a, image: imagesByID[a.imageID]!, type: p.iouType, isCrowd: a.isCrowd, ignore: a.isCrowd, what: "annotation \(a.id)")
+        let item = try makeItem(
+          a, image: imagesByID[a.imageID]!, type: p.iouType, isCrowd: a.isCrowd, ignore: a.isCrowd,
+          what: "annotation \(a.id)")
         groups[k, default: EvalGroup()].gts.append(item)
       }
     }
@@ -85,12 +90,16 @@ public enum COCOEvaluator {
           foreignCategories += 1
           continue
         }
-        let item = try makeItem(a, image: imagesByID[a.imageID]!, type: p.iouType, isCrowd: false, ignore: false, what: "result \(a.id - 1)")
+        let item = try makeItem(
+          a, image: imagesByID[a.imageID]!, type: p.iouType, isCrowd: false, ignore: false,
+          what: "result \(a.id - 1)")
         groups[k, default: EvalGroup()].dts.append(item)
       }
     }
     if foreignCategories > 0 {
-      warnings.append("\(foreignCategories) result(s) have category ids absent from the annotation file; ignored (as pycocotools does)")
+      warnings.append(
+        "\(foreignCategories) result(s) have category ids absent from the annotation file; ignored (as pycocotools does)"
+      )
     }
 
     let maxDet = p.maxDetections.last!
@@ -123,7 +132,8 @@ public enum COCOEvaluator {
         for (m, det) in p.maxDetections.enumerated() {
           guard
             let cell = accumulateCell(
-              evaluations, maxDetections: det, thresholdCount: T, recallThresholds: p.recallThresholds)
+              evaluations, maxDetections: det, thresholdCount: T,
+              recallThresholds: p.recallThresholds)
           else { continue }
           for t in 0..<T {
             for r in 0..<R {
@@ -136,30 +146,46 @@ public enum COCOEvaluator {
     }
 
     // summarize()
-    func summarize(ap: Bool, iouThreshold: Double? = nil, area: String = "all", maxDets: Int = 100) -> (Double, String) {
+    func summarize(ap: Bool, iouThreshold: Double? = nil, area: String = "all", maxDets: Int = 100)
+      -> (Double, String)
+    {
       let aind = p.areaLabels.indices.filter { p.areaLabels[$0] == area }
       let mind = p.maxDetections.indices.filter { p.maxDetections[$0] == maxDets }
-      let tind = iouThreshold.map { v in p.iouThresholds.indices.filter { p.iouThresholds[$0] == v } } ?? Array(0..<T)
+      let tind =
+        iouThreshold.map { v in p.iouThresholds.indices.filter { p.iouThresholds[$0] == v } }
+        ?? Array(0..<T)
       var values: [Double] = []
       for t in tind {
         if ap {
-          for r in 0..<R { for k in 0..<K { for a in aind { for m in mind {
-            let v = precision[(((t * R + r) * K + k) * A + a) * M + m]
-            if v > -1 { values.append(v) }
-          } } } }
+          for r in 0..<R {
+            for k in 0..<K {
+              for a in aind {
+                for m in mind {
+                  let v = precision[(((t * R + r) * K + k) * A + a) * M + m]
+                  if v > -1 { values.append(v) }
+                }
+              }
+            }
+          }
         } else {
-          for k in 0..<K { for a in aind { for m in mind {
-            let v = recall[((t * K + k) * A + a) * M + m]
-            if v > -1 { values.append(v) }
-          } } }
+          for k in 0..<K {
+            for a in aind {
+              for m in mind {
+                let v = recall[((t * K + k) * A + a) * M + m]
+                if v > -1 { values.append(v) }
+              }
+            }
+          }
         }
       }
       let mean = values.isEmpty ? -1 : numpyMean(values)
       let title = ap ? "Average Precision" : "Average Recall"
       let type = ap ? "(AP)" : "(AR)"
-      let iouString = iouThreshold.map { formatFixed($0, digits: 2) }
+      let iouString =
+        iouThreshold.map { formatFixed($0, digits: 2) }
         ?? "\(formatFixed(p.iouThresholds[0], digits: 2)):\(formatFixed(p.iouThresholds[T - 1], digits: 2))"
-      let line = " \(pad(title, 18)) \(type) @[ IoU=\(pad(iouString, 9)) | area=\(padLeft(area, 6)) | maxDets=\(padLeft(String(maxDets), 3)) ] = \(format3(mean))"
+      let line =
+        " \(pad(title, 18)) \(type) @[ IoU=\(pad(iouString, 9)) | area=\(padLeft(area, 6)) | maxDets=\(padLeft(String(maxDets), 3)) ] = \(format3(mean))"
       return (mean, line)
     }
     let md = p.maxDetections
@@ -176,7 +202,9 @@ public enum COCOEvaluator {
       stats.append(v)
       lines.append(line)
     }
-    return COCOEvalSummary(iouType: p.iouType, maxDetections: p.maxDetections, stats: stats, lines: lines, warnings: warnings)
+    return COCOEvalSummary(
+      iouType: p.iouType, maxDetections: p.maxDetections, stats: stats, lines: lines,
+      warnings: warnings)
   }
 
   static func makeItem(

@@ -45,9 +45,16 @@ public struct Clicker: Sendable {
     var anyFN = false
     var anyFP = false
     for i in 0..<n {
-      let g = groundTruth[i], p = prediction[i]
-      if g && !p { falseNegative[i] = true; anyFN = true }
-      if !g && p { falsePositive[i] = true; anyFP = true }
+      let g = groundTruth[i]
+      let p = prediction[i]
+      if g && !p {
+        falseNegative[i] = true
+        anyFN = true
+      }
+      if !g && p {
+        falsePositive[i] = true
+        anyFP = true
+      }
     }
     let fn = anyFN ? maskedDistances(falseNegative) : nil
     let fp = anyFP ? maskedDistances(falsePositive) : nil
@@ -68,7 +75,10 @@ public struct Clicker: Sendable {
   /// any background pixel farther out is no closer than its projection onto that ring, so the
   /// distances inside equal those of the whole (padded) image, and they are 0 outside.
   private func maskedDistances(_ mask: [Bool]) -> (max: Float, firstMaxIndex: Int) {
-    var x0 = width, y0 = height, x1 = -1, y1 = -1
+    var x0 = width
+    var y0 = height
+    var x1 = -1
+    var y1 = -1
     for y in 0..<height {
       let row = y * width
       for x in 0..<width where mask[row + x] {
@@ -79,7 +89,8 @@ public struct Clicker: Sendable {
       }
     }
     guard x1 >= 0 else { return (0, 0) }
-    let h = y1 - y0 + 1, w = x1 - x0 + 1
+    let h = y1 - y0 + 1
+    let w = x1 - x0 + 1
     var crop = [Bool](repeating: false, count: h * w)
     for y in 0..<h {
       for x in 0..<w { crop[y * w + x] = mask[(y + y0) * width + x + x0] }

@@ -31,10 +31,12 @@ public enum EvaluationError: Error, Sendable, Equatable, CustomStringConvertible
       let shown = ids.prefix(5).map(String.init).joined(separator: ", ")
       return "\(what) refer to \(ids.count) image id(s) not in the annotation file (e.g. \(shown))"
     case .missingImages(let count, let examples):
-      return "\(count) image file(s) not found, e.g. \(examples.prefix(3).joined(separator: ", ")); "
+      return
+        "\(count) image file(s) not found, e.g. \(examples.prefix(3).joined(separator: ", ")); "
         + "check --images, or pass --skip-missing-images to evaluate the rest (they are then counted and reported)"
     case .imageSizeMismatch(let id, let file, let annotated, let decoded):
-      return "image \(id) (\(file)) is \(decoded[1])×\(decoded[0]) pixels but the annotation file says "
+      return
+        "image \(id) (\(file)) is \(decoded[1])×\(decoded[0]) pixels but the annotation file says "
         + "\(annotated[1])×\(annotated[0]); the annotations do not belong to this image file"
     case .imageDecoding(let message):
       return message
@@ -43,7 +45,8 @@ public enum EvaluationError: Error, Sendable, Equatable, CustomStringConvertible
     case .invalidParameters(let message):
       return message
     case .journalMismatch(let path, let detail):
-      return "\(path) belongs to a different run (\(detail)); delete it to start over, or use another output path"
+      return
+        "\(path) belongs to a different run (\(detail)); delete it to start over, or use another output path"
     case .mergeMismatch(let message):
       return "cannot merge: \(message)"
     case .writeFailed(let path, let detail):

@@ -54,14 +54,17 @@ public enum LVISEvaluator {
         limited.append(contentsOf: list)
       }
       if dropped > 0 {
-        warnings.append("\(dropped) result(s) beyond the \(maxDetections) best of their image were dropped (as LVIS does)")
+        warnings.append(
+          "\(dropped) result(s) beyond the \(maxDetections) best of their image were dropped (as LVIS does)"
+        )
       }
     }
     let loaded = try loadResults(limited, groundTruth: groundTruth, imagesByID: imagesByID)
 
     let imageIDs = Array(Set(restrictTo ?? groundTruth.images.map(\.id))).sorted()
     let categoryIDs = Array(Set(groundTruth.categories.map(\.id))).sorted()
-    let categoriesByID = Dictionary(groundTruth.categories.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+    let categoriesByID = Dictionary(
+      groundTruth.categories.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
     let imageIndex = Dictionary(uniqueKeysWithValues: imageIDs.enumerated().map { ($1, $0) })
     let categoryIndex = Dictionary(uniqueKeysWithValues: categoryIDs.enumerated().map { ($1, $0) })
     let I = imageIDs.count
@@ -72,7 +75,8 @@ public enum LVISEvaluator {
     for (k, id) in categoryIDs.enumerated() {
       guard let f = categoriesByID[id]?.frequency, let g = ["r", "c", "f"].firstIndex(of: f) else {
         throw .invalidAnnotation(
-          "category \(id) has no LVIS frequency (\"r\", \"c\" or \"f\"); is this an LVIS annotation file?")
+          "category \(id) has no LVIS frequency (\"r\", \"c\" or \"f\"); is this an LVIS annotation file?"
+        )
       }
       frequencyGroups[g].append(k)
     }
@@ -81,7 +85,8 @@ public enum LVISEvaluator {
     for image in groundTruth.images {
       guard let neg = image.negativeCategoryIDs, let nel = image.notExhaustiveCategoryIDs else {
         throw .invalidAnnotation(
-          "image \(image.id) lacks neg_category_ids / not_exhaustive_category_ids; is this an LVIS annotation file?")
+          "image \(image.id) lacks neg_category_ids / not_exhaustive_category_ids; is this an LVIS annotation file?"
+        )
       }
       negative[image.id] = Set(neg)
       notExhaustive[image.id] = Set(nel)
@@ -89,7 +94,8 @@ public enum LVISEvaluator {
 
     // get_ann_ids(img_ids, cat_ids) keeps only areas strictly between 0 and infinity.
     func inScope(_ a: COCOAnnotation) -> Bool {
-      imageIndex[a.imageID] != nil && categoryIndex[a.categoryID] != nil && a.area > 0 && a.area < .infinity
+      imageIndex[a.imageID] != nil && categoryIndex[a.categoryID] != nil && a.area > 0
+        && a.area < .infinity
     }
     var groups: [Int: EvalGroup] = [:]
     var present: [Int: Set<Int>] = [:]
@@ -100,7 +106,8 @@ public enum LVISEvaluator {
         let item = try COCOEvaluator.makeItem(
           a, image: imagesByID[imageID]!, type: iouType, isCrowd: false, ignore: a.ignore ?? false,
           what: "annotation \(a.id)")
-        groups[categoryIndex[a.categoryID]! * I + imageIndex[imageID]!, default: EvalGroup()].gts.append(item)
+        groups[categoryIndex[a.categoryID]! * I + imageIndex[imageID]!, default: EvalGroup()].gts
+          .append(item)
         present[imageID, default: []].insert(a.categoryID)
       }
     }
@@ -114,13 +121,18 @@ public enum LVISEvaluator {
           if categoryIndex[a.categoryID] != nil && !(a.area > 0) { unscoredEmpty += 1 }
           continue
         }
-        guard negative[imageID]!.contains(a.categoryID) || present[imageID]?.contains(a.categoryID) == true else {
+        guard
+          negative[imageID]!.contains(a.categoryID)
+            || present[imageID]?.contains(a.categoryID) == true
+        else {
           outsideFederation += 1
           continue
         }
         let item = try COCOEvaluator.makeItem(
-          a, image: imagesByID[imageID]!, type: iouType, isCrowd: false, ignore: false, what: "result \(a.id - 1)")
-        groups[categoryIndex[a.categoryID]! * I + imageIndex[imageID]!, default: EvalGroup()].dts.append(item)
+          a, image: imagesByID[imageID]!, type: iouType, isCrowd: false, ignore: false,
+          what: "result \(a.id - 1)")
+        groups[categoryIndex[a.categoryID]! * I + imageIndex[imageID]!, default: EvalGroup()].dts
+          .append(item)
       }
     }
     if unscoredEmpty > 0 {
@@ -128,7 +140,8 @@ public enum LVISEvaluator {
     }
     if outsideFederation > 0 {
       warnings.append(
-        "\(outsideFederation) result(s) are in categories neither annotated nor verified absent for their image; not scored (federated evaluation)")
+        "\(outsideFederation) result(s) are in categories neither annotated nor verified absent for their image; not scored (federated evaluation)"
+      )
     }
 
     for (k, var group) in groups {
@@ -154,7 +167,8 @@ public enum LVISEvaluator {
       for a in 0..<A {
         let evaluations = images.compactMap { i in
           evaluateImage(
-            groups[k * I + i]!, areaRange: areaRanges[a], maxDetections: nil, thresholds: iouThresholds,
+            groups[k * I + i]!, areaRange: areaRanges[a], maxDetections: nil,
+            thresholds: iouThresholds,
             dtOutOfScope: { notExhaustive[$0.imageID]!.contains($0.categoryID) })
         }
         guard
@@ -168,23 +182,33 @@ public enum LVISEvaluator {
       }
     }
 
-    func summarize(ap: Bool, iouThreshold: Double? = nil, area: String = "all", group: Int? = nil) -> Double {
+    func summarize(ap: Bool, iouThreshold: Double? = nil, area: String = "all", group: Int? = nil)
+      -> Double
+    {
       let aind = areaLabels.indices.filter { areaLabels[$0] == area }
-      let tind = iouThreshold.map { v in iouThresholds.indices.filter { iouThresholds[$0] == v } } ?? Array(0..<T)
+      let tind =
+        iouThreshold.map { v in iouThresholds.indices.filter { iouThresholds[$0] == v } }
+        ?? Array(0..<T)
       var values: [Double] = []
       for t in tind {
         if ap {
           // s[:, :, freq_group, aidx]: with one area index numpy pairs them up elementwise.
           let cats = group.map { frequencyGroups[$0] } ?? Array(0..<K)
-          for r in 0..<R { for k in cats { for a in aind {
-            let v = precision[((t * R + r) * K + k) * A + a]
-            if v > -1 { values.append(v) }
-          } } }
+          for r in 0..<R {
+            for k in cats {
+              for a in aind {
+                let v = precision[((t * R + r) * K + k) * A + a]
+                if v > -1 { values.append(v) }
+              }
+            }
+          }
         } else {
-          for k in 0..<K { for a in aind {
-            let v = recall[(t * K + k) * A + a]
-            if v > -1 { values.append(v) }
-          } }
+          for k in 0..<K {
+            for a in aind {
+              let v = recall[(t * K + k) * A + a]
+              if v > -1 { values.append(v) }
+            }
+          }
         }
       }
       return values.isEmpty ? -1 : numpyMean(values)
@@ -211,7 +235,8 @@ public enum LVISEvaluator {
     for m in metrics {
       let key = Array(m.name)
       let isAP = m.name.contains("AP")
-      var iou = "\(formatFixed(iouThresholds[0], digits: 2)):\(formatFixed(iouThresholds[T - 1], digits: 2))"
+      var iou =
+        "\(formatFixed(iouThresholds[0], digits: 2)):\(formatFixed(iouThresholds[T - 1], digits: 2))"
       if key.count > 2, key[2].isNumber, let v = Double(String(key[2...])) {
         iou = formatFixed(v / 100, digits: 2)
       }
@@ -221,6 +246,7 @@ public enum LVISEvaluator {
         " \(pad(isAP ? "Average Precision" : "Average Recall", 18)) \(isAP ? "(AP)" : "(AR)") @[ IoU=\(pad(iou, 9)) | area=\(padLeft(area, 6)) | maxDets=\(padLeft(String(md), 3)) catIds=\(padLeft(group, 3))] = \(format3(m.value))"
       )
     }
-    return LVISEvalSummary(iouType: iouType, maxDetections: md, results: metrics, lines: lines, warnings: warnings)
+    return LVISEvalSummary(
+      iouType: iouType, maxDetections: md, results: metrics, lines: lines, warnings: warnings)
   }
 }

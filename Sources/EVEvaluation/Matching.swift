@@ -52,7 +52,8 @@ func computeIoUs(_ group: EvalGroup, type: IoUType) throws(EvaluationError) -> [
     for dt in d {
       for gt in g where dt.height != gt.height || dt.width != gt.width {
         throw .invalidResults(
-          "a result mask is \(dt.height)×\(dt.width) but the ground truth of its image is \(gt.height)×\(gt.width)")
+          "a result mask is \(dt.height)×\(dt.width) but the ground truth of its image is \(gt.height)×\(gt.width)"
+        )
       }
     }
     return RLE.iou(d, g, isCrowd: crowd)
@@ -69,7 +70,9 @@ func evaluateImage(
   dtOutOfScope: (EvalItem) -> Bool = { _ in false }
 ) -> ImageEvaluation? {
   if group.gts.isEmpty && group.dts.isEmpty { return nil }
-  let gtIgnoreUnsorted = group.gts.map { g in g.ignore || g.area < areaRange[0] || g.area > areaRange[1] }
+  let gtIgnoreUnsorted = group.gts.map { g in
+    g.ignore || g.area < areaRange[0] || g.area > areaRange[1]
+  }
   let gtOrder = stableArgsort(gtIgnoreUnsorted.map { $0 ? 1 : 0 })
   let gts = gtOrder.map { group.gts[$0] }
   let gtIgnore = gtOrder.map { gtIgnoreUnsorted[$0] }
@@ -102,10 +105,12 @@ func evaluateImage(
       }
     }
   }
-  for (d, dt) in dts.enumerated() where dt.area < areaRange[0] || dt.area > areaRange[1] || dtOutOfScope(dt) {
+  for (d, dt) in dts.enumerated()
+  where dt.area < areaRange[0] || dt.area > areaRange[1] || dtOutOfScope(dt) {
     for t in 0..<T where dtMatches[t * D + d] == 0 { dtIgnore[t * D + d] = true }
   }
-  return ImageEvaluation(dtScores: dts.map(\.score), dtMatches: dtMatches, dtIgnore: dtIgnore, gtIgnore: gtIgnore)
+  return ImageEvaluation(
+    dtScores: dts.map(\.score), dtMatches: dtMatches, dtIgnore: dtIgnore, gtIgnore: gtIgnore)
 }
 
 /// The accumulation step for one (category, area range, max detections) cell: precision at each

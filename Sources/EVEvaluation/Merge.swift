@@ -4,7 +4,8 @@ public enum ShardMerger {
   /// Joins the reports of all shards `0/N … N-1/N` of one run into the report the unsharded run
   /// would have written (objects in ascending image order), and computes its metrics. Detector
   /// runs need the ground truth for (LVIS-)COCOeval.
-  public static func merge(_ reports: [ZeroShotReport], groundTruth: COCODataset?) throws(EvaluationError)
+  public static func merge(_ reports: [ZeroShotReport], groundTruth: COCODataset?)
+    throws(EvaluationError)
     -> ZeroShotReport
   {
     guard let first = reports.first else { throw .mergeMismatch("no shard reports given") }
@@ -15,7 +16,8 @@ public enum ShardMerger {
     for (n, r) in reports.enumerated() {
       var c = r.configuration
       guard c.shard.count == count else {
-        throw .mergeMismatch("report \(n + 1) is shard \(c.shard) but report 1 is shard \(first.configuration.shard)")
+        throw .mergeMismatch(
+          "report \(n + 1) is shard \(c.shard) but report 1 is shard \(first.configuration.shard)")
       }
       if let previous = seen.updateValue(n, forKey: c.shard.index) {
         throw .mergeMismatch("reports \(previous + 1) and \(n + 1) are both shard \(c.shard)")
@@ -28,7 +30,8 @@ public enum ShardMerger {
     let missing = (0..<count).filter { seen[$0] == nil }
     guard missing.isEmpty else {
       throw .mergeMismatch(
-        "shard(s) \(missing.map { "\($0)/\(count)" }.joined(separator: ", ")) missing; all \(count) shards are needed")
+        "shard(s) \(missing.map { "\($0)/\(count)" }.joined(separator: ", ")) missing; all \(count) shards are needed"
+      )
     }
 
     var imageIDs: [Int] = []
@@ -56,7 +59,8 @@ public enum ShardMerger {
       }
     }
     try ZeroShotEvaluator.summarize(
-      &merged, groundTruth: groundTruth, restrictToEvaluatedImages: base.limit != nil || base.skipMissingImages)
+      &merged, groundTruth: groundTruth,
+      restrictToEvaluatedImages: base.limit != nil || base.skipMissingImages)
     return merged
   }
 }

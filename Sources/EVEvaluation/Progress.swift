@@ -40,7 +40,9 @@ public final class ProgressReporter: @unchecked Sendable {
   }
 
   /// Writes to standard error, redrawing in place when it is a terminal.
-  public static func standardError(total: Int, unit: String = "images", alreadyDone: Int = 0) -> ProgressReporter {
+  public static func standardError(total: Int, unit: String = "images", alreadyDone: Int = 0)
+    -> ProgressReporter
+  {
     ProgressReporter(
       total: total, unit: unit, alreadyDone: alreadyDone, interactive: isatty(2) != 0,
       write: { FileHandle.standardError.write(Data($0.utf8)) })

@@ -17,7 +17,9 @@ public struct RawResult: Sendable, Equatable, Codable {
     case segmentation
   }
 
-  public init(imageID: Int, categoryID: Int, score: Double?, bbox: BoxXYWH?, segmentation: Segmentation?) {
+  public init(
+    imageID: Int, categoryID: Int, score: Double?, bbox: BoxXYWH?, segmentation: Segmentation?
+  ) {
     self.imageID = imageID
     self.categoryID = categoryID
     self.score = score
@@ -34,7 +36,8 @@ public struct RawResult: Sendable, Equatable, Codable {
     if let values = try c.decodeIfPresent([Double].self, forKey: .bbox), !values.isEmpty {
       guard values.count == 4 else {
         throw DecodingError.dataCorruptedError(
-          forKey: .bbox, in: c, debugDescription: "a bbox must be [x, y, width, height], got \(values.count) numbers")
+          forKey: .bbox, in: c,
+          debugDescription: "a bbox must be [x, y, width, height], got \(values.count) numbers")
       }
       bbox = BoxXYWH(x: values[0], y: values[1], width: values[2], height: values[3])
     } else {
@@ -74,7 +77,9 @@ public enum ResultsFile {
     do {
       return try JSONDecoder().decode([RawResult].self, from: data)
     } catch let listError {
-      if let envelope = try? JSONDecoder().decode(Envelope.self, from: data) { return envelope.detections }
+      if let envelope = try? JSONDecoder().decode(Envelope.self, from: data) {
+        return envelope.detections
+      }
       throw .malformedJSON(file: source, detail: describe(listError))
     }
   }
@@ -103,9 +108,14 @@ func loadResults(
     guard score.isFinite else { throw .invalidResults("result \(i) has score \(score)") }
     if boxBranch {
       guard let bb = r.bbox else {
-        throw .invalidResults("result \(i) has no \"bbox\" but the first result has one (pycocotools needs all or none)")
+        throw .invalidResults(
+          "result \(i) has no \"bbox\" but the first result has one (pycocotools needs all or none)"
+        )
       }
-      let x1 = bb.x, x2 = bb.x + bb.width, y1 = bb.y, y2 = bb.y + bb.height
+      let x1 = bb.x
+      let x2 = bb.x + bb.width
+      let y1 = bb.y
+      let y2 = bb.y + bb.height
       out.append(
         COCOAnnotation(
           id: i + 1, imageID: r.imageID, categoryID: r.categoryID,

@@ -36,7 +36,8 @@ public final class SamSegmenter: PromptSegmenter {
     var start = 0
     while start < boxes.count {
       let end = min(start + batchSize, boxes.count)
-      let batch = try predictor.predictBatch(boxes: Array(boxes[start..<end]), multimask: true, upscale: false)
+      let batch = try predictor.predictBatch(
+        boxes: Array(boxes[start..<end]), multimask: true, upscale: false)
       out += try keepBest(batch)
       start = end
     }
@@ -51,7 +52,8 @@ public final class SamSegmenter: PromptSegmenter {
     while start < pointSets.count {
       let end = min(start + batchSize, pointSets.count)
       let batch = try predictor.predictBatch(
-        pointSets: Array(pointSets[start..<end]), labelSets: Array(labels[start..<end]), multimask: true,
+        pointSets: Array(pointSets[start..<end]), labelSets: Array(labels[start..<end]),
+        multimask: true,
         upscale: false)
       out += try keepBest(batch)
       start = end
@@ -78,7 +80,8 @@ public final class SamSegmenter: PromptSegmenter {
       kept.append(contentsOf: low[offset..<(offset + plane)])
     }
     let lowRes = Tensor(shape: [b, 1, side, batch.lowResLogits.shape[3]], storage: kept)
-    let logits = MaskPostprocessing.upscale(lowRes, inputSize: inputSize, originalSize: originalSize)
+    let logits = MaskPostprocessing.upscale(
+      lowRes, inputSize: inputSize, originalSize: originalSize)
     let pixels = originalSize.height * originalSize.width
     return logits.withUnsafeBufferPointer { values in
       (0..<b).map { i in

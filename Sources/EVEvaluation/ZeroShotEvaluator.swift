@@ -84,9 +84,14 @@ public final class ZeroShotEvaluator {
         annotationsByImage[a.imageID, default: []].append(a)
       }
       if unknown > 0 {
-        warnings.append("\(unknown) annotation(s) refer to image ids not in the annotation file's images; skipped")
+        warnings.append(
+          "\(unknown) annotation(s) refer to image ids not in the annotation file's images; skipped"
+        )
       }
-      if tiny > 0 { warnings.append("\(tiny) annotation(s) with area < 1 skipped (as the official protocol does)") }
+      if tiny > 0 {
+        warnings.append(
+          "\(tiny) annotation(s) with area < 1 skipped (as the official protocol does)")
+      }
       guard !annotationsByImage.isEmpty else {
         throw .emptyResults("the annotation file has no objects with area ≥ 1 on its images")
       }
@@ -101,11 +106,14 @@ public final class ZeroShotEvaluator {
           continue
         }
         guard d.bbox != nil else { throw .invalidResults("detection \(i) has no bbox") }
-        guard let score = d.score, score.isFinite else { throw .invalidResults("detection \(i) has no finite score") }
+        guard let score = d.score, score.isFinite else {
+          throw .invalidResults("detection \(i) has no finite score")
+        }
         detectionsByImage[d.imageID, default: []].append(d)
       }
       if unknown > 0 {
-        warnings.append("\(unknown) detection(s) refer to image ids not in the annotation file; skipped")
+        warnings.append(
+          "\(unknown) detection(s) refer to image ids not in the annotation file; skipped")
       }
       guard !detectionsByImage.isEmpty else {
         throw .emptyResults("no detection refers to an image of the annotation file")
@@ -113,12 +121,19 @@ public final class ZeroShotEvaluator {
     }
     if configuration.prompt == .detector && configuration.dataset == .lvis {
       // LVISEval needs these at the end of the run; check them before hours of work.
-      if let image = dataset.images.first(where: { $0.negativeCategoryIDs == nil || $0.notExhaustiveCategoryIDs == nil }) {
+      if let image = dataset.images.first(where: {
+        $0.negativeCategoryIDs == nil || $0.notExhaustiveCategoryIDs == nil
+      }) {
         throw .invalidAnnotation(
-          "image \(image.id) lacks neg_category_ids / not_exhaustive_category_ids, which LVIS evaluation needs; use --dataset coco for a COCO file")
+          "image \(image.id) lacks neg_category_ids / not_exhaustive_category_ids, which LVIS evaluation needs; use --dataset coco for a COCO file"
+        )
       }
-      if let category = dataset.categories.first(where: { !["r", "c", "f"].contains($0.frequency ?? "") }) {
-        throw .invalidAnnotation("category \(category.id) has no LVIS frequency (r, c or f); use --dataset coco for a COCO file")
+      if let category = dataset.categories.first(where: {
+        !["r", "c", "f"].contains($0.frequency ?? "")
+      }) {
+        throw .invalidAnnotation(
+          "category \(category.id) has no LVIS frequency (r, c or f); use --dataset coco for a COCO file"
+        )
       }
     }
     var items = dataset.images.sorted { $0.id < $1.id }.compactMap { image -> WorkItem? in
@@ -136,14 +151,17 @@ public final class ZeroShotEvaluator {
       let candidates = candidateFiles(for: items[i].image)
       items[i].file = candidates.first { FileManager.default.fileExists(atPath: $0.path) }
       if items[i].file == nil {
-        missing.append(candidates.first?.path ?? "image \(items[i].image.id) (no file_name or coco_url)")
+        missing.append(
+          candidates.first?.path ?? "image \(items[i].image.id) (no file_name or coco_url)")
       }
     }
     if !missing.isEmpty {
       guard configuration.skipMissingImages else {
         throw .missingImages(count: missing.count, examples: missing)
       }
-      let objects = items.filter { $0.file == nil }.reduce(0) { $0 + $1.annotations.count + $1.detections.count }
+      let objects = items.filter { $0.file == nil }.reduce(0) {
+        $0 + $1.annotations.count + $1.detections.count
+      }
       warnings.append(
         "\(missing.count) image file(s) missing and skipped with their \(objects) object(s)/detection(s), e.g. \(missing.prefix(3).joined(separator: ", "))"
       )
@@ -159,11 +177,15 @@ public final class ZeroShotEvaluator {
   /// script, then `<name>`.
   func candidateFiles(for image: COCOImage) -> [URL] {
     var out: [URL] = []
-    if let name = image.fileName, !name.isEmpty { out.append(imagesDirectory.appendingPathComponent(name)) }
+    if let name = image.fileName, !name.isEmpty {
+      out.append(imagesDirectory.appendingPathComponent(name))
+    }
     if let url = image.cocoURL {
       let parts = url.split(separator: "/").map(String.init)
       if parts.count >= 2 {
-        out.append(imagesDirectory.appendingPathComponent(parts[parts.count - 2]).appendingPathComponent(parts[parts.count - 1]))
+        out.append(
+          imagesDirectory.appendingPathComponent(parts[parts.count - 2]).appendingPathComponent(
+            parts[parts.count - 1]))
       }
       if let last = parts.last { out.append(imagesDirectory.appendingPathComponent(last)) }
     }
@@ -178,7 +200,8 @@ public final class ZeroShotEvaluator {
   ///   - journal: where finished images are appended (and read back when resuming); nil for none.
   ///   - progress: called with (images done, total) after each image; make a `ProgressReporter`.
   public func run(
-    segmenter: PromptSegmenter, journal: URL?, progress: ((_ done: Int, _ total: Int, _ resumed: Int) -> Void)? = nil
+    segmenter: PromptSegmenter, journal: URL?,
+    progress: ((_ done: Int, _ total: Int, _ resumed: Int) -> Void)? = nil
   ) throws(EvaluationError) -> ZeroShotReport {
     var records: [Int: ImageRecord] = [:]
     var handle: FileHandle?
@@ -200,7 +223,9 @@ public final class ZeroShotEvaluator {
     return try makeReport(records: work.map { records[$0.image.id]! })
   }
 
-  private func evaluate(_ item: WorkItem, segmenter: PromptSegmenter) throws(EvaluationError) -> ImageRecord {
+  private func evaluate(_ item: WorkItem, segmenter: PromptSegmenter) throws(EvaluationError)
+    -> ImageRecord
+  {
     let file = item.file!
     let picture: RGBImage
     do {
@@ -209,10 +234,12 @@ public final class ZeroShotEvaluator {
     } catch {
       throw .imageDecoding("cannot decode image \(item.image.id) (\(file.path)): \(error)")
     }
-    let h = item.image.height, w = item.image.width
+    let h = item.image.height
+    let w = item.image.width
     guard picture.height == h, picture.width == w else {
       throw .imageSizeMismatch(
-        imageID: item.image.id, file: file.path, annotated: [h, w], decoded: [picture.height, picture.width])
+        imageID: item.image.id, file: file.path, annotated: [h, w],
+        decoded: [picture.height, picture.width])
     }
     do {
       try segmenter.setImage(picture)
@@ -221,10 +248,14 @@ public final class ZeroShotEvaluator {
     }
     switch configuration.prompt {
     case .box:
-      let gts = try item.annotations.map { a throws(EvaluationError) in try groundTruthMask(a, height: h, width: w) }
+      let gts = try item.annotations.map { a throws(EvaluationError) in
+        try groundTruthMask(a, height: h, width: w)
+      }
       var boxes: [[Double]] = []
       for a in item.annotations {
-        guard let b = a.bbox else { throw .invalidAnnotation("annotation \(a.id) has no bbox (needed for box prompts)") }
+        guard let b = a.bbox else {
+          throw .invalidAnnotation("annotation \(a.id) has no bbox (needed for box prompts)")
+        }
         boxes.append([b.x, b.y, b.x + b.width, b.y + b.height])
       }
       let masks: [[Bool]]
@@ -235,15 +266,19 @@ public final class ZeroShotEvaluator {
       }
       let results = item.annotations.indices.map { i in
         AnnotationResult(
-          id: item.annotations[i].id, imageID: item.image.id, categoryID: item.annotations[i].categoryID,
+          id: item.annotations[i].id, imageID: item.image.id,
+          categoryID: item.annotations[i].categoryID,
           area: item.annotations[i].area, iou: [maskIoU(masks[i], gts[i])])
       }
       return ImageRecord(imageID: item.image.id, annotations: results, detections: nil)
 
     case .point:
-      let gts = try item.annotations.map { a throws(EvaluationError) in try groundTruthMask(a, height: h, width: w) }
+      let gts = try item.annotations.map { a throws(EvaluationError) in
+        try groundTruthMask(a, height: h, width: w)
+      }
       var clickers = gts.map { Clicker(groundTruth: $0, height: h, width: w) }
-      var predictions = [[Bool]](repeating: [Bool](repeating: false, count: h * w), count: gts.count)
+      var predictions = [[Bool]](
+        repeating: [Bool](repeating: false, count: h * w), count: gts.count)
       var ious = [[Double]](repeating: [], count: gts.count)
       let wanted = Set(configuration.clicks)
       for round in 1...configuration.clicks.last! {
@@ -261,7 +296,8 @@ public final class ZeroShotEvaluator {
       }
       let results = item.annotations.indices.map { i in
         AnnotationResult(
-          id: item.annotations[i].id, imageID: item.image.id, categoryID: item.annotations[i].categoryID,
+          id: item.annotations[i].id, imageID: item.image.id,
+          categoryID: item.annotations[i].categoryID,
           area: item.annotations[i].area, iou: ious[i], clicks: clickers[i].clicks)
       }
       return ImageRecord(imageID: item.image.id, annotations: results, detections: nil)
@@ -285,7 +321,9 @@ public final class ZeroShotEvaluator {
     }
   }
 
-  private func groundTruthMask(_ a: COCOAnnotation, height: Int, width: Int) throws(EvaluationError) -> [Bool] {
+  private func groundTruthMask(_ a: COCOAnnotation, height: Int, width: Int) throws(EvaluationError)
+    -> [Bool]
+  {
     guard let segmentation = a.segmentation else {
       throw .invalidAnnotation("annotation \(a.id) has no segmentation")
     }
@@ -297,7 +335,8 @@ public final class ZeroShotEvaluator {
     }
     guard rle.height == height, rle.width == width else {
       throw .invalidAnnotation(
-        "annotation \(a.id)'s mask is \(rle.width)×\(rle.height) but its image is \(width)×\(height)")
+        "annotation \(a.id)'s mask is \(rle.width)×\(rle.height) but its image is \(width)×\(height)"
+      )
     }
     return rle.decodeRowMajorBool()
   }
@@ -314,7 +353,8 @@ public final class ZeroShotEvaluator {
       report.detections = records.flatMap { $0.detections ?? [] }
     }
     let partial = configuration.limit != nil || configuration.skipMissingImages
-    try ZeroShotEvaluator.summarize(&report, groundTruth: dataset, restrictToEvaluatedImages: partial)
+    try ZeroShotEvaluator.summarize(
+      &report, groundTruth: dataset, restrictToEvaluatedImages: partial)
     return report
   }
 
@@ -345,7 +385,9 @@ public final class ZeroShotEvaluator {
       guard configuration.shard.count == 1 else { return }
       guard let groundTruth else { return }
       let detections = (report.detections ?? []).map { d in
-        RawResult(imageID: d.imageID, categoryID: d.categoryID, score: d.score, bbox: nil, segmentation: d.segmentation)
+        RawResult(
+          imageID: d.imageID, categoryID: d.categoryID, score: d.score, bbox: nil,
+          segmentation: d.segmentation)
       }
       guard !detections.isEmpty else { throw .emptyResults("no detection was evaluated") }
       let imageIDs = restrictToEvaluatedImages ? report.imageIDs : nil
@@ -353,13 +395,15 @@ public final class ZeroShotEvaluator {
       case .coco:
         var parameters = COCOEvalParameters(iouType: .segm)
         parameters.imageIDs = imageIDs
-        report.coco = try COCOEvaluator.evaluate(groundTruth: groundTruth, results: detections, parameters: parameters)
+        report.coco = try COCOEvaluator.evaluate(
+          groundTruth: groundTruth, results: detections, parameters: parameters)
       case .lvis:
         report.lvis = try LVISEvaluator.evaluate(
           groundTruth: groundTruth, results: detections, iouType: .segm, imageIDs: imageIDs)
       }
       if imageIDs != nil {
-        report.note = "metrics over the \(report.imageIDs.count) evaluated image(s) only (--limit / skipped images)"
+        report.note =
+          "metrics over the \(report.imageIDs.count) evaluated image(s) only (--limit / skipped images)"
       }
     }
   }
@@ -377,12 +421,15 @@ public final class ZeroShotEvaluator {
     let lines = data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: true)
     guard let first = lines.first else { return [:] }
     let decoder = JSONDecoder()
-    guard let header = try? decoder.decode(JournalHeader.self, from: Data(first)), header.journal == "evsam-eval-journal/1"
+    guard let header = try? decoder.decode(JournalHeader.self, from: Data(first)),
+      header.journal == "evsam-eval-journal/1"
     else {
-      throw .journalMismatch(path: url.path, detail: "its first line is not an evsam eval journal header")
+      throw .journalMismatch(
+        path: url.path, detail: "its first line is not an evsam eval journal header")
     }
     guard header.configuration == configuration else {
-      throw .journalMismatch(path: url.path, detail: differences(header.configuration, configuration))
+      throw .journalMismatch(
+        path: url.path, detail: differences(header.configuration, configuration))
     }
     let planned = Set(work.map(\.image.id))
     var records: [Int: ImageRecord] = [:]
@@ -393,7 +440,9 @@ public final class ZeroShotEvaluator {
         throw .journalMismatch(path: url.path, detail: "line \(n + 2) is not a valid image record")
       }
       guard planned.contains(record.imageID) else {
-        throw .journalMismatch(path: url.path, detail: "it holds image \(record.imageID), which this run does not evaluate")
+        throw .journalMismatch(
+          path: url.path,
+          detail: "it holds image \(record.imageID), which this run does not evaluate")
       }
       records[record.imageID] = record
     }
@@ -405,7 +454,8 @@ public final class ZeroShotEvaluator {
       if fresh {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
-        var data = try encoder.encode(JournalHeader(journal: "evsam-eval-journal/1", configuration: configuration))
+        var data = try encoder.encode(
+          JournalHeader(journal: "evsam-eval-journal/1", configuration: configuration))
         data.append(UInt8(ascii: "\n"))
         try data.write(to: url)
       } else {
@@ -424,7 +474,9 @@ public final class ZeroShotEvaluator {
     }
   }
 
-  private func append(_ record: ImageRecord, to handle: FileHandle, path: String) throws(EvaluationError) {
+  private func append(_ record: ImageRecord, to handle: FileHandle, path: String)
+    throws(EvaluationError)
+  {
     do {
       var data = try JSONEncoder().encode(record)
       data.append(UInt8(ascii: "\n"))
@@ -441,7 +493,8 @@ public func maskIoU(_ a: [Bool], _ b: [Bool]) -> Double {
   var intersection = 0
   var union = 0
   for i in 0..<a.count {
-    let x = a[i], y = b[i]
+    let x = a[i]
+    let y = b[i]
     if x && y { intersection += 1 }
     if x || y { union += 1 }
   }
@@ -452,14 +505,23 @@ public func maskIoU(_ a: [Bool], _ b: [Bool]) -> Double {
 func differences(_ a: ZeroShotConfiguration, _ b: ZeroShotConfiguration) -> String {
   var out: [String] = []
   if a.model != b.model { out.append("model \(a.model) vs \(b.model)") }
-  if a.checkpoint != b.checkpoint { out.append("checkpoint \(a.checkpoint ?? "-") vs \(b.checkpoint ?? "-")") }
-  if a.annotations != b.annotations { out.append("annotations \(a.annotations) vs \(b.annotations)") }
+  if a.checkpoint != b.checkpoint {
+    out.append("checkpoint \(a.checkpoint ?? "-") vs \(b.checkpoint ?? "-")")
+  }
+  if a.annotations != b.annotations {
+    out.append("annotations \(a.annotations) vs \(b.annotations)")
+  }
   if a.images != b.images { out.append("images \(a.images) vs \(b.images)") }
   if a.prompt != b.prompt { out.append("prompt \(a.prompt.rawValue) vs \(b.prompt.rawValue)") }
   if a.clicks != b.clicks { out.append("clicks \(a.clicks) vs \(b.clicks)") }
-  if a.detections != b.detections { out.append("detections \(a.detections ?? "-") vs \(b.detections ?? "-")") }
+  if a.detections != b.detections {
+    out.append("detections \(a.detections ?? "-") vs \(b.detections ?? "-")")
+  }
   if a.dataset != b.dataset { out.append("dataset \(a.dataset.rawValue) vs \(b.dataset.rawValue)") }
-  if a.limit != b.limit { out.append("limit \(a.limit.map(String.init) ?? "none") vs \(b.limit.map(String.init) ?? "none")") }
+  if a.limit != b.limit {
+    out.append(
+      "limit \(a.limit.map(String.init) ?? "none") vs \(b.limit.map(String.init) ?? "none")")
+  }
   if a.shard != b.shard { out.append("shard \(a.shard) vs \(b.shard)") }
   if a.skipMissingImages != b.skipMissingImages { out.append("skip-missing-images differs") }
   return out.isEmpty ? "same configuration" : out.joined(separator: "; ")

@@ -29,7 +29,8 @@ public struct Shard: Codable, Sendable, Equatable, CustomStringConvertible {
 
   public init(parsing text: String) throws(EvaluationError) {
     let parts = text.split(separator: "/", omittingEmptySubsequences: false)
-    guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n else {
+    guard parts.count == 2, let i = Int(parts[0]), let n = Int(parts[1]), n >= 1, i >= 0, i < n
+    else {
       throw .invalidParameters("shard must be I/N with 0 ≤ I < N (e.g. 0/4), got \"\(text)\"")
     }
     self.init(index: i, count: n)
@@ -79,7 +80,8 @@ public struct ZeroShotConfiguration: Codable, Sendable, Equatable {
       guard clicks.last! <= 100 else { throw .invalidParameters("at most 100 clicks per object") }
     }
     if prompt == .detector && detections == nil {
-      throw .invalidParameters("--prompt detector needs --detections FILE (detector boxes in COCO results format)")
+      throw .invalidParameters(
+        "--prompt detector needs --detections FILE (detector boxes in COCO results format)")
     }
     if prompt != .detector && detections != nil {
       throw .invalidParameters("--detections is only used with --prompt detector")
@@ -109,7 +111,9 @@ public struct AnnotationResult: Codable, Sendable, Equatable {
     case clicks
   }
 
-  public init(id: Int, imageID: Int, categoryID: Int, area: Double, iou: [Double], clicks: [Click]? = nil) {
+  public init(
+    id: Int, imageID: Int, categoryID: Int, area: Double, iou: [Double], clicks: [Click]? = nil
+  ) {
     self.id = id
     self.imageID = imageID
     self.categoryID = categoryID
@@ -222,7 +226,9 @@ public struct ZeroShotReport: Codable, Sendable {
     if let lvis {
       lines += lvis.lines
       lines.append(
-        "{" + lvis.results.prefix(9).map { "'\($0.name)': \(formatFixed($0.value * 100, digits: 3))" }.joined(separator: ", ") + "}")
+        "{"
+          + lvis.results.prefix(9).map { "'\($0.name)': \(formatFixed($0.value * 100, digits: 3))" }
+          .joined(separator: ", ") + "}")
     }
     if let note { lines.append(note) }
     return lines

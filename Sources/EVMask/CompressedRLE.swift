@@ -70,7 +70,8 @@ extension RLE: Codable {
     let size = try container.decode([Int].self, forKey: .size)
     guard size.count == 2 else {
       throw DecodingError.dataCorruptedError(
-        forKey: .size, in: container, debugDescription: "RLE size must be [height, width], got \(size)")
+        forKey: .size, in: container,
+        debugDescription: "RLE size must be [height, width], got \(size)")
     }
     if let string = try? container.decode(String.self, forKey: .counts) {
       self = try RLE(compressed: string, height: size[0], width: size[1])

@@ -36,7 +36,8 @@ public struct RLE: Hashable, Sendable {
 
   /// Encodes a row-major `height × width` mask (any nonzero byte is foreground).
   public init(rowMajor mask: UnsafeBufferPointer<UInt8>, height: Int, width: Int) {
-    precondition(mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
+    precondition(
+      mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
     var binary = true
     for v in mask where v > 1 {
       binary = false
@@ -50,7 +51,9 @@ public struct RLE: Hashable, Sendable {
         for i in 0..<n { out[i] = mask[i] != 0 ? 1 : 0 }
         count = n
       }
-      self = normalized.withUnsafeBufferPointer { RLE(binaryRowMajor: $0, height: height, width: width) }
+      self = normalized.withUnsafeBufferPointer {
+        RLE(binaryRowMajor: $0, height: height, width: width)
+      }
     }
   }
 
@@ -59,17 +62,23 @@ public struct RLE: Hashable, Sendable {
   }
 
   public init(rowMajor mask: [Bool], height: Int, width: Int) {
-    precondition(mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
+    precondition(
+      mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
     // A Bool is stored as the byte 0 or 1.
     self = mask.withUnsafeBufferPointer { buffer in
-      buffer.withMemoryRebound(to: UInt8.self) { RLE(binaryRowMajor: $0, height: height, width: width) }
+      buffer.withMemoryRebound(to: UInt8.self) {
+        RLE(binaryRowMajor: $0, height: height, width: width)
+      }
     }
   }
 
   /// Encodes `values > threshold` of a row-major float map (the automatic mask generator's hot
   /// path: logits → RLE).
-  public init(rowMajor values: UnsafeBufferPointer<Float>, threshold: Float, height: Int, width: Int) {
-    precondition(values.count == height * width, "map has \(values.count) values, expected \(height)×\(width)")
+  public init(
+    rowMajor values: UnsafeBufferPointer<Float>, threshold: Float, height: Int, width: Int
+  ) {
+    precondition(
+      values.count == height * width, "map has \(values.count) values, expected \(height)×\(width)")
     let n = height * width
     let bytes = [UInt8](unsafeUninitializedCapacity: n) { out, count in
       for i in 0..<n { out[i] = values[i] > threshold ? 1 : 0 }
@@ -149,13 +158,16 @@ public struct RLE: Hashable, Sendable {
 
   /// Encodes a column-major mask (pycocotools' native layout; nonzero is foreground).
   public init(columnMajor mask: UnsafeBufferPointer<UInt8>, height: Int, width: Int) {
-    precondition(mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
+    precondition(
+      mask.count == height * width, "mask has \(mask.count) values, expected \(height)×\(width)")
     let n = height * width
     let binary = [UInt8](unsafeUninitializedCapacity: n) { out, count in
       for i in 0..<n { out[i] = mask[i] != 0 ? 1 : 0 }
       count = n
     }
-    self = binary.withUnsafeBufferPointer { RLE(binaryColumnMajor: $0, height: height, width: width) }
+    self = binary.withUnsafeBufferPointer {
+      RLE(binaryColumnMajor: $0, height: height, width: width)
+    }
   }
 
   /// Scans a column-major buffer holding only 0 and 1, skipping eight equal bytes at a time.
@@ -173,7 +185,9 @@ public struct RLE: Hashable, Sendable {
     var runStart = 0
     while true {
       let pattern: UInt64 = value == 0 ? 0 : 0x0101_0101_0101_0101
-      while j + 8 <= n && raw.loadUnaligned(fromByteOffset: j, as: UInt64.self) == pattern { j += 8 }
+      while j + 8 <= n && raw.loadUnaligned(fromByteOffset: j, as: UInt64.self) == pattern {
+        j += 8
+      }
       while j < n && base[j] == value { j += 1 }
       if j == n { break }
       counts.append(UInt32(j - runStart))
@@ -210,7 +224,9 @@ public struct RLE: Hashable, Sendable {
   /// where a run boundary falls inside a column; the top row comes from the runs covering each
   /// column's first pixel.
   public func decodeRowMajor() -> [UInt8] {
-    let h = height, w = width, n = h * w
+    let h = height
+    let w = width
+    let n = h * w
     guard n > 0 else { return [] }
     var top = [UInt8](repeating: 0, count: w)
     var perRow = [Int](repeating: 0, count: h + 1)
@@ -324,9 +340,13 @@ public struct RLE: Hashable, Sendable {
   private static func mergeCounts(_ a: [UInt32], _ b: [UInt32], intersect: Bool) -> [UInt32] {
     var out: [UInt32] = []
     out.reserveCapacity(max(a.count, b.count) + 1)
-    var ca = a[0], cb = b[0]
-    var ia = 1, ib = 1
-    var va = false, vb = false, v = false
+    var ca = a[0]
+    var cb = b[0]
+    var ia = 1
+    var ib = 1
+    var va = false
+    var vb = false
+    var v = false
     var cc: UInt32 = 0
     var remaining: UInt32 = 1
     while remaining > 0 {
@@ -334,10 +354,18 @@ public struct RLE: Hashable, Sendable {
       cc += c
       remaining = 0
       ca -= c
-      if ca == 0 && ia < a.count { ca = a[ia]; ia += 1; va.toggle() }
+      if ca == 0 && ia < a.count {
+        ca = a[ia]
+        ia += 1
+        va.toggle()
+      }
       remaining += ca
       cb -= c
-      if cb == 0 && ib < b.count { cb = b[ib]; ib += 1; vb.toggle() }
+      if cb == 0 && ib < b.count {
+        cb = b[ib]
+        ib += 1
+        vb.toggle()
+      }
       remaining += cb
       let previous = v
       v = intersect ? (va && vb) : (va || vb)
@@ -368,11 +396,16 @@ public struct RLE: Hashable, Sendable {
   public static func pairIoU(_ dt: RLE, _ gt: RLE, crowd: Bool = false) -> Double {
     if dt.height != gt.height || dt.width != gt.width { return -1 }
     if dt.counts.isEmpty || gt.counts.isEmpty { return 0 }
-    let a = dt.counts, b = gt.counts
-    var ca = a[0], cb = b[0]
-    var ia = 1, ib = 1
-    var va = false, vb = false
-    var inter: UInt32 = 0, union: UInt32 = 0
+    let a = dt.counts
+    let b = gt.counts
+    var ca = a[0]
+    var cb = b[0]
+    var ia = 1
+    var ib = 1
+    var va = false
+    var vb = false
+    var inter: UInt32 = 0
+    var union: UInt32 = 0
     var remaining: UInt32 = 1
     while remaining > 0 {
       let c = min(ca, cb)
@@ -382,10 +415,18 @@ public struct RLE: Hashable, Sendable {
       }
       remaining = 0
       ca -= c
-      if ca == 0 && ia < a.count { ca = a[ia]; ia += 1; va.toggle() }
+      if ca == 0 && ia < a.count {
+        ca = a[ia]
+        ia += 1
+        va.toggle()
+      }
       remaining += ca
       cb -= c
-      if cb == 0 && ib < b.count { cb = b[ib]; ib += 1; vb.toggle() }
+      if cb == 0 && ib < b.count {
+        cb = b[ib]
+        ib += 1
+        vb.toggle()
+      }
       remaining += cb
     }
     if inter == 0 {
@@ -407,12 +448,17 @@ public struct RLE: Hashable, Sendable {
 
   /// The box `[x, y, w, h]` as a 4-vertex polygon (pycocotools `frBbox`).
   public init(box: BoxXYWH, height: Int, width: Int) {
-    let xs = box.x, xe = box.x + box.width
-    let ys = box.y, ye = box.y + box.height
-    self = RLE.rasterize(polygon: [xs, ys, xs, ye, xe, ye, xe, ys], pointCount: 4, height: height, width: width)
+    let xs = box.x
+    let xe = box.x + box.width
+    let ys = box.y
+    let ye = box.y + box.height
+    self = RLE.rasterize(
+      polygon: [xs, ys, xs, ye, xe, ye, xe, ys], pointCount: 4, height: height, width: width)
   }
 
-  private static func rasterize(polygon xy: [Double], pointCount k: Int, height h: Int, width w: Int) -> RLE {
+  private static func rasterize(
+    polygon xy: [Double], pointCount k: Int, height h: Int, width w: Int
+  ) -> RLE {
     let scale = 5.0
     // C converts with (int)(v + .5): truncation toward zero, in 32 bits.
     @inline(__always) func toInt(_ v: Double) -> Int {
@@ -436,8 +482,12 @@ public struct RLE: Hashable, Sendable {
     u.reserveCapacity(total)
     v.reserveCapacity(total)
     for j in 0..<k {
-      var xs = x[j], xe = x[j + 1], ys = y[j], ye = y[j + 1]
-      let dx = abs(xe - xs), dy = abs(ys - ye)
+      var xs = x[j]
+      var xe = x[j + 1]
+      var ys = y[j]
+      var ye = y[j + 1]
+      let dx = abs(xe - xs)
+      let dy = abs(ys - ye)
       let flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye)
       if flip {
         swap(&xs, &xe)

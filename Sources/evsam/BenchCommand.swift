@@ -79,7 +79,9 @@ struct BenchCommand: ParsableCommand {
   var childOutput: String?
 
   func validate() throws {
-    guard runs >= 1, decoderRuns >= 1 else { throw ValidationError("--runs and --decoder-runs must be ≥ 1") }
+    guard runs >= 1, decoderRuns >= 1 else {
+      throw ValidationError("--runs and --decoder-runs must be ≥ 1")
+    }
     if let threads, threads < 1 { throw ValidationError("--threads must be ≥ 1") }
     if withReference && reference != nil {
       throw ValidationError("give either --with-reference or --reference FILE, not both")
@@ -127,7 +129,8 @@ struct BenchCommand: ParsableCommand {
     var results: [[String: Any]] = []
     for v in variants {
       let weights = checkpoint ?? referenceWeights[v]
-      printErr("benchmarking \(v.modelName)\(weights.map { " (weights \($0))" } ?? " (random weights)")…")
+      printErr(
+        "benchmarking \(v.modelName)\(weights.map { " (weights \($0))" } ?? " (random weights)")…")
       results.append(try measureInChild(v, checkpointPath: weights))
     }
 
@@ -241,7 +244,8 @@ struct BenchCommand: ParsableCommand {
   /// caches belong to one model only.
   private func measureInChild(_ variant: Variant, checkpointPath: String?) throws -> [String: Any] {
     let output = FileManager.default.temporaryDirectory
-      .appendingPathComponent("evsam-bench-\(ProcessInfo.processInfo.processIdentifier)-\(variant.rawValue).json")
+      .appendingPathComponent(
+        "evsam-bench-\(ProcessInfo.processInfo.processIdentifier)-\(variant.rawValue).json")
     defer { try? FileManager.default.removeItem(at: output) }
     var arguments = [
       "bench", "--model", variant.rawValue, "--runs", "\(runs)", "--decoder-runs", "\(decoderRuns)",
@@ -259,7 +263,8 @@ struct BenchCommand: ParsableCommand {
     try process.run()
     process.waitUntilExit()
     guard process.terminationStatus == 0 else {
-      throw CLIError("benchmarking \(variant.modelName) failed (exit status \(process.terminationStatus))")
+      throw CLIError(
+        "benchmarking \(variant.modelName) failed (exit status \(process.terminationStatus))")
     }
     return try readJSON(output.path)
   }
@@ -377,7 +382,9 @@ struct BenchCommand: ParsableCommand {
         if let v = d?[key] as? Double { return v }
         return (d?[key] as? [String: Any])?["median"] as? Double
       }
-      func add(_ label: String, _ value: Double?, unit: String, _ torchValue: Double?, _ ortValue: Double?) {
+      func add(
+        _ label: String, _ value: Double?, unit: String, _ torchValue: Double?, _ ortValue: Double?
+      ) {
         guard let value else { return }
         let fmt = unit == "s" ? "%.3f s" : (unit == "MB" ? "%.0f MB" : "%.1f ms")
         rows.append([
@@ -388,18 +395,27 @@ struct BenchCommand: ParsableCommand {
           ortValue.map { String(format: "%.2f×", value / $0) } ?? "—",
         ])
       }
-      add("encoder (median)", ours("encoder_s"), unit: "s", theirs(torch, "encoder_s"), theirs(ort, "encoder_s"))
+      add(
+        "encoder (median)", ours("encoder_s"), unit: "s", theirs(torch, "encoder_s"),
+        theirs(ort, "encoder_s"))
       add(
         "encoder (min)", (r["encoder_s"] as? [String: Any])?["min"] as? Double, unit: "s",
         (torch?["encoder_s"] as? [String: Any])?["min"] as? Double,
         (ort?["encoder_s"] as? [String: Any])?["min"] as? Double)
       add("encoder CPU time (median)", ours("encoder_cpu_s"), unit: "s", nil, nil)
-      add("decoder, 1 point", ours("decoder_point_ms"), unit: "ms", theirs(torch, "decoder_point_ms"), nil)
-      add("decoder, 1 box", ours("decoder_box_ms"), unit: "ms", theirs(torch, "decoder_box_ms"), nil)
-      add("decoder, 64 points", ours("decoder_batch64_ms"), unit: "ms", theirs(torch, "decoder_batch64_ms"), nil)
+      add(
+        "decoder, 1 point", ours("decoder_point_ms"), unit: "ms", theirs(torch, "decoder_point_ms"),
+        nil)
+      add(
+        "decoder, 1 box", ours("decoder_box_ms"), unit: "ms", theirs(torch, "decoder_box_ms"), nil)
+      add(
+        "decoder, 64 points", ours("decoder_batch64_ms"), unit: "ms",
+        theirs(torch, "decoder_batch64_ms"), nil)
       add("decoder CPU time, 1 point", ours("decoder_point_cpu_ms"), unit: "ms", nil, nil)
       add("decoder CPU time, 64 points", ours("decoder_batch64_cpu_ms"), unit: "ms", nil, nil)
-      add("everything mode", r["everything_s"] as? Double, unit: "s", theirs(torch, "everything_s"), nil)
+      add(
+        "everything mode", r["everything_s"] as? Double, unit: "s", theirs(torch, "everything_s"),
+        nil)
       add(
         "peak RSS after encode", r["peak_rss_after_encode_mb"] as? Double, unit: "MB",
         theirs(torch, "peak_rss_after_encode_mb"), theirs(ort, "peak_rss_after_encode_mb"))
@@ -407,14 +423,21 @@ struct BenchCommand: ParsableCommand {
     let header = ["", "evsam", "PyTorch", "ratio", "ONNX Runtime", "ratio"]
     let widths = (0..<header.count).map { c in ([header] + rows).map { $0[c].count }.max()! }
     func line(_ cells: [String]) -> String {
-      "| " + cells.enumerated().map { pad($0.element, widths[$0.offset], right: $0.offset > 0) }
+      "| "
+        + cells.enumerated().map { pad($0.element, widths[$0.offset], right: $0.offset > 0) }
         .joined(separator: " | ") + " |"
     }
     print(line(header))
-    print("|" + widths.enumerated().map { String(repeating: "-", count: $0.element + 1) + ($0.offset > 0 ? ":" : "-") }.joined(separator: "|") + "|")
+    print(
+      "|"
+        + widths.enumerated().map {
+          String(repeating: "-", count: $0.element + 1) + ($0.offset > 0 ? ":" : "-")
+        }.joined(separator: "|") + "|")
     for row in rows { print(line(row)) }
     let threadsUsed = results.first?["threads"] as? Int ?? ComputeThreads.count
-    print("(\(threadsUsed) threads; encoder over \(runs) runs, decoder over \(decoderRuns); ratio < 1 means evsam is faster)")
+    print(
+      "(\(threadsUsed) threads; encoder over \(runs) runs, decoder over \(decoderRuns); ratio < 1 means evsam is faster)"
+    )
 
     var document: [String: Any] = [
       "tool": "evsam bench", "threads": threadsUsed, "runs": runs, "decoder_runs": decoderRuns,
@@ -512,10 +535,12 @@ func processCPUSeconds() -> Double {
 }
 
 func machineDescription() -> String {
-  let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+  let cpu =
+    (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
     .split(separator: "\n").first { $0.hasPrefix("model name") }?
     .split(separator: ":", maxSplits: 1).last?.trimmingCharacters(in: .whitespaces) ?? "unknown CPU"
-  let load = (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?
+  let load =
+    (try? String(contentsOfFile: "/proc/loadavg", encoding: .utf8))?
     .split(separator: " ").prefix(3).joined(separator: " ") ?? "?"
   return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(load)"
 }

@@ -14,7 +14,8 @@ struct CocoEvalCommand: ParsableCommand {
       `evsam eval --prompt detector` report.
       """)
 
-  @Option(help: ArgumentHelp("Ground-truth annotation file (COCO or LVIS JSON).", valueName: "file"))
+  @Option(
+    help: ArgumentHelp("Ground-truth annotation file (COCO or LVIS JSON).", valueName: "file"))
   var annotations: String
 
   @Option(help: ArgumentHelp("Results to score.", valueName: "file"))
@@ -40,7 +41,8 @@ struct CocoEvalCommand: ParsableCommand {
     let groundTruth = try COCODataset.load(contentsOf: URL(fileURLWithPath: annotations))
     let resultList = try ResultsFile.load(contentsOf: URL(fileURLWithPath: results))
     if !lvis && groundTruth.looksLikeLVIS {
-      printError("note: \(annotations) looks like an LVIS file; pass --lvis for LVIS' federated evaluation")
+      printError(
+        "note: \(annotations) looks like an LVIS file; pass --lvis for LVIS' federated evaluation")
     }
     let data: Data
     if lvis {
@@ -53,7 +55,8 @@ struct CocoEvalCommand: ParsableCommand {
     } else {
       var parameters = COCOEvalParameters(iouType: iouType.value)
       if !maxDets.isEmpty { parameters.maxDetections = maxDets }
-      let summary = try COCOEvaluator.evaluate(groundTruth: groundTruth, results: resultList, parameters: parameters)
+      let summary = try COCOEvaluator.evaluate(
+        groundTruth: groundTruth, results: resultList, parameters: parameters)
       for w in summary.warnings { printError("warning: \(w)") }
       for line in summary.lines { print(line) }
       data = try encodeJSON(summary)
@@ -71,14 +74,18 @@ struct CocoEvalCommand: ParsableCommand {
     guard let maxDets else { return [] }
     let parts = maxDets.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
     guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) > 0 }) else {
-      throw ValidationError("--max-dets must be positive integers separated by commas, e.g. 1,10,100")
+      throw ValidationError(
+        "--max-dets must be positive integers separated by commas, e.g. 1,10,100")
     }
     let values = parts.map { $0! }
     if lvis {
-      guard values.count == 1 else { throw ValidationError("with --lvis give one --max-dets value (e.g. 300)") }
+      guard values.count == 1 else {
+        throw ValidationError("with --lvis give one --max-dets value (e.g. 300)")
+      }
     } else {
       guard values.count >= 3 else {
-        throw ValidationError("COCOeval needs three --max-dets values (e.g. 1,10,100); its summary reads three")
+        throw ValidationError(
+          "COCOeval needs three --max-dets values (e.g. 1,10,100); its summary reads three")
       }
     }
     return values

@@ -33,7 +33,9 @@ struct EmbedCommand: ParsableCommand {
         "input_size": "\(model.config.imageSize)",
       ],
       to: URL(fileURLWithPath: output))
-    printErr("encoded \(picture.width)×\(picture.height) with \(name) in \(formatDuration(elapsed)) → \(output)")
+    printErr(
+      "encoded \(picture.width)×\(picture.height) with \(name) in \(formatDuration(elapsed)) → \(output)"
+    )
   }
 }
 

@@ -20,7 +20,10 @@ struct EvalCommand: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Option(help: ArgumentHelp("Folder with the images (COCO: val2017; LVIS: the folder holding val2017/, train2017/).", valueName: "dir"))
+  @Option(
+    help: ArgumentHelp(
+      "Folder with the images (COCO: val2017; LVIS: the folder holding val2017/, train2017/).",
+      valueName: "dir"))
   var images: String
 
   @Option(help: ArgumentHelp("COCO or LVIS annotation file.", valueName: "file"))
@@ -32,16 +35,22 @@ struct EvalCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Click counts to report for --prompt point.", valueName: "list"))
   var clicks: String = "1"
 
-  @Option(help: ArgumentHelp("Detector results (COCO results JSON) for --prompt detector.", valueName: "file"))
+  @Option(
+    help: ArgumentHelp(
+      "Detector results (COCO results JSON) for --prompt detector.", valueName: "file"))
   var detections: String?
 
-  @Option(help: ArgumentHelp("coco or lvis (default: detected from the annotation file).", valueName: "kind"))
+  @Option(
+    help: ArgumentHelp(
+      "coco or lvis (default: detected from the annotation file).", valueName: "kind"))
   var dataset: DatasetArgument?
 
   @Option(help: ArgumentHelp("Evaluate only the first N images (ascending id).", valueName: "n"))
   var limit: Int?
 
-  @Option(help: ArgumentHelp("Evaluate shard I of N (every N-th image from the I-th, 0-based).", valueName: "I/N"))
+  @Option(
+    help: ArgumentHelp(
+      "Evaluate shard I of N (every N-th image from the I-th, 0-based).", valueName: "I/N"))
   var shard: String = "0/1"
 
   @Flag(help: "Skip images whose file is missing (counted and reported) instead of stopping.")
@@ -64,7 +73,9 @@ struct EvalCommand: ParsableCommand {
     let clickCounts = try parseClicks()
     let annotationsURL = URL(fileURLWithPath: annotations)
     let groundTruth = try COCODataset.load(contentsOf: annotationsURL)
-    let detectionList = try detections.map { try ResultsFile.load(contentsOf: URL(fileURLWithPath: $0)) }
+    let detectionList = try detections.map {
+      try ResultsFile.load(contentsOf: URL(fileURLWithPath: $0))
+    }
     let kind = dataset?.value ?? (groundTruth.looksLikeLVIS ? .lvis : .coco)
     let (_, modelName) = try modelOptions.resolveConfig()
     let configuration = ZeroShotConfiguration(
@@ -85,9 +96,14 @@ struct EvalCommand: ParsableCommand {
     var reporter: ProgressReporter?
     let report = try evaluator.run(segmenter: segmenter, journal: journal) { done, total, resumed in
       if reporter == nil {
-        if resumed > 0 { printError("resuming from \(journal.path): \(resumed) of \(total) images already done") }
-        printError("evaluating \(total) image(s), prompt \(configuration.prompt.rawValue), shard \(configuration.shard)")
-        reporter = noProgress ? nil : ProgressReporter.standardError(total: total, alreadyDone: resumed)
+        if resumed > 0 {
+          printError("resuming from \(journal.path): \(resumed) of \(total) images already done")
+        }
+        printError(
+          "evaluating \(total) image(s), prompt \(configuration.prompt.rawValue), shard \(configuration.shard)"
+        )
+        reporter =
+          noProgress ? nil : ProgressReporter.standardError(total: total, alreadyDone: resumed)
       } else {
         reporter?.advance()
       }

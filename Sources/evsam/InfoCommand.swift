@@ -6,7 +6,8 @@ import Foundation
 struct InfoCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "info",
-    abstract: "Print a model's architecture summary, parameter counts and MACs; verify a checkpoint.")
+    abstract:
+      "Print a model's architecture summary, parameter counts and MACs; verify a checkpoint.")
 
   @OptionGroup var modelOptions: ModelOptions
 
@@ -19,11 +20,15 @@ struct InfoCommand: ParsableCommand {
     let encoder = ImageEncoder(config: config, WeightReader.declaringOnly().root)
 
     print("model            \(name)")
-    print("encoder input    \(config.imageSize)×\(config.imageSize) (prompts and masks in the 1024 frame)")
+    print(
+      "encoder input    \(config.imageSize)×\(config.imageSize) (prompts and masks in the 1024 frame)"
+    )
     print("backbone widths  \(config.backbone.widthList.map(String.init).joined(separator: ", "))")
     print("backbone depths  \(config.backbone.depthList.map(String.init).joined(separator: ", "))")
     print("backbone blocks  \(config.backbone.blockList.map(\.rawValue).joined(separator: ", "))")
-    print("neck             \(config.neck.fidList.joined(separator: "+")) → \(config.neck.headDepth)×\(config.neck.middleOp.rawValue) at width \(config.neck.headWidth)")
+    print(
+      "neck             \(config.neck.fidList.joined(separator: "+")) → \(config.neck.headDepth)×\(config.neck.middleOp.rawValue) at width \(config.neck.headWidth)"
+    )
     print("")
     print("parameters")
     let parts = [
@@ -31,14 +36,18 @@ struct InfoCommand: ParsableCommand {
       ("mask decoder", "mask_decoder."),
     ]
     for (label, prefix) in parts {
-      print("  \(pad(label, 16)) \(pad(grouped(declared.parameterCount(prefix: prefix)), 13, right: true))")
+      print(
+        "  \(pad(label, 16)) \(pad(grouped(declared.parameterCount(prefix: prefix)), 13, right: true))"
+      )
     }
     print("  \(pad("total", 16)) \(pad(grouped(declared.parameterCount()), 13, right: true))")
     print("  (\(declared.declared.count) checkpoint keys, buffers included)")
     print("")
     print("image encoder multiply-accumulates at \(config.imageSize)×\(config.imageSize)")
     for part in encoder.multiplyAccumulatesByPart() {
-      print("  \(pad(part.part, 16)) \(pad(String(format: "%.3f G", Double(part.macs) / 1e9), 13, right: true))")
+      print(
+        "  \(pad(part.part, 16)) \(pad(String(format: "%.3f G", Double(part.macs) / 1e9), 13, right: true))"
+      )
     }
     let total = Double(encoder.multiplyAccumulates) / 1e9
     var line = "  \(pad("total", 16)) \(pad(String(format: "%.3f G", total), 13, right: true))"

@@ -11,12 +11,14 @@ struct MergeCommand: ParsableCommand {
       what one unsharded run writes; detector runs are scored with (LVIS-)COCOeval here.
       """)
 
-  @Argument(help: ArgumentHelp("Shard reports written by `evsam eval --shard`.", valueName: "report.json"))
+  @Argument(
+    help: ArgumentHelp("Shard reports written by `evsam eval --shard`.", valueName: "report.json"))
   var reports: [String]
 
   @Option(
     help: ArgumentHelp(
-      "Annotation file for detector runs (default: the path recorded in the reports).", valueName: "file"))
+      "Annotation file for detector runs (default: the path recorded in the reports).",
+      valueName: "file"))
   var annotations: String?
 
   @Option(name: .shortAndLong, help: ArgumentHelp("Merged report to write.", valueName: "file"))

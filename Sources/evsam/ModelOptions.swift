@@ -28,7 +28,8 @@ struct ModelOptions: ParsableArguments {
 
   func validate() throws {
     switch (model, config) {
-    case (nil, nil): throw ValidationError("give the architecture with --model NAME or --config FILE.json")
+    case (nil, nil):
+      throw ValidationError("give the architecture with --model NAME or --config FILE.json")
     case (.some, .some): throw ValidationError("give either --model or --config, not both")
     default: break
     }

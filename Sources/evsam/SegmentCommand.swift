@@ -22,10 +22,13 @@ struct SegmentCommand: ParsableCommand {
   @Argument(help: "PNG or JPEG image.")
   var image: String
 
-  @Option(name: .customLong("point"), help: "A click X,Y with optional label 1 (foreground, default) or 0 (background); repeatable.")
+  @Option(
+    name: .customLong("point"),
+    help: "A click X,Y with optional label 1 (foreground, default) or 0 (background); repeatable.")
   var points: [PointArgument] = []
 
-  @Option(name: .customLong("box"), help: "A box X0,Y0,X1,Y1; repeatable, several boxes form a batch.")
+  @Option(
+    name: .customLong("box"), help: "A box X0,Y0,X1,Y1; repeatable, several boxes form a batch.")
   var boxes: [BoxArgument] = []
 
   @Option(
@@ -41,7 +44,9 @@ struct SegmentCommand: ParsableCommand {
   @Option(name: .shortAndLong, help: ArgumentHelp("Output folder.", valueName: "dir"))
   var output: String
 
-  @Option(help: ArgumentHelp("Also write low_res_logits, iou_predictions and mask_logits.", valueName: "file.safetensors"))
+  @Option(
+    help: ArgumentHelp(
+      "Also write low_res_logits, iou_predictions and mask_logits.", valueName: "file.safetensors"))
   var saveLogits: String?
 
   func validate() throws {
@@ -107,7 +112,9 @@ struct SegmentCommand: ParsableCommand {
     let picture2 = overlay(
       masks: best, on: picture,
       points: points.map { PointMarker(x: $0.x, y: $0.y, positive: $0.label == 1) },
-      boxes: boxes.map { BoxMarker(x0: $0.values[0], y0: $0.values[1], x1: $0.values[2], y1: $0.values[3]) })
+      boxes: boxes.map {
+        BoxMarker(x0: $0.values[0], y0: $0.values[1], x1: $0.values[2], y1: $0.values[3])
+      })
     files.append(("overlay.png", try picture2.pngData()))
 
     let summary: [String: Any] = [
@@ -122,7 +129,10 @@ struct SegmentCommand: ParsableCommand {
       "timing_ms": ["encode": milliseconds(encodeTime), "decode": milliseconds(decodeTime)],
     ]
     files.append(
-      ("result.json", try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])))
+      (
+        "result.json",
+        try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+      ))
 
     let logits: [String: Tensor]? = saveLogits.map { _ in
       [
@@ -150,7 +160,8 @@ struct SegmentCommand: ParsableCommand {
     let side = 256
     if let t = tensors["mask_input"] {
       guard t.count == side * side else {
-        throw CLIError("\(path): mask_input has shape \(formatShape(t.shape)); it must hold one 256×256 mask")
+        throw CLIError(
+          "\(path): mask_input has shape \(formatShape(t.shape)); it must hold one 256×256 mask")
       }
       return t.reshaped([1, side, side])
     }
@@ -158,14 +169,17 @@ struct SegmentCommand: ParsableCommand {
       throw CLIError("\(path): no tensor named mask_input or low_res_logits")
     }
     guard low.count % (side * side) == 0, low.dim(-1) == side, low.dim(-2) == side else {
-      throw CLIError("\(path): low_res_logits has shape \(formatShape(low.shape)); masks must be 256×256")
+      throw CLIError(
+        "\(path): low_res_logits has shape \(formatShape(low.shape)); masks must be 256×256")
     }
     let candidates = low.rank >= 4 ? low.dim(1) : low.count / (side * side)
     var pick = 0
     if let iou = tensors["iou_predictions"], iou.count >= candidates {
       pick = (0..<candidates).max { iou.storage[$0] < iou.storage[$1] }!
     }
-    return Tensor(shape: [1, side, side], storage: Array(low.storage[(pick * side * side)..<((pick + 1) * side * side)]))
+    return Tensor(
+      shape: [1, side, side],
+      storage: Array(low.storage[(pick * side * side)..<((pick + 1) * side * side)]))
   }
 }
 

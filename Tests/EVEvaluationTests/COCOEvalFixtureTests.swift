@@ -1,8 +1,8 @@
 import EVEvaluation
 import EVMask
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `coco/eval.json` (pycocotools COCOeval) and `coco/lvis_eval.json` (lvis 0.5.3 LVISEval).
 @Suite struct COCOEvalFixtureTests {
@@ -15,7 +15,8 @@ import TestSupport
   func load() throws -> (COCODataset, [RawResult], Expected) {
     let gt = try COCODataset.load(contentsOf: Fixtures.url("coco/gt.json"))
     let dt = try ResultsFile.load(contentsOf: Fixtures.url("coco/dt.json"))
-    let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: Fixtures.url("coco/eval.json")))
+    let expected = try JSONDecoder().decode(
+      Expected.self, from: Data(contentsOf: Fixtures.url("coco/eval.json")))
     return (gt, dt, expected)
   }
 
@@ -28,17 +29,26 @@ import TestSupport
 
   @Test func segmStatsMatchPycocotools() throws {
     let (gt, dt, expected) = try load()
-    let summary = try COCOEvaluator.evaluate(groundTruth: gt, results: dt, parameters: .init(iouType: .segm))
+    let summary = try COCOEvaluator.evaluate(
+      groundTruth: gt, results: dt, parameters: .init(iouType: .segm))
     expectClose(summary.stats, expected.segm, "segm")
     #expect(summary.lines.count == 12)
-    #expect(summary.lines[0] == " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = \(String(format: "%.3f", expected.segm[0]))")
-    #expect(summary.lines[9].hasPrefix(" Average Recall     (AR) @[ IoU=0.50:0.95 | area= small | maxDets=100 ] = "))
-    #expect(summary.lines[1].hasPrefix(" Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ] = "))
+    #expect(
+      summary.lines[0]
+        == " Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ] = \(String(format: "%.3f", expected.segm[0]))"
+    )
+    #expect(
+      summary.lines[9].hasPrefix(
+        " Average Recall     (AR) @[ IoU=0.50:0.95 | area= small | maxDets=100 ] = "))
+    #expect(
+      summary.lines[1].hasPrefix(
+        " Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=100 ] = "))
   }
 
   @Test func bboxStatsMatchPycocotools() throws {
     let (gt, dt, expected) = try load()
-    let summary = try COCOEvaluator.evaluate(groundTruth: gt, results: dt, parameters: .init(iouType: .bbox))
+    let summary = try COCOEvaluator.evaluate(
+      groundTruth: gt, results: dt, parameters: .init(iouType: .bbox))
     expectClose(summary.stats, expected.bbox, "bbox")
   }
 
@@ -55,7 +65,8 @@ import TestSupport
     let gt = try COCODataset.load(contentsOf: Fixtures.url("coco/lvis_gt.json"))
     let dt = try ResultsFile.load(contentsOf: Fixtures.url("coco/lvis_dt.json"))
     let json = try #require(
-      try JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("coco/lvis_eval.json"))) as? [String: Any])
+      try JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("coco/lvis_eval.json")))
+        as? [String: Any])
     #expect(gt.looksLikeLVIS)
     for type in IoUType.allCases {
       let expected = try #require(json[type.rawValue] as? [String: Double])
@@ -82,10 +93,12 @@ import TestSupport
     var noScore = dt
     noScore[0].score = nil
     #expect(throws: EvaluationError.self) {
-      try COCOEvaluator.evaluate(groundTruth: gt, results: noScore, parameters: .init(iouType: .bbox))
+      try COCOEvaluator.evaluate(
+        groundTruth: gt, results: noScore, parameters: .init(iouType: .bbox))
     }
     #expect(throws: EvaluationError.self) {
-      try ResultsFile.decode(Data("[{\"image_id\": 1, \"category_id\": ".utf8), source: "broken.json")
+      try ResultsFile.decode(
+        Data("[{\"image_id\": 1, \"category_id\": ".utf8), source: "broken.json")
     }
     #expect(throws: EvaluationError.self) {
       try COCODataset(jsonData: Data("{\"images\": [{\"id\": 1}]}".utf8), source: "gt.json")
@@ -95,8 +108,12 @@ import TestSupport
   @Test func resultsInUnknownCategoriesAreCountedNotScored() throws {
     let (gt, dt, expected) = try load()
     var extra = dt
-    extra.append(RawResult(imageID: 1, categoryID: 77, score: 0.99, bbox: dt[0].bbox, segmentation: dt[0].segmentation))
-    let summary = try COCOEvaluator.evaluate(groundTruth: gt, results: extra, parameters: .init(iouType: .bbox))
+    extra.append(
+      RawResult(
+        imageID: 1, categoryID: 77, score: 0.99, bbox: dt[0].bbox, segmentation: dt[0].segmentation)
+    )
+    let summary = try COCOEvaluator.evaluate(
+      groundTruth: gt, results: extra, parameters: .init(iouType: .bbox))
     #expect(summary.warnings.contains { $0.hasPrefix("1 result(s) have category ids absent") })
     for (x, y) in zip(summary.stats, expected.bbox) { #expect(abs(x - y) <= 1e-12) }
   }

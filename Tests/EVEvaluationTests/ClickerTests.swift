@@ -1,8 +1,8 @@
 import EVEvaluation
 import EVMask
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `coco/clicks.json`: the official Clicker (cv2 exact distance transform) on successive
 /// predictions.
@@ -22,7 +22,8 @@ import TestSupport
     #expect(fixture.cases.count >= 5)
     var negatives = 0
     for (c, testCase) in fixture.cases.enumerated() {
-      let h = testCase.gt.height, w = testCase.gt.width
+      let h = testCase.gt.height
+      let w = testCase.gt.width
       var clicker = Clicker(groundTruth: testCase.gt.decodeRowMajorBool(), height: h, width: w)
       #expect(testCase.preds.count == testCase.clicks.count)
       for (i, counts) in testCase.preds.enumerated() {
@@ -65,7 +66,8 @@ import TestSupport
     func blobs(_ h: Int, _ w: Int, _ n: Int) -> [Bool] {
       var m = [Bool](repeating: false, count: h * w)
       for _ in 0..<n {
-        let x0 = Int.random(in: 0..<w, using: &rng), y0 = Int.random(in: 0..<h, using: &rng)
+        let x0 = Int.random(in: 0..<w, using: &rng)
+        let y0 = Int.random(in: 0..<h, using: &rng)
         let x1 = min(w, x0 + Int.random(in: 1...w / 2, using: &rng))
         let y1 = min(h, y0 + Int.random(in: 1...h / 2, using: &rng))
         for y in y0..<y1 { for x in x0..<x1 { m[y * w + x] = true } }
@@ -73,14 +75,17 @@ import TestSupport
       return m
     }
     for trial in 0..<20 {
-      let h = 20 + trial, w = 33 - trial / 2
+      let h = 20 + trial
+      let w = 33 - trial / 2
       let gt = blobs(h, w, 2)
       var clicker = Clicker(groundTruth: gt, height: h, width: w)
       var notClicked = [Bool](repeating: true, count: h * w)
       for round in 0..<4 {
         let prediction = round == 0 ? [Bool](repeating: false, count: h * w) : blobs(h, w, 2)
-        let fn = euclideanDistanceTransform((0..<h * w).map { gt[$0] && !prediction[$0] }, height: h, width: w)
-        let fp = euclideanDistanceTransform((0..<h * w).map { !gt[$0] && prediction[$0] }, height: h, width: w)
+        let fn = euclideanDistanceTransform(
+          (0..<h * w).map { gt[$0] && !prediction[$0] }, height: h, width: w)
+        let fp = euclideanDistanceTransform(
+          (0..<h * w).map { !gt[$0] && prediction[$0] }, height: h, width: w)
         let fnMasked = (0..<h * w).map { notClicked[$0] ? fn[$0] : 0 }
         let fpMasked = (0..<h * w).map { notClicked[$0] ? fp[$0] : 0 }
         let positive = fnMasked.max()! > fpMasked.max()!
@@ -88,7 +93,9 @@ import TestSupport
         let index = map.firstIndex(of: map.max()!)!
         notClicked[index] = false
         let click = clicker.nextClick(prediction: prediction)
-        #expect(click == Click(positive: positive, x: index % w, y: index / w), "trial \(trial) round \(round)")
+        #expect(
+          click == Click(positive: positive, x: index % w, y: index / w),
+          "trial \(trial) round \(round)")
       }
     }
   }

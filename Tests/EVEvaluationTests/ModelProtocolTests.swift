@@ -4,8 +4,8 @@ import EVMask
 import EVModel
 import EVPredictor
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// The batched protocol on the fixture model against the plain one-prompt-at-a-time protocol of
 /// the official script (`predictor.predict(…, multimask_output=True)`, `masks[argmax(iou)]`).
@@ -13,13 +13,16 @@ import TestSupport
   static func predictor() throws -> SamPredictor {
     let models = try Fixtures.url("models")
     let config = try ModelConfig.load(json: models.appendingPathComponent("tiny-l.json"))
-    let model = try EfficientViTSAM.load(config: config, checkpoint: models.appendingPathComponent("tiny-l.pt"))
+    let model = try EfficientViTSAM.load(
+      config: config, checkpoint: models.appendingPathComponent("tiny-l.pt"))
     return SamPredictor(model: model)
   }
 
   func image(_ data: SmallDataset, _ id: Int) throws -> RGBImage {
     let info = data.dataset.images.first { $0.id == id }!
-    return try RGBImage(contentsOf: try data.imagesURL.appendingPathComponent(info.fileName!), applyEXIFOrientation: false)
+    return try RGBImage(
+      contentsOf: try data.imagesURL.appendingPathComponent(info.fileName!),
+      applyEXIFOrientation: false)
   }
 
   func boolIoU(_ a: [Bool], _ b: RLE) throws -> Double {
@@ -32,7 +35,8 @@ import TestSupport
     // Batches of 3 split each image's four objects across decoder calls.
     let segmenter = SamSegmenter(predictor: predictor, batchSize: 3)
     let box = try ZeroShotEvaluator(
-      configuration: try data.configuration(.box), dataset: data.dataset, imagesDirectory: try data.imagesURL
+      configuration: try data.configuration(.box), dataset: data.dataset,
+      imagesDirectory: try data.imagesURL
     ).run(segmenter: segmenter, journal: nil)
     let point = try ZeroShotEvaluator(
       configuration: try data.configuration(.point, clicks: [1, 3]), dataset: data.dataset,
@@ -45,12 +49,14 @@ import TestSupport
       for gt in data.dataset.annotations where gt.imageID == imageID {
         let gtMask = try data.groundTruth(gt)
         let b = gt.bbox!
-        let single = try predictor.predict(box: [b.x, b.y, b.x + b.width, b.y + b.height], multimask: true)
+        let single = try predictor.predict(
+          box: [b.x, b.y, b.x + b.width, b.y + b.height], multimask: true)
         let expectedBox = try boolIoU(single.masks.mask(single.bestIndex), gtMask)
         let ours = try #require(box.annotations?.first { $0.id == gt.id })
         #expect(abs(ours.iou[0] - expectedBox) < 0.05, "box, annotation \(gt.id)")
 
-        var clicker = Clicker(groundTruth: gtMask.decodeRowMajorBool(), height: gtMask.height, width: gtMask.width)
+        var clicker = Clicker(
+          groundTruth: gtMask.decodeRowMajorBool(), height: gtMask.height, width: gtMask.width)
         var prediction = [Bool](repeating: false, count: gtMask.height * gtMask.width)
         var expectedPoints: [Double] = []
         for round in 1...3 {

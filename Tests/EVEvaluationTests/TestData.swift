@@ -35,12 +35,16 @@ struct SmallDataset {
   }
 
   static func write(_ dataset: COCODataset) throws -> SmallDataset {
-    let folder = FileManager.default.temporaryDirectory.appendingPathComponent("evsam-eval-\(UUID().uuidString)")
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "evsam-eval-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     let url = folder.appendingPathComponent("annotations.json")
-    try JSONEncoder().encode(File(images: dataset.images, annotations: dataset.annotations, categories: dataset.categories))
-      .write(to: url)
-    return SmallDataset(folder: folder, annotationsURL: url, dataset: try COCODataset.load(contentsOf: url))
+    try JSONEncoder().encode(
+      File(images: dataset.images, annotations: dataset.annotations, categories: dataset.categories)
+    )
+    .write(to: url)
+    return SmallDataset(
+      folder: folder, annotationsURL: url, dataset: try COCODataset.load(contentsOf: url))
   }
 
   func configuration(
@@ -49,7 +53,8 @@ struct SmallDataset {
   ) throws -> ZeroShotConfiguration {
     ZeroShotConfiguration(
       model: "test", checkpoint: nil, annotations: annotationsURL.path, images: try imagesURL.path,
-      prompt: prompt, clicks: clicks, detections: detections, dataset: kind, limit: limit, shard: shard,
+      prompt: prompt, clicks: clicks, detections: detections, dataset: kind, limit: limit,
+      shard: shard,
       skipMissingImages: skipMissing)
   }
 
@@ -86,16 +91,21 @@ final class BoxSegmenter: PromptSegmenter {
 
   func bestMasks(boxes: [[Double]]) throws -> [[Bool]] {
     boxes.map { b in
-      RLE(box: BoxXYWH(x: b[0], y: b[1], width: b[2] - b[0], height: b[3] - b[1]), height: height, width: width)
-        .decodeRowMajorBool()
+      RLE(
+        box: BoxXYWH(x: b[0], y: b[1], width: b[2] - b[0], height: b[3] - b[1]), height: height,
+        width: width
+      )
+      .decodeRowMajorBool()
     }
   }
 
   func bestMasks(pointSets: [[(x: Double, y: Double)]], labels: [[Int]]) throws -> [[Bool]] {
     pointSets.map { points in
       let p = points[0]
-      return RLE(box: BoxXYWH(x: p.x - 10, y: p.y - 10, width: 21, height: 21), height: height, width: width)
-        .decodeRowMajorBool()
+      return RLE(
+        box: BoxXYWH(x: p.x - 10, y: p.y - 10, width: 21, height: 21), height: height, width: width
+      )
+      .decodeRowMajorBool()
     }
   }
 }

@@ -1,7 +1,7 @@
 import EVMask
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `coco/rle.json`: pycocotools 2.0.11 outputs for encode, IoU with crowds and polygon → RLE.
 struct RLEFixture: Decodable {

@@ -15,11 +15,14 @@ struct SplitMix64: RandomNumberGenerator {
 
 /// Random masks with long runs (blobs) and isolated pixels, so both the word-skipping scan and
 /// the byte loop are exercised.
-func randomMask(height: Int, width: Int, density: Double, blobs: Int, rng: inout SplitMix64) -> [UInt8] {
+func randomMask(height: Int, width: Int, density: Double, blobs: Int, rng: inout SplitMix64)
+  -> [UInt8]
+{
   var m = [UInt8](repeating: 0, count: height * width)
   for i in m.indices where Double.random(in: 0..<1, using: &rng) < density { m[i] = 1 }
   for _ in 0..<blobs {
-    let x0 = Int.random(in: 0..<width, using: &rng), y0 = Int.random(in: 0..<height, using: &rng)
+    let x0 = Int.random(in: 0..<width, using: &rng)
+    let y0 = Int.random(in: 0..<height, using: &rng)
     let x1 = min(width, x0 + Int.random(in: 1...max(1, width / 2), using: &rng))
     let y1 = min(height, y0 + Int.random(in: 1...max(1, height / 2), using: &rng))
     for y in y0..<y1 { for x in x0..<x1 { m[y * width + x] = 1 } }
@@ -64,7 +67,9 @@ func naiveCounts(_ m: [UInt8], height: Int, width: Int) -> [UInt32] {
         // Column-major input is the transpose of the same pixels.
         var columnMajor = [UInt8](repeating: 0, count: h * w)
         for y in 0..<h { for x in 0..<w { columnMajor[x * h + y] = m[y * w + x] } }
-        let fromColumns = columnMajor.withUnsafeBufferPointer { RLE(columnMajor: $0, height: h, width: w) }
+        let fromColumns = columnMajor.withUnsafeBufferPointer {
+          RLE(columnMajor: $0, height: h, width: w)
+        }
         #expect(fromColumns == rle)
         #expect(rle.decodeColumnMajor() == columnMajor)
         let parsed = try? RLE(compressed: rle.compressedCounts, height: h, width: w)
@@ -75,7 +80,8 @@ func naiveCounts(_ m: [UInt8], height: Int, width: Int) -> [UInt32] {
 
   @Test func largeRunsRoundTripThroughTheString() throws {
     // Runs far beyond 5 bits and negative deltas exercise the multi-character and sign paths.
-    let h = 1000, w = 900
+    let h = 1000
+    let w = 900
     let rle = try RLE(height: h, width: w, counts: [123_456, 3, 700_000, 1, 76_540])
     let parsed = try RLE(compressed: rle.compressedCounts, height: h, width: w)
     #expect(parsed == rle)
@@ -87,10 +93,18 @@ func naiveCounts(_ m: [UInt8], height: Int, width: Int) -> [UInt32] {
       for _ in 0..<6 {
         let m = randomMask(height: h, width: w, density: 0.0, blobs: 1, rng: &rng)
         let rle = RLE(rowMajor: m, height: h, width: w)
-        var xs = w, ys = h, xe = -1, ye = -1
-        for y in 0..<h { for x in 0..<w where m[y * w + x] != 0 {
-          xs = min(xs, x); xe = max(xe, x); ys = min(ys, y); ye = max(ye, y)
-        } }
+        var xs = w
+        var ys = h
+        var xe = -1
+        var ye = -1
+        for y in 0..<h {
+          for x in 0..<w where m[y * w + x] != 0 {
+            xs = min(xs, x)
+            xe = max(xe, x)
+            ys = min(ys, y)
+            ye = max(ye, y)
+          }
+        }
         let box = rle.boundingBox
         #expect(box.x == Double(xs) && box.width == Double(xe - xs + 1))
         // One rectangle: a run crosses a column boundary only when the rectangle spans the full
@@ -104,7 +118,9 @@ func naiveCounts(_ m: [UInt8], height: Int, width: Int) -> [UInt32] {
   @Test func mergeIsPixelwiseUnionAndIntersection() throws {
     var rng = SplitMix64(state: 3)
     for (h, w) in sizes {
-      let masks = (0..<3).map { _ in randomMask(height: h, width: w, density: 0.3, blobs: 1, rng: &rng) }
+      let masks = (0..<3).map { _ in
+        randomMask(height: h, width: w, density: 0.3, blobs: 1, rng: &rng)
+      }
       let rles = masks.map { RLE(rowMajor: $0, height: h, width: w) }
       let union = try RLE.merge(rles)
       let inter = try RLE.merge(rles, intersect: true)
@@ -120,8 +136,11 @@ func naiveCounts(_ m: [UInt8], height: Int, width: Int) -> [UInt32] {
 
   @Test func iouIsPixelwiseRatio() {
     var rng = SplitMix64(state: 4)
-    let h = 40, w = 30
-    let masks = (0..<4).map { _ in randomMask(height: h, width: w, density: 0.05, blobs: 2, rng: &rng) }
+    let h = 40
+    let w = 30
+    let masks = (0..<4).map { _ in
+      randomMask(height: h, width: w, density: 0.05, blobs: 2, rng: &rng)
+    }
     let rles = masks.map { RLE(rowMajor: $0, height: h, width: w) }
     let crowd = [false, true, false, true]
     let o = RLE.iou(rles, rles, isCrowd: crowd)
@@ -136,11 +155,14 @@ func naiveCounts(_ m: [UInt8], height: Int, width: Int) -> [UInt32] {
     }
     // Different sizes are flagged, not compared.
     let other = RLE(rowMajor: [UInt8](repeating: 1, count: 12), height: 3, width: 4)
-    #expect(RLE.pairIoU(other, RLE(rowMajor: [UInt8](repeating: 1, count: 12), height: 4, width: 3)) == -1)
+    #expect(
+      RLE.pairIoU(other, RLE(rowMajor: [UInt8](repeating: 1, count: 12), height: 4, width: 3)) == -1
+    )
   }
 
   @Test func integerBoxRasterisesToItsPixels() {
-    let h = 10, w = 12
+    let h = 10
+    let w = 12
     let rle = RLE(box: BoxXYWH(x: 2, y: 3, width: 4, height: 5), height: h, width: w)
     var expected = [UInt8](repeating: 0, count: h * w)
     for y in 3..<8 { for x in 2..<6 { expected[y * w + x] = 1 } }

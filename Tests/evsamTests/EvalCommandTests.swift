@@ -1,8 +1,8 @@
 import EVEvaluation
 import EVMask
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// `evsam eval`, `evsam merge` and `evsam coco-eval` end to end: the fixture model on a small
 /// COCO-format dataset made from the shipped images.
@@ -29,8 +29,10 @@ import TestSupport
     edit(&dataset)
     let folder = try temporaryDirectory()
     let url = folder.appendingPathComponent("instances.json")
-    try JSONEncoder().encode(File(images: dataset.images, annotations: dataset.annotations, categories: dataset.categories))
-      .write(to: url)
+    try JSONEncoder().encode(
+      File(images: dataset.images, annotations: dataset.annotations, categories: dataset.categories)
+    )
+    .write(to: url)
     return Dataset(folder: folder, annotations: url, dataset: dataset)
   }
 
@@ -46,7 +48,8 @@ import TestSupport
     let out = data.folder.appendingPathComponent(output)
     let result = try CLIRunner.run(
       ["eval"] + modelArguments() + [
-        "--images", try Fixtures.url("images").path, "--annotations", data.annotations.path, "--no-progress",
+        "--images", try Fixtures.url("images").path, "--annotations", data.annotations.path,
+        "--no-progress",
         "-o", out.path,
       ] + extra)
     return (result, out)
@@ -60,15 +63,20 @@ import TestSupport
     #expect(box.status == 0, "\(box.stderr)")
     let boxReport = try ZeroShotReport.load(contentsOf: boxURL)
     #expect(boxReport.annotations?.count == 8)
-    #expect(boxReport.annotations?.allSatisfy { $0.iou.count == 1 && $0.iou[0] >= 0 && $0.iou[0] <= 100 } == true)
+    #expect(
+      boxReport.annotations?.allSatisfy { $0.iou.count == 1 && $0.iou[0] >= 0 && $0.iou[0] <= 100 }
+        == true)
     let boxLine = try #require(boxReport.miou?.first?.line)
     #expect(boxLine.hasPrefix("all="))
     #expect(box.stdout.split(separator: "\n").map(String.init) == [boxLine])
-    #expect(!FileManager.default.fileExists(atPath: boxURL.path + ".partial.jsonl"), "the journal is removed when done")
+    #expect(
+      !FileManager.default.fileExists(atPath: boxURL.path + ".partial.jsonl"),
+      "the journal is removed when done")
     #expect(box.stderr.contains("evaluating 2 image(s), prompt box"))
 
     // Point prompts, 1 and 3 clicks from one run.
-    let (point, pointURL) = try eval(data, ["--prompt", "point", "--clicks", "1,3"], output: "point.json")
+    let (point, pointURL) = try eval(
+      data, ["--prompt", "point", "--clicks", "1,3"], output: "point.json")
     #expect(point.status == 0, "\(point.stderr)")
     let pointReport = try ZeroShotReport.load(contentsOf: pointURL)
     #expect(pointReport.configuration.clicks == [1, 3])
@@ -100,16 +108,21 @@ import TestSupport
     let coco = try #require(detectorReport.coco)
     #expect(coco.stats.count == 12)
     #expect(detectorReport.detections?.count == detections.count)
-    #expect(detectorReport.detections?.allSatisfy { $0.segmentation != nil && $0.score != nil } == true)
+    #expect(
+      detectorReport.detections?.allSatisfy { $0.segmentation != nil && $0.score != nil } == true)
     #expect(detector.stdout.split(separator: "\n").map(String.init) == coco.lines)
     // The masks, scored again by coco-eval from the report (boxes dropped as the official script
     // does before COCOeval), give the same numbers.
     let masksOnly = (detectorReport.detections ?? []).map {
-      RawResult(imageID: $0.imageID, categoryID: $0.categoryID, score: $0.score, bbox: nil, segmentation: $0.segmentation)
+      RawResult(
+        imageID: $0.imageID, categoryID: $0.categoryID, score: $0.score, bbox: nil,
+        segmentation: $0.segmentation)
     }
     let masksURL = data.folder.appendingPathComponent("masks.json")
     try JSONEncoder().encode(masksOnly).write(to: masksURL)
-    let rescored = try CLIRunner.run(["coco-eval", "--annotations", data.annotations.path, "--results", masksURL.path])
+    let rescored = try CLIRunner.run([
+      "coco-eval", "--annotations", data.annotations.path, "--results", masksURL.path,
+    ])
     #expect(rescored.status == 0, "\(rescored.stderr)")
     #expect(rescored.stdout.split(separator: "\n").map(String.init) == coco.lines)
   }
@@ -120,7 +133,8 @@ import TestSupport
     #expect(whole.status == 0, "\(whole.stderr)")
     var shardPaths: [String] = []
     for i in 0..<2 {
-      let (shard, url) = try eval(data, ["--prompt", "box", "--shard", "\(i)/2"], output: "shard\(i).json")
+      let (shard, url) = try eval(
+        data, ["--prompt", "box", "--shard", "\(i)/2"], output: "shard\(i).json")
       #expect(shard.status == 0, "\(shard.stderr)")
       #expect(shard.stdout.contains("evsam merge"))
       shardPaths.append(url.path)
@@ -145,7 +159,8 @@ import TestSupport
       let bbox: [Double]
       let segm_maxdets_1_5_20: [Double]
     }
-    let expected = try JSONDecoder().decode(Expected.self, from: Data(contentsOf: Fixtures.url("coco/eval.json")))
+    let expected = try JSONDecoder().decode(
+      Expected.self, from: Data(contentsOf: Fixtures.url("coco/eval.json")))
     let gt = try Fixtures.url("coco/gt.json").path
     let dt = try Fixtures.url("coco/dt.json").path
     let out = try temporaryDirectory().appendingPathComponent("stats.json")
@@ -153,7 +168,8 @@ import TestSupport
       (["--iou-type", "segm"], expected.segm), (["--iou-type", "bbox"], expected.bbox),
       (["--max-dets", "1,5,20"], expected.segm_maxdets_1_5_20),
     ] {
-      let result = try CLIRunner.run(["coco-eval", "--annotations", gt, "--results", dt, "--json", out.path] + args)
+      let result = try CLIRunner.run(
+        ["coco-eval", "--annotations", gt, "--results", dt, "--json", out.path] + args)
       #expect(result.status == 0, "\(result.stderr)")
       let lines = result.stdout.split(separator: "\n").map(String.init)
       #expect(lines.count == 12)
@@ -185,15 +201,19 @@ import TestSupport
     let broken = data.folder.appendingPathComponent("broken.json")
     try Data("{\"images\": [{\"id\": 1, \"height\": 5}], \"annotations\": [".utf8).write(to: broken)
     let malformed = try CLIRunner.run(
-      ["eval"] + modelArguments() + ["--images", images, "--annotations", broken.path, "--prompt", "box", "-o", "x.json"])
+      ["eval"] + modelArguments() + [
+        "--images", images, "--annotations", broken.path, "--prompt", "box", "-o", "x.json",
+      ])
     #expect(malformed.status != 0)
     #expect(malformed.stderr.contains("is not a valid annotation/results file"))
 
     let missingFile = try Self.makeDataset { $0.images[0].fileName = "missing.png" }
     let (missing, _) = try eval(missingFile, ["--prompt", "box"], output: "m.json")
     #expect(missing.status != 0)
-    #expect(missing.stderr.contains("missing.png") && missing.stderr.contains("--skip-missing-images"))
-    let (skipped, skippedURL) = try eval(missingFile, ["--prompt", "box", "--skip-missing-images"], output: "s.json")
+    #expect(
+      missing.stderr.contains("missing.png") && missing.stderr.contains("--skip-missing-images"))
+    let (skipped, skippedURL) = try eval(
+      missingFile, ["--prompt", "box", "--skip-missing-images"], output: "s.json")
     #expect(skipped.status == 0, "\(skipped.stderr)")
     #expect(skipped.stderr.contains("warning: 1 image file(s) missing and skipped"))
     #expect(try ZeroShotReport.load(contentsOf: skippedURL).warnings.count == 1)
@@ -204,14 +224,20 @@ import TestSupport
 
     let empty = data.folder.appendingPathComponent("empty.json")
     try Data("[]".utf8).write(to: empty)
-    let emptyResults = try CLIRunner.run(["coco-eval", "--annotations", data.annotations.path, "--results", empty.path])
+    let emptyResults = try CLIRunner.run([
+      "coco-eval", "--annotations", data.annotations.path, "--results", empty.path,
+    ])
     #expect(emptyResults.status != 0)
     #expect(emptyResults.stderr.contains("nothing to evaluate"))
 
     let stray = data.folder.appendingPathComponent("stray.json")
-    try Data(#"[{"image_id": 404, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]"#.utf8).write(to: stray)
+    try Data(#"[{"image_id": 404, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 0.5}]"#.utf8)
+      .write(to: stray)
     let strayResults = try CLIRunner.run(
-      ["coco-eval", "--annotations", data.annotations.path, "--results", stray.path, "--iou-type", "bbox"])
+      [
+        "coco-eval", "--annotations", data.annotations.path, "--results", stray.path, "--iou-type",
+        "bbox",
+      ])
     #expect(strayResults.status != 0)
     #expect(strayResults.stderr.contains("not in the annotation file"))
   }

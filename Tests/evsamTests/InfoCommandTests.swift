@@ -1,6 +1,6 @@
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 @Suite struct InfoCommandTests {
   @Test(arguments: [
@@ -34,7 +34,10 @@ import TestSupport
     ])
     #expect(result.status != 0)
     #expect(result.stdout.contains("checkpoint does not match the model"))
-    #expect(result.stdout.contains("shape mismatch for image_encoder.backbone.stages.0.op_list.0.conv.weight: expected 32x3x3x3, found 8x3x3x3"))
+    #expect(
+      result.stdout.contains(
+        "shape mismatch for image_encoder.backbone.stages.0.op_list.0.conv.weight: expected 32x3x3x3, found 8x3x3x3"
+      ))
     #expect(result.stdout.contains("missing key image_encoder.backbone.stages.3.op_list.3"))
   }
 

@@ -1,8 +1,8 @@
 import EVCheckpoint
 import EVTensor
 import Foundation
-import Testing
 import TestSupport
+import Testing
 
 /// Golden prompt cases as the official implementation ran them (`golden/<model>__<image>.json`).
 struct GoldenCase {
@@ -94,12 +94,15 @@ struct GoldenCase {
     let prompts = max(c.boxes.count, 1)
     for b in 0..<prompts {
       for k in 0..<candidates {
-        #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("mask_\(b)_\(k).png").path))
+        #expect(
+          FileManager.default.fileExists(
+            atPath: out.appendingPathComponent("mask_\(b)_\(k).png").path))
       }
     }
     #expect(FileManager.default.fileExists(atPath: out.appendingPathComponent("overlay.png").path))
-    let json = try JSONSerialization.jsonObject(
-      with: Data(contentsOf: out.appendingPathComponent("result.json"))) as? [String: Any]
+    let json =
+      try JSONSerialization.jsonObject(
+        with: Data(contentsOf: out.appendingPathComponent("result.json"))) as? [String: Any]
     let masks = try #require(json?["masks"] as? [[String: Any]])
     #expect(masks.count == prompts * candidates)
   }
@@ -160,7 +163,10 @@ struct GoldenCase {
     let image = try Fixtures.url("images/coffee.png").path
     let cases: [([String], String)] = [
       (try modelArguments() + [text.path, "--point", "1,1"], "notes.png"),
-      (try modelArguments() + [tmp.appendingPathComponent("missing.png").path, "--point", "1,1"], "missing.png"),
+      (
+        try modelArguments() + [tmp.appendingPathComponent("missing.png").path, "--point", "1,1"],
+        "missing.png"
+      ),
       (try modelArguments() + [image, "--mask-input", wrongMask.path], "256"),
       (
         [

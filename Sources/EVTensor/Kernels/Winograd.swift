@@ -193,7 +193,9 @@ private func winogradInputTransform(
         let (q3, q4, q5) = (q + 3 * lanes, q + 4 * lanes, q + 5 * lanes)
         let base = v + (a * 6) * matrixStride + i0
         let (v0, v1, v2) = (base, base + matrixStride, base + 2 * matrixStride)
-        let (v3, v4, v5) = (base + 3 * matrixStride, base + 4 * matrixStride, base + 5 * matrixStride)
+        let (v3, v4, v5) = (
+          base + 3 * matrixStride, base + 4 * matrixStride, base + 5 * matrixStride
+        )
         for l in 0..<n {
           v0[l] = 4 * q0[l] - 5 * q2[l] + q4[l]
           v1[l] = -4 * (q1[l] + q2[l]) + q3[l] + q4[l]
