@@ -5,6 +5,7 @@ import PackageDescription
 // CBLAS ← EVTensor (tensor core, kernels) ← EVCheckpoint (.pt / safetensors, strict loading)
 //   ← EVModel (layers, image encoder, prompt encoder, mask decoder) ← EVPredictor ← evsam (CLI)
 // EVImage (decode / encode / PIL-exact resize) sits beside EVModel and feeds EVPredictor.
+// EVMask (COCO RLE) ← EVMaskGenerator, EVEvaluation ← evsam; EVServer (HTTP, Hummingbird) ← evsam serve.
 let package = Package(
   name: "EfficientViTSAM",
   platforms: [.macOS(.v14)],
@@ -13,9 +14,14 @@ let package = Package(
     .library(name: "EVPredictor", targets: ["EVPredictor"]),
     .library(name: "EVModel", targets: ["EVModel"]),
     .library(name: "EVTensor", targets: ["EVTensor"]),
+    .library(name: "EVServer", targets: ["EVServer"]),
   ],
   dependencies: [
-    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0")
+    .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+    .package(url: "https://github.com/apple/swift-http-types", from: "1.0.0"),
+    .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+    .package(url: "https://github.com/apple/swift-nio", from: "2.65.0"),
   ],
   targets: [
     .systemLibrary(
@@ -46,12 +52,23 @@ let package = Package(
     .target(name: "EVMaskGenerator", dependencies: ["EVPredictor", "EVMask"]),
     .target(
       name: "EVEvaluation", dependencies: ["EVPredictor", "EVMask", "EVModel", "EVImage"]),
+    // The HTTP service (Hummingbird 2) and its web page; the model runs on its own threads.
+    .target(
+      name: "EVServer",
+      dependencies: [
+        "EVPredictor", "EVModel", "EVImage", "EVMask", "EVMaskGenerator", "EVTensor",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
+      ]),
     .executableTarget(
       name: "evsam",
       dependencies: [
         "EVPredictor", "EVModel", "EVImage", "EVCheckpoint", "EVMask", "EVMaskGenerator",
-        "EVEvaluation",
+        "EVEvaluation", "EVServer",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        .product(name: "Logging", package: "swift-log"),
       ]),
     .target(
       name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
@@ -82,6 +99,16 @@ let package = Package(
       name: "evsamTests",
       dependencies: [
         "evsam", "EVCheckpoint", "EVEvaluation", "EVMask", "EVTensor", "TestSupport",
+      ]),
+    .testTarget(
+      name: "EVServerTests",
+      dependencies: [
+        "EVServer", "EVImage", "EVMask", "EVMaskGenerator", "EVModel", "EVTensor", "TestSupport",
+        .product(name: "Hummingbird", package: "hummingbird"),
+        .product(name: "HummingbirdTesting", package: "hummingbird"),
+        .product(name: "HTTPTypes", package: "swift-http-types"),
+        .product(name: "Logging", package: "swift-log"),
+        .product(name: "NIOCore", package: "swift-nio"),
       ]),
   ]
 )

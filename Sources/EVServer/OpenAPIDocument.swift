@@ -7,7 +7,7 @@ public enum OpenAPIDocument {
       "info": {
         "title": "evsam segmentation service",
         "version": "1.0.0",
-        "description": "EfficientViT-SAM over HTTP: upload an image once (its embedding is cached), then send point, box and mask prompts and get masks back as COCO RLE or PNG. Coordinates are original-image pixels, x to the right and y down. Every error is a JSON object {\"error\": {\"status\", \"code\", \"message\"}}."
+        "description": "EfficientViT-SAM over HTTP: upload an image once (its embedding is cached), then send point, box and mask prompts and get masks back as COCO RLE or PNG. Coordinates are original-image pixels, x to the right and y down. Every error is a JSON object {\"error\": {\"status\", \"code\", \"message\"}}; a method a path does not serve is answered 405 with Allow."
       },
       "paths": {
         "/v1/health": {
@@ -43,7 +43,17 @@ public enum OpenAPIDocument {
               }
             },
             "responses": {
-              "201": {"description": "Encoded and cached", "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/images/{id}"}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Image"}}}},
+              "201": {
+                "description": "Encoded and cached",
+                "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/images/{id}"}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Image"}}},
+                "links": {
+                  "GetImage": {"operationId": "getImage", "parameters": {"id": "$response.body#/id"}},
+                  "DeleteImage": {"operationId": "deleteImage", "parameters": {"id": "$response.body#/id"}},
+                  "Segment": {"operationId": "segment", "parameters": {"id": "$response.body#/id"}},
+                  "Everything": {"operationId": "everything", "parameters": {"id": "$response.body#/id"}}
+                }
+              },
               "400": {"$ref": "#/components/responses/BadRequest"},
               "408": {"$ref": "#/components/responses/RequestTimeout"},
               "413": {"$ref": "#/components/responses/TooLarge"},
@@ -134,7 +144,7 @@ public enum OpenAPIDocument {
           "RequestTimeout": {"description": "The body did not arrive within the request timeout (code request_timeout)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "TooLarge": {"description": "Body over the upload limit, or image over the size limits (codes payload_too_large, image_too_large)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "UnsupportedMediaType": {"description": "Not a PNG or JPEG image (codes unsupported_media_type, unsupported_image)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-          "Unprocessable": {"description": "Well-formed but unusable prompts or settings: prompts outside the image, a label other than 0/1, an inverted box, too many points (codes invalid_prompt, prompt_out_of_bounds, invalid_settings)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "Unprocessable": {"description": "Well-formed but unusable prompts or settings: prompts outside the image, a label other than 0/1, an inverted box, too many points, more full-size mask pixels than the server makes per request (codes invalid_prompt, prompt_out_of_bounds, invalid_settings)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "Unavailable": {"description": "Every worker busy and the queue full (code overloaded), or the request did not finish within the request timeout (code timeout); retry after Retry-After seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying"}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         },
         "schemas": {
@@ -168,6 +178,7 @@ public enum OpenAPIDocument {
           "SegmentRequest": {
             "type": "object",
             "additionalProperties": false,
+            "not": {"required": ["box", "boxes"]},
             "properties": {
               "points": {"type": "array", "items": {"$ref": "#/components/schemas/Point"}, "description": "Clicks as [x, y]"},
               "labels": {"type": "array", "items": {"type": "integer", "enum": [0, 1]}, "description": "1 foreground, 0 background; one per point"},

@@ -9,7 +9,7 @@ import NIOCore
 public enum SegmentationServer {
   /// The router with every route of the API and the web page.
   public static func router(service: SegmentationService) -> Router<ServiceRequestContext> {
-    let router = Router(context: ServiceRequestContext.self)
+    let router = Router(context: ServiceRequestContext.self, options: .autoGenerateHeadEndpoints)
     // One line per request at debug level (`evsam serve --log-level debug`).
     router.add(middleware: LogRequestsMiddleware(.debug))
     router.add(middleware: APIErrorMiddleware(logger: service.logger))
@@ -71,6 +71,24 @@ public enum SegmentationServer {
 struct Routes: Sendable {
   let service: SegmentationService
   var configuration: ServerConfiguration { service.configuration }
+
+  /// The methods each path serves ("*" is one path segment), for 405 answers.
+  static let table: [(path: [String], methods: [String])] = [
+    ([], ["GET", "HEAD"]), (["app.js"], ["GET", "HEAD"]), (["app.css"], ["GET", "HEAD"]),
+    (["openapi.json"], ["GET", "HEAD"]), (["v1", "health"], ["GET", "HEAD"]),
+    (["v1", "models"], ["GET", "HEAD"]), (["v1", "images"], ["POST"]),
+    (["v1", "images", "*"], ["GET", "HEAD", "DELETE"]),
+    (["v1", "images", "*", "segment"], ["POST"]), (["v1", "images", "*", "everything"], ["POST"]),
+  ]
+
+  /// The methods `path` serves, nil when no route has this path.
+  static func methods(forPath path: String) -> [String]? {
+    let segments = path.split(separator: "/").map(String.init)
+    return table.first { route in
+      route.path.count == segments.count
+        && zip(route.path, segments).allSatisfy { $0 == "*" || $0 == $1 }
+    }?.methods
+  }
 
   static func asset(_ text: String, type: String) -> Response {
     var headers = HTTPFields()
@@ -294,15 +312,24 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
       let apiError: APIError =
         switch status {
         case .notFound:
-          APIError(
-            .notFound, code: "not_found",
-            "no route for \(request.method) \(request.uri.path); see /openapi.json")
+          if let allowed = Routes.methods(forPath: request.uri.path) {
+            APIError(
+              .methodNotAllowed, code: "method_not_allowed",
+              "\(request.uri.path) answers \(allowed.joined(separator: ", ")), not \(request.method)"
+            )
+          } else {
+            APIError(
+              .notFound, code: "not_found",
+              "no route for \(request.method) \(request.uri.path); see /openapi.json")
+          }
         case .contentTooLarge:
           APIError(.contentTooLarge, code: "payload_too_large", "the body is too large")
         default:
           APIError(status, code: "http_\(status.code)", status.reasonPhrase)
         }
-      return Self.response(apiError)
+      let allow =
+        apiError.status == .methodNotAllowed ? Routes.methods(forPath: request.uri.path) : nil
+      return Self.response(apiError, allow: allow)
     } catch is CancellationError {
       return Self.response(
         APIError(.serviceUnavailable, code: "cancelled", "the request was cancelled", retryAfter: 1)
@@ -314,9 +341,10 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
     }
   }
 
-  static func response(_ error: APIError) -> Response {
+  static func response(_ error: APIError, allow: [String]? = nil) -> Response {
     var headers = HTTPFields()
     headers[.contentType] = "application/json"
+    if let allow { headers[.allow] = allow.joined(separator: ", ") }
     if let retryAfter = error.retryAfter { headers[.retryAfter] = String(retryAfter) }
     return Response(
       status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: error.body))

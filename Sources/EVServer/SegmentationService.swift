@@ -251,6 +251,14 @@ public final class SegmentationService: Sendable {
     }
 
     let batch = boxes?.count ?? 1
+    let multimask = request.multimask ?? true
+    let masks = batch * (multimask ? 3 : 1)
+    guard masks * entry.width * entry.height <= c.maxMaskPixels else {
+      throw .invalidPrompt(
+        "this request would make \(masks) masks of \(entry.width)×\(entry.height) pixels; this "
+          + "server makes at most \(c.maxMaskPixels) mask pixels per request: send fewer boxes, "
+          + "or multimask false")
+    }
     let pointSet = points.map { (x: $0[0], y: $0[1]) }
     return PromptPlan(
       pointSets: points.isEmpty ? nil : Array(repeating: pointSet, count: batch),
@@ -262,7 +270,7 @@ public final class SegmentationService: Sendable {
           shape: [batch, 1, side, side],
           storage: Array([[Float]](repeating: m.storage, count: batch).joined()))
       },
-      multimask: request.multimask ?? true)
+      multimask: multimask)
   }
 
   /// Runs the decoder and turns its logits into COCO RLE masks with refinement handles.

@@ -28,6 +28,9 @@ public struct ServerConfiguration: Sendable, Equatable {
   /// Most points in one prompt, and most boxes in one batch.
   public var maxPoints = 64
   public var maxBoxes = 64
+  /// Full-size mask pixels one segment request may make (masks × width × height): each takes
+  /// a float logit and a byte while the answer is built.
+  public var maxMaskPixels = 64 * 1024 * 1024
   /// Low-res masks kept per image for refinement (`mask_input`); older handles expire.
   public var maskHandlesPerImage = 32
   /// Ceiling on the automatic mask generator's grid and crop layers, which bound its run time.
@@ -48,7 +51,9 @@ public struct ServerConfiguration: Sendable, Equatable {
     if requestTimeout <= .zero { found.append("the request timeout must be positive") }
     if maxUploadBytes < 1 { found.append("the upload limit must be positive") }
     if maxImageSide < 1 || maxImagePixels < 1 { found.append("image limits must be positive") }
-    if maxPoints < 1 || maxBoxes < 1 { found.append("prompt limits must be positive") }
+    if maxPoints < 1 || maxBoxes < 1 || maxMaskPixels < 1 {
+      found.append("prompt limits must be positive")
+    }
     if maskHandlesPerImage < 1 { found.append("mask handles per image must be at least 1") }
     return found
   }

@@ -186,7 +186,13 @@ extension ServerTests {
 
     /// Every kind of bad input gets its status and a JSON error, and the service keeps serving.
     @Test func badInputIsRefusedWithJSONErrors() async throws {
-      try await TestServer.withClient(.router, TestServer.configuration { $0.maxPoints = 5 }) {
+      try await TestServer.withClient(
+        .router,
+        TestServer.configuration {
+          $0.maxPoints = 5
+          $0.maxMaskPixels = 5 * 600 * 400
+        }
+      ) {
         client, _ in
         let image = try await client.upload(try TestServer.coffeePNG())
         let segment = "/v1/images/\(image.id)/segment"
@@ -254,11 +260,27 @@ extension ServerTests {
         let unknownDelete = try await client.execute(uri: "/v1/images/nope", method: .delete)
         #expect(
           unknownDelete.status == .notFound && unknownDelete.apiError?.code == "image_not_found")
+        let wrongMethod = try await client.execute(uri: segment, method: .get)
+        #expect(wrongMethod.status == .methodNotAllowed)
+        #expect(wrongMethod.apiError?.code == "method_not_allowed")
+        #expect(wrongMethod.headers[.allow] == "POST")
+        let put = try await client.execute(uri: "/v1/health", method: .put)
+        #expect(put.status == .methodNotAllowed && put.headers[.allow] == "GET, HEAD")
+        let head = try await client.execute(uri: "/v1/health", method: .head)
+        #expect(head.status == .ok)
         let noRoute = try await client.execute(uri: "/v2/anything", method: .get)
         #expect(noRoute.status == .notFound && noRoute.apiError?.code == "not_found")
         let badFormat = try await client.postJSON(
           segment + "?format=gif", #"{"points": [[1, 2]], "labels": [1]}"#)
         #expect(badFormat.status == .badRequest && badFormat.apiError?.code == "invalid_request")
+        // Two boxes with three candidates each would be six full-size masks.
+        let manyMasks = try await client.postJSON(
+          segment, #"{"boxes": [[1, 1, 50, 50], [60, 60, 90, 90]]}"#)
+        #expect(
+          manyMasks.status == .unprocessableContent && manyMasks.apiError?.code == "invalid_prompt")
+        let fewerMasks = try await client.postJSON(
+          segment, #"{"boxes": [[1, 1, 50, 50], [60, 60, 90, 90]], "multimask": false}"#)
+        #expect(fewerMasks.status == .ok)
         let huge = try await client.postJSON(
           segment,
           #"{"points": [[1, 2]], "labels": [1], "x": ""#
