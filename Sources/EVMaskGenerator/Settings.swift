@@ -93,6 +93,22 @@ public struct MaskGeneratorSettings: Sendable, Equatable {
       return grids
     }
   }
+
+  /// The settings under SAM's parameter names, as every output file (CLI and server) records them.
+  public var jsonRecord: [String: Any] {
+    var record: [String: Any] = [
+      "points_per_batch": pointsPerBatch, "pred_iou_thresh": predIoUThresh,
+      "stability_score_thresh": stabilityScoreThresh,
+      "stability_score_offset": stabilityScoreOffset, "box_nms_thresh": boxNMSThresh,
+      "crop_n_layers": cropNLayers, "crop_nms_thresh": cropNMSThresh,
+      "crop_overlap_ratio": cropOverlapRatio,
+      "crop_n_points_downscale_factor": cropNPointsDownscaleFactor,
+      "min_mask_region_area": minMaskRegionArea, "output_mode": outputMode.rawValue,
+    ]
+    if let n = pointsPerSide { record["points_per_side"] = n }
+    if let grids = pointGrids { record["point_grids"] = grids.map { $0.map { [$0.x, $0.y] } } }
+    return record
+  }
 }
 
 public enum MaskGeneratorError: Error, Sendable, Equatable, CustomStringConvertible {

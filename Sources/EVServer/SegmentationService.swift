@@ -340,7 +340,7 @@ public final class SegmentationService: Sendable {
       let t = result.timing
       let document: [String: Any] = [
         "image": entry.id, "model": modelName, "size": [entry.height, entry.width],
-        "settings": Self.settingsRecord(settings),
+        "settings": settings.jsonRecord,
         "annotations": result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) },
         "timing_ms": [
           "encoder": t.encoder.milliseconds, "decoder": t.decoder.milliseconds,
@@ -419,22 +419,6 @@ public final class SegmentationService: Sendable {
       throw invalid(error.description)
     }
     return s
-  }
-
-  /// The settings under SAM's parameter names, as `evsam everything` records them.
-  static func settingsRecord(_ s: MaskGeneratorSettings) -> [String: Any] {
-    var record: [String: Any] = [
-      "points_per_batch": s.pointsPerBatch, "pred_iou_thresh": s.predIoUThresh,
-      "stability_score_thresh": s.stabilityScoreThresh,
-      "stability_score_offset": s.stabilityScoreOffset, "box_nms_thresh": s.boxNMSThresh,
-      "crop_n_layers": s.cropNLayers, "crop_nms_thresh": s.cropNMSThresh,
-      "crop_overlap_ratio": s.cropOverlapRatio,
-      "crop_n_points_downscale_factor": s.cropNPointsDownscaleFactor,
-      "min_mask_region_area": s.minMaskRegionArea, "output_mode": s.outputMode.rawValue,
-    ]
-    if let n = s.pointsPerSide { record["points_per_side"] = n }
-    if let grids = s.pointGrids { record["point_grids"] = grids.map { $0.map { [$0.x, $0.y] } } }
-    return record
   }
 
   // MARK: Status

@@ -132,7 +132,7 @@ struct BenchEverythingCommand: ParsableCommand {
     if let json {
       let document: [String: Any] = [
         "image": image ?? "synthetic 600x400", "image_size": [picture.height, picture.width],
-        "threads": ComputeThreads.count, "settings": settingsRecord(settings),
+        "threads": ComputeThreads.count, "settings": settings.jsonRecord,
         "parallel_prompts": !sequentialPrompts,
         "weights": checkpoint ?? "random (seed 0)", "results": results,
       ]

@@ -122,22 +122,6 @@ struct GeneratorOptions: ParsableArguments {
   }
 }
 
-/// The settings as written into every output file, under SAM's parameter names.
-func settingsRecord(_ s: MaskGeneratorSettings) -> [String: Any] {
-  var record: [String: Any] = [
-    "points_per_batch": s.pointsPerBatch, "pred_iou_thresh": s.predIoUThresh,
-    "stability_score_thresh": s.stabilityScoreThresh,
-    "stability_score_offset": s.stabilityScoreOffset, "box_nms_thresh": s.boxNMSThresh,
-    "crop_n_layers": s.cropNLayers, "crop_nms_thresh": s.cropNMSThresh,
-    "crop_overlap_ratio": s.cropOverlapRatio,
-    "crop_n_points_downscale_factor": s.cropNPointsDownscaleFactor,
-    "min_mask_region_area": s.minMaskRegionArea, "output_mode": s.outputMode.rawValue,
-  ]
-  if let n = s.pointsPerSide { record["points_per_side"] = n }
-  if let grids = s.pointGrids { record["point_grids"] = grids.map { $0.map { [$0.x, $0.y] } } }
-  return record
-}
-
 struct EverythingCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "everything",
@@ -287,7 +271,7 @@ struct EverythingCommand: ParsableCommand {
     let t = result.timing
     let document: [String: Any] = [
       "image": job.image.lastPathComponent, "model": modelName,
-      "size": [image.height, image.width], "settings": settingsRecord(settings),
+      "size": [image.height, image.width], "settings": settings.jsonRecord,
       "annotations": records,
       "timing_ms": [
         "encoder": milliseconds(t.encoder), "decoder": milliseconds(t.decoder),
