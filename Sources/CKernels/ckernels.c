@@ -1,5 +1,6 @@
 #include "ckernels.h"
 
+#include <math.h>
 #include <stdlib.h>
 
 #if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
@@ -88,6 +89,216 @@ EVK_AVX512 static void evk_gelu_erf_rational_avx512(float *p, long n, const floa
   }
 }
 
+
+// ---- Mask decoder: softmax, LayerNorm and few-row linear layers ---------------------------
+// Unlike the GELUs these need not match the portable loops bit for bit: they only reorder sums
+// (the golden tests bound the effect), and nothing downstream is as sensitive as the GELU's
+// saturated tail.
+
+EVK_AVX512 static inline float evk_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
+
+EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, long stride, float scale) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (long r = 0; r < rows; r++) {
+    float *p = x + r * stride;
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    long j = 0;
+    for (; j + 16 <= cols; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(p + j));
+    float m = _mm512_reduce_max_ps(mv);
+    for (; j < cols; j++) m = p[j] > m ? p[j] : m;
+    const __m512 mb = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= cols; j += 16) {
+      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), mb), s));
+      _mm512_storeu_ps(p + j, e);
+      acc = _mm512_add_ps(acc, e);
+    }
+    if (j < cols) {
+      __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
+      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), mb), s));
+      _mm512_mask_storeu_ps(p + j, k, e);
+      acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / evk_hsum(acc));
+    for (j = 0; j + 16 <= cols; j += 16) _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
+    if (j < cols) {
+      __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
+      _mm512_mask_storeu_ps(p + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), inv));
+    }
+  }
+}
+
+EVK_AVX512 static void evk_softmax_columns_avx512(float *x, long rows, long cols, long c0, long c1,
+                                                 float scale, const float *row_bias) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (long c = c0; c < c1; c += 16) {
+    long w = c1 - c < 16 ? c1 - c : 16;
+    __mmask16 k = (__mmask16)(w == 16 ? 0xFFFF : ((1u << w) - 1));
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (long r = 0; r < rows; r++) {
+      __m512 v = _mm512_maskz_loadu_ps(k, x + r * cols + c);
+      if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[r]));
+      m = _mm512_max_ps(m, v);
+    }
+    __m512 sum = _mm512_setzero_ps();
+    for (long r = 0; r < rows; r++) {
+      __m512 v = _mm512_maskz_loadu_ps(k, x + r * cols + c);
+      if (row_bias) v = _mm512_add_ps(v, _mm512_set1_ps(row_bias[r]));
+      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(v, m), s));
+      _mm512_mask_storeu_ps(x + r * cols + c, k, e);
+      sum = _mm512_add_ps(sum, e);
+    }
+    __m512 inv = _mm512_div_ps(_mm512_set1_ps(1.0f), sum);
+    for (long r = 0; r < rows; r++) {
+      float *p = x + r * cols + c;
+      _mm512_mask_storeu_ps(p, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p), inv));
+    }
+  }
+}
+
+EVK_AVX512 static void evk_residual_layernorm_avx512(float *x, const float *delta, const float *delta_bias,
+                                                    long rows, long dim, const float *w, const float *b,
+                                                    float eps, const float *addend, float *sum,
+                                                    float *rstd) {
+  for (long r = 0; r < rows; r++) {
+    float *p = x + r * dim;
+    const float *d = delta + r * dim;
+    __m512 acc = _mm512_setzero_ps();
+    for (long j = 0; j < dim; j += 16) {
+      __m512 v = _mm512_add_ps(_mm512_loadu_ps(p + j), _mm512_loadu_ps(d + j));
+      if (delta_bias) v = _mm512_add_ps(v, _mm512_loadu_ps(delta_bias + j));
+      _mm512_storeu_ps(p + j, v);
+      acc = _mm512_add_ps(acc, v);
+    }
+    const float mean = evk_hsum(acc) / (float)dim;
+    const __m512 mv = _mm512_set1_ps(mean);
+    __m512 sq = _mm512_setzero_ps();
+    for (long j = 0; j < dim; j += 16) {
+      __m512 c = _mm512_sub_ps(_mm512_loadu_ps(p + j), mv);
+      sq = _mm512_fmadd_ps(c, c, sq);
+    }
+    const float inv = 1.0f / sqrtf(evk_hsum(sq) / (float)dim + eps);
+    if (rstd) rstd[r] = inv;
+    const __m512 iv = _mm512_set1_ps(inv);
+    for (long j = 0; j < dim; j += 16) {
+      __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), mv), iv);
+      __m512 o = _mm512_fmadd_ps(c, _mm512_loadu_ps(w + j), _mm512_loadu_ps(b + j));
+      _mm512_storeu_ps(p + j, o);
+      if (sum) _mm512_storeu_ps(sum + r * dim + j, _mm512_add_ps(o, _mm512_loadu_ps(addend + r * dim + j)));
+    }
+  }
+}
+
+// Few-row linear layer on the packed weight (see evk_linear_pack): each 32-output strip of
+// the weight is read once, sequentially, and feeds every row's accumulators through
+// broadcasts, so nothing needs a horizontal sum. R is a
+// compile-time constant in each instantiation (see the switch below), which keeps the 2·R
+// accumulators in registers.
+EVK_AVX512 __attribute__((always_inline)) static inline void evk_linear_rows_r(
+    const float *x, long ldx, const int R, long in, const float *wt, const float *bias, long out,
+    float *y, long ldy, int relu) {
+  for (long o = 0; o < out; o += 32) {
+    const long left = out - o;
+    const __mmask16 k0 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
+    const __mmask16 k1 = left >= 32 ? (__mmask16)0xFFFF
+                         : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : (__mmask16)0;
+    __m512 a0[EVK_FEW_ROWS], a1[EVK_FEW_ROWS];
+    for (int r = 0; r < R; r++) {
+      a0[r] = _mm512_setzero_ps();
+      a1[r] = _mm512_setzero_ps();
+    }
+    const float *strip = wt + o * in;
+    for (long i = 0; i < in; i++) {
+      const __m512 w0 = _mm512_loadu_ps(strip + i * 32);
+      const __m512 w1 = _mm512_loadu_ps(strip + i * 32 + 16);
+      for (int r = 0; r < R; r++) {
+        const __m512 xv = _mm512_set1_ps(x[r * ldx + i]);
+        a0[r] = _mm512_fmadd_ps(xv, w0, a0[r]);
+        a1[r] = _mm512_fmadd_ps(xv, w1, a1[r]);
+      }
+    }
+    const __m512 b0 = bias ? _mm512_maskz_loadu_ps(k0, bias + o) : _mm512_setzero_ps();
+    const __m512 b1 = bias ? _mm512_maskz_loadu_ps(k1, bias + o + 16) : _mm512_setzero_ps();
+    for (int r = 0; r < R; r++) {
+      __m512 v0 = _mm512_add_ps(a0[r], b0), v1 = _mm512_add_ps(a1[r], b1);
+      if (relu) {
+        v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+        v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+      }
+      _mm512_mask_storeu_ps(y + r * ldy + o, k0, v0);
+      _mm512_mask_storeu_ps(y + r * ldy + o + 16, k1, v1);
+    }
+  }
+}
+
+EVK_AVX512 static void evk_linear_few_rows_avx512(const float *x, long ldx, long rows, long in,
+                                                 const float *wt, const float *bias, long out,
+                                                 float *y, long ldy, int relu) {
+  switch (rows) {
+#define EVK_ROWS_CASE(R) \
+  case R: evk_linear_rows_r(x, ldx, R, in, wt, bias, out, y, ldy, relu); break;
+    EVK_ROWS_CASE(1) EVK_ROWS_CASE(2) EVK_ROWS_CASE(3) EVK_ROWS_CASE(4)
+    EVK_ROWS_CASE(5) EVK_ROWS_CASE(6) EVK_ROWS_CASE(7) EVK_ROWS_CASE(8)
+    EVK_ROWS_CASE(9) EVK_ROWS_CASE(10) EVK_ROWS_CASE(11) EVK_ROWS_CASE(12)
+#undef EVK_ROWS_CASE
+    default: break;
+  }
+}
+
+// y[r] = a[r]·(x[r] + u) + v over rows of `dim` values (u, v: dim vectors, either may be NULL),
+// x and y may be the same; a may be NULL (then 1).
+EVK_AVX512 static void evk_row_affine_avx512(float *y, const float *x, long rows, long dim, long ldx,
+                                            const float *a, const float *u, const float *v) {
+  for (long r = 0; r < rows; r++) {
+    const __m512 av = _mm512_set1_ps(a ? a[r] : 1.0f);
+    for (long j = 0; j < dim; j += 16) {
+      const __mmask16 k = dim - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (dim - j)) - 1);
+      __m512 t = _mm512_maskz_loadu_ps(k, x + r * ldx + j);
+      if (u) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(k, u + j));
+      t = _mm512_mul_ps(t, av);
+      if (v) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(k, v + j));
+      _mm512_mask_storeu_ps(y + r * dim + j, k, t);
+    }
+  }
+}
+
+// LayerNorm over rows of 64 values, then the exact erf GELU (evk_gelu_erf, bit-for-bit the
+// portable formula).
+EVK_AVX512 static void evk_layernorm64_gelu_avx512(float *x, long rows, const float *w, const float *b,
+                                                  float eps, const float *pre_bias) {
+  const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
+               w3 = _mm512_loadu_ps(w + 48);
+  const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
+               b3 = _mm512_loadu_ps(b + 48);
+  for (long r = 0; r < rows; r++) {
+    float *p = x + r * 64;
+    __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16), v2 = _mm512_loadu_ps(p + 32),
+           v3 = _mm512_loadu_ps(p + 48);
+    if (pre_bias) {
+      v0 = _mm512_add_ps(v0, _mm512_loadu_ps(pre_bias));
+      v1 = _mm512_add_ps(v1, _mm512_loadu_ps(pre_bias + 16));
+      v2 = _mm512_add_ps(v2, _mm512_loadu_ps(pre_bias + 32));
+      v3 = _mm512_add_ps(v3, _mm512_loadu_ps(pre_bias + 48));
+    }
+    const float mean = evk_hsum(_mm512_add_ps(_mm512_add_ps(v0, v1), _mm512_add_ps(v2, v3))) / 64.0f;
+    const __m512 m = _mm512_set1_ps(mean);
+    v0 = _mm512_sub_ps(v0, m);
+    v1 = _mm512_sub_ps(v1, m);
+    v2 = _mm512_sub_ps(v2, m);
+    v3 = _mm512_sub_ps(v3, m);
+    __m512 sq = _mm512_mul_ps(v0, v0);
+    sq = _mm512_fmadd_ps(v1, v1, sq);
+    sq = _mm512_fmadd_ps(v2, v2, sq);
+    sq = _mm512_fmadd_ps(v3, v3, sq);
+    const __m512 inv = _mm512_set1_ps(1.0f / sqrtf(evk_hsum(sq) / 64.0f + eps));
+    _mm512_storeu_ps(p, evk_gelu_erf(_mm512_fmadd_ps(_mm512_mul_ps(v0, inv), w0, b0)));
+    _mm512_storeu_ps(p + 16, evk_gelu_erf(_mm512_fmadd_ps(_mm512_mul_ps(v1, inv), w1, b1)));
+    _mm512_storeu_ps(p + 32, evk_gelu_erf(_mm512_fmadd_ps(_mm512_mul_ps(v2, inv), w2, b2)));
+    _mm512_storeu_ps(p + 48, evk_gelu_erf(_mm512_fmadd_ps(_mm512_mul_ps(v3, inv), w3, b3)));
+  }
+}
+
+
 static int evk_has_avx512(void) {
   // Racing first calls all compute the same answer, so a plain int is enough.
   static int cached = -1;
@@ -112,7 +323,53 @@ int evk_gelu_erf_rational(float *p, long n, const float *bias) {
   return 1;
 }
 
+int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
+  if (!evk_has_avx512()) return 0;
+  evk_softmax_rows_avx512(x, rows, cols, stride, scale);
+  return 1;
+}
+
+int evk_softmax_columns(float *x, long rows, long cols, long c0, long c1, float scale,
+                        const float *row_bias) {
+  if (!evk_has_avx512()) return 0;
+  evk_softmax_columns_avx512(x, rows, cols, c0, c1, scale, row_bias);
+  return 1;
+}
+
+int evk_residual_layernorm(float *x, const float *delta, const float *delta_bias, long rows,
+                           long dim, const float *weight, const float *bias, float eps,
+                           const float *addend, float *sum, float *rstd) {
+  if (!evk_has_avx512() || dim % 16 != 0) return 0;
+  evk_residual_layernorm_avx512(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum, rstd);
+  return 1;
+}
+
+int evk_available(void) { return evk_has_avx512(); }
+
+int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const float *packed,
+                        const float *bias, long out, float *y, long ldy, int relu) {
+  if (!evk_has_avx512() || rows < 1 || rows > EVK_FEW_ROWS) return 0;
+  evk_linear_few_rows_avx512(x, ldx, rows, in, packed, bias, out, y, ldy, relu);
+  return 1;
+}
+
+int evk_row_affine(float *y, const float *x, long rows, long dim, long ldx, const float *a,
+                   const float *u, const float *v) {
+  if (!evk_has_avx512()) return 0;
+  evk_row_affine_avx512(y, x, rows, dim, ldx, a, u, v);
+  return 1;
+}
+
+int evk_layernorm64_gelu(float *x, long rows, const float *weight, const float *bias, float eps,
+                         const float *pre_bias) {
+  if (!evk_has_avx512()) return 0;
+  evk_layernorm64_gelu_avx512(x, rows, weight, bias, eps, pre_bias);
+  return 1;
+}
+
 #else
+
+int evk_available(void) { return 0; }
 
 int evk_gelu_erf_rational(float *p, long n, const float *bias) {
   (void)p; (void)n; (void)bias;
@@ -124,4 +381,53 @@ int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias) {
   return 0;
 }
 
+int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
+  (void)x; (void)rows; (void)cols; (void)stride; (void)scale;
+  return 0;
+}
+
+int evk_softmax_columns(float *x, long rows, long cols, long c0, long c1, float scale,
+                        const float *row_bias) {
+  (void)x; (void)rows; (void)cols; (void)c0; (void)c1; (void)scale; (void)row_bias;
+  return 0;
+}
+
+int evk_residual_layernorm(float *x, const float *delta, const float *delta_bias, long rows,
+                           long dim, const float *weight, const float *bias, float eps,
+                           const float *addend, float *sum, float *rstd) {
+  (void)x; (void)delta; (void)delta_bias; (void)rows; (void)dim; (void)weight; (void)bias; (void)eps;
+  (void)addend; (void)sum; (void)rstd;
+  return 0;
+}
+
+int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const float *packed,
+                        const float *bias, long out, float *y, long ldy, int relu) {
+  (void)x; (void)ldx; (void)rows; (void)in; (void)packed; (void)bias; (void)out; (void)y;
+  (void)ldy; (void)relu;
+  return 0;
+}
+
+int evk_row_affine(float *y, const float *x, long rows, long dim, long ldx, const float *a,
+                   const float *u, const float *v) {
+  (void)y; (void)x; (void)rows; (void)dim; (void)ldx; (void)a; (void)u; (void)v;
+  return 0;
+}
+
+int evk_layernorm64_gelu(float *x, long rows, const float *weight, const float *bias, float eps,
+                         const float *pre_bias) {
+  (void)x; (void)rows; (void)weight; (void)bias; (void)eps; (void)pre_bias;
+  return 0;
+}
+
 #endif
+
+// Portable: runs once per layer at load.
+void evk_linear_pack(const float *weight, long out, long in, float *packed) {
+  for (long o0 = 0; o0 < out; o0 += 32) {
+    for (long i = 0; i < in; i++) {
+      for (long q = 0; q < 32; q++) {
+        packed[o0 * in + i * 32 + q] = o0 + q < out ? weight[(o0 + q) * in + i] : 0.0f;
+      }
+    }
+  }
+}

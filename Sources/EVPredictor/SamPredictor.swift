@@ -112,7 +112,7 @@ public final class SamPredictor {
     let perPrompt = Array(logits.shape.dropFirst())
     return Prediction(
       maskLogits: logits.reshaped(perPrompt),
-      masks: BinaryMasks(logits: logits.reshaped(perPrompt)),
+      masks: batch.masks!.reshaped(perPrompt),
       iouPredictions: batch.iouPredictions.storage,
       lowResLogits: batch.lowResLogits.reshaped(Array(batch.lowResLogits.shape.dropFirst())))
   }

@@ -170,6 +170,37 @@ struct DecoderGoldenTests {
     }
   }
 
+  /// The per-image fold of the first upscaling convolution (`UpscaleFold`, used by every
+  /// prompt without a mask input) against the direct convolution of the transformer's output,
+  /// on the same model and prompts: equal up to float rounding, far inside the golden tolerance.
+  @Test(arguments: ["tiny-l__coffee", "tiny-xl__astronaut"])
+  func foldedUpscalingMatchesTheDirectConvolution(file: String) throws {
+    let model = try DecoderModel.load(String(file.prefix { $0 != "_" }))
+    let image = try GoldenImage(file)
+    let embedding = try #require(image.golden["embedding"])
+    let prepared = model.maskDecoder.prepare(
+      imageEmbedding: embedding, imagePE: model.promptEncoder.getDensePE(),
+      noMaskEmbedding: model.promptEncoder.noMaskEmbedding)
+    #expect(prepared.cachesNoMaskProjections)
+    var compared = 0
+    for c in image.cases where c.maskInputFrom == nil {
+      let inputs = try image.prompts(c)
+      let prompts = model.promptEncoder(
+        points: inputs.points, boxes: inputs.boxes, masks: inputs.masks)
+      let folded = model.maskDecoder.decode(prepared, prompts: prompts, multimask: c.multimask)
+      let direct = model.maskDecoder(
+        imageEmbeddings: embedding, imagePE: model.promptEncoder.getDensePE(),
+        sparsePromptEmbeddings: prompts.sparse, densePromptEmbeddings: prompts.dense,
+        multimaskOutput: c.multimask)
+      let error = relativeL2Error(folded.masks, direct.masks)
+      print("fold \(file) \(c.name): low-res rel L2 folded vs direct \(error)")
+      #expect(error <= 2e-5, "\(file) \(c.name): folded upscaling differs by \(error)")
+      #expect(maxAbsDifference(folded.iouPredictions, direct.iouPredictions) <= 1e-5)
+      compared += 1
+    }
+    #expect(compared >= 4)
+  }
+
   private func compare(
     _ out: MaskDecoderOutput, case c: GoldenPromptCase, image: GoldenImage, file: String,
     label: String

@@ -142,6 +142,113 @@ struct DecoderKernelTests {
     #expect(sum == zip(x, addend).map { $0 + $1 })
   }
 
+  @Test func residualLayerNormReportsScalesAndAddsTheDeltaBias() {
+    let (rows, dim) = (67, 256)
+    var x = Self.values(rows * dim, seed: 31)
+    let delta = Self.values(rows * dim, seed: 32)
+    let deltaBias = Self.values(dim, seed: 33)
+    let w = Self.values(dim, seed: 34)
+    let b = Self.values(dim, seed: 35)
+    let original = x
+    var rstd = [Float](repeating: .nan, count: rows)
+    x.withUnsafeMutableBufferPointer { xp in
+      rstd.withUnsafeMutableBufferPointer { rp in
+        RowOps.residualLayerNorm(
+          xp.baseAddress!, delta: delta, rows: rows, dim: dim, weight: w, bias: b, eps: 1e-6,
+          rstd: rp.baseAddress!, deltaBias: deltaBias)
+      }
+    }
+    var expected: [Double] = []
+    var worstScale = 0.0
+    for r in 0..<rows {
+      let row = (0..<dim).map { original[r * dim + $0] + delta[r * dim + $0] + deltaBias[$0] }
+      expected += Self.layerNorm(row[...], w, b, eps: 1e-6)
+      let v = row.map(Double.init)
+      let mean = v.reduce(0, +) / Double(dim)
+      let variance = v.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(dim)
+      let scale = 1 / (variance + 1e-6).squareRoot()
+      worstScale = max(worstScale, abs(Double(rstd[r]) - scale) / scale)
+    }
+    #expect(Self.maxError(x, expected) <= 1e-5)
+    #expect(worstScale <= 1e-6)
+  }
+
+  /// The few-row linear kernel (packed weight) against a double-precision product, for every
+  /// row count it takes, output counts that are not multiples of its 32-wide strips, strided
+  /// rows, and both activations; more rows than it takes are refused.
+  @Test(arguments: [(1, 7, 5), (7, 256, 2048), (12, 33, 37), (5, 2048, 256), (3, 256, 4)])
+  func linearFewRowsMatchesAPlainProduct(rows: Int, inFeatures: Int, outFeatures: Int) {
+    let (ldx, ldy) = (inFeatures + 3, outFeatures + 5)
+    let x = Self.values(rows * ldx, seed: UInt64(inFeatures))
+    let w = Self.values(outFeatures * inFeatures, seed: UInt64(outFeatures), scale: 0.2)
+    let bias = Self.values(outFeatures, seed: 99)
+    let packed = w.withUnsafeBufferPointer {
+      RowOps.packForFewRows($0.baseAddress!, outFeatures: outFeatures, inFeatures: inFeatures)
+    }
+    #expect(packed.count == (outFeatures + 31) / 32 * 32 * inFeatures)
+    for act in [Activation.identity, .relu] {
+      var y = [Float](repeating: -7, count: rows * ldy)
+      let done = y.withUnsafeMutableBufferPointer { yp in
+        RowOps.linearFewRows(
+          x, ldx: ldx, rows: rows, inFeatures: inFeatures, packedWeight: packed, bias: bias,
+          outFeatures: outFeatures, into: yp.baseAddress!, ldy: ldy, act)
+      }
+      guard done else {
+        // Only a CPU without AVX-512 (or EVSAM_NO_AVX512) declines; then nothing is written.
+        #expect(y.allSatisfy { $0 == -7 })
+        continue
+      }
+      var worst = 0.0
+      for r in 0..<rows {
+        for o in 0..<outFeatures {
+          var v = Double(bias[o])
+          for i in 0..<inFeatures { v += Double(x[r * ldx + i]) * Double(w[o * inFeatures + i]) }
+          if act == .relu { v = max(v, 0) }
+          worst = max(worst, abs(Double(y[r * ldy + o]) - v))
+        }
+        // The gaps between output rows are untouched.
+        #expect(y[(r * ldy + outFeatures)..<((r + 1) * ldy)].allSatisfy { $0 == -7 })
+      }
+      #expect(worst <= 2e-5 * Double(inFeatures).squareRoot())
+    }
+    var y = [Float](repeating: 0, count: 13 * outFeatures)
+    let tooMany = y.withUnsafeMutableBufferPointer { yp in
+      RowOps.linearFewRows(
+        Self.values(13 * inFeatures, seed: 1), ldx: inFeatures, rows: 13, inFeatures: inFeatures,
+        packedWeight: packed, bias: bias, outFeatures: outFeatures, into: yp.baseAddress!,
+        ldy: outFeatures, .identity)
+    }
+    #expect(!tooMany)
+  }
+
+  @Test func rowAffineScalesShiftsAndOffsetsEachRow() {
+    let (rows, dim, ldx) = (9, 37, 40)
+    let x = Self.values(rows * ldx, seed: 41)
+    let a = Self.values(rows, seed: 42)
+    let u = Self.values(dim, seed: 43)
+    let v = Self.values(dim, seed: 44)
+    var y = [Float](repeating: .nan, count: rows * dim)
+    y.withUnsafeMutableBufferPointer {
+      RowOps.rowAffine(
+        x, ldx: ldx, rows: rows, dim: dim, scale: a, inner: u, outer: v, into: $0.baseAddress!)
+    }
+    var expected: [Double] = []
+    for r in 0..<rows {
+      expected += (0..<dim).map {
+        Double(a[r]) * (Double(x[r * ldx + $0]) + Double(u[$0])) + Double(v[$0])
+      }
+    }
+    #expect(Self.maxError(y, expected) <= 1e-5)
+    // Without scale and offsets it copies.
+    var copy = [Float](repeating: .nan, count: rows * dim)
+    copy.withUnsafeMutableBufferPointer {
+      RowOps.rowAffine(
+        x, ldx: ldx, rows: rows, dim: dim, scale: nil, inner: nil, outer: nil,
+        into: $0.baseAddress!)
+    }
+    #expect(copy == (0..<rows).flatMap { r in x[(r * ldx)..<(r * ldx + dim)] })
+  }
+
   @Test func biasActivationAndBiasGELURespectTheStride() {
     let (rows, cols, stride) = (5, 33, 40)
     let bias = Self.values(cols, seed: 21)

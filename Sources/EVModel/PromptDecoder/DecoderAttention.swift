@@ -1,4 +1,5 @@
 import EVTensor
+import Foundation
 
 /// The three ways the official `Attention` is used by the two-way transformer, on token-major
 /// buffers: tokens among themselves, tokens attending to the 64×64 image, and the image
@@ -68,11 +69,18 @@ extension DecoderAttention {
     let scores = workspace.scores(count: hT * n)
     switch image {
     case .projected(let kImg, let vImg):
-      for h in 0..<Self.heads {
+      // Each head's products are small (T×N×16): the heads, not the products, go in parallel.
+      let (q, out) = (UnsafePointer(qp.base), heads.base)
+      let scale = scale
+      Parallel.forEach(count: Self.heads, costPerItem: t * n * d * 4) { h in
         let s = scores + h * t * n
-        DecoderMath.gemm(t, n, d, qp.base + h * d, dim, kImg + h * d, dim, transB: true, s, n)
-        RowOps.softmax(s, rows: t, cols: n, stride: n, scale: scale)
-        DecoderMath.gemm(t, d, n, s, n, vImg + h * d, dim, heads.base + h * d, dim)
+        BLAS.serialSgemm(
+          transA: false, transB: true, m: t, n: n, k: d, alpha: 1, a: q + h * d, lda: dim,
+          b: kImg + h * d, ldb: dim, beta: 0, c: s, ldc: n)
+        RowOps.softmax(s, rows: t, cols: n, stride: n, scale: scale, serial: true)
+        BLAS.serialSgemm(
+          transA: false, transB: false, m: t, n: d, k: n, alpha: 1, a: s, lda: n,
+          b: vImg + h * d, ldb: dim, beta: 0, c: out + h * d, ldc: dim)
       }
     case .raw(let keys, let keysPE):
       if workspace.foldsImage(tokens: t, internalDim: dim) {
@@ -108,11 +116,18 @@ extension DecoderAttention {
 
   /// Image→token attention: `out (N×embedding) = Attention(q: image, k: kIn, v: vIn)` with
   /// `kIn` (tokens + pe) and `vIn` (tokens) T×embedding. `workspace` must hold N·8·T scores.
+  ///
+  /// When the image side folds and `keep` is given, the attention probabilities (8T×N,
+  /// keys-major) and the folded values `v_h Wo_hᵀ` (8T×embedding) are left there, so that
+  /// `out = P·values + bias`; the return value says whether that happened. Without
+  /// `addingBias` the output projection's bias is left for the caller to add.
+  @discardableResult
   func imageToTokens(
     image: ImageQueries, imageTokens n: Int, k kIn: UnsafePointer<Float>,
     v vIn: UnsafePointer<Float>, count t: Int, workspace: DecoderWorkspace,
-    into out: UnsafeMutablePointer<Float>
-  ) {
+    keep: (probabilities: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>)? = nil,
+    addingBias: Bool = true, into out: UnsafeMutablePointer<Float>
+  ) -> Bool {
     let dim = internalDim
     let e = embedding
     let d = headDim
@@ -124,12 +139,15 @@ extension DecoderAttention {
     v.apply(vIn, rows: t, into: vp.base)
     // Scores stored keys-major, (8·T)×N: row h·T + j holds every image token's score for token
     // j in head h, so the softmax over the T tokens runs down columns, along the long axis.
-    let scores = workspace.scores(count: hT * n)
+    let kept = folds ? keep : nil
+    let scores = kept?.probabilities ?? workspace.scores(count: hT * n)
     var rowBias: DecoderBuffer?
     func scoresFrom(projected qImage: UnsafePointer<Float>) {
-      for h in 0..<Self.heads {
-        DecoderMath.gemm(
-          t, n, d, kp.base + h * d, dim, qImage + h * d, dim, transB: true, scores + h * t * n, n)
+      let k = UnsafePointer(kp.base)
+      Parallel.forEach(count: Self.heads, costPerItem: t * n * d * 2) { h in
+        BLAS.serialSgemm(
+          transA: false, transB: true, m: t, n: n, k: d, alpha: 1, a: k + h * d, lda: dim,
+          b: qImage + h * d, ldb: dim, beta: 0, c: scores + h * t * n, ldc: n)
       }
     }
     switch image {
@@ -161,22 +179,50 @@ extension DecoderAttention {
     withExtendedLifetime(rowBias) {}
     if folds {
       // out = Σ_h P_h (v_h Wo_hᵀ): one N×(8T) by (8T)×embedding product.
-      let folded = DecoderBuffer(count: hT * e)
+      let scratch = kept == nil ? DecoderBuffer(count: hT * e) : nil
+      let folded = kept?.values ?? scratch!.base
       for h in 0..<Self.heads {
         DecoderMath.gemm(
           t, e, d, vp.base + h * d, dim, self.out.weight.base + h * d, dim, transB: true,
-          folded.base + h * t * e, e)
+          folded + h * t * e, e)
       }
-      DecoderMath.gemm(n, e, hT, scores, n, transA: true, folded.base, e, out, e)
-      RowOps.biasActivation(out, rows: n, cols: e, stride: e, bias: self.out.bias.base, .identity)
+      DecoderMath.gemm(n, e, hT, scores, n, transA: true, folded, e, out, e)
+      withExtendedLifetime(scratch) {}
     } else {
       let heads = workspace.imageProjections(internalDim: dim, imageTokens: n).1
       for h in 0..<Self.heads {
         DecoderMath.gemm(
           n, d, t, scores + h * t * n, n, transA: true, vp.base + h * d, dim, heads + h * d, dim)
       }
-      self.out.apply(heads, rows: n, into: out)
+      DecoderMath.gemm(n, e, dim, heads, dim, self.out.weight.base, dim, transB: true, out, e)
     }
+    if addingBias {
+      RowOps.biasActivation(out, rows: n, cols: e, stride: e, bias: self.out.bias.base, .identity)
+    }
+    return kept != nil
+  }
+}
+
+/// Workspaces kept between `decode` calls, so that their buffers (≈ 20 MB, mostly 4096×256
+/// image-side matrices) are not allocated and faulted in again for every prompt.
+final class DecoderWorkspacePool: @unchecked Sendable {
+  private let lock = NSLock()
+  private var idle: [DecoderWorkspace] = []
+
+  /// At most this many idle workspaces are kept (more only exist while calls overlap).
+  static let retained = 4
+
+  func take(foldLimit: Int) -> DecoderWorkspace {
+    lock.lock()
+    defer { lock.unlock() }
+    if let i = idle.lastIndex(where: { $0.foldLimit == foldLimit }) { return idle.remove(at: i) }
+    return DecoderWorkspace(foldLimit: foldLimit)
+  }
+
+  func give(_ workspace: DecoderWorkspace) {
+    lock.lock()
+    defer { lock.unlock() }
+    if idle.count < Self.retained { idle.append(workspace) }
   }
 }
 

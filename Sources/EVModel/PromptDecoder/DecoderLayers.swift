@@ -48,12 +48,16 @@ struct DecoderLinear: Sendable {
   let outFeatures: Int
   let weight: DecoderBuffer
   let bias: DecoderBuffer
+  /// The weight packed for `RowOps.linearFewRows`, which serves the token-side calls.
+  let packed: DecoderBuffer
 
   init(_ scope: WeightScope, in inFeatures: Int, out outFeatures: Int) {
     self.inFeatures = inFeatures
     self.outFeatures = outFeatures
     weight = DecoderBuffer(scope.take("weight", shape: [outFeatures, inFeatures]))
     bias = DecoderBuffer(scope.take("bias", shape: [outFeatures]))
+    packed = DecoderBuffer(
+      RowOps.packForFewRows(weight.base, outFeatures: outFeatures, inFeatures: inFeatures))
   }
 
   /// `y[r] = act(x[r]·Wᵀ + b)` for `rows` rows; `ldx`/`ldy` are the row strides.
@@ -62,6 +66,13 @@ struct DecoderLinear: Sendable {
     _ act: Activation = .identity
   ) {
     guard rows > 0 else { return }
+    // A handful of token rows: stream the weight once (a GEMM would pack all of it first).
+    if RowOps.linearFewRows(
+      x, ldx: ldx, rows: rows, inFeatures: inFeatures, packedWeight: packed.base,
+      bias: bias.base, outFeatures: outFeatures, into: y, ldy: ldy, act)
+    {
+      return
+    }
     DecoderMath.gemm(
       rows, outFeatures, inFeatures, x, ldx, weight.base, inFeatures, transB: true, y, ldy)
     RowOps.biasActivation(y, rows: rows, cols: outFeatures, stride: ldy, bias: bias.base, act)
@@ -154,14 +165,16 @@ struct DecoderLayerNorm: Sendable {
     bias = DecoderBuffer(scope.take("bias", shape: [dim]))
   }
 
-  /// `x[r] ← LayerNorm(x[r] + delta[r])`, optionally also `sum[r] = x[r] + addend[r]`.
+  /// `x[r] ← LayerNorm(x[r] + delta[r] (+ deltaBias))`, optionally also
+  /// `sum[r] = x[r] + addend[r]` and each row's `1/√(variance + eps)` in `rstd`.
   func residual(
     _ x: UnsafeMutablePointer<Float>, plus delta: UnsafePointer<Float>, rows: Int,
-    addend: UnsafePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>? = nil
+    addend: UnsafePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>? = nil,
+    rstd: UnsafeMutablePointer<Float>? = nil, deltaBias: UnsafePointer<Float>? = nil
   ) {
     RowOps.residualLayerNorm(
       x, delta: delta, rows: rows, dim: dim, weight: weight.base, bias: bias.base,
-      eps: Self.eps, addend: addend, sum: sum)
+      eps: Self.eps, addend: addend, sum: sum, rstd: rstd, deltaBias: deltaBias)
   }
 
   func callAsFunction(_ x: UnsafeMutablePointer<Float>, rows: Int) {

@@ -30,6 +30,10 @@ public struct MaskDecoder: Sendable {
   let upscale2Bias: DecoderBuffer
   let hypernetworks: [DecoderMLP]
   let iouHead: DecoderMLP
+  /// The first upscaling convolution folded through the transformer (see `UpscaleFold`).
+  let upscaleFold: UpscaleFold
+  /// Scratch memory reused from call to call (one workspace per concurrent `decode`).
+  let workspaces = DecoderWorkspacePool()
   /// Prompts with at most this many tokens (5 output tokens + points + box corners) fold the
   /// image-side attention projections into the token side; see `DecoderAttention`. 0 never
   /// folds (the official operation order), which tests use to check both paths.
@@ -58,6 +62,9 @@ public struct MaskDecoder: Sendable {
     upscale2 = DecoderBuffer(Self.subpixelMajor(w2.storage, inputs: c1, outputs: c2))
     upscale2Bias = DecoderBuffer(Array((0..<4).map { _ in b2.storage }.joined()))
 
+    upscaleFold = UpscaleFold(
+      transformer: transformer, weight: upscale1,
+      bias: Array((0..<4).map { _ in b1.storage }.joined()), columns: 4 * c1)
     hypernetworks = (0..<Self.maskTokenCount).map {
       DecoderMLP(scope["output_hypernetworks_mlps"][$0], input: e, hidden: e, output: c2, depth: 3)
     }
@@ -114,9 +121,15 @@ public struct MaskDecoder: Sendable {
     first.tokensToImage.k.apply(keysPE.base, rows: n, into: k.base)
     first.tokensToImage.v.apply(keys.base, rows: n, into: v.base)
     first.imageToTokens.q.apply(keysPE.base, rows: n, into: q.base)
+    let width = 4 * Self.upscaledChannels[0]
+    let upscaleBase = DecoderBuffer(count: n * width)
+    DecoderMath.gemm(
+      n, width, e, keys.base, e, upscaleFold.maps[0].base, width, upscaleBase.base, width)
     return DecoderImage(
       embedding: tokens, positional: pe,
-      shared: .init(noMask: noMaskEmbedding.storage, keys: keys, k: k, v: v, q: q))
+      shared: .init(
+        noMask: noMaskEmbedding.storage, keys: keys, k: k, v: v, q: q,
+        upscaleBase: upscaleBase))
   }
 
   /// 1×C×H×W → (H·W)×C.
@@ -181,13 +194,18 @@ public struct MaskDecoder: Sendable {
     let t = Self.maskTokenCount + 1 + sparse.shape[1]
     let selected = multimask ? Array(1...Self.multimaskOutputs) : [0]
     let outputs = selected.count
+    // Only the IoU token and the selected mask tokens are read after the transformer.
+    let finalRows = [0] + selected.map { 1 + $0 }
     let plane = Self.maskSide * Self.maskSide
     if case .masks(let m) = prompts.dense {
       precondition(
         m.shape == [batch, e, Self.side, Self.side],
         "MaskDecoder: dense embeddings must be \([batch, e, Self.side, Self.side]), got \(m.shape)")
     }
-    let workspace = DecoderWorkspace(foldLimit: foldedTokenLimit)
+    let workspace = workspaces.take(foldLimit: foldedTokenLimit)
+    defer { workspaces.give(workspace) }
+    let depth = upscaleFold.depth
+    let hT = DecoderAttention.heads * t
     var iou = [Float](repeating: 0, count: batch * outputs)
     let masks = Tensor(uninitializedShape: [batch, outputs, Self.maskSide, Self.maskSide]) { out in
       let queries = DecoderBuffer(count: t * e)
@@ -205,9 +223,18 @@ public struct MaskDecoder: Sendable {
         queries.base.update(from: tokenPE.base, count: t * e)
 
         let state = imageState(image, dense: prompts.dense, prompt: b, workspace: workspace)
-        let keys = transformer(
+        // The folded upscaling needs the per-image K_0·W_0, which exists for the cached image side.
+        let base = state.cached == nil ? nil : image.shared?.upscaleBase
+        let trace = base.map { _ in
+          TransformerTrace(
+            probabilities: workspace.buffer("traceProbabilities", count: depth * hT * n),
+            values: workspace.buffer("traceValues", count: depth * hT * e),
+            rstd: workspace.buffer("traceRstd", count: depth * n))
+        }
+        let (keys, traced) = transformer(
           queries: queries.base, tokenPE: tokenPE.base, count: t, image: state,
-          imagePE: image.positional.base, imageTokens: n, workspace: workspace)
+          imagePE: image.positional.base, imageTokens: n, workspace: workspace, trace: trace,
+          finalRows: finalRows)
 
         iouHead.apply(queries.base, ldx: e, rows: 1, into: iouAll.base)
         for (j, m) in selected.enumerated() { iou[b * outputs + j] = iouAll.base[m] }
@@ -223,9 +250,17 @@ public struct MaskDecoder: Sendable {
             queries.base + (1 + m) * e, ldx: e, rows: 1,
             into: hyper.base + j * Self.upscaledChannels[1])
         }
+        var source = UpscaleSource.keys(keys)
+        if traced, let base, let trace {
+          let width = 4 * Self.upscaledChannels[0]
+          let mixing = workspace.buffer("upscaleMixing", count: depth * hT * width)
+          let scales = workspace.buffer("upscaleScales", count: depth * n)
+          prepareFold(trace, tokens: t, mixing: mixing, scales: scales)
+          source = .folded(
+            base: base.base, trace: trace, mixing: mixing, scales: scales, tokens: t)
+        }
         upscaleMasks(
-          keys, hyper: hyper.base, count: outputs, workspace: workspace,
-          into: out.baseAddress! + b * outputs * plane)
+          source, hyper: hyper.base, count: outputs, into: out.baseAddress! + b * outputs * plane)
       }
     }
     return MaskDecoderOutput(
@@ -274,50 +309,6 @@ public struct MaskDecoder: Sendable {
     RowOps.add(keys, image.positional.base, into: keysPE, count: n * e)
     return ImageState(keys: keys, cached: nil, keysPE: keysPE)
   }
-
-  /// `output_upscaling` and the hypernetwork product for one prompt.
-  ///
-  /// Each of the 64×64 image tokens expands, independently of the others, into a 4×4 patch of
-  /// the 256×256 mask: ConvTranspose2d(2, 2) gives 4 sub-pixels of 64 channels (LayerNorm2d over
-  /// those channels, GELU), the second gives 4 sub-pixels of 32 channels each (GELU), and each
-  /// mask is the dot product of those 32 channels with its hypernetwork vector. So the whole
-  /// chain is three GEMMs on token-major rows followed by one scatter into image order.
-  private func upscaleMasks(
-    _ keys: UnsafePointer<Float>, hyper: UnsafePointer<Float>, count: Int,
-    workspace: DecoderWorkspace, into out: UnsafeMutablePointer<Float>
-  ) {
-    let e = Self.embedding
-    let n = Self.imageTokens
-    let (c1, c2) = (Self.upscaledChannels[0], Self.upscaledChannels[1])
-    let y = workspace.buffer("upscale1", count: n * 4 * c1)
-    DecoderMath.gemm(n, 4 * c1, e, keys, e, upscale1.base, 4 * c1, y, 4 * c1)
-    RowOps.layerNorm(
-      y, y, rows: 4 * n, dim: c1, weight: upscaleNormWeight.base, bias: upscaleNormBias.base,
-      eps: DecoderLayerNorm.eps, preBias: upscale1Bias.base, gelu: true)
-    let z = workspace.buffer("upscale2", count: 4 * n * 4 * c2)
-    DecoderMath.gemm(4 * n, 4 * c2, c1, y, c1, upscale2.base, 4 * c2, z, 4 * c2)
-    RowOps.biasGELU(z, rows: 4 * n, cols: 4 * c2, stride: 4 * c2, bias: upscale2Bias.base)
-    // Row r = ((token·4 + s1)·4 + s2) of z (as 16N×32) is mask pixel
-    // (4i + 2·dy1 + dy2, 4j + 2·dx1 + dx2) for token (i, j),
-    // where s1 = dy1·2 + dx1 and s2 = dy2·2 + dx2.
-    let m = workspace.buffer("maskColumns", count: 16 * n * count)
-    DecoderMath.gemm(16 * n, count, c2, z, c2, hyper, c2, transB: true, m, count)
-    let side = Self.side
-    let maskSide = Self.maskSide
-    let plane = maskSide * maskSide
-    for i in 0..<side {
-      for j in 0..<side {
-        for s1 in 0..<4 {
-          for s2 in 0..<4 {
-            let r = (((i * side + j) * 4 + s1) * 4 + s2) * count
-            let py = 4 * i + 2 * (s1 >> 1) + (s2 >> 1)
-            let px = 4 * j + 2 * (s1 & 1) + (s2 & 1)
-            for c in 0..<count { out[c * plane + py * maskSide + px] = m[r + c] }
-          }
-        }
-      }
-    }
-  }
 }
 
 /// The per-image half of mask decoding; see `MaskDecoder.prepare`.
@@ -331,6 +322,8 @@ public struct DecoderImage: Sendable {
     let k: DecoderBuffer
     let v: DecoderBuffer
     let q: DecoderBuffer
+    /// `keys·W_0` of `UpscaleFold`, N×256.
+    let upscaleBase: DecoderBuffer
   }
 
   /// The image embedding, token-major (4096×256).

@@ -43,6 +43,15 @@ struct ImageState {
   var keysPE: UnsafePointer<Float>?
 }
 
+/// Where the blocks' image→token attentions leave what `UpscaleFold` needs: for block l, rows
+/// `l·8T ..< (l+1)·8T` of `probabilities` (keys-major, N columns) and of `values` (E columns),
+/// and row l of `rstd` (N values: each image token's LayerNorm `1/σ` after that block).
+struct TransformerTrace {
+  let probabilities: UnsafeMutablePointer<Float>
+  let values: UnsafeMutablePointer<Float>
+  let rstd: UnsafeMutablePointer<Float>
+}
+
 /// The official `TwoWayTransformer` (depth 2, 8 heads, MLP 2048, attention downsampling 2).
 struct TwoWayTransformer: Sendable {
   static let depth = 2
@@ -72,12 +81,16 @@ struct TwoWayTransformer: Sendable {
   ///   - tokenPE: T×E, the original tokens (the official `point_embedding` / `query_pe`).
   ///   - image: the first block's image side.
   ///   - imagePE: N×E positional encoding of the image tokens.
-  /// - Returns: the processed image tokens, N×E, in one of the workspace's key buffers.
+  ///   - trace: when given, filled for every block if every block's image side folds.
+  ///   - finalRows: the token rows the caller will read (default all); the final attention
+  ///     skips the others.
+  /// - Returns: the processed image tokens, N×E, in one of the workspace's key buffers, and
+  ///   whether `trace` was filled.
   func callAsFunction(
     queries: UnsafeMutablePointer<Float>, tokenPE: UnsafePointer<Float>, count t: Int,
     image: ImageState, imagePE: UnsafePointer<Float>, imageTokens n: Int,
-    workspace: DecoderWorkspace
-  ) -> UnsafeMutablePointer<Float> {
+    workspace: DecoderWorkspace, trace: TransformerTrace? = nil, finalRows: [Int]? = nil
+  ) -> (keys: UnsafeMutablePointer<Float>, traced: Bool) {
     let e = embedding
     let withPE = DecoderBuffer(count: t * e)
     let delta = DecoderBuffer(count: t * e)
@@ -89,7 +102,8 @@ struct TwoWayTransformer: Sendable {
     func addTokenPE() { RowOps.add(queries, tokenPE, into: withPE.base, count: t * e) }
 
     var current = image
-    for layer in layers {
+    var traced = trace != nil
+    for (l, layer) in layers.enumerated() {
       // Self-attention.
       if layer.skipFirstLayerPE {
         layer.selfAttention.tokens(q: queries, k: queries, v: queries, count: t, into: delta.base)
@@ -124,20 +138,40 @@ struct TwoWayTransformer: Sendable {
       addTokenPE()
       let imageQueries: DecoderAttention.ImageQueries =
         if let cached = current.cached { .projected(cached.q) } else { .raw(current.keysPE!) }
-      layer.imageToTokens.imageToTokens(
+      let hT = DecoderAttention.heads * t
+      let keep = trace.map {
+        (probabilities: $0.probabilities + l * hT * n, values: $0.values + l * hT * embedding)
+      }
+      let kept = layer.imageToTokens.imageToTokens(
         image: imageQueries, imageTokens: n, k: withPE.base, v: queries, count: t,
-        workspace: workspace, into: next)
+        workspace: workspace, keep: traced ? keep : nil, addingBias: false, into: next)
+      traced = traced && kept
       // keys ← LN(attention + keys), formed in place in the output buffer (the sum commutes).
-      layer.norm4.residual(next, plus: current.keys, rows: n, addend: imagePE, sum: keysPE)
+      layer.norm4.residual(
+        next, plus: current.keys, rows: n, addend: imagePE, sum: keysPE,
+        rstd: traced ? trace!.rstd + l * n : nil,
+        deltaBias: layer.imageToTokens.out.bias.base)
       current = ImageState(keys: next, cached: nil, keysPE: keysPE)
       swap(&next, &spare)
     }
 
-    addTokenPE()
+    // The final attention updates each token on its own, so only the rows the caller reads
+    // are computed (the other rows keep their values from the last block).
+    let rows = finalRows ?? Array(0..<t)
+    let kept = DecoderBuffer(count: rows.count * e)
+    for (i, r) in rows.enumerated() {
+      for c in 0..<e { kept.base[i * e + c] = queries[r * e + c] + tokenPE[r * e + c] }
+    }
     finalAttention.tokensToImage(
-      q: withPE.base, count: t, image: .raw(keys: current.keys, keysPE: keysPE), imageTokens: n,
-      workspace: workspace, into: delta.base)
-    finalNorm.residual(queries, plus: delta.base, rows: t)
-    return spare
+      q: kept.base, count: rows.count, image: .raw(keys: current.keys, keysPE: keysPE),
+      imageTokens: n, workspace: workspace, into: delta.base)
+    for (i, r) in rows.enumerated() {
+      (kept.base + i * e).update(from: queries + r * e, count: e)
+    }
+    finalNorm.residual(kept.base, plus: delta.base, rows: rows.count)
+    for (i, r) in rows.enumerated() {
+      (queries + r * e).update(from: kept.base + i * e, count: e)
+    }
+    return (spare, traced)
   }
 }

@@ -11,12 +11,16 @@ import CKernels
 public enum RowOps {
   /// In place, for each of `rows` runs of `cols` values whose starts are `stride` apart:
   /// `x ← softmax(scale · x)`, max-subtracted as PyTorch does. For long rows; see
-  /// `softmaxColumns` for many short ones.
+  /// `softmaxColumns` for many short ones. `serial` keeps the work on the calling thread.
   public static func softmax(
-    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int, scale: Float
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int, scale: Float,
+    serial: Bool = false
   ) {
     precondition(rows >= 0 && cols > 0 && stride >= cols, "RowOps.softmax: bad geometry")
-    Parallel.forRanges(count: rows, costPerItem: cols * 12) { range in
+    Parallel.forRanges(count: rows, costPerItem: cols * 12, serial: serial) { range in
+      if evk_softmax_rows(x + range.lowerBound * stride, range.count, cols, stride, scale) != 0 {
+        return
+      }
       for r in range {
         let p = x + r * stride
         let m = maximum(p, cols)
@@ -44,6 +48,11 @@ public enum RowOps {
       let g = item / chunks
       let c0 = (item % chunks) * chunk
       let w = min(chunk, cols - c0)
+      if evk_softmax_columns(
+        x + g * rows * cols, rows, cols, c0, c0 + w, scale, rowBias.map { $0 + g * rows }) != 0
+      {
+        return
+      }
       let block = x + g * rows * cols + c0
       withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * chunk) { scratch in
         let m = scratch.baseAddress!
@@ -79,14 +88,24 @@ public enum RowOps {
 
   /// `out[r] = LayerNorm(x[r] + preBias) · weight + bias` over `rows` contiguous rows of `dim`
   /// values (biased variance), followed by `RowOps.gelu` when `gelu` is set. `out` may equal
-  /// `x`; `preBias` (dim values) is optional.
+  /// `x`; `preBias` (dim values) is optional. `serial` keeps the work on the calling thread
+  /// (for callers that already run in parallel).
   public static func layerNorm(
     _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, rows: Int, dim: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
-    preBias: UnsafePointer<Float>? = nil, gelu: Bool = false
+    preBias: UnsafePointer<Float>? = nil, gelu: Bool = false, serial: Bool = false
   ) {
     precondition(rows >= 0 && dim > 0, "RowOps.layerNorm: bad geometry")
-    Parallel.forRanges(count: rows, costPerItem: dim * (gelu ? 16 : 6)) { range in
+    Parallel.forRanges(count: rows, costPerItem: dim * (gelu ? 16 : 6), serial: serial) { range in
+      if dim == 64 && gelu {
+        let r0 = range.lowerBound
+        if x != UnsafePointer(out) {
+          (out + r0 * dim).update(from: x + r0 * dim, count: range.count * dim)
+        }
+        if evk_layernorm64_gelu(out + r0 * dim, range.count, weight, bias, eps, preBias) != 0 {
+          return
+        }
+      }
       for r in range {
         let o = out + r * dim
         if let preBias {
@@ -103,22 +122,57 @@ public enum RowOps {
     }
   }
 
+  /// `y[r] = a[r] · (x[r] + u) + v` for `rows` rows of `dim` values (x rows `ldx` apart, y
+  /// dense; y may be x when `ldx == dim`); `a`, `u`, `v` default to 1, 0, 0. On the calling
+  /// thread.
+  public static func rowAffine(
+    _ x: UnsafePointer<Float>, ldx: Int, rows: Int, dim: Int, scale a: UnsafePointer<Float>?,
+    inner u: UnsafePointer<Float>?, outer v: UnsafePointer<Float>?,
+    into y: UnsafeMutablePointer<Float>
+  ) {
+    if evk_row_affine(y, x, rows, dim, ldx, a, u, v) != 0 { return }
+    for r in 0..<rows {
+      let s = a?[r] ?? 1
+      let xr = x + r * ldx
+      let yr = y + r * dim
+      for k in 0..<dim {
+        var t = xr[k]
+        if let u { t += u[k] }
+        t *= s
+        if let v { t += v[k] }
+        yr[k] = t
+      }
+    }
+  }
+
   /// The post-attention residual step: `x[r] ← LayerNorm(x[r] + delta[r])`, rows of `dim`.
   /// When `addend` and `sum` are given it also writes `sum[r] = x[r] + addend[r]` from the
   /// normalised row, which is the "keys + positional encoding" the next attention needs.
+  /// `rstd`, when given, receives each row's `1/√(variance + eps)`; `deltaBias` (dim values), when
+  /// given, is added to every `delta` row.
   public static func residualLayerNorm(
     _ x: UnsafeMutablePointer<Float>, delta: UnsafePointer<Float>, rows: Int, dim: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
-    addend: UnsafePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>? = nil
+    addend: UnsafePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>? = nil,
+    rstd: UnsafeMutablePointer<Float>? = nil, deltaBias: UnsafePointer<Float>? = nil
   ) {
     precondition(rows >= 0 && dim > 0, "RowOps.residualLayerNorm: bad geometry")
     precondition((addend == nil) == (sum == nil), "RowOps.residualLayerNorm: addend needs sum")
     Parallel.forRanges(count: rows, costPerItem: dim * 8) { range in
+      let r0 = range.lowerBound
+      if evk_residual_layernorm(
+        x + r0 * dim, delta + r0 * dim, deltaBias, range.count, dim, weight, bias, eps,
+        addend.map { $0 + r0 * dim }, sum.map { $0 + r0 * dim }, rstd.map { $0 + r0 }) != 0
+      {
+        return
+      }
       for r in range {
         let p = x + r * dim
         let d = delta + r * dim
         for j in 0..<dim { p[j] += d[j] }
-        normalizeRow(p, p, dim: dim, weight: weight, bias: bias, eps: eps)
+        if let deltaBias { for j in 0..<dim { p[j] += deltaBias[j] } }
+        let inv = normalizeRow(p, p, dim: dim, weight: weight, bias: bias, eps: eps)
+        rstd?[r] = inv
         if let addend, let sum {
           let a = addend + r * dim
           let s = sum + r * dim
@@ -126,6 +180,44 @@ public enum RowOps {
         }
       }
     }
+  }
+
+  /// A linear layer's `outFeatures × inFeatures` weight packed for `linearFewRows`: strips
+  /// of 32 outputs, each `inFeatures × 32`, zero-padded.
+  public static func packForFewRows(
+    _ weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int
+  ) -> [Float] {
+    let count = (outFeatures + 31) / 32 * 32 * inFeatures
+    return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+      evk_linear_pack(weight, outFeatures, inFeatures, buffer.baseAddress!)
+      initialized = count
+    }
+  }
+
+  /// A linear layer on a few rows (at most `EVK_FEW_ROWS`), `y[r] = act(x[r]·Wᵀ + b)` with W
+  /// packed by `packForFewRows`, streaming W once (a GEMM would first pack all of it, which
+  /// dominates at this size). Returns false, having done nothing, when the CPU lacks AVX-512,
+  /// there are too many rows, or `act` is neither identity nor ReLU: the caller then uses a GEMM.
+  public static func linearFewRows(
+    _ x: UnsafePointer<Float>, ldx: Int, rows: Int, inFeatures: Int,
+    packedWeight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, outFeatures: Int,
+    into y: UnsafeMutablePointer<Float>, ldy: Int, _ act: Activation
+  ) -> Bool {
+    guard act == .identity || act == .relu, rows >= 1, rows <= Int(EVK_FEW_ROWS),
+      evk_available() != 0
+    else {
+      return false
+    }
+    // Wide layers (the MLP's 2048 outputs) split their 32-output strips across the threads.
+    let strips = (outFeatures + 31) / 32
+    Parallel.forRanges(count: strips, costPerItem: rows * inFeatures * 32) { range in
+      let o0 = range.lowerBound * 32
+      let done = evk_linear_few_rows(
+        x, ldx, rows, inFeatures, packedWeight + o0 * inFeatures, bias.map { $0 + o0 },
+        min(outFeatures - o0, range.count * 32), y + o0, ldy, act == .relu ? 1 : 0)
+      precondition(done != 0, "RowOps.linearFewRows: kernel refused \(rows) rows")
+    }
+    return true
   }
 
   /// In place: `x[r][c] = act(x[r][c] + bias[c])` for `rows` runs of `cols` values `stride` apart.
@@ -143,12 +235,13 @@ public enum RowOps {
   }
 
   /// In place: `x[r][c] = gelu(x[r][c] + bias[c])` (`RowOps.gelu`), `rows` runs of `cols`
-  /// values `stride` apart.
+  /// values `stride` apart. `serial` keeps the work on the calling thread.
   public static func biasGELU(
-    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int, bias: UnsafePointer<Float>
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int,
+    bias: UnsafePointer<Float>, serial: Bool = false
   ) {
     precondition(rows >= 0 && cols >= 0 && stride >= cols, "RowOps.biasGELU: bad geometry")
-    Parallel.forRanges(count: rows, costPerItem: cols * 12) { range in
+    Parallel.forRanges(count: rows, costPerItem: cols * 12, serial: serial) { range in
       for r in range {
         let p = x + r * stride
         // The AVX-512 twin of `gelu` (same formula, FMA rounding) when the CPU has it.
@@ -193,51 +286,88 @@ public enum RowOps {
     }
   }
 
-  @inline(__always)
+  /// Returns the row's `1/√(variance + eps)`.
+  @inline(__always) @discardableResult
   private static func normalizeRow(
     _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, dim: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float
-  ) {
+  ) -> Float {
     let mean = sum(x, dim) / Float(dim)
     let variance = sumSquaredDeviation(x, dim, from: mean) / Float(dim)
     let inv = 1 / (variance + eps).squareRoot()
     for j in 0..<dim { out[j] = (x[j] - mean) * inv * weight[j] + bias[j] }
+    return inv
   }
 
   /// Separable linear resampling of `planes` contiguous planes of `rows.inputCount` ×
   /// `cols.inputCount` values: `out[p] = R · x[p] · Cᵀ`, R and C given by their taps.
-  /// Vertical pass first (vectorised along the input row), then the horizontal taps.
+  ///
+  /// The horizontal pass runs first, on only the input rows some output row reads (for mask
+  /// post-processing, the rows inside the image: the crop drops the rest), and the vertical
+  /// pass then combines whole rows, which vectorises; planes go in groups so the intermediate
+  /// stays small for large batches.
   public static func resample(
     _ x: UnsafePointer<Float>, planes: Int, rows: ResampleAxis, cols: ResampleAxis,
     into out: UnsafeMutablePointer<Float>
   ) {
     let (inH, inW) = (rows.inputCount, cols.inputCount)
     let (outH, outW) = (rows.outputCount, cols.outputCount)
+    guard planes > 0, outH > 0, outW > 0 else { return }
+    let first = rows.start.min()!
+    let used = rows.start.max()! + rows.taps - first
+    let group = max(1, min(planes, (1 << 22) / max(1, used * outW)))
+    let tmp = UnsafeMutablePointer<Float>.allocate(capacity: group * used * outW)
+    defer { tmp.deallocate() }
     rows.start.withUnsafeBufferPointer { rs in
       rows.weight.withUnsafeBufferPointer { rw in
         cols.start.withUnsafeBufferPointer { cs in
           cols.weight.withUnsafeBufferPointer { cw in
-            Parallel.forRanges(
-              count: planes * outH, costPerItem: inW * rows.taps + outW * cols.taps
-            ) { range in
-              withUnsafeTemporaryAllocation(of: Float.self, capacity: inW) { tmp in
-                let t = tmp.baseAddress!
+            let (rs, rw, cs, cw) = (
+              rs.baseAddress!, rw.baseAddress!, cs.baseAddress!, cw.baseAddress!
+            )
+            for p0 in stride(from: 0, to: planes, by: group) {
+              let count = min(group, planes - p0)
+              // Horizontal: tmp[plane][r] = x[plane][first + r] · Cᵀ.
+              Parallel.forRanges(count: count * used, costPerItem: outW * cols.taps) { range in
+                for item in range {
+                  let (plane, r) = item.quotientAndRemainder(dividingBy: used)
+                  let src = x + ((p0 + plane) * inH + first + r) * inW
+                  let dst = tmp + item * outW
+                  switch cols.taps {
+                  case 1:
+                    for j in 0..<outW { dst[j] = cw[j] * src[cs[j]] }
+                  case 2:
+                    for j in 0..<outW {
+                      let s = src + cs[j]
+                      dst[j] = cw[2 * j] * s[0] + cw[2 * j + 1] * s[1]
+                    }
+                  case 3:
+                    for j in 0..<outW {
+                      let s = src + cs[j]
+                      let w = cw + 3 * j
+                      dst[j] = w[0] * s[0] + w[1] * s[1] + w[2] * s[2]
+                    }
+                  default:
+                    for j in 0..<outW {
+                      var v: Float = 0
+                      for k in 0..<cols.taps { v += cw[j * cols.taps + k] * src[cs[j] + k] }
+                      dst[j] = v
+                    }
+                  }
+                }
+              }
+              // Vertical: whole rows of tmp, weighted.
+              Parallel.forRanges(count: count * outH, costPerItem: outW * rows.taps) { range in
                 for item in range {
                   let (plane, i) = item.quotientAndRemainder(dividingBy: outH)
-                  let src = x + plane * inH * inW + rs[i] * inW
+                  let o = out + ((p0 + plane) * outH + i) * outW
+                  let src = tmp + (plane * used + rs[i] - first) * outW
                   let w0 = rw[i * rows.taps]
-                  for c in 0..<inW { t[c] = w0 * src[c] }
+                  for j in 0..<outW { o[j] = w0 * src[j] }
                   for k in 1..<max(rows.taps, 1) {
                     let wk = rw[i * rows.taps + k]
-                    let row = src + k * inW
-                    for c in 0..<inW { t[c] += wk * row[c] }
-                  }
-                  let o = out + (plane * outH + i) * outW
-                  for j in 0..<outW {
-                    var v: Float = 0
-                    let base = cs[j]
-                    for k in 0..<cols.taps { v += cw[j * cols.taps + k] * t[base + k] }
-                    o[j] = v
+                    let row = src + k * outW
+                    for j in 0..<outW { o[j] += wk * row[j] }
                   }
                 }
               }

@@ -6,7 +6,7 @@ import Synchronization
 /// This is the process's only compute pool: OpenBLAS runs single-threaded and `BLAS.sgemm`
 /// splits large products over these same workers. Inside a parallel body, multiply with
 /// `BLAS.serialSgemm`.
-enum Parallel {
+public enum Parallel {
   static let available = max(1, ProcessInfo.processInfo.activeProcessorCount)
   static let threadLimit = Atomic<Int>(max(1, ProcessInfo.processInfo.activeProcessorCount))
 
@@ -18,10 +18,13 @@ enum Parallel {
 
   /// Calls `body` on disjoint subranges covering `0..<count`, possibly concurrently.
   /// `costPerItem` is a rough operation count per index, used only to decide whether to split.
-  static func forRanges(count: Int, costPerItem: Int = 1, _ body: (Range<Int>) -> Void) {
+  /// `serial` runs everything on the calling thread (for callers that are already parallel).
+  public static func forRanges(
+    count: Int, costPerItem: Int = 1, serial: Bool = false, _ body: (Range<Int>) -> Void
+  ) {
     guard count > 0 else { return }
     let work = count &* max(1, costPerItem)
-    if cores == 1 || count == 1 || work < minimumWork {
+    if serial || cores == 1 || count == 1 || work < minimumWork {
       body(0..<count)
       return
     }
@@ -40,7 +43,7 @@ enum Parallel {
   }
 
   /// Calls `body(i)` for every `i` in `0..<count`, grouping indices into per-thread chunks.
-  static func forEach(count: Int, costPerItem: Int = 1, _ body: (Int) -> Void) {
+  public static func forEach(count: Int, costPerItem: Int = 1, _ body: (Int) -> Void) {
     forRanges(count: count, costPerItem: costPerItem) { range in
       for i in range { body(i) }
     }

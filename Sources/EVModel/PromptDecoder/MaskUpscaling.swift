@@ -1,0 +1,238 @@
+import EVTensor
+
+/// The output upscaling's first transposed convolution, folded through the transformer's last
+/// LayerNorms so that most of its work is done once per image.
+///
+/// The image tokens leaving the transformer are `K_L`, built block by block as
+/// `S_l = K_l + P_l·U_l + b_l`, `K_{l+1} = ρ_l·(S_l·J·Γ_l) + β_l` (J centres a row, Γ_l and
+/// β_l are the block's `norm4`, ρ_l its per-token `1/σ`, P_l the image→token attention
+/// probabilities and U_l the folded values, see `DecoderAttention`). The convolution is a
+/// per-token matrix W (E × 4·64) plus bias c, and everything above is linear per token apart
+/// from the scalars ρ_l, so with `W_{L−1} = JΓ_{L−1}W` and `W_l = JΓ_l·W_{l+1}`:
+///
+///     K_L·W + c = ρ_{L−1}·(s_0·(K_0·W_0 + r_0) + Σ_{l≥1} s_l·e_l + Σ_l s_l·P_l·(U_l·W_l)) + e_L
+///
+/// where `s_l = ρ_l·…·ρ_{L−2}` (s_{L−1} = 1), `r_0 = W_0ᵀb_0`, `e_l = W_lᵀ(β_{l−1} + b_l)` and
+/// `e_L = Wᵀβ_{L−1} + c`. K_0 (embedding + no-mask embedding) is the same for every prompt, so
+/// `K_0·W_0` (4096×256×256 multiply-adds) is computed once per image; each prompt then pays
+/// for one N × (L·8T) by (L·8T) × 256 product instead of N × 256 × 256 (for one point, T = 7:
+/// 117 M instead of 268 M multiply-adds). Exact in real arithmetic; in float it differs from
+/// the direct order by rounding only, which the golden tests bound.
+struct UpscaleFold: Sendable {
+  /// W_l for every transformer block, each E × 256.
+  let maps: [DecoderBuffer]
+  /// r_0, then e_l for l = 1…L−1, each 256 values.
+  let offsets: [DecoderBuffer]
+  /// e_L, 256 values.
+  let final: DecoderBuffer
+
+  var depth: Int { maps.count }
+
+  /// - Parameters:
+  ///   - weight: the convolution as an E × columns matrix; `bias`: its per-column bias.
+  init(transformer: TwoWayTransformer, weight: DecoderBuffer, bias: [Float], columns: Int) {
+    let e = transformer.embedding
+    let layers = transformer.layers
+    func column(_ v: UnsafePointer<Float>) -> [Double] { (0..<e).map { Double(v[$0]) } }
+    // Row a of J·diag(γ)·M is γ_a·M_a minus the mean over a of those rows.
+    func centredScaled(_ m: [Double], _ gamma: UnsafePointer<Float>) -> [Double] {
+      var r = [Double](repeating: 0, count: e * columns)
+      var mean = [Double](repeating: 0, count: columns)
+      for a in 0..<e {
+        for c in 0..<columns {
+          r[a * columns + c] = Double(gamma[a]) * m[a * columns + c]
+          mean[c] += r[a * columns + c]
+        }
+      }
+      for a in 0..<e {
+        for c in 0..<columns { r[a * columns + c] -= mean[c] / Double(e) }
+      }
+      return r
+    }
+    func transposedTimes(_ m: [Double], _ v: [Double]) -> [Float] {
+      var r = [Double](repeating: 0, count: columns)
+      for a in 0..<e {
+        for c in 0..<columns { r[c] += m[a * columns + c] * v[a] }
+      }
+      return r.map { Float($0) }
+    }
+    let w = (0..<(e * columns)).map { Double(weight.base[$0]) }
+    var maps = [[Double]](repeating: [], count: layers.count)
+    var next = w
+    for l in stride(from: layers.count - 1, through: 0, by: -1) {
+      maps[l] = centredScaled(next, layers[l].norm4.weight.base)
+      next = maps[l]
+    }
+    var offsets = [
+      DecoderBuffer(transposedTimes(maps[0], column(layers[0].imageToTokens.out.bias.base)))
+    ]
+    for l in 1..<layers.count {
+      let beta = column(layers[l - 1].norm4.bias.base)
+      let b = column(layers[l].imageToTokens.out.bias.base)
+      offsets.append(DecoderBuffer(transposedTimes(maps[l], zip(beta, b).map { $0 + $1 })))
+    }
+    let last = transposedTimes(w, column(layers[layers.count - 1].norm4.bias.base))
+    self.maps = maps.map { DecoderBuffer($0.map { Float($0) }) }
+    self.offsets = offsets
+    final = DecoderBuffer(zip(last, bias).map { $0 + $1 })
+  }
+}
+
+extension MaskDecoder {
+  /// Image tokens per block of the upscaling pipeline: two rows of the 64×64 grid, so a
+  /// block's intermediate tensors (≈ 400 KB) stay in the core's cache.
+  static let upscaleBlock = 128
+
+  /// Where the upscaling pipeline gets its first convolution's input from.
+  enum UpscaleSource {
+    /// The transformer's output image tokens, N×E.
+    case keys(UnsafePointer<Float>)
+    /// The folded form (`UpscaleFold`): the per-image `K_0·W_0` (N×256), the trace of this
+    /// prompt's transformer run, and `mixing` = the stacked `U_l·W_l` ((L·8T) × 256).
+    case folded(
+      base: UnsafePointer<Float>, trace: TransformerTrace, mixing: UnsafePointer<Float>,
+      scales: UnsafePointer<Float>, tokens: Int)
+  }
+
+  /// Prepares the folded form for one prompt: `mixing` ← the stacked `U_l·W_l`, `scales` ←
+  /// the rows `s_l` (L × N), and the kept probabilities of every block but the last scaled by
+  /// theirs, row by row.
+  func prepareFold(
+    _ trace: TransformerTrace, tokens t: Int, mixing: UnsafeMutablePointer<Float>,
+    scales: UnsafeMutablePointer<Float>
+  ) {
+    let e = Self.embedding
+    let n = Self.imageTokens
+    let width = 4 * Self.upscaledChannels[0]
+    let depth = upscaleFold.depth
+    let hT = DecoderAttention.heads * t
+    for l in 0..<depth {
+      DecoderMath.gemm(
+        hT, width, e, trace.values + l * hT * e, e, upscaleFold.maps[l].base, width,
+        mixing + l * hT * width, width)
+    }
+    // s_{L−1} = 1, s_l = ρ_l·s_{l+1}.
+    let lastRow = scales + (depth - 1) * n
+    for p in 0..<n { lastRow[p] = 1 }
+    for l in stride(from: depth - 2, through: 0, by: -1) {
+      let row = scales + l * n
+      let next = scales + (l + 1) * n
+      let rho = trace.rstd + l * n
+      for p in 0..<n { row[p] = rho[p] * next[p] }
+      for h in 0..<hT {
+        let probabilities = trace.probabilities + (l * hT + h) * n
+        for p in 0..<n { probabilities[p] *= row[p] }
+      }
+    }
+  }
+
+  /// `output_upscaling` and the hypernetwork product for one prompt.
+  ///
+  /// Each of the 64×64 image tokens expands, independently of the others, into a 4×4 patch of
+  /// the 256×256 mask: ConvTranspose2d(2, 2) gives 4 sub-pixels of 64 channels (LayerNorm2d over
+  /// those channels, GELU), the second gives 4 sub-pixels of 32 channels each (GELU), and each
+  /// mask is the dot product of those 32 channels with its hypernetwork vector. So the chain
+  /// runs on blocks of tokens, each block's GEMMs and activations in cache on one core, and
+  /// scatters straight into image order.
+  func upscaleMasks(
+    _ source: UpscaleSource, hyper: UnsafePointer<Float>, count: Int,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    let e = Self.embedding
+    let n = Self.imageTokens
+    let (c1, c2) = (Self.upscaledChannels[0], Self.upscaledChannels[1])
+    let width = 4 * c1
+    let tb = Self.upscaleBlock
+    let blocks = (n + tb - 1) / tb
+    let side = Self.side
+    let maskSide = Self.maskSide
+    let plane = maskSide * maskSide
+    Parallel.forRanges(count: blocks, costPerItem: tb * width * (e + 2 * c2)) { range in
+      let y = UnsafeMutablePointer<Float>.allocate(capacity: tb * width)
+      let z = UnsafeMutablePointer<Float>.allocate(capacity: 4 * tb * 4 * c2)
+      let m = UnsafeMutablePointer<Float>.allocate(capacity: 16 * tb * count)
+      defer {
+        y.deallocate()
+        z.deallocate()
+        m.deallocate()
+      }
+      for block in range {
+        let p0 = block * tb
+        let rows = min(tb, n - p0)
+        switch source {
+        case .keys(let keys):
+          BLAS.serialSgemm(
+            transA: false, transB: false, m: rows, n: width, k: e, alpha: 1, a: keys + p0 * e,
+            lda: e, b: upscale1.base, ldb: width, beta: 0, c: y, ldc: width)
+          RowOps.layerNorm(
+            y, y, rows: 4 * rows, dim: c1, weight: upscaleNormWeight.base,
+            bias: upscaleNormBias.base, eps: DecoderLayerNorm.eps, preBias: upscale1Bias.base,
+            gelu: true, serial: true)
+        case .folded(let base, let trace, let mixing, let scales, let t):
+          foldedFirstConvolution(
+            base: base, trace: trace, mixing: mixing, scales: scales, tokens: t, from: p0,
+            rows: rows, into: y)
+          RowOps.layerNorm(
+            y, y, rows: 4 * rows, dim: c1, weight: upscaleNormWeight.base,
+            bias: upscaleNormBias.base, eps: DecoderLayerNorm.eps, gelu: true, serial: true)
+        }
+        BLAS.serialSgemm(
+          transA: false, transB: false, m: 4 * rows, n: 4 * c2, k: c1, alpha: 1, a: y, lda: c1,
+          b: upscale2.base, ldb: 4 * c2, beta: 0, c: z, ldc: 4 * c2)
+        RowOps.biasGELU(
+          z, rows: 4 * rows, cols: 4 * c2, stride: 4 * c2, bias: upscale2Bias.base, serial: true)
+        BLAS.serialSgemm(
+          transA: false, transB: true, m: 16 * rows, n: count, k: c2, alpha: 1, a: z, lda: c2,
+          b: hyper, ldb: c2, beta: 0, c: m, ldc: count)
+        // Row r = ((token·4 + s1)·4 + s2) of z (as 16·rows × 32) is mask pixel
+        // (4i + 2·dy1 + dy2, 4j + 2·dx1 + dx2) for token (i, j),
+        // where s1 = dy1·2 + dx1 and s2 = dy2·2 + dx2.
+        for local in 0..<rows {
+          let (i, j) = (p0 + local).quotientAndRemainder(dividingBy: side)
+          for s1 in 0..<4 {
+            for s2 in 0..<4 {
+              let r = ((local * 4 + s1) * 4 + s2) * count
+              let py = 4 * i + 2 * (s1 >> 1) + (s2 >> 1)
+              let px = 4 * j + 2 * (s1 & 1) + (s2 & 1)
+              for c in 0..<count { out[c * plane + py * maskSide + px] = m[r + c] }
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// Rows `p0 ..< p0 + rows` of the first convolution's output (with bias), from the folded
+  /// form prepared by `prepareFold`; see `UpscaleFold`.
+  private func foldedFirstConvolution(
+    base: UnsafePointer<Float>, trace: TransformerTrace, mixing: UnsafePointer<Float>,
+    scales: UnsafePointer<Float>, tokens t: Int, from p0: Int, rows: Int,
+    into y: UnsafeMutablePointer<Float>
+  ) {
+    let n = Self.imageTokens
+    let width = 4 * Self.upscaledChannels[0]
+    let depth = upscaleFold.depth
+    let hT = DecoderAttention.heads * t
+    // y = s_0·(K_0·W_0 + r_0) + Σ_{l≥1} s_l·e_l; with two blocks s_1 = 1.
+    RowOps.rowAffine(
+      base + p0 * width, ldx: width, rows: rows, dim: width, scale: scales + p0,
+      inner: upscaleFold.offsets[0].base, outer: depth == 2 ? upscaleFold.offsets[1].base : nil,
+      into: y)
+    if depth != 2 {
+      for local in 0..<rows {
+        let row = y + local * width
+        for l in 1..<depth {
+          let el = upscaleFold.offsets[l].base
+          let sl = scales[l * n + p0 + local]
+          for k in 0..<width { row[k] += sl * el[k] }
+        }
+      }
+    }
+    BLAS.serialSgemm(
+      transA: true, transB: false, m: rows, n: width, k: depth * hT, alpha: 1,
+      a: trace.probabilities + p0, lda: n, b: mixing, ldb: width, beta: 1, c: y, ldc: width)
+    RowOps.rowAffine(
+      y, ldx: width, rows: rows, dim: width, scale: trace.rstd + (depth - 1) * n + p0,
+      inner: nil, outer: upscaleFold.final.base, into: y)
+  }
+}
