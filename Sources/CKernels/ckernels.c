@@ -128,6 +128,36 @@ EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, l
   }
 }
 
+// Unnormalised softmax of rows: x ← exp(scale·(x − max)), with each row's max and sum of
+// exponentials written out (for combining softmaxes over slices of a row).
+EVK_AVX512 static void evk_softmax_partial_avx512(float *x, long rows, long cols, long stride, float scale,
+                                                 float *row_max, float *row_sum) {
+  const __m512 s = _mm512_set1_ps(scale);
+  for (long r = 0; r < rows; r++) {
+    float *p = x + r * stride;
+    __m512 mv = _mm512_set1_ps(-INFINITY);
+    long j = 0;
+    for (; j + 16 <= cols; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(p + j));
+    float m = _mm512_reduce_max_ps(mv);
+    for (; j < cols; j++) m = p[j] > m ? p[j] : m;
+    const __m512 mb = _mm512_set1_ps(m);
+    __m512 acc = _mm512_setzero_ps();
+    for (j = 0; j + 16 <= cols; j += 16) {
+      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), mb), s));
+      _mm512_storeu_ps(p + j, e);
+      acc = _mm512_add_ps(acc, e);
+    }
+    if (j < cols) {
+      __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
+      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), mb), s));
+      _mm512_mask_storeu_ps(p + j, k, e);
+      acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
+    }
+    row_max[r] = m;
+    row_sum[r] = evk_hsum(acc);
+  }
+}
+
 EVK_AVX512 static void evk_softmax_columns_avx512(float *x, long rows, long cols, long c0, long c1,
                                                  float scale, const float *row_bias) {
   const __m512 s = _mm512_set1_ps(scale);
@@ -329,6 +359,13 @@ int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
   return 1;
 }
 
+int evk_softmax_partial(float *x, long rows, long cols, long stride, float scale, float *row_max,
+                        float *row_sum) {
+  if (!evk_has_avx512()) return 0;
+  evk_softmax_partial_avx512(x, rows, cols, stride, scale, row_max, row_sum);
+  return 1;
+}
+
 int evk_softmax_columns(float *x, long rows, long cols, long c0, long c1, float scale,
                         const float *row_bias) {
   if (!evk_has_avx512()) return 0;
@@ -383,6 +420,12 @@ int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias) {
 
 int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
   (void)x; (void)rows; (void)cols; (void)stride; (void)scale;
+  return 0;
+}
+
+int evk_softmax_partial(float *x, long rows, long cols, long stride, float scale, float *row_max,
+                        float *row_sum) {
+  (void)x; (void)rows; (void)cols; (void)stride; (void)scale; (void)row_max; (void)row_sum;
   return 0;
 }
 

@@ -23,7 +23,7 @@ struct BenchCommand: ParsableCommand {
       environment with the official package, torch and onnxruntime on first use), which times
       PyTorch eager and ONNX Runtime on the same random weights and image, and this command
       then loads those very weights and prints the ratios. --reference FILE reads a JSON the
-      script wrote earlier instead.
+      script wrote earlier instead (and the weights saved beside it).
       """)
 
   @Option(
@@ -111,16 +111,15 @@ struct BenchCommand: ParsableCommand {
 
     var referenceDocument: [String: Any]?
     var referenceWeights: [Variant: String] = [:]
-    if withReference {
-      let file = try runReferenceScript(variants)
-      referenceDocument = try readJSON(file)
-      let folder = URL(fileURLWithPath: file).deletingLastPathComponent()
+    let referenceFile = withReference ? try runReferenceScript(variants) : reference
+    if let referenceFile {
+      referenceDocument = try readJSON(referenceFile)
+      // The script saves the weights it timed beside its JSON: run the very same models.
+      let folder = URL(fileURLWithPath: referenceFile).deletingLastPathComponent()
       for v in variants {
         let weights = folder.appendingPathComponent("\(v.rawValue).pt").path
         if FileManager.default.fileExists(atPath: weights) { referenceWeights[v] = weights }
       }
-    } else if let reference {
-      referenceDocument = try readJSON(reference)
     }
     if checkpoint != nil && variants.count > 1 {
       throw ValidationError("--checkpoint goes with a single --model")

@@ -221,6 +221,61 @@ struct DecoderKernelTests {
     #expect(!tooMany)
   }
 
+  /// Softmax over a row computed in slices (`softmaxSlice`: unnormalised, with each slice's
+  /// max and sum) and combined as the sliced transformer does, against one softmax; and
+  /// `softmaxColumnRange` against `softmaxColumns` on the same block.
+  @Test func slicedSoftmaxesMatchTheWholeOnes() {
+    let (rows, cols, slice) = (5, 1000, 256)
+    let scale: Float = 0.25
+    let original = Self.values(rows * cols, seed: 51, scale: 40)
+    var whole = original
+    whole.withUnsafeMutableBufferPointer {
+      RowOps.softmax($0.baseAddress!, rows: rows, cols: cols, stride: cols, scale: scale)
+    }
+    var pieces = original
+    var combined = [Float](repeating: 0, count: rows * cols)
+    pieces.withUnsafeMutableBufferPointer { p in
+      for r in 0..<rows {
+        var maxima: [Float] = []
+        var sums: [Float] = []
+        for c0 in stride(from: 0, to: cols, by: slice) {
+          var m: Float = 0
+          var s: Float = 0
+          RowOps.softmaxSlice(
+            p.baseAddress! + r * cols + c0, rows: 1, cols: min(slice, cols - c0), stride: cols,
+            scale: scale, rowMax: &m, rowSum: &s)
+          maxima.append(m)
+          sums.append(s)
+        }
+        let top = maxima.max()!
+        let weights = maxima.map { Foundation.exp(($0 - top) * scale) }
+        let total = zip(weights, sums).map { $0 * $1 }.reduce(0, +)
+        for c in 0..<cols {
+          combined[r * cols + c] = p[r * cols + c] * weights[c / slice] / total
+        }
+      }
+    }
+    #expect(Self.maxError(combined, whole.map(Double.init)) <= 1e-6)
+
+    let (groupRows, width) = (7, 300)
+    let block = Self.values(groupRows * width, seed: 52, scale: 20)
+    let bias = Self.values(groupRows, seed: 53)
+    var reference = block
+    reference.withUnsafeMutableBufferPointer {
+      RowOps.softmaxColumns(
+        $0.baseAddress!, groups: 1, rows: groupRows, cols: width, scale: 0.5, rowBias: bias)
+    }
+    var ranged = block
+    ranged.withUnsafeMutableBufferPointer { x in
+      for c0 in stride(from: 0, to: width, by: 64) {
+        RowOps.softmaxColumnRange(
+          x.baseAddress!, rows: groupRows, cols: width, columns: c0..<min(width, c0 + 64),
+          scale: 0.5, rowBias: bias)
+      }
+    }
+    #expect(Self.maxError(ranged, reference.map(Double.init)) <= 1e-6)
+  }
+
   @Test func rowAffineScalesShiftsAndOffsetsEachRow() {
     let (rows, dim, ldx) = (9, 37, 40)
     let x = Self.values(rows * ldx, seed: 41)

@@ -26,6 +26,11 @@ int evk_available(void);
 /// softmax(scale · (x − max)), with FastMath's exp.
 int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale);
 
+/// Unnormalised row softmax in place: x ← exp(scale · (x − max)) for `rows` runs of `cols`
+/// values (`stride` apart), writing each row's max and sum of the exponentials.
+int evk_softmax_partial(float *x, long rows, long cols, long stride, float scale, float *row_max,
+                        float *row_sum);
+
 /// Softmax down the columns `c0 ..< c1` of a contiguous `rows` × `cols` block: column c becomes
 /// softmax over r of scale · (x[r][c] + row_bias[r]) (`row_bias` may be NULL).
 int evk_softmax_columns(float *x, long rows, long cols, long c0, long c1, float scale,

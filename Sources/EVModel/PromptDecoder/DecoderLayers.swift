@@ -170,11 +170,12 @@ struct DecoderLayerNorm: Sendable {
   func residual(
     _ x: UnsafeMutablePointer<Float>, plus delta: UnsafePointer<Float>, rows: Int,
     addend: UnsafePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>? = nil,
-    rstd: UnsafeMutablePointer<Float>? = nil, deltaBias: UnsafePointer<Float>? = nil
+    rstd: UnsafeMutablePointer<Float>? = nil, deltaBias: UnsafePointer<Float>? = nil,
+    serial: Bool = false
   ) {
     RowOps.residualLayerNorm(
       x, delta: delta, rows: rows, dim: dim, weight: weight.base, bias: bias.base,
-      eps: Self.eps, addend: addend, sum: sum, rstd: rstd, deltaBias: deltaBias)
+      eps: Self.eps, addend: addend, sum: sum, rstd: rstd, deltaBias: deltaBias, serial: serial)
   }
 
   func callAsFunction(_ x: UnsafeMutablePointer<Float>, rows: Int) {

@@ -91,6 +91,11 @@ struct TwoWayTransformer: Sendable {
     image: ImageState, imagePE: UnsafePointer<Float>, imageTokens n: Int,
     workspace: DecoderWorkspace, trace: TransformerTrace? = nil, finalRows: [Int]? = nil
   ) -> (keys: UnsafeMutablePointer<Float>, traced: Bool) {
+    if canRunSliced(image: image, tokens: t, workspace: workspace) {
+      return sliced(
+        queries: queries, tokenPE: tokenPE, count: t, image: image, imagePE: imagePE,
+        imageTokens: n, workspace: workspace, trace: trace, finalRows: finalRows)
+    }
     let e = embedding
     let withPE = DecoderBuffer(count: t * e)
     let delta = DecoderBuffer(count: t * e)

@@ -86,6 +86,53 @@ public enum RowOps {
     }
   }
 
+  /// One slice of a row softmax, unnormalised, on the calling thread: `x ← exp(scale·(x − m))`
+  /// with m the row's max over the slice; `rowMax` and `rowSum` receive m and the sum of the
+  /// exponentials, from which slices of the same rows combine exactly as one softmax would.
+  public static func softmaxSlice(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int, scale: Float,
+    rowMax: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Float>
+  ) {
+    precondition(rows >= 0 && cols > 0 && stride >= cols, "RowOps.softmaxSlice: bad geometry")
+    if evk_softmax_partial(x, rows, cols, stride, scale, rowMax, rowSum) != 0 { return }
+    for r in 0..<rows {
+      let p = x + r * stride
+      let m = maximum(p, cols)
+      for j in 0..<cols { p[j] = fastExp((p[j] - m) * scale) }
+      rowMax[r] = m
+      rowSum[r] = sum(p, cols)
+    }
+  }
+
+  /// `softmaxColumns` restricted to the columns `c0 ..< c1` of one block of `rows` × `cols`
+  /// (row stride `cols`), on the calling thread.
+  public static func softmaxColumnRange(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, columns: Range<Int>, scale: Float,
+    rowBias: UnsafePointer<Float>?
+  ) {
+    precondition(
+      rows > 0 && columns.lowerBound >= 0 && columns.upperBound <= cols,
+      "RowOps.softmaxColumnRange: bad geometry")
+    guard !columns.isEmpty else { return }
+    if evk_softmax_columns(
+      x, rows, cols, columns.lowerBound, columns.upperBound, scale, rowBias) != 0
+    {
+      return
+    }
+    for c in columns {
+      var m = -Float.infinity
+      for r in 0..<rows { m = max(m, x[r * cols + c] + (rowBias?[r] ?? 0)) }
+      var s: Float = 0
+      for r in 0..<rows {
+        let v = fastExp((x[r * cols + c] + (rowBias?[r] ?? 0) - m) * scale)
+        x[r * cols + c] = v
+        s += v
+      }
+      let inv = 1 / s
+      for r in 0..<rows { x[r * cols + c] *= inv }
+    }
+  }
+
   /// `out[r] = LayerNorm(x[r] + preBias) · weight + bias` over `rows` contiguous rows of `dim`
   /// values (biased variance), followed by `RowOps.gelu` when `gelu` is set. `out` may equal
   /// `x`; `preBias` (dim values) is optional. `serial` keeps the work on the calling thread
@@ -154,11 +201,12 @@ public enum RowOps {
     _ x: UnsafeMutablePointer<Float>, delta: UnsafePointer<Float>, rows: Int, dim: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
     addend: UnsafePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>? = nil,
-    rstd: UnsafeMutablePointer<Float>? = nil, deltaBias: UnsafePointer<Float>? = nil
+    rstd: UnsafeMutablePointer<Float>? = nil, deltaBias: UnsafePointer<Float>? = nil,
+    serial: Bool = false
   ) {
     precondition(rows >= 0 && dim > 0, "RowOps.residualLayerNorm: bad geometry")
     precondition((addend == nil) == (sum == nil), "RowOps.residualLayerNorm: addend needs sum")
-    Parallel.forRanges(count: rows, costPerItem: dim * 8) { range in
+    Parallel.forRanges(count: rows, costPerItem: dim * 8, serial: serial) { range in
       let r0 = range.lowerBound
       if evk_residual_layernorm(
         x + r0 * dim, delta + r0 * dim, deltaBias, range.count, dim, weight, bias, eps,
