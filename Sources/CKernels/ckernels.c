@@ -97,30 +97,39 @@ EVK_AVX512 static void evk_gelu_erf_rational_avx512(float *p, long n, const floa
 
 EVK_AVX512 static inline float evk_hsum(__m512 v) { return _mm512_reduce_add_ps(v); }
 
-EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, long stride, float scale) {
+// One row in place: p ← exp(scale·(p − max)); returns the sum of the exponentials and writes
+// the max to *row_max.
+EVK_AVX512 static inline float evk_exp_row(float *p, long cols, float scale, float *row_max) {
   const __m512 s = _mm512_set1_ps(scale);
+  __m512 mv = _mm512_set1_ps(-INFINITY);
+  long j = 0;
+  for (; j + 16 <= cols; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(p + j));
+  float m = _mm512_reduce_max_ps(mv);
+  for (; j < cols; j++) m = p[j] > m ? p[j] : m;
+  const __m512 mb = _mm512_set1_ps(m);
+  __m512 acc = _mm512_setzero_ps();
+  for (j = 0; j + 16 <= cols; j += 16) {
+    __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), mb), s));
+    _mm512_storeu_ps(p + j, e);
+    acc = _mm512_add_ps(acc, e);
+  }
+  if (j < cols) {
+    __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
+    __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), mb), s));
+    _mm512_mask_storeu_ps(p + j, k, e);
+    acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
+  }
+  *row_max = m;
+  return evk_hsum(acc);
+}
+
+EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, long stride, float scale) {
   for (long r = 0; r < rows; r++) {
     float *p = x + r * stride;
-    __m512 mv = _mm512_set1_ps(-INFINITY);
+    float m;
+    const __m512 inv = _mm512_set1_ps(1.0f / evk_exp_row(p, cols, scale, &m));
     long j = 0;
-    for (; j + 16 <= cols; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(p + j));
-    float m = _mm512_reduce_max_ps(mv);
-    for (; j < cols; j++) m = p[j] > m ? p[j] : m;
-    const __m512 mb = _mm512_set1_ps(m);
-    __m512 acc = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= cols; j += 16) {
-      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), mb), s));
-      _mm512_storeu_ps(p + j, e);
-      acc = _mm512_add_ps(acc, e);
-    }
-    if (j < cols) {
-      __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
-      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), mb), s));
-      _mm512_mask_storeu_ps(p + j, k, e);
-      acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
-    }
-    const __m512 inv = _mm512_set1_ps(1.0f / evk_hsum(acc));
-    for (j = 0; j + 16 <= cols; j += 16) _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
+    for (; j + 16 <= cols; j += 16) _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
     if (j < cols) {
       __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
       _mm512_mask_storeu_ps(p + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), inv));
@@ -132,30 +141,7 @@ EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, l
 // exponentials written out (for combining softmaxes over slices of a row).
 EVK_AVX512 static void evk_softmax_partial_avx512(float *x, long rows, long cols, long stride, float scale,
                                                  float *row_max, float *row_sum) {
-  const __m512 s = _mm512_set1_ps(scale);
-  for (long r = 0; r < rows; r++) {
-    float *p = x + r * stride;
-    __m512 mv = _mm512_set1_ps(-INFINITY);
-    long j = 0;
-    for (; j + 16 <= cols; j += 16) mv = _mm512_max_ps(mv, _mm512_loadu_ps(p + j));
-    float m = _mm512_reduce_max_ps(mv);
-    for (; j < cols; j++) m = p[j] > m ? p[j] : m;
-    const __m512 mb = _mm512_set1_ps(m);
-    __m512 acc = _mm512_setzero_ps();
-    for (j = 0; j + 16 <= cols; j += 16) {
-      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), mb), s));
-      _mm512_storeu_ps(p + j, e);
-      acc = _mm512_add_ps(acc, e);
-    }
-    if (j < cols) {
-      __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
-      __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), mb), s));
-      _mm512_mask_storeu_ps(p + j, k, e);
-      acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
-    }
-    row_max[r] = m;
-    row_sum[r] = evk_hsum(acc);
-  }
+  for (long r = 0; r < rows; r++) row_sum[r] = evk_exp_row(x + r * stride, cols, scale, row_max + r);
 }
 
 EVK_AVX512 static void evk_softmax_columns_avx512(float *x, long rows, long cols, long c0, long c1,

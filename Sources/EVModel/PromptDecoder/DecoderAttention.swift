@@ -86,21 +86,13 @@ extension DecoderAttention {
       if workspace.foldsImage(tokens: t, internalDim: dim) {
         // Scores: (q_h Wk_h) · (keys + pe)ᵀ; the q_h·bk_h term is constant per row.
         let folded = DecoderBuffer(count: hT * e)
-        for h in 0..<Self.heads {
-          DecoderMath.gemm(
-            t, e, d, qp.base + h * d, dim, k.weight.base + h * d * e, e, folded.base + h * t * e, e)
-        }
+        foldKeys(qp.base, count: t, into: folded.base)
         DecoderMath.gemm(hT, n, e, folded.base, e, keysPE, e, transB: true, scores, n)
         RowOps.softmax(scores, rows: hT, cols: n, stride: n, scale: scale)
         // Values: (P·keys) Wv_hᵀ + bv_h, reusing `folded` for P·keys.
         DecoderMath.gemm(hT, e, n, scores, n, keys, e, folded.base, e)
-        for h in 0..<Self.heads {
-          DecoderMath.gemm(
-            t, d, e, folded.base + h * t * e, e, v.weight.base + h * d * e, e, transB: true,
-            heads.base + h * d, dim)
-        }
-        RowOps.biasActivation(
-          heads.base, rows: t, cols: dim, stride: dim, bias: v.bias.base, .identity)
+        unfoldValues(folded.base, count: t, into: out)
+        return
       } else {
         let (kImg, vImg) = workspace.imageProjections(internalDim: dim, imageTokens: n)
         k.apply(keysPE, rows: n, into: kImg)
@@ -145,9 +137,9 @@ extension DecoderAttention {
     func scoresFrom(projected qImage: UnsafePointer<Float>) {
       let k = UnsafePointer(kp.base)
       Parallel.forEach(count: Self.heads, costPerItem: t * n * d * 2) { h in
-        BLAS.serialSgemm(
-          transA: false, transB: true, m: t, n: n, k: d, alpha: 1, a: k + h * d, lda: dim,
-          b: qImage + h * d, ldb: dim, beta: 0, c: scores + h * t * n, ldc: n)
+        headScores(
+          head: h, keys: k, count: t, projectedImage: qImage, columns: 0..<n, into: scores,
+          ldc: n)
       }
     }
     switch image {
@@ -157,15 +149,7 @@ extension DecoderAttention {
       // (k_h Wq_h) · (keys + pe)ᵀ + k_h·bq_h: the bias term varies by token, so it stays.
       let folded = DecoderBuffer(count: hT * e)
       let bias = DecoderBuffer(count: hT)
-      for h in 0..<Self.heads {
-        DecoderMath.gemm(
-          t, e, d, kp.base + h * d, dim, q.weight.base + h * d * e, e, folded.base + h * t * e, e)
-        for j in 0..<t {
-          var s: Float = 0
-          for c in 0..<d { s += kp.base[j * dim + h * d + c] * q.bias.base[h * d + c] }
-          bias.base[h * t + j] = s
-        }
-      }
+      foldQueries(kp.base, count: t, into: folded.base, rowBias: bias.base)
       DecoderMath.gemm(hT, n, e, folded.base, e, keysPE, e, transB: true, scores, n)
       rowBias = bias
     case .raw(let keysPE):
@@ -181,11 +165,7 @@ extension DecoderAttention {
       // out = Σ_h P_h (v_h Wo_hᵀ): one N×(8T) by (8T)×embedding product.
       let scratch = kept == nil ? DecoderBuffer(count: hT * e) : nil
       let folded = kept?.values ?? scratch!.base
-      for h in 0..<Self.heads {
-        DecoderMath.gemm(
-          t, e, d, vp.base + h * d, dim, self.out.weight.base + h * d, dim, transB: true,
-          folded + h * t * e, e)
-      }
+      foldValues(vp.base, count: t, into: folded)
       DecoderMath.gemm(n, e, hT, scores, n, transA: true, folded, e, out, e)
       withExtendedLifetime(scratch) {}
     } else {
@@ -275,5 +255,76 @@ final class DecoderWorkspace {
     let p = (DecoderBuffer(count: n * internalDim), DecoderBuffer(count: n * internalDim))
     projections = p
     return (p.0.base, p.1.base)
+  }
+}
+
+extension DecoderAttention {
+  /// Head h's image→token scores for the image tokens in `columns`, keys-major: row h·T + j,
+  /// column c of `into` (row stride `ldc`) is `k_{h,j}·q_c` with `projectedImage` the image
+  /// tokens' projected queries (N × internalDim). On the calling thread.
+  func headScores(
+    head h: Int, keys kp: UnsafePointer<Float>, count t: Int,
+    projectedImage qImage: UnsafePointer<Float>, columns: Range<Int>,
+    into out: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
+    let (d, dim) = (headDim, internalDim)
+    BLAS.serialSgemm(
+      transA: false, transB: true, m: t, n: columns.count, k: d, alpha: 1, a: kp + h * d,
+      lda: dim, b: qImage + columns.lowerBound * dim + h * d, ldb: dim, beta: 0,
+      c: out + h * t * ldc + columns.lowerBound, ldc: ldc)
+  }
+
+  /// Rows h·T + j of `into` (8T × embedding): token j's key `kp` (T × internalDim) folded
+  /// through head h's query projection, `k_h·Wq_h`, so that image-side scores are
+  /// `(keys + pe)·(k_h Wq_h)ᵀ + k_h·bq_h`; `rowBias` receives the last term.
+  func foldQueries(
+    _ kp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>,
+    rowBias: UnsafeMutablePointer<Float>
+  ) {
+    let (d, dim, e) = (headDim, internalDim, embedding)
+    for h in 0..<Self.heads {
+      DecoderMath.gemm(t, e, d, kp + h * d, dim, q.weight.base + h * d * e, e, out + h * t * e, e)
+      for j in 0..<t {
+        var s: Float = 0
+        for c in 0..<d { s += kp[j * dim + h * d + c] * q.bias.base[h * d + c] }
+        rowBias[h * t + j] = s
+      }
+    }
+  }
+
+  /// Rows h·T + j of `into`: the query `qp` (T × internalDim) folded through head h's key
+  /// projection, `q_h·Wk_h` (the `q_h·bk_h` term is constant per row, which softmax ignores).
+  func foldKeys(_ qp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>) {
+    let (d, dim, e) = (headDim, internalDim, embedding)
+    for h in 0..<Self.heads {
+      DecoderMath.gemm(t, e, d, qp + h * d, dim, k.weight.base + h * d * e, e, out + h * t * e, e)
+    }
+  }
+
+  /// Rows h·T + j of `into` (8T × embedding): token j's value `vp` folded through head h's
+  /// slice of the output projection, `v_h·Wo_hᵀ`.
+  func foldValues(_ vp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>) {
+    let (d, dim, e) = (headDim, internalDim, embedding)
+    for h in 0..<Self.heads {
+      DecoderMath.gemm(
+        t, e, d, vp + h * d, dim, self.out.weight.base + h * d, dim, transB: true,
+        out + h * t * e, e)
+    }
+  }
+
+  /// The token→image attention's output from `P·x` (rows h·T + j, 8T × embedding): per head
+  /// `(P_h·x)·Wv_hᵀ + bv_h`, then the output projection.
+  func unfoldValues(
+    _ weighted: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>
+  ) {
+    let (d, dim, e) = (headDim, internalDim, embedding)
+    let heads = DecoderBuffer(count: t * dim)
+    for h in 0..<Self.heads {
+      DecoderMath.gemm(
+        t, d, e, weighted + h * t * e, e, v.weight.base + h * d * e, e, transB: true,
+        heads.base + h * d, dim)
+    }
+    RowOps.biasActivation(heads.base, rows: t, cols: dim, stride: dim, bias: v.bias.base, .identity)
+    self.out.apply(heads.base, rows: t, into: out)
   }
 }

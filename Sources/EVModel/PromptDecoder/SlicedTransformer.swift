@@ -92,10 +92,7 @@ extension TwoWayTransformer {
       }
       let t2 = rows.count
       let hT2 = DecoderAttention.heads * t2
-      let q2 = DecoderBuffer(count: t2 * e)
-      for (i, r) in rows.enumerated() {
-        for c in 0..<e { q2.base[i * e + c] = queries[r * e + c] + tokenPE[r * e + c] }
-      }
+      let q2 = gatherWithPE(queries, tokenPE, rows: rows)
       let qp = DecoderBuffer(count: t2 * attention.internalDim)
       attention.q.apply(q2.base, rows: t2, into: qp.base)
       let foldedQueries = DecoderBuffer(count: hT2 * e)
@@ -119,12 +116,10 @@ extension TwoWayTransformer {
             transA: false, transB: true, m: hT, n: w, k: e, alpha: 1, a: foldedKeys.base, lda: e,
             b: keysPE + c0 * e, ldb: e, beta: 0, c: probabilities + c0, ldc: n)
         } else {
-          let d = i2t.headDim
           for h in 0..<DecoderAttention.heads {
-            BLAS.serialSgemm(
-              transA: false, transB: true, m: t, n: w, k: d, alpha: 1, a: kp.base + h * d,
-              lda: i2t.internalDim, b: qImage + c0 * i2t.internalDim + h * d,
-              ldb: i2t.internalDim, beta: 0, c: probabilities + h * t * n + c0, ldc: n)
+            i2t.headScores(
+              head: h, keys: kp.base, count: t, projectedImage: qImage, columns: c0..<(c0 + w),
+              into: probabilities, ldc: n)
           }
         }
         for h in 0..<DecoderAttention.heads {
@@ -175,14 +170,7 @@ extension TwoWayTransformer {
       attention.unfoldValues(combined.base, count: t2, into: attended.base)
 
       if last {
-        let kept = DecoderBuffer(count: t2 * e)
-        for (i, r) in rows.enumerated() {
-          (kept.base + i * e).update(from: queries + r * e, count: e)
-        }
-        finalNorm.residual(kept.base, plus: attended.base, rows: t2)
-        for (i, r) in rows.enumerated() {
-          (queries + r * e).update(from: kept.base + i * e, count: e)
-        }
+        finalNorm(queries, rows: rows, plus: attended.base)
       } else {
         let nextLayer = layers[l + 1]
         nextLayer.norm2.residual(queries, plus: attended.base, rows: t)
@@ -192,61 +180,5 @@ extension TwoWayTransformer {
       swap(&next, &spare)
     }
     return (spare, trace != nil)
-  }
-}
-
-extension DecoderAttention {
-  /// Rows h·T + j of `into` (8T × embedding): token j's key `kp` (T × internalDim) folded
-  /// through head h's query projection, `k_h·Wq_h`, so that image-side scores are
-  /// `(keys + pe)·(k_h Wq_h)ᵀ + k_h·bq_h`; `rowBias` receives the last term.
-  func foldQueries(
-    _ kp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>,
-    rowBias: UnsafeMutablePointer<Float>
-  ) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(t, e, d, kp + h * d, dim, q.weight.base + h * d * e, e, out + h * t * e, e)
-      for j in 0..<t {
-        var s: Float = 0
-        for c in 0..<d { s += kp[j * dim + h * d + c] * q.bias.base[h * d + c] }
-        rowBias[h * t + j] = s
-      }
-    }
-  }
-
-  /// Rows h·T + j of `into`: the query `qp` (T × internalDim) folded through head h's key
-  /// projection, `q_h·Wk_h` (the `q_h·bk_h` term is constant per row, which softmax ignores).
-  func foldKeys(_ qp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(t, e, d, qp + h * d, dim, k.weight.base + h * d * e, e, out + h * t * e, e)
-    }
-  }
-
-  /// Rows h·T + j of `into` (8T × embedding): token j's value `vp` folded through head h's
-  /// slice of the output projection, `v_h·Wo_hᵀ`.
-  func foldValues(_ vp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(
-        t, e, d, vp + h * d, dim, self.out.weight.base + h * d, dim, transB: true,
-        out + h * t * e, e)
-    }
-  }
-
-  /// The token→image attention's output from `P·x` (rows h·T + j, 8T × embedding): per head
-  /// `(P_h·x)·Wv_hᵀ + bv_h`, then the output projection.
-  func unfoldValues(
-    _ weighted: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>
-  ) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    let heads = DecoderBuffer(count: t * dim)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(
-        t, d, e, weighted + h * t * e, e, v.weight.base + h * d * e, e, transB: true,
-        heads.base + h * d, dim)
-    }
-    RowOps.biasActivation(heads.base, rows: t, cols: dim, stride: dim, bias: v.bias.base, .identity)
-    self.out.apply(heads.base, rows: t, into: out)
   }
 }

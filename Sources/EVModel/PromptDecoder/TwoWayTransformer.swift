@@ -163,20 +163,38 @@ struct TwoWayTransformer: Sendable {
     // The final attention updates each token on its own, so only the rows the caller reads
     // are computed (the other rows keep their values from the last block).
     let rows = finalRows ?? Array(0..<t)
-    let kept = DecoderBuffer(count: rows.count * e)
-    for (i, r) in rows.enumerated() {
-      for c in 0..<e { kept.base[i * e + c] = queries[r * e + c] + tokenPE[r * e + c] }
-    }
+    let selected = gatherWithPE(queries, tokenPE, rows: rows)
     finalAttention.tokensToImage(
-      q: kept.base, count: rows.count, image: .raw(keys: current.keys, keysPE: keysPE),
+      q: selected.base, count: rows.count, image: .raw(keys: current.keys, keysPE: keysPE),
       imageTokens: n, workspace: workspace, into: delta.base)
+    finalNorm(queries, rows: rows, plus: delta.base)
+    return (spare, traced)
+  }
+
+  /// Rows `rows` of `queries + tokenPE`, packed.
+  func gatherWithPE(
+    _ queries: UnsafePointer<Float>, _ tokenPE: UnsafePointer<Float>, rows: [Int]
+  ) -> DecoderBuffer {
+    let e = embedding
+    let out = DecoderBuffer(count: rows.count * e)
+    for (i, r) in rows.enumerated() {
+      for c in 0..<e { out.base[i * e + c] = queries[r * e + c] + tokenPE[r * e + c] }
+    }
+    return out
+  }
+
+  /// `queries[r] ← norm_final_attn(queries[r] + attended[i])` for the i-th of `rows`.
+  func finalNorm(
+    _ queries: UnsafeMutablePointer<Float>, rows: [Int], plus attended: UnsafePointer<Float>
+  ) {
+    let e = embedding
+    let kept = DecoderBuffer(count: rows.count * e)
     for (i, r) in rows.enumerated() {
       (kept.base + i * e).update(from: queries + r * e, count: e)
     }
-    finalNorm.residual(kept.base, plus: delta.base, rows: rows.count)
+    finalNorm.residual(kept.base, plus: attended, rows: rows.count)
     for (i, r) in rows.enumerated() {
       (queries + r * e).update(from: kept.base + i * e, count: e)
     }
-    return (spare, traced)
   }
 }

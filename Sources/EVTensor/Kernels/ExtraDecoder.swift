@@ -23,9 +23,7 @@ public enum RowOps {
       }
       for r in range {
         let p = x + r * stride
-        let m = maximum(p, cols)
-        for j in 0..<cols { p[j] = fastExp((p[j] - m) * scale) }
-        let inv = 1 / sum(p, cols)
+        let inv = 1 / exponentiateRow(p, cols: cols, scale: scale).sum
         for j in 0..<cols { p[j] *= inv }
       }
     }
@@ -47,42 +45,9 @@ public enum RowOps {
     Parallel.forEach(count: groups * chunks, costPerItem: rows * chunk * 12) { item in
       let g = item / chunks
       let c0 = (item % chunks) * chunk
-      let w = min(chunk, cols - c0)
-      if evk_softmax_columns(
-        x + g * rows * cols, rows, cols, c0, c0 + w, scale, rowBias.map { $0 + g * rows }) != 0
-      {
-        return
-      }
-      let block = x + g * rows * cols + c0
-      withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * chunk) { scratch in
-        let m = scratch.baseAddress!
-        let s = m + chunk
-        let b0 = rowBias?[g * rows] ?? 0
-        for c in 0..<w { m[c] = block[c] + b0 }
-        for r in 1..<rows {
-          let p = block + r * cols
-          let b = rowBias?[g * rows + r] ?? 0
-          for c in 0..<w {
-            let v = p[c] + b
-            m[c] = v > m[c] ? v : m[c]
-          }
-        }
-        for c in 0..<w { s[c] = 0 }
-        for r in 0..<rows {
-          let p = block + r * cols
-          let b = rowBias?[g * rows + r] ?? 0
-          for c in 0..<w {
-            let e = fastExp((p[c] + b - m[c]) * scale)
-            p[c] = e
-            s[c] += e
-          }
-        }
-        for c in 0..<w { s[c] = 1 / s[c] }
-        for r in 0..<rows {
-          let p = block + r * cols
-          for c in 0..<w { p[c] *= s[c] }
-        }
-      }
+      softmaxColumnRange(
+        x + g * rows * cols, rows: rows, cols: cols, columns: c0..<min(cols, c0 + chunk),
+        scale: scale, rowBias: rowBias.map { $0 + g * rows })
     }
   }
 
@@ -96,16 +61,12 @@ public enum RowOps {
     precondition(rows >= 0 && cols > 0 && stride >= cols, "RowOps.softmaxSlice: bad geometry")
     if evk_softmax_partial(x, rows, cols, stride, scale, rowMax, rowSum) != 0 { return }
     for r in 0..<rows {
-      let p = x + r * stride
-      let m = maximum(p, cols)
-      for j in 0..<cols { p[j] = fastExp((p[j] - m) * scale) }
-      rowMax[r] = m
-      rowSum[r] = sum(p, cols)
+      (rowMax[r], rowSum[r]) = exponentiateRow(x + r * stride, cols: cols, scale: scale)
     }
   }
 
-  /// `softmaxColumns` restricted to the columns `c0 ..< c1` of one block of `rows` × `cols`
-  /// (row stride `cols`), on the calling thread.
+  /// `softmaxColumns` restricted to `columns` of one block of `rows` × `cols` (row stride
+  /// `cols`), on the calling thread.
   public static func softmaxColumnRange(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, columns: Range<Int>, scale: Float,
     rowBias: UnsafePointer<Float>?
@@ -119,18 +80,49 @@ public enum RowOps {
     {
       return
     }
-    for c in columns {
-      var m = -Float.infinity
-      for r in 0..<rows { m = max(m, x[r * cols + c] + (rowBias?[r] ?? 0)) }
-      var s: Float = 0
+    // Running max and sum per column, updated row by row, so the loops run along the columns
+    // and vectorise.
+    let w = columns.count
+    let block = x + columns.lowerBound
+    withUnsafeTemporaryAllocation(of: Float.self, capacity: 2 * w) { scratch in
+      let m = scratch.baseAddress!
+      let s = m + w
+      for c in 0..<w { m[c] = -.infinity }
       for r in 0..<rows {
-        let v = fastExp((x[r * cols + c] + (rowBias?[r] ?? 0) - m) * scale)
-        x[r * cols + c] = v
-        s += v
+        let p = block + r * cols
+        let b = rowBias?[r] ?? 0
+        for c in 0..<w {
+          let v = p[c] + b
+          m[c] = v > m[c] ? v : m[c]
+        }
       }
-      let inv = 1 / s
-      for r in 0..<rows { x[r * cols + c] *= inv }
+      for c in 0..<w { s[c] = 0 }
+      for r in 0..<rows {
+        let p = block + r * cols
+        let b = rowBias?[r] ?? 0
+        for c in 0..<w {
+          let e = fastExp((p[c] + b - m[c]) * scale)
+          p[c] = e
+          s[c] += e
+        }
+      }
+      for c in 0..<w { s[c] = 1 / s[c] }
+      for r in 0..<rows {
+        let p = block + r * cols
+        for c in 0..<w { p[c] *= s[c] }
+      }
     }
+  }
+
+  /// One row in place, `p ← exp(scale·(p − max))`; returns the max and the sum of the
+  /// exponentials. The portable half of the row softmaxes.
+  @inline(__always)
+  private static func exponentiateRow(
+    _ p: UnsafeMutablePointer<Float>, cols: Int, scale: Float
+  ) -> (max: Float, sum: Float) {
+    let m = maximum(p, cols)
+    for j in 0..<cols { p[j] = fastExp((p[j] - m) * scale) }
+    return (m, sum(p, cols))
   }
 
   /// `out[r] = LayerNorm(x[r] + preBias) · weight + bias` over `rows` contiguous rows of `dim`
