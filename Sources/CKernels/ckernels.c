@@ -1,9 +1,10 @@
-#include "ckernels.h"
+#include "internal.h"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
-#if defined(__x86_64__) && (defined(__clang__) || defined(__GNUC__))
+#if EVK_X86
 #include <immintrin.h>
 
 #define EVK_AVX512 __attribute__((target("avx512f")))
@@ -135,13 +136,6 @@ EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, l
       _mm512_mask_storeu_ps(p + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), inv));
     }
   }
-}
-
-// Unnormalised softmax of rows: x ← exp(scale·(x − max)), with each row's max and sum of
-// exponentials written out (for combining softmaxes over slices of a row).
-EVK_AVX512 static void evk_softmax_partial_avx512(float *x, long rows, long cols, long stride, float scale,
-                                                 float *row_max, float *row_sum) {
-  for (long r = 0; r < rows; r++) row_sum[r] = evk_exp_row(x + r * stride, cols, scale, row_max + r);
 }
 
 EVK_AVX512 static void evk_softmax_columns_avx512(float *x, long rows, long cols, long c0, long c1,
@@ -315,83 +309,166 @@ EVK_AVX512 static void evk_layernorm64_gelu_avx512(float *x, long rows, const fl
 }
 
 
-static int evk_has_avx512(void) {
-  // Racing first calls all compute the same answer, so a plain int is enough.
-  static int cached = -1;
-  if (cached < 0) {
-    __builtin_cpu_init();
-    // EVSAM_NO_AVX512=1 forces the portable loops, for A/B timing and for checking results.
-    const char *off = getenv("EVSAM_NO_AVX512");
-    cached = (off == NULL || off[0] == '\0' || off[0] == '0') && __builtin_cpu_supports("avx512f");
+static int evk_cpu_level(void) {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) return EVK_LEVEL_AVX512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return EVK_LEVEL_AVX2;
+  return EVK_LEVEL_PORTABLE;
+}
+
+// -1 until the first call; racing first calls all compute the same answer.
+static int evk_process_level = -1;
+// A cap for the calling thread only (-1: none), so that tests can compare levels without
+// changing what kernels on other threads run.
+static _Thread_local int evk_thread_cap = -1;
+
+static int evk_compute_process_level(void) {
+  int level = evk_cpu_level();
+  // EVSAM_SIMD=portable|avx2|avx512 caps the level (for A/B timing and for checking results);
+  // EVSAM_NO_AVX512=1 is the older spelling of EVSAM_SIMD=avx2.
+  const char *cap = getenv("EVSAM_SIMD");
+  const char *off = getenv("EVSAM_NO_AVX512");
+  if (off != NULL && off[0] != '\0' && off[0] != '0' && level > EVK_LEVEL_AVX2) level = EVK_LEVEL_AVX2;
+  if (cap != NULL) {
+    int wanted = strcmp(cap, "portable") == 0 ? EVK_LEVEL_PORTABLE
+                 : strcmp(cap, "avx2") == 0   ? EVK_LEVEL_AVX2
+                                              : EVK_LEVEL_AVX512;
+    if (wanted < level) level = wanted;
   }
-  return cached;
+  return level;
+}
+
+int evk_level(void) {
+  int level = __atomic_load_n(&evk_process_level, __ATOMIC_RELAXED);
+  if (level < 0) {
+    level = evk_compute_process_level();
+    __atomic_store_n(&evk_process_level, level, __ATOMIC_RELAXED);
+  }
+  const int cap = evk_thread_cap;
+  return cap >= 0 && cap < level ? cap : level;
+}
+
+int evk_simd_level(void) { return evk_level(); }
+
+int evk_cpu_simd_level(void) { return evk_cpu_level(); }
+
+int evk_thread_simd_cap(void) { return evk_thread_cap; }
+
+int evk_set_thread_simd_cap(int level) {
+  const int previous = evk_thread_cap;
+  evk_thread_cap = level;
+  return previous;
+}
+
+// Portable: the compute-thread limit of the calling thread (0: none); see ckernels.h.
+static _Thread_local int evk_thread_limit = 0;
+
+int evk_thread_compute_limit(void) { return evk_thread_limit; }
+
+int evk_set_thread_compute_limit(int limit) {
+  const int previous = evk_thread_limit;
+  evk_thread_limit = limit;
+  return previous;
 }
 
 int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias) {
-  if (!evk_has_avx512()) return 0;
-  evk_gelu_tanh_bias_avx512(dst, src, n, bias);
-  return 1;
+  switch (evk_level()) {
+  case EVK_LEVEL_AVX512: evk_gelu_tanh_bias_avx512(dst, src, n, bias); return 1;
+  case EVK_LEVEL_AVX2: evk_gelu_tanh_bias_avx2(dst, src, n, bias); return 1;
+  default: return 0;
+  }
 }
 
 int evk_gelu_erf_rational(float *p, long n, const float *bias) {
-  if (!evk_has_avx512()) return 0;
-  evk_gelu_erf_rational_avx512(p, n, bias);
-  return 1;
+  switch (evk_level()) {
+  case EVK_LEVEL_AVX512: evk_gelu_erf_rational_avx512(p, n, bias); return 1;
+  case EVK_LEVEL_AVX2: evk_gelu_erf_rational_avx2(p, n, bias); return 1;
+  default: return 0;
+  }
 }
 
 int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
-  if (!evk_has_avx512()) return 0;
-  evk_softmax_rows_avx512(x, rows, cols, stride, scale);
-  return 1;
-}
-
-int evk_softmax_partial(float *x, long rows, long cols, long stride, float scale, float *row_max,
-                        float *row_sum) {
-  if (!evk_has_avx512()) return 0;
-  evk_softmax_partial_avx512(x, rows, cols, stride, scale, row_max, row_sum);
-  return 1;
+  switch (evk_level()) {
+  case EVK_LEVEL_AVX512: evk_softmax_rows_avx512(x, rows, cols, stride, scale); return 1;
+  case EVK_LEVEL_AVX2: evk_softmax_rows_avx2(x, rows, cols, stride, scale); return 1;
+  default: return 0;
+  }
 }
 
 int evk_softmax_columns(float *x, long rows, long cols, long c0, long c1, float scale,
                         const float *row_bias) {
-  if (!evk_has_avx512()) return 0;
-  evk_softmax_columns_avx512(x, rows, cols, c0, c1, scale, row_bias);
-  return 1;
+  switch (evk_level()) {
+  case EVK_LEVEL_AVX512: evk_softmax_columns_avx512(x, rows, cols, c0, c1, scale, row_bias); return 1;
+  case EVK_LEVEL_AVX2: evk_softmax_columns_avx2(x, rows, cols, c0, c1, scale, row_bias); return 1;
+  default: return 0;
+  }
 }
 
 int evk_residual_layernorm(float *x, const float *delta, const float *delta_bias, long rows,
                            long dim, const float *weight, const float *bias, float eps,
                            const float *addend, float *sum, float *rstd) {
-  if (!evk_has_avx512() || dim % 16 != 0) return 0;
-  evk_residual_layernorm_avx512(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum, rstd);
-  return 1;
+  const int level = evk_level();
+  if (level == EVK_LEVEL_AVX512 && dim % 16 == 0) {
+    evk_residual_layernorm_avx512(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum, rstd);
+    return 1;
+  }
+  if (level >= EVK_LEVEL_AVX2 && dim % 8 == 0) {
+    evk_residual_layernorm_avx2(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum, rstd);
+    return 1;
+  }
+  return 0;
 }
 
-int evk_available(void) { return evk_has_avx512(); }
+int evk_available(void) { return evk_level() > EVK_LEVEL_PORTABLE; }
 
 int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const float *packed,
                         const float *bias, long out, float *y, long ldy, int relu) {
-  if (!evk_has_avx512() || rows < 1 || rows > EVK_FEW_ROWS) return 0;
-  evk_linear_few_rows_avx512(x, ldx, rows, in, packed, bias, out, y, ldy, relu);
-  return 1;
+  if (rows < 1 || rows > EVK_FEW_ROWS) return 0;
+  switch (evk_level()) {
+  case EVK_LEVEL_AVX512: evk_linear_few_rows_avx512(x, ldx, rows, in, packed, bias, out, y, ldy, relu); return 1;
+  case EVK_LEVEL_AVX2: evk_linear_few_rows_avx2(x, ldx, rows, in, packed, bias, out, y, ldy, relu); return 1;
+  default: return 0;
+  }
 }
 
 int evk_row_affine(float *y, const float *x, long rows, long dim, long ldx, const float *a,
                    const float *u, const float *v) {
-  if (!evk_has_avx512()) return 0;
-  evk_row_affine_avx512(y, x, rows, dim, ldx, a, u, v);
-  return 1;
+  switch (evk_level()) {
+  case EVK_LEVEL_AVX512: evk_row_affine_avx512(y, x, rows, dim, ldx, a, u, v); return 1;
+  case EVK_LEVEL_AVX2: evk_row_affine_avx2(y, x, rows, dim, ldx, a, u, v); return 1;
+  default: return 0;
+  }
 }
 
 int evk_layernorm64_gelu(float *x, long rows, const float *weight, const float *bias, float eps,
                          const float *pre_bias) {
-  if (!evk_has_avx512()) return 0;
-  evk_layernorm64_gelu_avx512(x, rows, weight, bias, eps, pre_bias);
-  return 1;
+  switch (evk_level()) {
+  case EVK_LEVEL_AVX512: evk_layernorm64_gelu_avx512(x, rows, weight, bias, eps, pre_bias); return 1;
+  case EVK_LEVEL_AVX2: evk_layernorm64_gelu_avx2(x, rows, weight, bias, eps, pre_bias); return 1;
+  default: return 0;
+  }
 }
 
 #else
 
+int evk_level(void) { return EVK_LEVEL_PORTABLE; }
+int evk_simd_level(void) { return EVK_LEVEL_PORTABLE; }
+int evk_cpu_simd_level(void) { return EVK_LEVEL_PORTABLE; }
+int evk_thread_simd_cap(void) { return -1; }
+int evk_set_thread_simd_cap(int level) {
+  (void)level;
+  return -1;
+}
+
+static _Thread_local int evk_thread_limit = 0;
+
+int evk_thread_compute_limit(void) { return evk_thread_limit; }
+
+int evk_set_thread_compute_limit(int limit) {
+  const int previous = evk_thread_limit;
+  evk_thread_limit = limit;
+  return previous;
+}
 int evk_available(void) { return 0; }
 
 int evk_gelu_erf_rational(float *p, long n, const float *bias) {
@@ -406,12 +483,6 @@ int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias) {
 
 int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
   (void)x; (void)rows; (void)cols; (void)stride; (void)scale;
-  return 0;
-}
-
-int evk_softmax_partial(float *x, long rows, long cols, long stride, float scale, float *row_max,
-                        float *row_sum) {
-  (void)x; (void)rows; (void)cols; (void)stride; (void)scale; (void)row_max; (void)row_sum;
   return 0;
 }
 

@@ -79,9 +79,8 @@ public final class AutomaticMaskGenerator {
   public static let maskThreshold = 0.0
   /// Decode the prompts of a batch on all cores at once, one group per core with
   /// single-threaded kernels (see `decode`); off, each batch is one decoder call whose kernels
-  /// are threaded. The results are the same either way. While a batch is decoded this way the
-  /// process-wide `ComputeThreads` limit is 1, so turn it on only when nothing else in the
-  /// process runs models meanwhile (a command-line run, not a server with several workers).
+  /// are threaded. The results are the same either way. It takes every core for the batch, so
+  /// it suits a command-line run better than a server decoding several requests side by side.
   public var parallelPrompts = false
 
   public init(predictor: SamPredictor, settings: MaskGeneratorSettings = .init())
@@ -238,15 +237,14 @@ public final class AutomaticMaskGenerator {
     }
     guard workers > 1 else { return [(0..<count, try run(0..<count))] }
 
-    ComputeThreads.set(1)
-    defer { ComputeThreads.set(threads) }
     let ranges = (0..<workers).map { (count * $0 / workers)..<(count * ($0 + 1) / workers) }
     var results = [Result<BatchPrediction, any Error>?](repeating: nil, count: workers)
     results.withUnsafeMutableBufferPointer { results in
       let out = UncheckedSendable(results.baseAddress!)
       let work = UncheckedSendable(run)
       DispatchQueue.concurrentPerform(iterations: workers) { g in
-        out.value[g] = Result { try work.value(ranges[g]) }
+        // Each group's kernels stay on its own core (the limit is per thread).
+        out.value[g] = Result { try ComputeThreads.limited(to: 1) { try work.value(ranges[g]) } }
       }
     }
     return try zip(ranges, results).map { ($0, try $1!.get()) }

@@ -192,7 +192,7 @@ func compare(
     var settings = fixture.settings
     settings.pointsPerBatch = 7
     let batched = try AutomaticMaskGenerator(model: model, settings: settings)
-    #expect(!batched.parallelPrompts, "off by default: it changes a process-wide setting")
+    #expect(!batched.parallelPrompts, "off by default: it takes every core for each batch")
     batched.parallelPrompts = true
     let masks = try batched.generate(image).masks
     #expect(masks == expected)

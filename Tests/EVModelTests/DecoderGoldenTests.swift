@@ -151,6 +151,31 @@ struct DecoderGoldenTests {
     }
   }
 
+  /// A prompt's results do not depend on the number of threads, bit for bit: the decoder's
+  /// per-prompt products are split-invariant (`SmallGEMM`) and its slices of image tokens and
+  /// softmax groups are fixed. Everything mode relies on this when it decodes prompts side by
+  /// side on single-threaded cores.
+  @Test(arguments: ["tiny-l__coffee", "tiny-xl__chelsea"])
+  func resultsDoNotDependOnTheThreadCount(file: String) throws {
+    let model = try DecoderModel.load(String(file.prefix { $0 != "_" }))
+    let image = try GoldenImage(file)
+    let embedding = try #require(image.golden["embedding"])
+    let prepared = model.maskDecoder.prepare(
+      imageEmbedding: embedding, imagePE: model.promptEncoder.getDensePE(),
+      noMaskEmbedding: model.promptEncoder.noMaskEmbedding)
+    for c in image.cases {
+      let inputs = try image.prompts(c)
+      let prompts = model.promptEncoder(
+        points: inputs.points, boxes: inputs.boxes, masks: inputs.masks)
+      let threaded = model.maskDecoder.decode(prepared, prompts: prompts, multimask: c.multimask)
+      let single = ComputeThreads.limited(to: 1) {
+        model.maskDecoder.decode(prepared, prompts: prompts, multimask: c.multimask)
+      }
+      #expect(threaded.masks.storage == single.masks.storage, "\(file) \(c.name): masks differ")
+      #expect(threaded.iouPredictions.storage == single.iouPredictions.storage)
+    }
+  }
+
   /// The official call with nothing cached per image and no folded projections: the plain
   /// operation order, checked against the same goldens.
   @Test(arguments: ["tiny-l__coffee", "tiny-xl__chelsea"])

@@ -1,10 +1,10 @@
 #ifndef EVSAM_CKERNELS_H
 #define EVSAM_CKERNELS_H
 
-// Hot elementwise loops in AVX-512, picked at run time. Swift compiles for baseline x86-64
-// (SSE2), so its own loops run 4 floats wide; these run 16 wide on CPUs that have AVX-512F.
-// Every function returns 1 when it did the work and 0 when this CPU lacks the instructions
-// (the caller then runs its portable loop).
+// Hot loops in AVX-512 or AVX2 + FMA, picked at run time. Swift compiles for baseline x86-64
+// (SSE2), so its own loops run 4 floats wide; these run 16 or 8 wide. Functions that return an
+// int return 1 when they did the work and 0 when this CPU (or EVSAM_SIMD) rules their
+// instructions out: the caller then runs its portable loop.
 
 #ifdef __cplusplus
 extern "C" {
@@ -19,17 +19,38 @@ int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias);
 /// argument clamped to ±4, the mask decoder's GELU) operation for operation, bit-for-bit.
 int evk_gelu_erf_rational(float *p, long n, const float *bias);
 
-/// 1 when the AVX-512 kernels run on this CPU (and EVSAM_NO_AVX512 is not set), else 0.
+#define EVK_LEVEL_PORTABLE 0
+#define EVK_LEVEL_AVX2 1
+#define EVK_LEVEL_AVX512 2
+
+/// The instruction-set level the kernels use on the calling thread: the best this CPU has
+/// (AVX-512F, else AVX2 with FMA, else portable), capped by the environment variable EVSAM_SIMD
+/// (portable, avx2, avx512) or EVSAM_NO_AVX512=1 (= avx2), and by the thread's own cap.
+int evk_simd_level(void);
+
+/// The best level this CPU has, whatever EVSAM_SIMD says.
+int evk_cpu_simd_level(void);
+
+/// Caps the level for kernels run on the calling thread (-1 removes the cap); returns the
+/// previous cap. For tests that compare levels: other threads are not affected.
+int evk_set_thread_simd_cap(int level);
+
+/// The calling thread's cap (-1: none).
+int evk_thread_simd_cap(void);
+
+/// The compute-thread limit set for the calling thread (0: none). Swift has no thread-local
+/// variables of its own; `ComputeThreads` keeps this one here.
+int evk_thread_compute_limit(void);
+
+/// Sets the calling thread's compute-thread limit (0 removes it); returns the previous one.
+int evk_set_thread_compute_limit(int limit);
+
+/// 1 when vector kernels (AVX2 or AVX-512) run, else 0.
 int evk_available(void);
 
 /// Row softmax in place: each of `rows` runs of `cols` values (`stride` apart) becomes
 /// softmax(scale · (x − max)), with FastMath's exp.
 int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale);
-
-/// Unnormalised row softmax in place: x ← exp(scale · (x − max)) for `rows` runs of `cols`
-/// values (`stride` apart), writing each row's max and sum of the exponentials.
-int evk_softmax_partial(float *x, long rows, long cols, long stride, float scale, float *row_max,
-                        float *row_sum);
 
 /// Softmax down the columns `c0 ..< c1` of a contiguous `rows` × `cols` block: column c becomes
 /// softmax over r of scale · (x[r][c] + row_bias[r]) (`row_bias` may be NULL).
@@ -69,6 +90,56 @@ void evk_linear_pack(const float *weight, long out, long in, float *packed);
 /// would. `bias` may be NULL.
 int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const float *packed,
                         const float *bias, long out, float *y, long ldy, int relu);
+
+// ---- Mask decoder: split-invariant products and token-major attention --------------------
+
+/// C (m × n, row stride ldc) = op(A)·B, or C + op(A)·B with `accumulate`. op(A) is m × k: A
+/// row-major with row stride lda, or with `trans_a` A stored k × m (row stride lda); B is k × n
+/// row-major (row stride ldb). Every element is one chain over p = 0 ..< k in order, so splitting
+/// a product into row or column blocks never changes its result (see gemm.c). Meant for
+/// operands already in cache: nothing is packed.
+void evk_gemm(int trans_a, long m, long n, long k, const float *a, long lda, const float *b,
+              long ldb, float *c, long ldc, int accumulate);
+
+/// Floats `evk_gemm_pack` writes for a k × n matrix B.
+long evk_gemm_packed_count(long k, long n);
+
+/// Packs B (k × n, row stride ldb) for `evk_gemm_prepacked`: panels of 16 columns, each k rows
+/// of 16 floats (zero-padded). For a B that many products share.
+void evk_gemm_pack(long k, long n, const float *b, long ldb, float *packed);
+
+/// `evk_gemm` with B packed by `evk_gemm_pack`; the same results.
+void evk_gemm_prepacked(int trans_a, long m, long n, long k, const float *a, long lda,
+                        const float *packed, float *c, long ldc, int accumulate);
+
+/// Softmax over prompt tokens, per head, in place: row p of `s` (row stride `ld`) holds `t`
+/// groups of 8 heads; each head's t values become softmax(scale·(x + bias)) (`bias`: t·8 values,
+/// may be NULL).
+void evk_softmax_heads(float *s, long rows, long t, long ld, float scale, const float *bias);
+
+/// out[p][j·8 + h] = Σ_c q[p][c·8 + h] · k[j][c·8 + h] for p < rows, j < t, c < d: per-head
+/// dot products of head-interleaved rows (q rows `ldq` apart; k dense, t × d·8; out rows `ldo`
+/// apart).
+void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t, long d,
+                     float *out, long ldo);
+
+/// One slice of a softmax down the columns of `s` (rows × cols, row stride ld), unnormalised:
+/// s ← exp(scale·(s − m_c)) with m_c the column's max over these rows; col_max and col_sum
+/// receive m_c and the column sums, from which slices combine into the full softmax.
+void evk_softmax_columns_partial(float *s, long rows, long cols, long ld, float scale,
+                                 float *col_max, float *col_sum);
+
+/// acc[j][c·8 + h] = Σ_p scores[p][j·8 + h] · v[p][c·8 + h] over p < rows: the weighted sum of
+/// head-interleaved values (`scores` dense rows of t·8, `v` rows `ldv` apart; acc: t × d·8).
+void evk_heads_attend(const float *scores, long rows, long t, long d, const float *v, long ldv,
+                      float *acc);
+
+/// out[r·count + m] = Σ_c h[m·width + c] · gelu(z[r·width + c] + bias[c]) for r < rows,
+/// m < count, with `RowOps.gelu` (bit-for-bit; the sums may be fused). width ≤ 256. The mask
+/// decoder's last step: the second upscaling convolution's GELU and each mask's
+/// hypernetwork product.
+void evk_gelu_dot(const float *z, long rows, long width, const float *bias, const float *h,
+                  long count, float *out);
 
 #ifdef __cplusplus
 }

@@ -6,12 +6,12 @@ import Foundation
 /// attending to the tokens.
 ///
 /// Heads are column slices (`h·headDim ..< (h+1)·headDim`) of the projected buffers, so no
-/// head is ever copied out. With only a handful of prompt tokens T, the expensive projections
-/// of the 4096 image tokens can be folded into the token side (`foldsImage`): attention is
-/// linear in the projected image, so `q·(W x + b)` becomes `(q W)·x` plus a per-query constant
-/// that softmax ignores, and `P·(W x + b)` becomes `(P x) Wᵀ + b` because softmax rows sum to
-/// one. That replaces 4096×256×128 projections by 4096×256×(8·T) products, cheaper while
-/// 8·T < 128.
+/// head is ever copied out. This is the general schedule, for prompts of many tokens; with
+/// only a handful of prompt tokens T, the expensive projections of the 4096 image tokens are
+/// folded into the token side instead (`TwoWayTransformer.sliced`): attention is linear in the
+/// projected image, so `q·(W x + b)` becomes `(q W)·x` plus a per-query constant that softmax
+/// ignores, and `P·(W x + b)` becomes `(P x) Wᵀ + b` because softmax rows sum to one. That
+/// replaces 4096×256×128 projections by 4096×256×(8·T) products, cheaper while 8·T < 128.
 extension DecoderAttention {
   /// The image side of a token→image attention.
   enum ImageKeys {
@@ -60,7 +60,6 @@ extension DecoderAttention {
     workspace: DecoderWorkspace, into out: UnsafeMutablePointer<Float>
   ) {
     let dim = internalDim
-    let e = embedding
     let d = headDim
     let hT = Self.heads * t
     let qp = DecoderBuffer(count: t * dim)
@@ -83,103 +82,60 @@ extension DecoderAttention {
           b: vImg + h * d, ldb: dim, beta: 0, c: out + h * d, ldc: dim)
       }
     case .raw(let keys, let keysPE):
-      if workspace.foldsImage(tokens: t, internalDim: dim) {
-        // Scores: (q_h Wk_h) · (keys + pe)ᵀ; the q_h·bk_h term is constant per row.
-        let folded = DecoderBuffer(count: hT * e)
-        foldKeys(qp.base, count: t, into: folded.base)
-        DecoderMath.gemm(hT, n, e, folded.base, e, keysPE, e, transB: true, scores, n)
-        RowOps.softmax(scores, rows: hT, cols: n, stride: n, scale: scale)
-        // Values: (P·keys) Wv_hᵀ + bv_h, reusing `folded` for P·keys.
-        DecoderMath.gemm(hT, e, n, scores, n, keys, e, folded.base, e)
-        unfoldValues(folded.base, count: t, into: out)
-        return
-      } else {
-        let (kImg, vImg) = workspace.imageProjections(internalDim: dim, imageTokens: n)
-        k.apply(keysPE, rows: n, into: kImg)
-        v.apply(keys, rows: n, into: vImg)
-        tokensToImage(
-          q: qIn, count: t, image: .projected(k: kImg, v: vImg), imageTokens: n,
-          workspace: workspace, into: out)
-        return
-      }
+      let (kImg, vImg) = workspace.imageProjections(internalDim: dim, imageTokens: n)
+      k.apply(keysPE, rows: n, into: kImg)
+      v.apply(keys, rows: n, into: vImg)
+      tokensToImage(
+        q: qIn, count: t, image: .projected(k: kImg, v: vImg), imageTokens: n,
+        workspace: workspace, into: out)
+      return
     }
     self.out.apply(heads.base, rows: t, into: out)
   }
 
   /// Image→token attention: `out (N×embedding) = Attention(q: image, k: kIn, v: vIn)` with
   /// `kIn` (tokens + pe) and `vIn` (tokens) T×embedding. `workspace` must hold N·8·T scores.
-  ///
-  /// When the image side folds and `keep` is given, the attention probabilities (8T×N,
-  /// keys-major) and the folded values `v_h Wo_hᵀ` (8T×embedding) are left there, so that
-  /// `out = P·values + bias`; the return value says whether that happened. Without
-  /// `addingBias` the output projection's bias is left for the caller to add.
-  @discardableResult
+  /// Without `addingBias` the output projection's bias is left for the caller to add.
   func imageToTokens(
     image: ImageQueries, imageTokens n: Int, k kIn: UnsafePointer<Float>,
     v vIn: UnsafePointer<Float>, count t: Int, workspace: DecoderWorkspace,
-    keep: (probabilities: UnsafeMutablePointer<Float>, values: UnsafeMutablePointer<Float>)? = nil,
     addingBias: Bool = true, into out: UnsafeMutablePointer<Float>
-  ) -> Bool {
+  ) {
     let dim = internalDim
     let e = embedding
     let d = headDim
     let hT = Self.heads * t
-    let folds = workspace.foldsImage(tokens: t, internalDim: dim)
     let kp = DecoderBuffer(count: t * dim)
     let vp = DecoderBuffer(count: t * dim)
     k.apply(kIn, rows: t, into: kp.base)
     v.apply(vIn, rows: t, into: vp.base)
     // Scores stored keys-major, (8·T)×N: row h·T + j holds every image token's score for token
     // j in head h, so the softmax over the T tokens runs down columns, along the long axis.
-    let kept = folds ? keep : nil
-    let scores = kept?.probabilities ?? workspace.scores(count: hT * n)
-    var rowBias: DecoderBuffer?
-    func scoresFrom(projected qImage: UnsafePointer<Float>) {
-      let k = UnsafePointer(kp.base)
-      Parallel.forEach(count: Self.heads, costPerItem: t * n * d * 2) { h in
-        headScores(
-          head: h, keys: k, count: t, projectedImage: qImage, columns: 0..<n, into: scores,
-          ldc: n)
-      }
-    }
+    let scores = workspace.scores(count: hT * n)
+    let qImage: UnsafePointer<Float>
     switch image {
-    case .projected(let qImage):
-      scoresFrom(projected: qImage)
-    case .raw(let keysPE) where folds:
-      // (k_h Wq_h) · (keys + pe)ᵀ + k_h·bq_h: the bias term varies by token, so it stays.
-      let folded = DecoderBuffer(count: hT * e)
-      let bias = DecoderBuffer(count: hT)
-      foldQueries(kp.base, count: t, into: folded.base, rowBias: bias.base)
-      DecoderMath.gemm(hT, n, e, folded.base, e, keysPE, e, transB: true, scores, n)
-      rowBias = bias
+    case .projected(let q): qImage = q
     case .raw(let keysPE):
-      let qImage = workspace.imageProjections(internalDim: dim, imageTokens: n).0
-      q.apply(keysPE, rows: n, into: qImage)
-      scoresFrom(projected: qImage)
+      let projected = workspace.imageProjections(internalDim: dim, imageTokens: n).0
+      q.apply(keysPE, rows: n, into: projected)
+      qImage = UnsafePointer(projected)
     }
-    RowOps.softmaxColumns(
-      scores, groups: Self.heads, rows: t, cols: n, scale: scale,
-      rowBias: rowBias.map { UnsafePointer($0.base) })
-    withExtendedLifetime(rowBias) {}
-    if folds {
-      // out = Σ_h P_h (v_h Wo_hᵀ): one N×(8T) by (8T)×embedding product.
-      let scratch = kept == nil ? DecoderBuffer(count: hT * e) : nil
-      let folded = kept?.values ?? scratch!.base
-      foldValues(vp.base, count: t, into: folded)
-      DecoderMath.gemm(n, e, hT, scores, n, transA: true, folded, e, out, e)
-      withExtendedLifetime(scratch) {}
-    } else {
-      let heads = workspace.imageProjections(internalDim: dim, imageTokens: n).1
-      for h in 0..<Self.heads {
-        DecoderMath.gemm(
-          n, d, t, scores + h * t * n, n, transA: true, vp.base + h * d, dim, heads + h * d, dim)
-      }
-      DecoderMath.gemm(n, e, dim, heads, dim, self.out.weight.base, dim, transB: true, out, e)
+    let keys = UnsafePointer(kp.base)
+    Parallel.forEach(count: Self.heads, costPerItem: t * n * d * 2) { h in
+      BLAS.serialSgemm(
+        transA: false, transB: true, m: t, n: n, k: d, alpha: 1, a: keys + h * d, lda: dim,
+        b: qImage + h * d, ldb: dim, beta: 0, c: scores + h * t * n, ldc: n)
     }
+    RowOps.softmaxColumns(scores, groups: Self.heads, rows: t, cols: n, scale: scale)
+    let heads = workspace.imageProjections(internalDim: dim, imageTokens: n).1
+    for h in 0..<Self.heads {
+      DecoderMath.gemm(
+        n, d, t, scores + h * t * n, n, transA: true, vp.base + h * d, dim, heads + h * d, dim)
+    }
+    DecoderMath.gemm(n, e, dim, heads, dim, self.out.weight.base, dim, transB: true, out, e)
     if addingBias {
       RowOps.biasActivation(out, rows: n, cols: e, stride: e, bias: self.out.bias.base, .identity)
     }
-    return kept != nil
   }
 }
 
@@ -192,11 +148,10 @@ final class DecoderWorkspacePool: @unchecked Sendable {
   /// At most this many idle workspaces are kept (more only exist while calls overlap).
   static let retained = 4
 
-  func take(foldLimit: Int) -> DecoderWorkspace {
+  func take() -> DecoderWorkspace {
     lock.lock()
     defer { lock.unlock() }
-    if let i = idle.lastIndex(where: { $0.foldLimit == foldLimit }) { return idle.remove(at: i) }
-    return DecoderWorkspace(foldLimit: foldLimit)
+    return idle.popLast() ?? DecoderWorkspace()
   }
 
   func give(_ workspace: DecoderWorkspace) {
@@ -208,19 +163,11 @@ final class DecoderWorkspacePool: @unchecked Sendable {
 
 /// Scratch memory for decoding prompts against one image, reused from prompt to prompt.
 final class DecoderWorkspace {
-  /// Prompts with at most this many tokens use folded image projections.
-  let foldLimit: Int
   private var scoreBuffer = DecoderBuffer(count: 0)
   private var projections: (DecoderBuffer, DecoderBuffer)?
   private var keys = (DecoderBuffer(count: 0), DecoderBuffer(count: 0))
   private var keysPEBuffer = DecoderBuffer(count: 0)
   private var named: [String: DecoderBuffer] = [:]
-
-  init(foldLimit: Int) { self.foldLimit = foldLimit }
-
-  func foldsImage(tokens: Int, internalDim: Int) -> Bool {
-    tokens <= foldLimit && tokens * DecoderAttention.heads <= internalDim
-  }
 
   func scores(count: Int) -> UnsafeMutablePointer<Float> {
     if scoreBuffer.count < count { scoreBuffer = DecoderBuffer(count: count) }
@@ -255,76 +202,5 @@ final class DecoderWorkspace {
     let p = (DecoderBuffer(count: n * internalDim), DecoderBuffer(count: n * internalDim))
     projections = p
     return (p.0.base, p.1.base)
-  }
-}
-
-extension DecoderAttention {
-  /// Head h's image→token scores for the image tokens in `columns`, keys-major: row h·T + j,
-  /// column c of `into` (row stride `ldc`) is `k_{h,j}·q_c` with `projectedImage` the image
-  /// tokens' projected queries (N × internalDim). On the calling thread.
-  func headScores(
-    head h: Int, keys kp: UnsafePointer<Float>, count t: Int,
-    projectedImage qImage: UnsafePointer<Float>, columns: Range<Int>,
-    into out: UnsafeMutablePointer<Float>, ldc: Int
-  ) {
-    let (d, dim) = (headDim, internalDim)
-    BLAS.serialSgemm(
-      transA: false, transB: true, m: t, n: columns.count, k: d, alpha: 1, a: kp + h * d,
-      lda: dim, b: qImage + columns.lowerBound * dim + h * d, ldb: dim, beta: 0,
-      c: out + h * t * ldc + columns.lowerBound, ldc: ldc)
-  }
-
-  /// Rows h·T + j of `into` (8T × embedding): token j's key `kp` (T × internalDim) folded
-  /// through head h's query projection, `k_h·Wq_h`, so that image-side scores are
-  /// `(keys + pe)·(k_h Wq_h)ᵀ + k_h·bq_h`; `rowBias` receives the last term.
-  func foldQueries(
-    _ kp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>,
-    rowBias: UnsafeMutablePointer<Float>
-  ) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(t, e, d, kp + h * d, dim, q.weight.base + h * d * e, e, out + h * t * e, e)
-      for j in 0..<t {
-        var s: Float = 0
-        for c in 0..<d { s += kp[j * dim + h * d + c] * q.bias.base[h * d + c] }
-        rowBias[h * t + j] = s
-      }
-    }
-  }
-
-  /// Rows h·T + j of `into`: the query `qp` (T × internalDim) folded through head h's key
-  /// projection, `q_h·Wk_h` (the `q_h·bk_h` term is constant per row, which softmax ignores).
-  func foldKeys(_ qp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(t, e, d, qp + h * d, dim, k.weight.base + h * d * e, e, out + h * t * e, e)
-    }
-  }
-
-  /// Rows h·T + j of `into` (8T × embedding): token j's value `vp` folded through head h's
-  /// slice of the output projection, `v_h·Wo_hᵀ`.
-  func foldValues(_ vp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(
-        t, e, d, vp + h * d, dim, self.out.weight.base + h * d, dim, transB: true,
-        out + h * t * e, e)
-    }
-  }
-
-  /// The token→image attention's output from `P·x` (rows h·T + j, 8T × embedding): per head
-  /// `(P_h·x)·Wv_hᵀ + bv_h`, then the output projection.
-  func unfoldValues(
-    _ weighted: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>
-  ) {
-    let (d, dim, e) = (headDim, internalDim, embedding)
-    let heads = DecoderBuffer(count: t * dim)
-    for h in 0..<Self.heads {
-      DecoderMath.gemm(
-        t, d, e, weighted + h * t * e, e, v.weight.base + h * d * e, e, transB: true,
-        heads.base + h * d, dim)
-    }
-    RowOps.biasActivation(heads.base, rows: t, cols: dim, stride: dim, bias: v.bias.base, .identity)
-    self.out.apply(heads.base, rows: t, into: out)
   }
 }

@@ -137,6 +137,10 @@ struct DecoderAttention: Sendable {
   let k: DecoderLinear
   let v: DecoderLinear
   let out: DecoderLinear
+  /// `v.weight` transposed (embedding × internalDim) and `out.weight` transposed (internalDim ×
+  /// embedding): the folded attentions multiply by a head's slice of them.
+  let vTransposed: DecoderBuffer
+  let outTransposed: DecoderBuffer
 
   init(_ scope: WeightScope, embedding: Int, downsample: Int) {
     self.embedding = embedding
@@ -145,6 +149,16 @@ struct DecoderAttention: Sendable {
     k = DecoderLinear(scope["k_proj"], in: embedding, out: internalDim)
     v = DecoderLinear(scope["v_proj"], in: embedding, out: internalDim)
     out = DecoderLinear(scope["out_proj"], in: internalDim, out: embedding)
+    vTransposed = Self.transposed(v.weight, rows: internalDim, cols: embedding)
+    outTransposed = Self.transposed(out.weight, rows: embedding, cols: internalDim)
+  }
+
+  private static func transposed(_ w: DecoderBuffer, rows: Int, cols: Int) -> DecoderBuffer {
+    let t = DecoderBuffer(count: rows * cols)
+    for r in 0..<rows {
+      for c in 0..<cols { t.base[c * rows + r] = w.base[r * cols + c] }
+    }
+    return t
   }
 
   var headDim: Int { internalDim / Self.heads }

@@ -27,6 +27,9 @@ public struct MaskDecoder: Sendable {
   let upscaleNormBias: DecoderBuffer
   /// Second ConvTranspose2d as a 64 × (4·32) matrix, columns ordered (sub-pixel, channel).
   let upscale2: DecoderBuffer
+  /// The two convolutions' matrices packed for `SmallGEMM`.
+  let upscale1Packed: PackedMatrix
+  let upscale2Packed: PackedMatrix
   let upscale2Bias: DecoderBuffer
   let hypernetworks: [DecoderMLP]
   let iouHead: DecoderMLP
@@ -61,6 +64,8 @@ public struct MaskDecoder: Sendable {
     upscale1Bias = DecoderBuffer(b1)
     upscale2 = DecoderBuffer(Self.subpixelMajor(w2.storage, inputs: c1, outputs: c2))
     upscale2Bias = DecoderBuffer(Array((0..<4).map { _ in b2.storage }.joined()))
+    upscale1Packed = PackedMatrix(upscale1.base, rows: e, columns: 4 * c1, ld: 4 * c1)
+    upscale2Packed = PackedMatrix(upscale2.base, rows: c1, columns: 4 * c2, ld: 4 * c2)
 
     upscaleFold = UpscaleFold(
       transformer: transformer, weight: upscale1,
@@ -114,13 +119,19 @@ public struct MaskDecoder: Sendable {
     Self.addChannels(tokens.base, noMaskEmbedding, into: keys.base)
     RowOps.add(keys.base, pe.base, into: keysPE.base, count: n * e)
     let first = transformer.layers[0]
-    let dim = first.tokensToImage.internalDim
-    let k = DecoderBuffer(count: n * dim)
-    let v = DecoderBuffer(count: n * dim)
-    let q = DecoderBuffer(count: n * first.imageToTokens.internalDim)
-    first.tokensToImage.k.apply(keysPE.base, rows: n, into: k.base)
-    first.tokensToImage.v.apply(keys.base, rows: n, into: v.base)
-    first.imageToTokens.q.apply(keysPE.base, rows: n, into: q.base)
+    // The first block's projections of the image tokens, head-interleaved for `sliced`.
+    func projected(_ linear: DecoderLinear, _ x: DecoderBuffer, _ a: DecoderAttention)
+      -> DecoderBuffer
+    {
+      let y = DecoderBuffer(count: n * a.internalDim)
+      linear.apply(x.base, rows: n, into: y.base)
+      return a.interleaveHeads(y.base, rows: n)
+    }
+    let t2i = first.tokensToImage
+    let i2t = first.imageToTokens
+    let k = projected(t2i.k, keysPE, t2i)
+    let v = projected(t2i.v, keys, t2i)
+    let q = projected(i2t.q, keysPE, i2t)
     let width = 4 * Self.upscaledChannels[0]
     let upscaleBase = DecoderBuffer(count: n * width)
     DecoderMath.gemm(
@@ -202,10 +213,9 @@ public struct MaskDecoder: Sendable {
         m.shape == [batch, e, Self.side, Self.side],
         "MaskDecoder: dense embeddings must be \([batch, e, Self.side, Self.side]), got \(m.shape)")
     }
-    let workspace = workspaces.take(foldLimit: foldedTokenLimit)
+    let workspace = workspaces.take()
     defer { workspaces.give(workspace) }
-    let depth = upscaleFold.depth
-    let hT = DecoderAttention.heads * t
+    let sliced = transformer.canRunSliced(tokens: t, foldLimit: foldedTokenLimit)
     var iou = [Float](repeating: 0, count: batch * outputs)
     let masks = Tensor(uninitializedShape: [batch, outputs, Self.maskSide, Self.maskSide]) { out in
       let queries = DecoderBuffer(count: t * e)
@@ -222,19 +232,36 @@ public struct MaskDecoder: Sendable {
         }
         queries.base.update(from: tokenPE.base, count: t * e)
 
-        let state = imageState(image, dense: prompts.dense, prompt: b, workspace: workspace)
-        // The folded upscaling needs the per-image K_0·W_0, which exists for the cached image side.
-        let base = state.cached == nil ? nil : image.shared?.upscaleBase
-        let trace = base.map { _ in
-          TransformerTrace(
-            probabilities: workspace.buffer("traceProbabilities", count: depth * hT * n),
-            values: workspace.buffer("traceValues", count: depth * hT * e),
-            rstd: workspace.buffer("traceRstd", count: depth * n))
+        let cached = cachedImage(image, dense: prompts.dense)
+        // Where the upscaling will read the transformer's output from (the folded form's
+        // mixing matrix is only made once the prompt's masks are known to be wanted).
+        enum Source {
+          case keys(UnsafePointer<Float>)
+          case folded(base: UnsafePointer<Float>, trace: FoldTrace)
         }
-        let (keys, traced) = transformer(
-          queries: queries.base, tokenPE: tokenPE.base, count: t, image: state,
-          imagePE: image.positional.base, imageTokens: n, workspace: workspace, trace: trace,
-          finalRows: finalRows)
+        let source: Source
+        if sliced {
+          let (keys, keysPE) =
+            cached.map { (UnsafePointer($0.keys.base), nil) }
+            ?? promptKeys(image, dense: prompts.dense, prompt: b, workspace: workspace)
+          let (trace, keysOut) = transformer.sliced(
+            queries: queries.base, tokenPE: tokenPE.base, count: t, keys: keys, keysPE: keysPE,
+            cached: cached, imagePE: image.positional.base, imageTokens: n,
+            workspace: workspace, finalRows: finalRows)
+          source = cached.map { .folded(base: $0.upscaleBase.base, trace: trace) } ?? .keys(keysOut)
+        } else {
+          let (keys, keysPE) =
+            cached.map { c in
+              let keysPE = workspace.keysPE(count: n * e)
+              RowOps.add(c.keys.base, image.positional.base, into: keysPE, count: n * e)
+              return (UnsafePointer(c.keys.base), UnsafePointer(keysPE))
+            } ?? promptKeys(image, dense: prompts.dense, prompt: b, workspace: workspace)
+          source = .keys(
+            transformer(
+              queries: queries.base, tokenPE: tokenPE.base, count: t, keys: keys,
+              keysPE: keysPE!, imagePE: image.positional.base, imageTokens: n,
+              workspace: workspace, finalRows: finalRows))
+        }
 
         iouHead.apply(queries.base, ldx: e, rows: 1, into: iouAll.base)
         for (j, m) in selected.enumerated() { iou[b * outputs + j] = iouAll.base[m] }
@@ -250,17 +277,16 @@ public struct MaskDecoder: Sendable {
             queries.base + (1 + m) * e, ldx: e, rows: 1,
             into: hyper.base + j * Self.upscaledChannels[1])
         }
-        var source = UpscaleSource.keys(keys)
-        if traced, let base, let trace {
-          let width = 4 * Self.upscaledChannels[0]
-          let mixing = workspace.buffer("upscaleMixing", count: depth * hT * width)
-          let scales = workspace.buffer("upscaleScales", count: depth * n)
-          prepareFold(trace, tokens: t, mixing: mixing, scales: scales)
-          source = .folded(
-            base: base.base, trace: trace, mixing: mixing, scales: scales, tokens: t)
+        let upscaling: UpscaleSource
+        switch source {
+        case .keys(let keys): upscaling = .keys(keys)
+        case .folded(let base, let trace):
+          upscaling = .folded(
+            base: base, trace: trace, mixing: foldMixing(trace, workspace: workspace))
         }
         upscaleMasks(
-          source, hyper: hyper.base, count: outputs, into: out.baseAddress! + b * outputs * plane)
+          upscaling, hyper: hyper.base, count: outputs,
+          into: out.baseAddress! + b * outputs * plane)
       }
     }
     return MaskDecoderOutput(
@@ -279,21 +305,22 @@ public struct MaskDecoder: Sendable {
       multimask: multimaskOutput)
   }
 
-  /// The first block's image side for prompt `b`: the per-image cache when the prompt has no
-  /// mask input, else embedding + dense embedding (and + positional encoding) built here.
-  private func imageState(
+  /// The per-image cache, when this batch's prompts have no mask input and it was prepared
+  /// for the same no-mask embedding.
+  private func cachedImage(_ image: DecoderImage, dense: DenseEmbedding) -> DecoderImage.Shared? {
+    if case .noMask(let v) = dense, let shared = image.shared, shared.noMask == v.storage {
+      return shared
+    }
+    return nil
+  }
+
+  /// Prompt `b`'s image side built here: embedding + dense embedding, and + positional
+  /// encoding (in the workspace's `keysPE` buffer).
+  private func promptKeys(
     _ image: DecoderImage, dense: DenseEmbedding, prompt b: Int, workspace: DecoderWorkspace
-  ) -> ImageState {
+  ) -> (UnsafePointer<Float>, UnsafePointer<Float>?) {
     let e = Self.embedding
     let n = Self.imageTokens
-    if case .noMask(let v) = dense, let shared = image.shared, shared.noMask == v.storage {
-      return ImageState(
-        keys: shared.keys.base,
-        cached: (
-          UnsafePointer(shared.k.base), UnsafePointer(shared.v.base), UnsafePointer(shared.q.base)
-        ),
-        keysPE: nil)
-    }
     let keys = workspace.buffer("promptKeys", count: n * e)
     let keysPE = workspace.keysPE(count: n * e)
     let emb = image.embedding.base
@@ -307,7 +334,7 @@ public struct MaskDecoder: Sendable {
       }
     }
     RowOps.add(keys, image.positional.base, into: keysPE, count: n * e)
-    return ImageState(keys: keys, cached: nil, keysPE: keysPE)
+    return (UnsafePointer(keys), UnsafePointer(keysPE))
   }
 }
 
@@ -318,7 +345,7 @@ public struct DecoderImage: Sendable {
     /// Embedding + no-mask embedding, N×256.
     let keys: DecoderBuffer
     /// The first block's `Wk(keys + pe)`, `Wv(keys)` (token→image) and `Wq(keys + pe)`
-    /// (image→token), N×128 each.
+    /// (image→token), N×128 each, heads interleaved (column c·8 + h).
     let k: DecoderBuffer
     let v: DecoderBuffer
     let q: DecoderBuffer

@@ -79,51 +79,31 @@ struct UpscaleFold: Sendable {
 }
 
 extension MaskDecoder {
-  /// Image tokens per block of the upscaling pipeline: two rows of the 64×64 grid, so a
-  /// block's intermediate tensors (≈ 400 KB) stay in the core's cache.
-  static let upscaleBlock = 128
+  /// Image tokens per block of the upscaling pipeline: half a row of the 64×64 grid, so a
+  /// block's intermediate tensors (≈ 100 KB) stay in the core's cache.
+  static let upscaleBlock = 32
 
   /// Where the upscaling pipeline gets its first convolution's input from.
   enum UpscaleSource {
     /// The transformer's output image tokens, N×E.
     case keys(UnsafePointer<Float>)
     /// The folded form (`UpscaleFold`): the per-image `K_0·W_0` (N×256), the trace of this
-    /// prompt's transformer run, and `mixing` = the stacked `U_l·W_l` ((L·8T) × 256).
-    case folded(
-      base: UnsafePointer<Float>, trace: TransformerTrace, mixing: UnsafePointer<Float>,
-      scales: UnsafePointer<Float>, tokens: Int)
+    /// prompt's transformer run, and `mixing` = [U_0·W_0; U_1·W_1] ((2·8T) × 256).
+    case folded(base: UnsafePointer<Float>, trace: FoldTrace, mixing: PackedMatrix)
   }
 
-  /// Prepares the folded form for one prompt: `mixing` ← the stacked `U_l·W_l`, `scales` ←
-  /// the rows `s_l` (L × N), and the kept probabilities of every block but the last scaled by
-  /// theirs, row by row.
-  func prepareFold(
-    _ trace: TransformerTrace, tokens t: Int, mixing: UnsafeMutablePointer<Float>,
-    scales: UnsafeMutablePointer<Float>
-  ) {
+  /// [U_0·W_0; U_1·W_1] for one prompt's trace, packed.
+  func foldMixing(_ trace: FoldTrace, workspace: DecoderWorkspace) -> PackedMatrix {
     let e = Self.embedding
-    let n = Self.imageTokens
     let width = 4 * Self.upscaledChannels[0]
-    let depth = upscaleFold.depth
-    let hT = DecoderAttention.heads * t
-    for l in 0..<depth {
-      DecoderMath.gemm(
-        hT, width, e, trace.values + l * hT * e, e, upscaleFold.maps[l].base, width,
-        mixing + l * hT * width, width)
+    let hT = 8 * trace.tokens
+    let mixing = workspace.buffer("upscaleMixing", count: 2 * hT * width)
+    for l in 0..<2 {
+      SmallGEMM.parallelMultiply(
+        m: hT, n: width, k: e, a: trace.values + l * hT * e, lda: e,
+        b: upscaleFold.maps[l].base, ldb: width, c: mixing + l * hT * width, ldc: width)
     }
-    // s_{L−1} = 1, s_l = ρ_l·s_{l+1}.
-    let lastRow = scales + (depth - 1) * n
-    for p in 0..<n { lastRow[p] = 1 }
-    for l in stride(from: depth - 2, through: 0, by: -1) {
-      let row = scales + l * n
-      let next = scales + (l + 1) * n
-      let rho = trace.rstd + l * n
-      for p in 0..<n { row[p] = rho[p] * next[p] }
-      for h in 0..<hT {
-        let probabilities = trace.probabilities + (l * hT + h) * n
-        for p in 0..<n { probabilities[p] *= row[p] }
-      }
-    }
+    return PackedMatrix(mixing, rows: 2 * hT, columns: width, ld: width)
   }
 
   /// `output_upscaling` and the hypernetwork product for one prompt.
@@ -132,8 +112,9 @@ extension MaskDecoder {
   /// the 256×256 mask: ConvTranspose2d(2, 2) gives 4 sub-pixels of 64 channels (LayerNorm2d over
   /// those channels, GELU), the second gives 4 sub-pixels of 32 channels each (GELU), and each
   /// mask is the dot product of those 32 channels with its hypernetwork vector. So the chain
-  /// runs on blocks of tokens, each block's GEMMs and activations in cache on one core, and
-  /// scatters straight into image order.
+  /// runs on blocks of tokens, each block's products and activations in cache on one core, and
+  /// scatters straight into image order. Every step is split-invariant, so the masks do not
+  /// depend on the number of threads.
   func upscaleMasks(
     _ source: UpscaleSource, hyper: UnsafePointer<Float>, count: Int,
     into out: UnsafeMutablePointer<Float>
@@ -161,29 +142,23 @@ extension MaskDecoder {
         let rows = min(tb, n - p0)
         switch source {
         case .keys(let keys):
-          BLAS.serialSgemm(
-            transA: false, transB: false, m: rows, n: width, k: e, alpha: 1, a: keys + p0 * e,
-            lda: e, b: upscale1.base, ldb: width, beta: 0, c: y, ldc: width)
+          SmallGEMM.multiply(
+            m: rows, k: e, a: keys + p0 * e, lda: e, b: upscale1Packed, c: y, ldc: width)
           RowOps.layerNorm(
             y, y, rows: 4 * rows, dim: c1, weight: upscaleNormWeight.base,
             bias: upscaleNormBias.base, eps: DecoderLayerNorm.eps, preBias: upscale1Bias.base,
             gelu: true, serial: true)
-        case .folded(let base, let trace, let mixing, let scales, let t):
+        case .folded(let base, let trace, let mixing):
           foldedFirstConvolution(
-            base: base, trace: trace, mixing: mixing, scales: scales, tokens: t, from: p0,
-            rows: rows, into: y)
+            base: base, trace: trace, mixing: mixing, from: p0, rows: rows, into: y)
           RowOps.layerNorm(
             y, y, rows: 4 * rows, dim: c1, weight: upscaleNormWeight.base,
             bias: upscaleNormBias.base, eps: DecoderLayerNorm.eps, gelu: true, serial: true)
         }
-        BLAS.serialSgemm(
-          transA: false, transB: false, m: 4 * rows, n: 4 * c2, k: c1, alpha: 1, a: y, lda: c1,
-          b: upscale2.base, ldb: 4 * c2, beta: 0, c: z, ldc: 4 * c2)
-        RowOps.biasGELU(
-          z, rows: 4 * rows, cols: 4 * c2, stride: 4 * c2, bias: upscale2Bias.base, serial: true)
-        BLAS.serialSgemm(
-          transA: false, transB: true, m: 16 * rows, n: count, k: c2, alpha: 1, a: z, lda: c2,
-          b: hyper, ldb: c2, beta: 0, c: m, ldc: count)
+        SmallGEMM.multiply(m: 4 * rows, k: c1, a: y, lda: c1, b: upscale2Packed, c: z, ldc: 4 * c2)
+        HeadAttention.geluDot(
+          z, rows: 16 * rows, width: c2, bias: upscale2Bias.base, vectors: hyper, count: count,
+          into: m)
         // Row r = ((token·4 + s1)·4 + s2) of z (as 16·rows × 32) is mask pixel
         // (4i + 2·dy1 + dy2, 4j + 2·dx1 + dx2) for token (i, j),
         // where s1 = dy1·2 + dx1 and s2 = dy2·2 + dx2.
@@ -203,36 +178,23 @@ extension MaskDecoder {
   }
 
   /// Rows `p0 ..< p0 + rows` of the first convolution's output (with bias), from the folded
-  /// form prepared by `prepareFold`; see `UpscaleFold`.
+  /// form (see `UpscaleFold`): with two blocks,
+  /// `y = ρ_1·(ρ_0·(K_0·W_0 + r_0) + e_1 + (ρ_0·P_0)·(U_0·W_0) + P_1·(U_1·W_1)) + e_2`.
   private func foldedFirstConvolution(
-    base: UnsafePointer<Float>, trace: TransformerTrace, mixing: UnsafePointer<Float>,
-    scales: UnsafePointer<Float>, tokens t: Int, from p0: Int, rows: Int,
-    into y: UnsafeMutablePointer<Float>
+    base: UnsafePointer<Float>, trace: FoldTrace, mixing: PackedMatrix, from p0: Int,
+    rows: Int, into y: UnsafeMutablePointer<Float>
   ) {
     let n = Self.imageTokens
     let width = 4 * Self.upscaledChannels[0]
-    let depth = upscaleFold.depth
-    let hT = DecoderAttention.heads * t
-    // y = s_0·(K_0·W_0 + r_0) + Σ_{l≥1} s_l·e_l; with two blocks s_1 = 1.
+    let ldP = 2 * 8 * trace.tokens
     RowOps.rowAffine(
-      base + p0 * width, ldx: width, rows: rows, dim: width, scale: scales + p0,
-      inner: upscaleFold.offsets[0].base, outer: depth == 2 ? upscaleFold.offsets[1].base : nil,
-      into: y)
-    if depth != 2 {
-      for local in 0..<rows {
-        let row = y + local * width
-        for l in 1..<depth {
-          let el = upscaleFold.offsets[l].base
-          let sl = scales[l * n + p0 + local]
-          for k in 0..<width { row[k] += sl * el[k] }
-        }
-      }
-    }
-    BLAS.serialSgemm(
-      transA: true, transB: false, m: rows, n: width, k: depth * hT, alpha: 1,
-      a: trace.probabilities + p0, lda: n, b: mixing, ldb: width, beta: 1, c: y, ldc: width)
+      base + p0 * width, ldx: width, rows: rows, dim: width, scale: trace.rstd + p0,
+      inner: upscaleFold.offsets[0].base, outer: upscaleFold.offsets[1].base, into: y)
+    SmallGEMM.multiply(
+      m: rows, k: ldP, a: trace.probabilities + p0 * ldP, lda: ldP, b: mixing, c: y, ldc: width,
+      accumulate: true)
     RowOps.rowAffine(
-      y, ldx: width, rows: rows, dim: width, scale: trace.rstd + (depth - 1) * n + p0,
-      inner: nil, outer: upscaleFold.final.base, into: y)
+      y, ldx: width, rows: rows, dim: width, scale: trace.rstd + n + p0, inner: nil,
+      outer: upscaleFold.final.base, into: y)
   }
 }

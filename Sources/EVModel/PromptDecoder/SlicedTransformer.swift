@@ -1,42 +1,86 @@
 import EVTensor
 import Foundation
 
-/// The two-way transformer scheduled over slices of the image tokens, for the common case:
-/// the first block's image projections cached per image and every attention folded (see
-/// `DecoderAttention`).
-///
-/// Per block, the image→token attention, the LayerNorm after it and the next token→image
-/// attention's scores and weighted sums only ever combine image tokens row by row, except for
-/// the token→image softmax, which normalises over all of them. So each core takes slices of
-/// 256 image tokens through all of those steps while the slice is in its cache, keeping a
-/// per-slice softmax max and sum, and the slices' partial results are combined afterwards
-/// (as flash attention does). Per prompt the cores meet once per block instead of once per
-/// kernel. The arithmetic is that of `callAsFunction` up to the order of the softmax sums.
-extension TwoWayTransformer {
-  static let sliceWidth = 256
+/// What the sliced transformer leaves for the folded upscaling (`UpscaleFold`, two blocks).
+struct FoldTrace {
+  /// N × 2·8T, row p = [ρ_0[p]·P_0[p, ·], P_1[p, ·]]: each block's image→token attention
+  /// probabilities (column j·8 + h for prompt token j, head h), the first block's scaled by
+  /// that block's LayerNorm 1/σ.
+  let probabilities: UnsafeMutablePointer<Float>
+  /// 2·8T × E: U_0 then U_1, each block's image→token values folded through the output
+  /// projection (row j·8 + h is `v_{j,h}·Wo_hᵀ`), so that the attention output is `P_l·U_l`.
+  let values: UnsafeMutablePointer<Float>
+  /// 2 × N: ρ_0 then ρ_1, each image token's LayerNorm 1/σ after each block.
+  let rstd: UnsafeMutablePointer<Float>
+  /// Prompt tokens T.
+  let tokens: Int
+}
 
-  /// Whether `sliced` can run: cached first-block projections, and folding for `t` tokens.
-  func canRunSliced(image: ImageState, tokens t: Int, workspace: DecoderWorkspace) -> Bool {
-    image.cached != nil && workspace.foldsImage(tokens: t, internalDim: finalAttention.internalDim)
-      && layers.allSatisfy {
-        workspace.foldsImage(tokens: t, internalDim: $0.tokensToImage.internalDim)
-          && workspace.foldsImage(tokens: t, internalDim: $0.imageToTokens.internalDim)
-      }
+/// The two-way transformer for prompts of few tokens (at most `foldedTokenLimit`, 16 by
+/// default: every attention then folds its image side into the token side, see
+/// `DecoderAttention`), with or without a mask input. Without one, the first block's image
+/// projections come from the per-image cache.
+///
+/// Layout: the image side is token-major and the 8 heads of each (image token, prompt token)
+/// pair are adjacent, so the softmaxes over prompt tokens run across whole vectors, and every
+/// product has its large operand in natural row order (`SmallGEMM`: no packing, no transposes).
+///
+/// Schedule: per block, the image→token attention, the LayerNorm after it and the next
+/// token→image attention's scores and weighted sums only combine image tokens row by row,
+/// except the token→image softmax, which normalises over all of them. So each core takes
+/// slices of image tokens through all of those steps while the slice is in its cache, keeping
+/// per-slice softmax maxima and sums, and the slices are combined afterwards (as flash
+/// attention does): per prompt the cores meet once per block. The slices are fixed, and every
+/// product is split-invariant, so the result does not depend on the number of threads.
+/// The running state of a softmax over slices of image tokens, for `columns` columns: each
+/// column's maximum score so far, sum of exponentials relative to it, and weighted sum of the
+/// keys (a row of `partial`, E values).
+struct SoftmaxGroup {
+  let maxima: UnsafeMutablePointer<Float>
+  let sums: UnsafeMutablePointer<Float>
+  let partial: UnsafeMutablePointer<Float>
+  let columns: Int
+}
+
+extension TwoWayTransformer {
+  /// Image tokens per slice: a slice's intermediates (≈ 250 KB) stay in the core's L2.
+  static let sliceWidth = 64
+  /// Groups of slices whose softmax states are merged at the end.
+  static let softmaxGroups = 16
+
+  /// Whether `sliced` can run a prompt of `t` tokens.
+  func canRunSliced(tokens t: Int, foldLimit: Int) -> Bool {
+    let attentions = layers.flatMap { [$0.tokensToImage, $0.imageToTokens] } + [finalAttention]
+    return layers.count == 2 && DecoderAttention.heads == 8 && t <= foldLimit
+      && attentions.allSatisfy { 8 * t <= $0.internalDim && $0.headDim * 8 == $0.internalDim }
   }
 
-  /// Same contract as `callAsFunction`; requires `canRunSliced`.
+  /// Runs the transformer for one prompt; requires `canRunSliced`.
+  ///
+  /// - Parameters:
+  ///   - queries: T×E tokens in; the processed tokens out (rows outside `finalRows` keep their
+  ///     values from the last block: the final attention updates only the rows read later).
+  ///   - tokenPE: T×E, the original tokens.
+  ///   - keys: N×E, the image embedding plus the dense prompt embedding.
+  ///   - keysPE: N×E, `keys` + positional encoding; not needed (nil) with `cached`.
+  ///   - cached: the per-image cache, when `keys` are its keys (no mask input).
+  ///   - imagePE: N×E positional encoding.
+  /// - Returns: the trace for the folded upscaling, and the image tokens leaving the
+  ///   transformer (N×E, in a workspace buffer).
   func sliced(
     queries: UnsafeMutablePointer<Float>, tokenPE: UnsafePointer<Float>, count t: Int,
-    image: ImageState, imagePE: UnsafePointer<Float>, imageTokens n: Int,
-    workspace: DecoderWorkspace, trace: TransformerTrace?, finalRows: [Int]?
-  ) -> (keys: UnsafeMutablePointer<Float>, traced: Bool) {
+    keys: UnsafePointer<Float>, keysPE: UnsafePointer<Float>?, cached: DecoderImage.Shared?,
+    imagePE: UnsafePointer<Float>, imageTokens n: Int, workspace: DecoderWorkspace,
+    finalRows: [Int]
+  ) -> (trace: FoldTrace, keys: UnsafeMutablePointer<Float>) {
+    precondition(cached != nil || keysPE != nil, "sliced: keys + pe needed without the cache")
     let e = embedding
-    let cached = image.cached!
+    let hT = 8 * t
+    let w = Self.sliceWidth
+    let slices = (n + w - 1) / w
     let withPE = DecoderBuffer(count: t * e)
     let delta = DecoderBuffer(count: t * e)
     let hidden = DecoderBuffer(count: t * Self.mlpDim)
-    let keysPE = workspace.keysPE(count: n * e)
-    var (next, spare) = workspace.keyBuffers(count: n * e)
     func addTokenPE() { RowOps.add(queries, tokenPE, into: withPE.base, count: t * e) }
     func mlp(_ layer: TwoWayAttentionBlock) {
       layer.mlpIn.apply(queries, rows: t, into: hidden.base, .relu)
@@ -44,141 +88,432 @@ extension TwoWayTransformer {
       layer.norm3.residual(queries, plus: delta.base, rows: t)
     }
 
-    // Block 0 up to its image→token attention: self-attention without positional encoding,
-    // token→image attention on the cached projections, MLP.
+    let trace = FoldTrace(
+      probabilities: workspace.buffer("foldP", count: n * 2 * hT),
+      values: workspace.buffer("foldU", count: 2 * hT * e),
+      rstd: workspace.buffer("foldRstd", count: 2 * n), tokens: t)
+    let ldP = 2 * hT
+    // K_1 is kept for the whole image (phase 1 reads it); K_2 only without the cache (the
+    // upscaling then reads it). Everything else stays in per-chunk scratch, in the core's
+    // cache: K_1 + pe, K_2 + pe, and with the cache K_2 itself.
+    // The token→image softmaxes over all image tokens run in a fixed number of groups of
+    // consecutive slices (independent of the thread count, so the result is too); each group
+    // keeps a running maximum, sum and weighted sum (`SoftmaxGroup`), merged at the end.
+    let groups = min(Self.softmaxGroups, slices)
+    let slicesPerGroup = (slices + groups - 1) / groups
+    let partial = workspace.buffer("groupPartial", count: groups * hT * e)
+    let stats = workspace.buffer("groupStats", count: groups * 2 * hT)
+    func group(_ g: Int, columns: Int) -> SoftmaxGroup {
+      SoftmaxGroup(
+        maxima: stats + g * 2 * hT, sums: stats + g * 2 * hT + hT, partial: partial + g * hT * e,
+        columns: columns)
+    }
+    func slicesOf(_ g: Int) -> Range<Int> {
+      (g * slicesPerGroup)..<min(slices, (g + 1) * slicesPerGroup)
+    }
+    let (keys1, keys2) = workspace.keyBuffers(count: n * e)
+    let groupCost = slicesPerGroup * w * e * 3 * hT
+    let chunks = Parallel.chunkCount(count: groups, costPerItem: groupCost)
+    let scratchSize = 3 * w * e + w * hT + 2 * hT
+    let scratch = workspace.buffer("sliceScratch", count: chunks * scratchSize)
+
+    // Block 0 up to its image→token attention: self-attention without positional encoding or
+    // residual, token→image attention, MLP.
     let first = layers[0]
+    let second = layers[1]
     first.selfAttention.tokens(q: queries, k: queries, v: queries, count: t, into: delta.base)
     queries.update(from: delta.base, count: t * e)
     first.norm1(queries, rows: t)
     addTokenPE()
-    first.tokensToImage.tokensToImage(
-      q: withPE.base, count: t, image: .projected(k: cached.k, v: cached.v), imageTokens: n,
-      workspace: workspace, into: delta.base)
+    let t2i0 = first.tokensToImage
+    if let cached {
+      attendCached(
+        t2i0, queries: withPE.base, count: t, image: cached, imageTokens: n,
+        workspace: workspace, into: delta.base)
+    } else {
+      let folded = t2i0.foldedQueryColumns(withPE.base, count: t)
+      Parallel.forChunks(count: groups, chunks: chunks) { chunk, range in
+        let local = scratch + chunk * scratchSize
+        for g in range {
+          for s in slicesOf(g) {
+            let p0 = s * w
+            Self.tokensToImageSlice(
+              keys: keys + p0 * e, keysPE: keysPE! + p0 * e, rows: min(w, n - p0), embedding: e,
+              foldedQueries: folded, scale: t2i0.scale, scores: local + 3 * w * e,
+              sliceStats: local + 3 * w * e + w * hT, into: group(g, columns: hT),
+              first: s == slicesOf(g).lowerBound)
+          }
+        }
+      }
+      let attended = Self.combineGroups(
+        partial, stats: stats, groups: groups, columns: hT, embedding: e, scale: t2i0.scale)
+      t2i0.unfoldValues(attended.base, count: t, into: delta.base)
+    }
     first.norm2.residual(queries, plus: delta.base, rows: t)
     mlp(first)
 
-    var keysIn = image.keys
-    for (l, layer) in layers.enumerated() {
-      let i2t = layer.imageToTokens
-      let hT = DecoderAttention.heads * t
-      // Image→token attention, token side: keys, values folded through the output
-      // projection, and (after the first block) the query projection folded into the keys.
-      addTokenPE()
-      let kp = DecoderBuffer(count: t * i2t.internalDim)
-      let vp = DecoderBuffer(count: t * i2t.internalDim)
-      i2t.k.apply(withPE.base, rows: t, into: kp.base)
-      i2t.v.apply(queries, rows: t, into: vp.base)
-      let probabilities =
-        trace.map { $0.probabilities + l * hT * n } ?? workspace.buffer("slicedI2T", count: hT * n)
-      let values =
-        trace.map { $0.values + l * hT * e } ?? workspace.buffer("slicedU", count: hT * e)
-      i2t.foldValues(vp.base, count: t, into: values)
-      let foldedKeys = l == 0 ? nil : DecoderBuffer(count: hT * e)
-      let rowBias = l == 0 ? nil : DecoderBuffer(count: hT)
-      if let foldedKeys, let rowBias {
-        i2t.foldQueries(kp.base, count: t, into: foldedKeys.base, rowBias: rowBias.base)
-      }
+    // Phase 0, token side: block 0's image→token keys and folded values, then block 1's
+    // self-attention and its token→image queries folded through the key projection.
+    let i2t0 = first.imageToTokens
+    addTokenPE()
+    let keys0 = DecoderBuffer(count: t * i2t0.internalDim)
+    i2t0.k.apply(withPE.base, rows: t, into: keys0.base)
+    // With the cache the keys meet the cached image queries head by head; without, folded.
+    let keys0Interleaved = cached.map { _ in i2t0.interleaveHeads(keys0.base, rows: t) }
+    let keys0Folded = cached == nil ? i2t0.foldedKeyColumns(keys0.base, count: t) : nil
+    let values0 = DecoderBuffer(count: t * i2t0.internalDim)
+    i2t0.v.apply(queries, rows: t, into: values0.base)
+    i2t0.foldValues(values0.base, count: t, into: trace.values)
+    let values0Packed = PackedMatrix(trace.values, rows: hT, columns: e, ld: e)
 
-      // The next token→image attention, token side (its queries only depend on the tokens).
-      let last = l == layers.count - 1
-      let attention = last ? finalAttention : layers[l + 1].tokensToImage
-      let rows = last ? (finalRows ?? Array(0..<t)) : Array(0..<t)
-      if !last {
-        let nextLayer = layers[l + 1]
-        addTokenPE()
-        nextLayer.selfAttention.tokens(
-          q: withPE.base, k: withPE.base, v: queries, count: t, into: delta.base)
-        nextLayer.norm1.residual(queries, plus: delta.base, rows: t)
-      }
-      let t2 = rows.count
-      let hT2 = DecoderAttention.heads * t2
-      let q2 = gatherWithPE(queries, tokenPE, rows: rows)
-      let qp = DecoderBuffer(count: t2 * attention.internalDim)
-      attention.q.apply(q2.base, rows: t2, into: qp.base)
-      let foldedQueries = DecoderBuffer(count: hT2 * e)
-      attention.foldKeys(qp.base, count: t2, into: foldedQueries.base)
+    addTokenPE()
+    second.selfAttention.tokens(
+      q: withPE.base, k: withPE.base, v: queries, count: t, into: delta.base)
+    second.norm1.residual(queries, plus: delta.base, rows: t)
+    let t2i1 = second.tokensToImage
+    addTokenPE()
+    let foldedQueries1 = t2i1.foldedQueryColumns(withPE.base, count: t)
 
-      // Both image sides, slice by slice.
-      let slices = (n + Self.sliceWidth - 1) / Self.sliceWidth
-      let partial = workspace.buffer("slicedPartial", count: slices * hT2 * e)
-      let stats = workspace.buffer("slicedStats", count: slices * hT2 * 2)
-      let sliceScores = workspace.buffer("slicedScores", count: slices * hT2 * Self.sliceWidth)
-      let rstd = trace.map { $0.rstd + l * n }
-      let (keysOut, keysRead) = (next, keysIn)
-      let qImage = cached.q
-      Parallel.forEach(count: slices, costPerItem: Self.sliceWidth * e * (2 * hT + 2 * hT2)) {
-        s in
-        let c0 = s * Self.sliceWidth
-        let w = min(Self.sliceWidth, n - c0)
-        // Image→token scores for these image tokens (keys-major: row h·T + j, column c).
-        if let foldedKeys {
-          BLAS.serialSgemm(
-            transA: false, transB: true, m: hT, n: w, k: e, alpha: 1, a: foldedKeys.base, lda: e,
-            b: keysPE + c0 * e, ldb: e, beta: 0, c: probabilities + c0, ldc: n)
-        } else {
-          for h in 0..<DecoderAttention.heads {
-            i2t.headScores(
-              head: h, keys: kp.base, count: t, projectedImage: qImage, columns: c0..<(c0 + w),
-              into: probabilities, ldc: n)
+    // Phase 0, image side, slice by slice.
+    let cachedQueries = cached.map { UnsafePointer($0.q.base) }
+    Parallel.forChunks(count: groups, chunks: chunks) { chunk, range in
+      let local = scratch + chunk * scratchSize
+      for g in range {
+        for s in slicesOf(g) {
+          let p0 = s * w
+          let rows = min(w, n - p0)
+          let p = trace.probabilities + p0 * ldP
+          let keysPE1 = local
+          // Block 0's image→token attention: scores, softmax over the prompt tokens, output
+          // P·U_0, LayerNorm with the residual (→ K_1, K_1 + pe, ρ_0).
+          if let cachedQueries, let keys0Interleaved {
+            HeadAttention.scores(
+              cachedQueries + p0 * i2t0.internalDim, ldq: i2t0.internalDim, rows: rows,
+              keys: keys0Interleaved.base, tokens: t, headDim: i2t0.headDim, into: p, ldo: ldP)
+            HeadAttention.softmaxOverTokens(p, rows: rows, tokens: t, ld: ldP, scale: i2t0.scale)
+          } else if let keys0Folded {
+            SmallGEMM.multiply(
+              m: rows, k: e, a: keysPE! + p0 * e, lda: e, b: keys0Folded.columns, c: p, ldc: ldP)
+            HeadAttention.softmaxOverTokens(
+              p, rows: rows, tokens: t, ld: ldP, scale: i2t0.scale, bias: keys0Folded.bias.base)
           }
+          let k1 = keys1 + p0 * e
+          SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values0Packed, c: k1, ldc: e)
+          first.norm4.residual(
+            k1, plus: keys + p0 * e, rows: rows, addend: imagePE + p0 * e,
+            sum: keysPE1, rstd: trace.rstd + p0, deltaBias: i2t0.out.bias.base, serial: true)
+          Self.scaleRows(p, rows: rows, cols: hT, ld: ldP, by: trace.rstd + p0)
+          // Block 1's token→image attention over this slice.
+          Self.tokensToImageSlice(
+            keys: k1, keysPE: keysPE1, rows: rows, embedding: e, foldedQueries: foldedQueries1,
+            scale: t2i1.scale, scores: local + 3 * w * e, sliceStats: local + 3 * w * e + w * hT,
+            into: group(g, columns: hT), first: s == slicesOf(g).lowerBound)
         }
-        for h in 0..<DecoderAttention.heads {
-          RowOps.softmaxColumnRange(
-            probabilities + h * t * n, rows: t, cols: n, columns: c0..<(c0 + w), scale: i2t.scale,
-            rowBias: rowBias.map { UnsafePointer($0.base + h * t) })
-        }
-        // Output projection (folded) and the block's LayerNorm, also forming keys + pe.
-        BLAS.serialSgemm(
-          transA: true, transB: false, m: w, n: e, k: hT, alpha: 1, a: probabilities + c0, lda: n,
-          b: values, ldb: e, beta: 0, c: keysOut + c0 * e, ldc: e)
-        layer.norm4.residual(
-          keysOut + c0 * e, plus: keysRead + c0 * e, rows: w, addend: imagePE + c0 * e,
-          sum: keysPE + c0 * e, rstd: rstd.map { $0 + c0 }, deltaBias: i2t.out.bias.base,
-          serial: true)
-        // The next token→image attention over these image tokens: scores, softmax within
-        // the slice, weighted sum of the slice's keys.
-        let scores = sliceScores + s * hT2 * Self.sliceWidth
-        BLAS.serialSgemm(
-          transA: false, transB: true, m: hT2, n: w, k: e, alpha: 1, a: foldedQueries.base,
-          lda: e, b: keysPE + c0 * e, ldb: e, beta: 0, c: scores, ldc: w)
-        RowOps.softmaxSlice(
-          scores, rows: hT2, cols: w, stride: w, scale: attention.scale,
-          rowMax: stats + s * hT2 * 2, rowSum: stats + s * hT2 * 2 + hT2)
-        BLAS.serialSgemm(
-          transA: false, transB: false, m: hT2, n: e, k: w, alpha: 1, a: scores, lda: w,
-          b: keysOut + c0 * e, ldb: e, beta: 0, c: partial + s * hT2 * e, ldc: e)
       }
-
-      // Combine the slices: P·keys over all image tokens, per row of the scores.
-      let combined = DecoderBuffer(count: hT2 * e)
-      for r in 0..<hT2 {
-        var m = -Float.infinity
-        for s in 0..<slices { m = max(m, stats[s * hT2 * 2 + r]) }
-        var total: Float = 0
-        let out = combined.base + r * e
-        for c in 0..<e { out[c] = 0 }
-        for s in 0..<slices {
-          let weight = Foundation.exp((stats[s * hT2 * 2 + r] - m) * attention.scale)
-          total += weight * stats[s * hT2 * 2 + hT2 + r]
-          let p = partial + (s * hT2 + r) * e
-          for c in 0..<e { out[c] += weight * p[c] }
-        }
-        let inv = 1 / total
-        for c in 0..<e { out[c] *= inv }
-      }
-      let attended = DecoderBuffer(count: t2 * e)
-      attention.unfoldValues(combined.base, count: t2, into: attended.base)
-
-      if last {
-        finalNorm(queries, rows: rows, plus: attended.base)
-      } else {
-        let nextLayer = layers[l + 1]
-        nextLayer.norm2.residual(queries, plus: attended.base, rows: t)
-        mlp(nextLayer)
-      }
-      keysIn = UnsafePointer(next)
-      swap(&next, &spare)
     }
-    return (spare, trace != nil)
+    let attended1 = Self.combineGroups(
+      partial, stats: stats, groups: groups, columns: hT, embedding: e, scale: t2i1.scale)
+    t2i1.unfoldValues(attended1.base, count: t, into: delta.base)
+    second.norm2.residual(queries, plus: delta.base, rows: t)
+    mlp(second)
+
+    // Phase 1, token side: block 1's image→token keys folded through the query projection
+    // (with the per-key bias term), its folded values, and the final attention's queries for
+    // the rows that are read afterwards.
+    let i2t1 = second.imageToTokens
+    addTokenPE()
+    let keys1Tokens = DecoderBuffer(count: t * i2t1.internalDim)
+    i2t1.k.apply(withPE.base, rows: t, into: keys1Tokens.base)
+    let (foldedKeys1, keyBias1) = i2t1.foldedKeyColumns(keys1Tokens.base, count: t)
+    let values1 = DecoderBuffer(count: t * i2t1.internalDim)
+    i2t1.v.apply(queries, rows: t, into: values1.base)
+    let u1 = trace.values + hT * e
+    i2t1.foldValues(values1.base, count: t, into: u1)
+    let values1Packed = PackedMatrix(u1, rows: hT, columns: e, ld: e)
+    let t2 = finalRows.count
+    let hT2 = 8 * t2
+    let finalTokens = gatherWithPE(queries, tokenPE, rows: finalRows)
+    let finalQueries = finalAttention.foldedQueryColumns(finalTokens.base, count: t2)
+
+    // Phase 1, image side.
+    let keepKeys2 = cached == nil
+    Parallel.forChunks(count: groups, chunks: chunks) { chunk, range in
+      let local = scratch + chunk * scratchSize
+      for g in range {
+        for s in slicesOf(g) {
+          let p0 = s * w
+          let rows = min(w, n - p0)
+          let p = trace.probabilities + p0 * ldP + hT
+          let (keysPE1, keysPE2) = (local, local + w * e)
+          let k2 = keepKeys2 ? keys2 + p0 * e : local + 2 * w * e
+          RowOps.add(keys1 + p0 * e, imagePE + p0 * e, into: keysPE1, count: rows * e, serial: true)
+          SmallGEMM.multiply(m: rows, k: e, a: keysPE1, lda: e, b: foldedKeys1, c: p, ldc: ldP)
+          HeadAttention.softmaxOverTokens(
+            p, rows: rows, tokens: t, ld: ldP, scale: i2t1.scale, bias: keyBias1.base)
+          SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values1Packed, c: k2, ldc: e)
+          second.norm4.residual(
+            k2, plus: keys1 + p0 * e, rows: rows, addend: imagePE + p0 * e, sum: keysPE2,
+            rstd: trace.rstd + n + p0, deltaBias: i2t1.out.bias.base, serial: true)
+          Self.tokensToImageSlice(
+            keys: k2, keysPE: keysPE2, rows: rows, embedding: e, foldedQueries: finalQueries,
+            scale: finalAttention.scale, scores: local + 3 * w * e,
+            sliceStats: local + 3 * w * e + w * hT, into: group(g, columns: hT2),
+            first: s == slicesOf(g).lowerBound)
+        }
+      }
+    }
+    let attendedFinal = Self.combineGroups(
+      partial, stats: stats, groups: groups, columns: hT2, embedding: e,
+      scale: finalAttention.scale, statsStride: 2 * hT, sumOffset: hT, partialStride: hT * e)
+    finalAttention.unfoldValues(attendedFinal.base, count: t2, into: delta.base)
+    finalNorm(queries, rows: finalRows, plus: delta.base)
+    return (trace, keys2)
+  }
+
+  /// Block 0's token→image attention on the per-image head-interleaved projections `k`, `v`:
+  /// scores and softmax over all image tokens in slices, combined, then the output projection.
+  private func attendCached(
+    _ attention: DecoderAttention, queries: UnsafePointer<Float>, count t: Int,
+    image: DecoderImage.Shared, imageTokens n: Int, workspace: DecoderWorkspace,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    let (dim, d) = (attention.internalDim, attention.headDim)
+    let hT = 8 * t
+    let projected = DecoderBuffer(count: t * dim)
+    attention.q.apply(queries, rows: t, into: projected.base)
+    let q = attention.interleaveHeads(projected.base, rows: t)
+    let w = Self.sliceWidth
+    let slices = (n + w - 1) / w
+    let scores = workspace.buffer("cachedScores", count: slices * w * hT)
+    let stats = workspace.buffer("cachedStats", count: slices * 2 * hT)
+    // Per slice: t × d·8 weighted sums of the values (head-interleaved).
+    let partial = workspace.buffer("cachedPartial", count: slices * t * dim)
+    let (k, v) = (UnsafePointer(image.k.base), UnsafePointer(image.v.base))
+    Parallel.forEach(count: slices, costPerItem: w * hT * d * 2) { s in
+      let p0 = s * w
+      let rows = min(w, n - p0)
+      let sc = scores + s * w * hT
+      HeadAttention.scores(
+        k + p0 * dim, ldq: dim, rows: rows, keys: q.base, tokens: t, headDim: d, into: sc,
+        ldo: hT)
+      HeadAttention.partialSoftmaxDownColumns(
+        sc, rows: rows, cols: hT, ld: hT, scale: attention.scale, maxima: stats + s * 2 * hT,
+        sums: stats + s * 2 * hT + hT)
+      HeadAttention.weightedValues(
+        sc, rows: rows, tokens: t, headDim: d, values: v + p0 * dim, ldv: dim,
+        into: partial + s * t * dim)
+    }
+    // Combined: t × d·8 (head-interleaved), each column (j, c, h) weighted by its head's slice
+    // statistics.
+    let combined = Self.combineGroups(
+      partial, stats: stats, groups: slices, columns: hT, embedding: d, scale: attention.scale,
+      interleavedHeads: true)
+    let heads = attention.deinterleaveHeads(combined.base, rows: t)
+    attention.out.apply(heads.base, rows: t, into: out)
+  }
+
+  /// One slice of a folded token→image attention, merged into its group's running softmax:
+  /// scores (slice rows × columns) = (keys + pe)·foldedQueries, an unnormalised softmax down
+  /// the columns, and the group's weighted sum += scoresᵀ·keys, all rescaled to the running
+  /// maximum (as flash attention does). `scores` holds rows × columns floats, `sliceStats`
+  /// 2·columns.
+  private static func tokensToImageSlice(
+    keys: UnsafePointer<Float>, keysPE: UnsafePointer<Float>, rows: Int, embedding e: Int,
+    foldedQueries: PackedMatrix, scale: Float, scores: UnsafeMutablePointer<Float>,
+    sliceStats: UnsafeMutablePointer<Float>, into group: SoftmaxGroup, first: Bool
+  ) {
+    let columns = foldedQueries.columns
+    SmallGEMM.multiply(
+      m: rows, k: e, a: keysPE, lda: e, b: foldedQueries, c: scores, ldc: columns)
+    if first {
+      HeadAttention.partialSoftmaxDownColumns(
+        scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: group.maxima,
+        sums: group.sums)
+      SmallGEMM.multiply(
+        transA: true, m: columns, n: e, k: rows, a: scores, lda: columns, b: keys, ldb: e,
+        c: group.partial, ldc: e)
+      return
+    }
+    let (maxima, sums) = (sliceStats, sliceStats + columns)
+    HeadAttention.partialSoftmaxDownColumns(
+      scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: maxima, sums: sums)
+    // Rescale whichever side has the smaller maximum, column by column: the group's running
+    // weighted sum (a row of `partial`) or the slice's exponentials (a column of `scores`).
+    for c in 0..<columns {
+      let (old, new) = (group.maxima[c], maxima[c])
+      if new > old {
+        let f = Foundation.exp((old - new) * scale)
+        let row = group.partial + c * e
+        for k in 0..<e { row[k] *= f }
+        group.sums[c] = group.sums[c] * f + sums[c]
+        group.maxima[c] = new
+      } else {
+        let f = Foundation.exp((new - old) * scale)
+        for p in 0..<rows { scores[p * columns + c] *= f }
+        group.sums[c] += sums[c] * f
+      }
+    }
+    SmallGEMM.multiply(
+      transA: true, m: columns, n: e, k: rows, a: scores, lda: columns, b: keys, ldb: e,
+      c: group.partial, ldc: e, accumulate: true)
+  }
+
+  /// Combines per-group softmax partials: for each column r, the groups' weighted sums
+  /// (`embedding` values, or with `interleavedHeads` t·d·8 values grouped by head) rescaled to
+  /// the overall maximum and divided by the overall sum of exponentials.
+  private static func combineGroups(
+    _ partial: UnsafePointer<Float>, stats: UnsafePointer<Float>, groups slices: Int, columns: Int,
+    embedding e: Int, scale: Float, statsStride: Int? = nil, sumOffset: Int? = nil,
+    partialStride: Int? = nil, interleavedHeads: Bool = false
+  ) -> DecoderBuffer {
+    let stride = statsStride ?? 2 * columns
+    let sumAt = sumOffset ?? columns
+    let perSlice = partialStride ?? columns * e
+    let out = DecoderBuffer(count: columns * e)
+    let weights = DecoderBuffer(count: slices)
+    for r in 0..<columns {
+      var m = -Float.infinity
+      for s in 0..<slices { m = max(m, stats[s * stride + r]) }
+      var total: Float = 0
+      for s in 0..<slices {
+        let wgt = Foundation.exp((stats[s * stride + r] - m) * scale)
+        weights.base[s] = wgt
+        total += wgt * stats[s * stride + sumAt + r]
+      }
+      let inv = 1 / total
+      if interleavedHeads {
+        // Column r = j·8 + h; its values are partial[(j·d + c)·8 + h] for c < d.
+        let (j, h) = r.quotientAndRemainder(dividingBy: 8)
+        for c in 0..<e {
+          let index = (j * e + c) * 8 + h
+          var acc: Float = 0
+          for s in 0..<slices { acc += weights.base[s] * partial[s * perSlice + index] }
+          out.base[index] = acc * inv
+        }
+      } else {
+        let o = out.base + r * e
+        for c in 0..<e { o[c] = 0 }
+        for s in 0..<slices {
+          let wgt = weights.base[s]
+          let p = partial + s * perSlice + r * e
+          for c in 0..<e { o[c] += wgt * p[c] }
+        }
+        for c in 0..<e { o[c] *= inv }
+      }
+    }
+    return out
+  }
+
+  /// `x[p][c] *= scale[p]` for a rows × cols block with row stride `ld`.
+  private static func scaleRows(
+    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int, by scale: UnsafePointer<Float>
+  ) {
+    for p in 0..<rows {
+      let row = x + p * ld
+      let s = scale[p]
+      for c in 0..<cols { row[c] *= s }
+    }
+  }
+}
+
+extension DecoderAttention {
+  /// Rows of `x` (T × internalDim, heads as column blocks) with the heads interleaved: column
+  /// h·d + c becomes c·8 + h.
+  func interleaveHeads(_ x: UnsafePointer<Float>, rows: Int) -> DecoderBuffer {
+    let (d, dim) = (headDim, internalDim)
+    let out = DecoderBuffer(count: rows * dim)
+    for r in 0..<rows {
+      for h in 0..<Self.heads {
+        for c in 0..<d { out.base[r * dim + c * Self.heads + h] = x[r * dim + h * d + c] }
+      }
+    }
+    return out
+  }
+
+  /// The inverse of `interleaveHeads`.
+  func deinterleaveHeads(_ x: UnsafePointer<Float>, rows: Int) -> DecoderBuffer {
+    let (d, dim) = (headDim, internalDim)
+    let out = DecoderBuffer(count: rows * dim)
+    for r in 0..<rows {
+      for h in 0..<Self.heads {
+        for c in 0..<d { out.base[r * dim + h * d + c] = x[r * dim + c * Self.heads + h] }
+      }
+    }
+    return out
+  }
+
+  /// E × 8T: column j·8 + h is the token→image query `q_{j,h}` (from `tokens`, T × E, through
+  /// `q`) folded through head h's key projection, `(q_{j,h}·Wk_h)ᵀ`, so that the scores of the
+  /// image tokens are `(keys + pe)·columns` (the `q_{j,h}·bk_h` term is constant per column,
+  /// which the softmax over image tokens ignores).
+  func foldedQueryColumns(_ tokens: UnsafePointer<Float>, count t: Int) -> PackedMatrix {
+    let projected = DecoderBuffer(count: t * internalDim)
+    q.apply(tokens, rows: t, into: projected.base)
+    return foldedColumns(projected.base, count: t, through: k.weight.base)
+  }
+
+  /// E × 8T columns `(k_{j,h}·Wq_h)ᵀ` of the image→token keys `kp` (T × internalDim, already
+  /// projected) folded through head h's query projection, and the per-column bias
+  /// `k_{j,h}·bq_h` that the scores of every image token share (8T values, index j·8 + h).
+  func foldedKeyColumns(_ kp: UnsafePointer<Float>, count t: Int) -> (
+    columns: PackedMatrix, bias: DecoderBuffer
+  ) {
+    let d = headDim
+    let bias = DecoderBuffer(count: 8 * t)
+    for j in 0..<t {
+      for h in 0..<Self.heads {
+        var s: Float = 0
+        for c in 0..<d { s += kp[j * internalDim + h * d + c] * q.bias.base[h * d + c] }
+        bias.base[j * 8 + h] = s
+      }
+    }
+    return (foldedColumns(kp, count: t, through: q.weight.base), bias)
+  }
+
+  /// E × 8T, packed: column j·8 + h = (x_{j,h}·W_h)ᵀ for `x` (T × internalDim) and W an
+  /// nn.Linear weight (internalDim × E) whose rows h·d ..< (h+1)·d are head h's.
+  private func foldedColumns(
+    _ x: UnsafePointer<Float>, count t: Int, through weight: UnsafePointer<Float>
+  ) -> PackedMatrix {
+    let (d, e, dim) = (headDim, embedding, internalDim)
+    let rows = DecoderBuffer(count: 8 * t * e)
+    for h in 0..<Self.heads {
+      // Rows j·8 + h of the 8T × E product.
+      SmallGEMM.multiply(
+        m: t, n: e, k: d, a: x + h * d, lda: dim, b: weight + h * d * e, ldb: e,
+        c: rows.base + h * e, ldc: 8 * e)
+    }
+    let columns = DecoderBuffer(count: e * 8 * t)
+    for r in 0..<(8 * t) {
+      for c in 0..<e { columns.base[c * 8 * t + r] = rows.base[r * e + c] }
+    }
+    return PackedMatrix(columns.base, rows: e, columns: 8 * t, ld: 8 * t)
+  }
+
+  /// Rows j·8 + h of `out` (8T × E): token j's value `vp` (T × internalDim) folded through head
+  /// h's slice of the output projection, `v_{j,h}·Wo_hᵀ`.
+  func foldValues(_ vp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>) {
+    let (d, e, dim) = (headDim, embedding, internalDim)
+    for h in 0..<Self.heads {
+      SmallGEMM.multiply(
+        m: t, n: e, k: d, a: vp + h * d, lda: dim, b: outTransposed.base + h * d * e, ldb: e,
+        c: out + h * e, ldc: 8 * e)
+    }
+  }
+
+  /// A token→image attention's output from `P·x` (row j·8 + h of `weighted`, 8T × E): per
+  /// head `(P_h·x)·Wv_hᵀ + bv_h`, then the output projection.
+  func unfoldValues(
+    _ weighted: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>
+  ) {
+    let (d, e, dim) = (headDim, embedding, internalDim)
+    let heads = DecoderBuffer(count: t * dim)
+    for h in 0..<Self.heads {
+      SmallGEMM.multiply(
+        m: t, n: d, k: e, a: weighted + h * e, lda: 8 * e, b: vTransposed.base + h * d, ldb: dim,
+        c: heads.base + h * d, ldc: dim)
+    }
+    RowOps.biasActivation(heads.base, rows: t, cols: dim, stride: dim, bias: v.bias.base, .identity)
+    self.out.apply(heads.base, rows: t, into: out)
   }
 }

@@ -33,25 +33,6 @@ struct TwoWayAttentionBlock: Sendable {
   }
 }
 
-/// Where a block finds the image side, and where it leaves the updated keys.
-struct ImageState {
-  /// N×E keys the block reads (the image embedding plus dense prompt for the first block).
-  var keys: UnsafePointer<Float>
-  /// Projections of `keys` that do not depend on the prompt, precomputed once per image.
-  var cached: (k: UnsafePointer<Float>, v: UnsafePointer<Float>, q: UnsafePointer<Float>)?
-  /// keys + positional encoding, needed when nothing is cached.
-  var keysPE: UnsafePointer<Float>?
-}
-
-/// Where the blocks' image→token attentions leave what `UpscaleFold` needs: for block l, rows
-/// `l·8T ..< (l+1)·8T` of `probabilities` (keys-major, N columns) and of `values` (E columns),
-/// and row l of `rstd` (N values: each image token's LayerNorm `1/σ` after that block).
-struct TransformerTrace {
-  let probabilities: UnsafeMutablePointer<Float>
-  let values: UnsafeMutablePointer<Float>
-  let rstd: UnsafeMutablePointer<Float>
-}
-
 /// The official `TwoWayTransformer` (depth 2, 8 heads, MLP 2048, attention downsampling 2).
 struct TwoWayTransformer: Sendable {
   static let depth = 2
@@ -74,41 +55,38 @@ struct TwoWayTransformer: Sendable {
     finalNorm = DecoderLayerNorm(scope["norm_final_attn"], dim: e)
   }
 
-  /// Runs the transformer for one prompt.
+  /// Runs the transformer for one prompt on the general schedule: any number of tokens, every
+  /// attention on projected image tokens, one kernel after another. Prompts of few tokens take
+  /// `sliced` instead.
   ///
   /// - Parameters:
   ///   - queries: T×E tokens in; the processed tokens out.
   ///   - tokenPE: T×E, the original tokens (the official `point_embedding` / `query_pe`).
-  ///   - image: the first block's image side.
+  ///   - keys: N×E, the image embedding plus the dense prompt embedding.
+  ///   - keysPE: N×E, `keys` + positional encoding, in the workspace's `keysPE` buffer (which
+  ///     the blocks overwrite).
   ///   - imagePE: N×E positional encoding of the image tokens.
-  ///   - trace: when given, filled for every block if every block's image side folds.
   ///   - finalRows: the token rows the caller will read (default all); the final attention
   ///     skips the others.
-  /// - Returns: the processed image tokens, N×E, in one of the workspace's key buffers, and
-  ///   whether `trace` was filled.
+  /// - Returns: the processed image tokens, N×E, in one of the workspace's key buffers.
   func callAsFunction(
     queries: UnsafeMutablePointer<Float>, tokenPE: UnsafePointer<Float>, count t: Int,
-    image: ImageState, imagePE: UnsafePointer<Float>, imageTokens n: Int,
-    workspace: DecoderWorkspace, trace: TransformerTrace? = nil, finalRows: [Int]? = nil
-  ) -> (keys: UnsafeMutablePointer<Float>, traced: Bool) {
-    if canRunSliced(image: image, tokens: t, workspace: workspace) {
-      return sliced(
-        queries: queries, tokenPE: tokenPE, count: t, image: image, imagePE: imagePE,
-        imageTokens: n, workspace: workspace, trace: trace, finalRows: finalRows)
-    }
+    keys: UnsafePointer<Float>, keysPE: UnsafePointer<Float>, imagePE: UnsafePointer<Float>,
+    imageTokens n: Int, workspace: DecoderWorkspace, finalRows: [Int]? = nil
+  ) -> UnsafeMutablePointer<Float> {
     let e = embedding
     let withPE = DecoderBuffer(count: t * e)
     let delta = DecoderBuffer(count: t * e)
     let hidden = DecoderBuffer(count: t * Self.mlpDim)
-    let keysPE = workspace.keysPE(count: n * e)
+    let keysPEOut = workspace.keysPE(count: n * e)
+    precondition(keysPE == UnsafePointer(keysPEOut), "keys + pe must be the workspace's buffer")
     // The image tokens alternate between two buffers: each block writes its output into the
-    // one it is not reading (the first block may read the caller's shared embedding).
+    // one it is not reading (the first block reads the caller's keys).
     var (next, spare) = workspace.keyBuffers(count: n * e)
     func addTokenPE() { RowOps.add(queries, tokenPE, into: withPE.base, count: t * e) }
 
-    var current = image
-    var traced = trace != nil
-    for (l, layer) in layers.enumerated() {
+    var current = keys
+    for layer in layers {
       // Self-attention.
       if layer.skipFirstLayerPE {
         layer.selfAttention.tokens(q: queries, k: queries, v: queries, count: t, into: delta.base)
@@ -123,15 +101,9 @@ struct TwoWayTransformer: Sendable {
 
       // Tokens attend to the image.
       addTokenPE()
-      let imageKeys: DecoderAttention.ImageKeys =
-        if let cached = current.cached {
-          .projected(k: cached.k, v: cached.v)
-        } else {
-          .raw(keys: current.keys, keysPE: current.keysPE!)
-        }
       layer.tokensToImage.tokensToImage(
-        q: withPE.base, count: t, image: imageKeys, imageTokens: n, workspace: workspace,
-        into: delta.base)
+        q: withPE.base, count: t, image: .raw(keys: current, keysPE: keysPE), imageTokens: n,
+        workspace: workspace, into: delta.base)
       layer.norm2.residual(queries, plus: delta.base, rows: t)
 
       // MLP.
@@ -141,22 +113,14 @@ struct TwoWayTransformer: Sendable {
 
       // The image attends to the tokens.
       addTokenPE()
-      let imageQueries: DecoderAttention.ImageQueries =
-        if let cached = current.cached { .projected(cached.q) } else { .raw(current.keysPE!) }
-      let hT = DecoderAttention.heads * t
-      let keep = trace.map {
-        (probabilities: $0.probabilities + l * hT * n, values: $0.values + l * hT * embedding)
-      }
-      let kept = layer.imageToTokens.imageToTokens(
-        image: imageQueries, imageTokens: n, k: withPE.base, v: queries, count: t,
-        workspace: workspace, keep: traced ? keep : nil, addingBias: false, into: next)
-      traced = traced && kept
+      layer.imageToTokens.imageToTokens(
+        image: .raw(keysPE), imageTokens: n, k: withPE.base, v: queries, count: t,
+        workspace: workspace, addingBias: false, into: next)
       // keys ← LN(attention + keys), formed in place in the output buffer (the sum commutes).
       layer.norm4.residual(
-        next, plus: current.keys, rows: n, addend: imagePE, sum: keysPE,
-        rstd: traced ? trace!.rstd + l * n : nil,
+        next, plus: current, rows: n, addend: imagePE, sum: keysPEOut,
         deltaBias: layer.imageToTokens.out.bias.base)
-      current = ImageState(keys: next, cached: nil, keysPE: keysPE)
+      current = UnsafePointer(next)
       swap(&next, &spare)
     }
 
@@ -165,10 +129,10 @@ struct TwoWayTransformer: Sendable {
     let rows = finalRows ?? Array(0..<t)
     let selected = gatherWithPE(queries, tokenPE, rows: rows)
     finalAttention.tokensToImage(
-      q: selected.base, count: rows.count, image: .raw(keys: current.keys, keysPE: keysPE),
+      q: selected.base, count: rows.count, image: .raw(keys: current, keysPE: keysPE),
       imageTokens: n, workspace: workspace, into: delta.base)
     finalNorm(queries, rows: rows, plus: delta.base)
-    return (spare, traced)
+    return spare
   }
 
   /// Rows `rows` of `queries + tokenPE`, packed.

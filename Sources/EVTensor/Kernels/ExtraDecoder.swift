@@ -51,20 +51,6 @@ public enum RowOps {
     }
   }
 
-  /// One slice of a row softmax, unnormalised, on the calling thread: `x ← exp(scale·(x − m))`
-  /// with m the row's max over the slice; `rowMax` and `rowSum` receive m and the sum of the
-  /// exponentials, from which slices of the same rows combine exactly as one softmax would.
-  public static func softmaxSlice(
-    _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int, scale: Float,
-    rowMax: UnsafeMutablePointer<Float>, rowSum: UnsafeMutablePointer<Float>
-  ) {
-    precondition(rows >= 0 && cols > 0 && stride >= cols, "RowOps.softmaxSlice: bad geometry")
-    if evk_softmax_partial(x, rows, cols, stride, scale, rowMax, rowSum) != 0 { return }
-    for r in 0..<rows {
-      (rowMax[r], rowSum[r]) = exponentiateRow(x + r * stride, cols: cols, scale: scale)
-    }
-  }
-
   /// `softmaxColumns` restricted to `columns` of one block of `rows` × `cols` (row stride
   /// `cols`), on the calling thread.
   public static func softmaxColumnRange(
@@ -236,7 +222,7 @@ public enum RowOps {
 
   /// A linear layer on a few rows (at most `EVK_FEW_ROWS`), `y[r] = act(x[r]·Wᵀ + b)` with W
   /// packed by `packForFewRows`, streaming W once (a GEMM would first pack all of it, which
-  /// dominates at this size). Returns false, having done nothing, when the CPU lacks AVX-512,
+  /// dominates at this size). Returns false, having done nothing, when the CPU lacks AVX2,
   /// there are too many rows, or `act` is neither identity nor ReLU: the caller then uses a GEMM.
   public static func linearFewRows(
     _ x: UnsafePointer<Float>, ldx: Int, rows: Int, inFeatures: Int,
@@ -248,9 +234,12 @@ public enum RowOps {
     else {
       return false
     }
-    // Wide layers (the MLP's 2048 outputs) split their 32-output strips across the threads.
+    // Only wide layers (the MLP's 2048 outputs) split their 32-output strips across the
+    // threads: waking a thread costs about as much as 1 M multiply-adds here.
     let strips = (outFeatures + 31) / 32
-    Parallel.forRanges(count: strips, costPerItem: rows * inFeatures * 32) { range in
+    let serial = rows * inFeatures * outFeatures < 1 << 21
+    Parallel.forRanges(count: strips, costPerItem: rows * inFeatures * 32, serial: serial) {
+      range in
       let o0 = range.lowerBound * 32
       let done = evk_linear_few_rows(
         x, ldx, rows, inFeatures, packedWeight + o0 * inFeatures, bias.map { $0 + o0 },
@@ -284,7 +273,7 @@ public enum RowOps {
     Parallel.forRanges(count: rows, costPerItem: cols * 12, serial: serial) { range in
       for r in range {
         let p = x + r * stride
-        // The AVX-512 twin of `gelu` (same formula, FMA rounding) when the CPU has it.
+        // The vector twin of `gelu` (the same operations, bit for bit) when the CPU has one.
         if evk_gelu_erf_rational(p, cols, bias) != 0 { continue }
         for c in 0..<cols { p[c] = gelu(p[c] + bias[c]) }
       }
@@ -319,9 +308,9 @@ public enum RowOps {
   /// `out[i] = a[i] + b[i]` for `count` contiguous values.
   public static func add(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
-    count: Int
+    count: Int, serial: Bool = false
   ) {
-    Parallel.forRanges(count: count) { range in
+    Parallel.forRanges(count: count, serial: serial) { range in
       for i in range { out[i] = a[i] + b[i] }
     }
   }

@@ -1,0 +1,316 @@
+// AVX2 + FMA twins of the AVX-512 kernels in ckernels.c, for the many x86-64 CPUs without
+// AVX-512 (every x86-64 CPU since 2013–2017 has AVX2 and FMA). On AMD Zen 2–4 a 256-bit FMA
+// has the same throughput per element as a 512-bit one, so these lose little even there.
+//
+// The GELUs are bit-for-bit the portable Swift formulas (multiply, then add: never fused),
+// like their AVX-512 twins; the softmaxes and LayerNorms only reorder sums.
+
+#include "internal.h"
+
+#if EVK_X86
+#include <immintrin.h>
+#include <math.h>
+#include <stdint.h>
+
+#define EVK_AVX2 __attribute__((target("avx2,fma")))
+#define MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
+
+/// Lanes 0 ..< n (0 ≤ n ≤ 8) set, for maskload / maskstore.
+EVK_AVX2 static inline __m256i tail_mask8(long n) {
+  static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  return _mm256_loadu_si256((const __m256i *)(bits + 8 - n));
+}
+
+// AMD's masked stores are slow (microcoded), so whole vectors go through plain ones.
+EVK_AVX2 static inline __m256 load8(const float *p, long n) {
+  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, tail_mask8(n));
+}
+
+EVK_AVX2 static inline void store8(float *p, __m256 v, long n) {
+  if (n >= 8) {
+    _mm256_storeu_ps(p, v);
+  } else {
+    _mm256_maskstore_ps(p, tail_mask8(n), v);
+  }
+}
+
+EVK_AVX2 static inline float hsum8(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+EVK_AVX2 static inline float hmax8(__m256 v) {
+  __m128 s = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_max_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_max_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+/// FastMath.swift's `fastExp`, operation for operation (see evk_exp in ckernels.c).
+EVK_AVX2 static inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
+  __m256 k = MULADD8(x, _mm256_set1_ps(1.44269504f), shifter);
+  __m256 n = _mm256_sub_ps(k, shifter);
+  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+  r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.1219444e-4f)));
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 720));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 120));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 24));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 6));
+  p = MULADD8(p, r, _mm256_set1_ps(0.5f));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
+  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k), 23));
+  return _mm256_mul_ps(p, scale);
+}
+
+EVK_AVX2 static inline __m256 gelu_tanh8(__m256 x) {
+  __m256 x2 = _mm256_mul_ps(x, x);
+  __m256 u = _mm256_mul_ps(x, MULADD8(_mm256_set1_ps(0.035677408f), x2, _mm256_set1_ps(0.79788456f)));
+  __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+  return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+}
+
+EVK_AVX2 void evk_gelu_tanh_bias_avx2(float *dst, const float *src, long n, float bias) {
+  const __m256 b = _mm256_set1_ps(bias);
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    _mm256_storeu_ps(dst + i, gelu_tanh8(_mm256_add_ps(_mm256_loadu_ps(src + i), b)));
+  }
+  if (i < n) {
+    const __m256i m = tail_mask8(n - i);
+    __m256 x = _mm256_add_ps(_mm256_maskload_ps(src + i, m), b);
+    _mm256_maskstore_ps(dst + i, m, gelu_tanh8(x));
+  }
+}
+
+/// `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
+EVK_AVX2 static inline __m256 gelu_erf8(__m256 x) {
+  __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678f));
+  z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
+  __m256 z2 = _mm256_mul_ps(z, z);
+  __m256 p = _mm256_set1_ps(-2.7261423e-10f);
+  p = MULADD8(p, z2, _mm256_set1_ps(2.7706814e-08f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-2.101024e-06f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-5.6925064e-05f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-7.3499063e-04f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-2.9546000e-03f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-1.6096033e-02f));
+  __m256 q = _mm256_set1_ps(-1.4566072e-05f);
+  q = MULADD8(q, z2, _mm256_set1_ps(-2.1337406e-04f));
+  q = MULADD8(q, z2, _mm256_set1_ps(-1.682827e-03f));
+  q = MULADD8(q, z2, _mm256_set1_ps(-7.3733292e-03f));
+  q = MULADD8(q, z2, _mm256_set1_ps(-1.4264739e-02f));
+  __m256 erf = _mm256_div_ps(_mm256_mul_ps(z, p), q);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+}
+
+EVK_AVX2 void evk_gelu_erf_rational_avx2(float *p, long n, const float *bias) {
+  long i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 x = _mm256_loadu_ps(p + i);
+    if (bias) x = _mm256_add_ps(x, _mm256_loadu_ps(bias + i));
+    _mm256_storeu_ps(p + i, gelu_erf8(x));
+  }
+  if (i < n) {
+    const __m256i m = tail_mask8(n - i);
+    __m256 x = _mm256_maskload_ps(p + i, m);
+    if (bias) x = _mm256_add_ps(x, _mm256_maskload_ps(bias + i, m));
+    _mm256_maskstore_ps(p + i, m, gelu_erf8(x));
+  }
+}
+
+// One row in place: p ← exp(scale·(p − max)); returns the sum and writes the max.
+EVK_AVX2 static inline float exp_row8(float *p, long cols, float scale, float *row_max) {
+  const __m256 s = _mm256_set1_ps(scale);
+  __m256 mv = _mm256_set1_ps(-INFINITY);
+  long j = 0;
+  for (; j + 8 <= cols; j += 8) mv = _mm256_max_ps(mv, _mm256_loadu_ps(p + j));
+  float m = hmax8(mv);
+  for (; j < cols; j++) m = p[j] > m ? p[j] : m;
+  const __m256 mb = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  for (j = 0; j + 8 <= cols; j += 8) {
+    __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), mb), s));
+    _mm256_storeu_ps(p + j, e);
+    acc = _mm256_add_ps(acc, e);
+  }
+  if (j < cols) {
+    const __m256i k = tail_mask8(cols - j);
+    __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(p + j, k), mb), s));
+    _mm256_maskstore_ps(p + j, k, e);
+    acc = _mm256_add_ps(acc, _mm256_and_ps(e, _mm256_castsi256_ps(k)));
+  }
+  *row_max = m;
+  return hsum8(acc);
+}
+
+EVK_AVX2 void evk_softmax_rows_avx2(float *x, long rows, long cols, long stride, float scale) {
+  for (long r = 0; r < rows; r++) {
+    float *p = x + r * stride;
+    float m;
+    const __m256 inv = _mm256_set1_ps(1.0f / exp_row8(p, cols, scale, &m));
+    long j = 0;
+    for (; j + 8 <= cols; j += 8) _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), inv));
+    if (j < cols) {
+      const __m256i k = tail_mask8(cols - j);
+      _mm256_maskstore_ps(p + j, k, _mm256_mul_ps(_mm256_maskload_ps(p + j, k), inv));
+    }
+  }
+}
+
+EVK_AVX2 void evk_softmax_columns_avx2(float *x, long rows, long cols, long c0, long c1, float scale,
+                                       const float *row_bias) {
+  const __m256 s = _mm256_set1_ps(scale);
+  for (long c = c0; c < c1; c += 8) {
+    const long w = c1 - c < 8 ? c1 - c : 8;
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (long r = 0; r < rows; r++) {
+      __m256 v = load8(x + r * cols + c, w);
+      if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[r]));
+      m = _mm256_max_ps(m, v);
+    }
+    __m256 sum = _mm256_setzero_ps();
+    for (long r = 0; r < rows; r++) {
+      __m256 v = load8(x + r * cols + c, w);
+      if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[r]));
+      __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(v, m), s));
+      store8(x + r * cols + c, e, w);
+      sum = _mm256_add_ps(sum, e);
+    }
+    __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), sum);
+    for (long r = 0; r < rows; r++) {
+      float *p = x + r * cols + c;
+      store8(p, _mm256_mul_ps(load8(p, w), inv), w);
+    }
+  }
+}
+
+EVK_AVX2 void evk_residual_layernorm_avx2(float *x, const float *delta, const float *delta_bias,
+                                          long rows, long dim, const float *w, const float *b,
+                                          float eps, const float *addend, float *sum, float *rstd) {
+  for (long r = 0; r < rows; r++) {
+    float *p = x + r * dim;
+    const float *d = delta + r * dim;
+    __m256 acc = _mm256_setzero_ps();
+    for (long j = 0; j < dim; j += 8) {
+      __m256 v = _mm256_add_ps(_mm256_loadu_ps(p + j), _mm256_loadu_ps(d + j));
+      if (delta_bias) v = _mm256_add_ps(v, _mm256_loadu_ps(delta_bias + j));
+      _mm256_storeu_ps(p + j, v);
+      acc = _mm256_add_ps(acc, v);
+    }
+    const float mean = hsum8(acc) / (float)dim;
+    const __m256 mv = _mm256_set1_ps(mean);
+    __m256 sq = _mm256_setzero_ps();
+    for (long j = 0; j < dim; j += 8) {
+      __m256 c = _mm256_sub_ps(_mm256_loadu_ps(p + j), mv);
+      sq = _mm256_fmadd_ps(c, c, sq);
+    }
+    const float inv = 1.0f / sqrtf(hsum8(sq) / (float)dim + eps);
+    if (rstd) rstd[r] = inv;
+    const __m256 iv = _mm256_set1_ps(inv);
+    for (long j = 0; j < dim; j += 8) {
+      __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), mv), iv);
+      __m256 o = _mm256_fmadd_ps(c, _mm256_loadu_ps(w + j), _mm256_loadu_ps(b + j));
+      _mm256_storeu_ps(p + j, o);
+      if (sum) _mm256_storeu_ps(sum + r * dim + j, _mm256_add_ps(o, _mm256_loadu_ps(addend + r * dim + j)));
+    }
+  }
+}
+
+// Few-row linear layer on the weight packed in strips of 32 outputs (evk_linear_pack). Up to
+// three rows at a time keep 12 accumulators (3 rows × 32 outputs) in the 16 registers; the
+// strip (in × 32 floats) is read once per group of rows, from cache after the first.
+EVK_AVX2 __attribute__((always_inline)) static inline void linear_rows8(
+    const float *x, long ldx, const int R, long in, const float *strip, const long *n,
+    const float *bias, long o, float *y, long ldy, int relu) {
+  __m256 a[3][4];
+  for (int r = 0; r < R; r++)
+    for (int q = 0; q < 4; q++) a[r][q] = _mm256_setzero_ps();
+  for (long i = 0; i < in; i++) {
+    const float *w = strip + i * 32;
+    const __m256 w0 = _mm256_loadu_ps(w), w1 = _mm256_loadu_ps(w + 8), w2 = _mm256_loadu_ps(w + 16),
+                 w3 = _mm256_loadu_ps(w + 24);
+    for (int r = 0; r < R; r++) {
+      const __m256 xv = _mm256_broadcast_ss(x + r * ldx + i);
+      a[r][0] = _mm256_fmadd_ps(xv, w0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(xv, w1, a[r][1]);
+      a[r][2] = _mm256_fmadd_ps(xv, w2, a[r][2]);
+      a[r][3] = _mm256_fmadd_ps(xv, w3, a[r][3]);
+    }
+  }
+  for (int q = 0; q < 4; q++) {
+    if (n[q] <= 0) continue;
+    const __m256 bq = bias ? load8(bias + o + 8 * q, n[q]) : _mm256_setzero_ps();
+    for (int r = 0; r < R; r++) {
+      __m256 v = _mm256_add_ps(a[r][q], bq);
+      if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+      store8(y + r * ldy + o + 8 * q, v, n[q]);
+    }
+  }
+}
+
+EVK_AVX2 void evk_linear_few_rows_avx2(const float *x, long ldx, long rows, long in, const float *wt,
+                                       const float *bias, long out, float *y, long ldy, int relu) {
+  for (long o = 0; o < out; o += 32) {
+    const long left = out - o;
+    long n[4];
+    for (int q = 0; q < 4; q++) {
+      const long m = left - 8 * q;
+      n[q] = m <= 0 ? 0 : (m >= 8 ? 8 : m);
+    }
+    const float *strip = wt + o * in;
+    long r = 0;
+    for (; r + 3 <= rows; r += 3)
+      linear_rows8(x + r * ldx, ldx, 3, in, strip, n, bias, o, y + r * ldy, ldy, relu);
+    if (rows - r == 2) linear_rows8(x + r * ldx, ldx, 2, in, strip, n, bias, o, y + r * ldy, ldy, relu);
+    if (rows - r == 1) linear_rows8(x + r * ldx, ldx, 1, in, strip, n, bias, o, y + r * ldy, ldy, relu);
+  }
+}
+
+EVK_AVX2 void evk_row_affine_avx2(float *y, const float *x, long rows, long dim, long ldx,
+                                  const float *a, const float *u, const float *v) {
+  for (long r = 0; r < rows; r++) {
+    const __m256 av = _mm256_set1_ps(a ? a[r] : 1.0f);
+    for (long j = 0; j < dim; j += 8) {
+      const long w = dim - j >= 8 ? 8 : dim - j;
+      __m256 t = load8(x + r * ldx + j, w);
+      if (u) t = _mm256_add_ps(t, load8(u + j, w));
+      t = _mm256_mul_ps(t, av);
+      if (v) t = _mm256_add_ps(t, load8(v + j, w));
+      store8(y + r * dim + j, t, w);
+    }
+  }
+}
+
+EVK_AVX2 void evk_layernorm64_gelu_avx2(float *x, long rows, const float *w, const float *b, float eps,
+                                        const float *pre_bias) {
+  for (long r = 0; r < rows; r++) {
+    float *p = x + r * 64;
+    __m256 v[8];
+    __m256 acc = _mm256_setzero_ps();
+    for (int q = 0; q < 8; q++) {
+      v[q] = _mm256_loadu_ps(p + 8 * q);
+      if (pre_bias) v[q] = _mm256_add_ps(v[q], _mm256_loadu_ps(pre_bias + 8 * q));
+      acc = _mm256_add_ps(acc, v[q]);
+    }
+    const __m256 m = _mm256_set1_ps(hsum8(acc) / 64.0f);
+    __m256 sq = _mm256_setzero_ps();
+    for (int q = 0; q < 8; q++) {
+      v[q] = _mm256_sub_ps(v[q], m);
+      sq = _mm256_fmadd_ps(v[q], v[q], sq);
+    }
+    const __m256 inv = _mm256_set1_ps(1.0f / sqrtf(hsum8(sq) / 64.0f + eps));
+    for (int q = 0; q < 8; q++) {
+      const __m256 n = _mm256_fmadd_ps(_mm256_mul_ps(v[q], inv), _mm256_loadu_ps(w + 8 * q),
+                                        _mm256_loadu_ps(b + 8 * q));
+      _mm256_storeu_ps(p + 8 * q, gelu_erf8(n));
+    }
+  }
+}
+
+#endif

@@ -1,0 +1,389 @@
+// Mask decoder kernels: attention in the token-major layout, and the end of the output
+// upscaling.
+//
+// Attention kernels work in the token-major layout, where the 8 heads of one
+// (image token, prompt token) pair are 8 consecutive floats: one AVX2 vector, so every
+// softmax over prompt tokens is elementwise across a row's vectors.
+//
+// Layouts (h = head, c = channel within a head of `d` channels):
+//   scores, probabilities: row p (image token), column j·8 + h (prompt token j, head h);
+//   "head-interleaved" projections: row p, column c·8 + h (the same row of an nn.Linear output,
+//   permuted so that channel c of every head is one vector).
+//
+// The portable versions are plain loops in the same association order (the AVX2 versions use
+// FastMath's exp polynomial and FMA in the dot products, so they agree to rounding).
+
+#include "internal.h"
+
+#include <math.h>
+
+// The GELU below must round exactly like `RowOps.gelu` in Swift, which never fuses a
+// multiply and an add.
+#pragma STDC FP_CONTRACT OFF
+
+#define H 8
+
+// `RowOps.gelu`: exact GELU with the rational erf (argument clamped to ±4), operation for
+// operation.
+static inline float gelu_erf_scalar(float x) {
+  const float u = x * 0.70710678f;
+  const float z = u < -4.0f ? -4.0f : (u > 4.0f ? 4.0f : u);
+  const float z2 = z * z;
+  float p = -2.7261423e-10f;
+  p = p * z2 + 2.7706814e-08f;
+  p = p * z2 - 2.101024e-06f;
+  p = p * z2 - 5.6925064e-05f;
+  p = p * z2 - 7.3499063e-04f;
+  p = p * z2 - 2.9546000e-03f;
+  p = p * z2 - 1.6096033e-02f;
+  float q = -1.4566072e-05f;
+  q = q * z2 - 2.1337406e-04f;
+  q = q * z2 - 1.682827e-03f;
+  q = q * z2 - 7.3733292e-03f;
+  q = q * z2 - 1.4264739e-02f;
+  return 0.5f * x * (1.0f + z * p / q);
+}
+
+static void gelu_dot_portable(const float *z, long rows, long width, const float *bias,
+                              const float *h, long count, float *out) {
+  float g[256];
+  for (long r = 0; r < rows; r++) {
+    for (long c = 0; c < width; c++) g[c] = gelu_erf_scalar(z[r * width + c] + bias[c]);
+    for (long m = 0; m < count; m++) {
+      float s = 0;
+      for (long c = 0; c < width; c++) s += g[c] * h[m * width + c];
+      out[r * count + m] = s;
+    }
+  }
+}
+
+// FastMath.swift's exp, scalar (the portable twin of exp8).
+static inline float exp_scalar(float x) {
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float shifter = 12582912.0f + 127.0f;
+  const float k = x * 1.44269504f + shifter;
+  const float n = k - shifter;
+  const float r = (x - n * 0.693359375f) + n * 2.1219444e-4f;
+  float p = 1.0f / 5040;
+  p = p * r + 1.0f / 720;
+  p = p * r + 1.0f / 120;
+  p = p * r + 1.0f / 24;
+  p = p * r + 1.0f / 6;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  union {
+    float f;
+    unsigned u;
+  } bits = {k};
+  bits.u <<= 23;
+  return p * bits.f;
+}
+
+static void softmax_heads_portable(float *s, long rows, long t, long ld, float scale,
+                                   const float *bias) {
+  for (long p = 0; p < rows; p++) {
+    float *row = s + p * ld;
+    for (int h = 0; h < H; h++) {
+      float m = -INFINITY;
+      for (long j = 0; j < t; j++) {
+        const float v = row[j * H + h] + (bias ? bias[j * H + h] : 0.0f);
+        m = v > m ? v : m;
+      }
+      float sum = 0;
+      for (long j = 0; j < t; j++) {
+        const float e = exp_scalar(((row[j * H + h] + (bias ? bias[j * H + h] : 0.0f)) - m) * scale);
+        row[j * H + h] = e;
+        sum += e;
+      }
+      const float inv = 1.0f / sum;
+      for (long j = 0; j < t; j++) row[j * H + h] *= inv;
+    }
+  }
+}
+
+static void head_scores_portable(const float *q, long ldq, long rows, const float *k, long t,
+                                 long d, float *out, long ldo) {
+  for (long p = 0; p < rows; p++) {
+    for (long j = 0; j < t; j++) {
+      for (int h = 0; h < H; h++) {
+        float s = 0;
+        for (long c = 0; c < d; c++) s += q[p * ldq + c * H + h] * k[(j * d + c) * H + h];
+        out[p * ldo + j * H + h] = s;
+      }
+    }
+  }
+}
+
+static void softmax_columns_partial_portable(float *s, long rows, long cols, long ld, float scale,
+                                             float *col_max, float *col_sum) {
+  for (long c = 0; c < cols; c++) {
+    float m = -INFINITY;
+    for (long p = 0; p < rows; p++) m = s[p * ld + c] > m ? s[p * ld + c] : m;
+    float sum = 0;
+    for (long p = 0; p < rows; p++) {
+      const float e = exp_scalar((s[p * ld + c] - m) * scale);
+      s[p * ld + c] = e;
+      sum += e;
+    }
+    col_max[c] = m;
+    col_sum[c] = sum;
+  }
+}
+
+static void heads_attend_portable(const float *scores, long rows, long t, long d, const float *v,
+                                  long ldv, float *acc) {
+  for (long j = 0; j < t; j++) {
+    for (long c = 0; c < d; c++) {
+      for (int h = 0; h < H; h++) {
+        float a = 0;
+        for (long p = 0; p < rows; p++) a += scores[(p * t + j) * H + h] * v[p * ldv + c * H + h];
+        acc[(j * d + c) * H + h] = a;
+      }
+    }
+  }
+}
+
+#if EVK_X86
+#include <immintrin.h>
+
+#define EVK_AVX2 __attribute__((target("avx2,fma")))
+#define MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
+
+EVK_AVX2 static inline __m256 exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
+  __m256 k = MULADD8(x, _mm256_set1_ps(1.44269504f), shifter);
+  __m256 n = _mm256_sub_ps(k, shifter);
+  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+  r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.1219444e-4f)));
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 720));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 120));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 24));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 6));
+  p = MULADD8(p, r, _mm256_set1_ps(0.5f));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
+  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
+  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k), 23));
+  return _mm256_mul_ps(p, scale);
+}
+
+EVK_AVX2 static void softmax_heads_avx2(float *s, long rows, long t, long ld, float scale,
+                                        const float *bias) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (long p = 0; p < rows; p++) {
+    float *row = s + p * ld;
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (long j = 0; j < t; j++) {
+      __m256 v = _mm256_loadu_ps(row + j * H);
+      if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j * H));
+      m = _mm256_max_ps(m, v);
+    }
+    __m256 sum = _mm256_setzero_ps();
+    for (long j = 0; j < t; j++) {
+      __m256 v = _mm256_loadu_ps(row + j * H);
+      if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j * H));
+      const __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(v, m), sc));
+      _mm256_storeu_ps(row + j * H, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    const __m256 inv = _mm256_div_ps(_mm256_set1_ps(1.0f), sum);
+    for (long j = 0; j < t; j++)
+      _mm256_storeu_ps(row + j * H, _mm256_mul_ps(_mm256_loadu_ps(row + j * H), inv));
+  }
+}
+
+EVK_AVX2 static void head_scores_avx2(const float *q, long ldq, long rows, const float *k, long t,
+                                      long d, float *out, long ldo) {
+  for (long p = 0; p < rows; p++) {
+    const float *qp = q + p * ldq;
+    for (long j = 0; j < t; j++) {
+      const float *kj = k + j * d * H;
+      __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+      long c = 0;
+      for (; c + 2 <= d; c += 2) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp + c * H), _mm256_loadu_ps(kj + c * H), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(qp + c * H + H), _mm256_loadu_ps(kj + c * H + H), a1);
+      }
+      if (c < d) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp + c * H), _mm256_loadu_ps(kj + c * H), a0);
+      _mm256_storeu_ps(out + p * ldo + j * H, _mm256_add_ps(a0, a1));
+    }
+  }
+}
+
+EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols, long ld, float scale,
+                                                  float *col_max, float *col_sum) {
+  static const int bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
+  const __m256 sc = _mm256_set1_ps(scale);
+  long c = 0;
+  // Whole vectors with plain loads and stores (AMD's masked stores are microcoded and slow).
+  for (; c + 8 <= cols; c += 8) {
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (long p = 0; p < rows; p++) m = _mm256_max_ps(m, _mm256_loadu_ps(s + p * ld + c));
+    __m256 sum = _mm256_setzero_ps();
+    for (long p = 0; p < rows; p++) {
+      const __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + p * ld + c), m), sc));
+      _mm256_storeu_ps(s + p * ld + c, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    _mm256_storeu_ps(col_max + c, m);
+    _mm256_storeu_ps(col_sum + c, sum);
+  }
+  if (c < cols) {
+    const __m256i k = _mm256_loadu_si256((const __m256i *)(bits + 8 - (cols - c)));
+    __m256 m = _mm256_set1_ps(-INFINITY);
+    for (long p = 0; p < rows; p++) m = _mm256_max_ps(m, _mm256_maskload_ps(s + p * ld + c, k));
+    __m256 sum = _mm256_setzero_ps();
+    for (long p = 0; p < rows; p++) {
+      const __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(s + p * ld + c, k), m), sc));
+      _mm256_maskstore_ps(s + p * ld + c, k, e);
+      sum = _mm256_add_ps(sum, e);
+    }
+    _mm256_maskstore_ps(col_max + c, k, m);
+    _mm256_maskstore_ps(col_sum + c, k, sum);
+  }
+}
+
+// acc[j][c] (one vector of 8 heads) = Σ_p scores[p][j] ⊙ v[p][c]: eight accumulators per pass
+// over the rows, so they stay in registers.
+EVK_AVX2 static void heads_attend_avx2(const float *scores, long rows, long t, long d, const float *v,
+                                       long ldv, float *acc) {
+  for (long j = 0; j < t; j++) {
+    for (long c0 = 0; c0 < d; c0 += 8) {
+      const long cn = d - c0 < 8 ? d - c0 : 8;
+      __m256 a[8];
+      for (int q = 0; q < 8; q++) a[q] = _mm256_setzero_ps();
+      if (cn == 8) {
+        for (long p = 0; p < rows; p++) {
+          const __m256 e = _mm256_loadu_ps(scores + (p * t + j) * H);
+          const float *vp = v + p * ldv + c0 * H;
+          for (int q = 0; q < 8; q++) a[q] = _mm256_fmadd_ps(e, _mm256_loadu_ps(vp + q * H), a[q]);
+        }
+      } else {
+        for (long p = 0; p < rows; p++) {
+          const __m256 e = _mm256_loadu_ps(scores + (p * t + j) * H);
+          const float *vp = v + p * ldv + c0 * H;
+          for (long q = 0; q < cn; q++) a[q] = _mm256_fmadd_ps(e, _mm256_loadu_ps(vp + q * H), a[q]);
+        }
+      }
+      for (long q = 0; q < cn; q++) _mm256_storeu_ps(acc + (j * d + c0 + q) * H, a[q]);
+    }
+  }
+}
+EVK_AVX2 static inline __m256 gelu_erf8(__m256 x) {
+  __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678f));
+  z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
+  __m256 z2 = _mm256_mul_ps(z, z);
+  __m256 p = _mm256_set1_ps(-2.7261423e-10f);
+  p = MULADD8(p, z2, _mm256_set1_ps(2.7706814e-08f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-2.101024e-06f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-5.6925064e-05f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-7.3499063e-04f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-2.9546000e-03f));
+  p = MULADD8(p, z2, _mm256_set1_ps(-1.6096033e-02f));
+  __m256 q = _mm256_set1_ps(-1.4566072e-05f);
+  q = MULADD8(q, z2, _mm256_set1_ps(-2.1337406e-04f));
+  q = MULADD8(q, z2, _mm256_set1_ps(-1.682827e-03f));
+  q = MULADD8(q, z2, _mm256_set1_ps(-7.3733292e-03f));
+  q = MULADD8(q, z2, _mm256_set1_ps(-1.4264739e-02f));
+  __m256 erf = _mm256_div_ps(_mm256_mul_ps(z, p), q);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+}
+
+// Eight rows at a time: the eight per-row dot products of one mask are reduced together
+// (hadd tree), instead of one horizontal sum per row.
+EVK_AVX2 static void gelu_dot32_avx2(const float *z, long rows, const float *bias, const float *h,
+                                     long count, float *out) {
+  const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8),
+               b2 = _mm256_loadu_ps(bias + 16), b3 = _mm256_loadu_ps(bias + 24);
+  long r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    __m256 g[8][4];
+    for (int i = 0; i < 8; i++) {
+      const float *zr = z + (r + i) * 32;
+      g[i][0] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr), b0));
+      g[i][1] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 8), b1));
+      g[i][2] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 16), b2));
+      g[i][3] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 24), b3));
+    }
+    for (long m = 0; m < count; m++) {
+      const float *hm = h + m * 32;
+      const __m256 h0 = _mm256_loadu_ps(hm), h1 = _mm256_loadu_ps(hm + 8),
+                   h2 = _mm256_loadu_ps(hm + 16), h3 = _mm256_loadu_ps(hm + 24);
+      __m256 s[8];
+      for (int i = 0; i < 8; i++) {
+        __m256 a = _mm256_mul_ps(g[i][0], h0);
+        a = _mm256_fmadd_ps(g[i][1], h1, a);
+        a = _mm256_fmadd_ps(g[i][2], h2, a);
+        s[i] = _mm256_fmadd_ps(g[i][3], h3, a);
+      }
+      // Lane i of the result = the sum of s[i]'s lanes.
+      const __m256 t01 = _mm256_hadd_ps(s[0], s[1]), t23 = _mm256_hadd_ps(s[2], s[3]);
+      const __m256 t45 = _mm256_hadd_ps(s[4], s[5]), t67 = _mm256_hadd_ps(s[6], s[7]);
+      const __m256 u0 = _mm256_hadd_ps(t01, t23), u1 = _mm256_hadd_ps(t45, t67);
+      // u0 = [r0 r1 r2 r3 | r0 r1 r2 r3] halves (low, high 128-bit lanes), likewise u1 for r4..7.
+      const __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20), hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+      const __m256 sums = _mm256_add_ps(lo, hi);
+      float lane[8];
+      _mm256_storeu_ps(lane, sums);
+      for (int i = 0; i < 8; i++) out[(r + i) * count + m] = lane[i];
+    }
+  }
+  if (r < rows) gelu_dot_portable(z + r * 32, rows - r, 32, bias, h, count, out + r * count);
+}
+#endif
+
+void evk_gelu_dot(const float *z, long rows, long width, const float *bias, const float *h,
+                  long count, float *out) {
+#if EVK_X86
+  if (width == 32 && evk_level() >= EVK_LEVEL_AVX2) {
+    gelu_dot32_avx2(z, rows, bias, h, count, out);
+    return;
+  }
+#endif
+  gelu_dot_portable(z, rows, width, bias, h, count, out);
+}
+
+void evk_softmax_heads(float *s, long rows, long t, long ld, float scale, const float *bias) {
+#if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX2) {
+    softmax_heads_avx2(s, rows, t, ld, scale, bias);
+    return;
+  }
+#endif
+  softmax_heads_portable(s, rows, t, ld, scale, bias);
+}
+
+void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t, long d,
+                     float *out, long ldo) {
+#if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX2) {
+    head_scores_avx2(q, ldq, rows, k, t, d, out, ldo);
+    return;
+  }
+#endif
+  head_scores_portable(q, ldq, rows, k, t, d, out, ldo);
+}
+
+void evk_softmax_columns_partial(float *s, long rows, long cols, long ld, float scale,
+                                 float *col_max, float *col_sum) {
+#if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX2) {
+    softmax_columns_partial_avx2(s, rows, cols, ld, scale, col_max, col_sum);
+    return;
+  }
+#endif
+  softmax_columns_partial_portable(s, rows, cols, ld, scale, col_max, col_sum);
+}
+
+void evk_heads_attend(const float *scores, long rows, long t, long d, const float *v, long ldv,
+                      float *acc) {
+#if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX2) {
+    heads_attend_avx2(scores, rows, t, d, v, ldv, acc);
+    return;
+  }
+#endif
+  heads_attend_portable(scores, rows, t, d, v, ldv, acc);
+}

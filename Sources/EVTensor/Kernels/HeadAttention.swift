@@ -1,0 +1,70 @@
+import CKernels
+
+/// Attention kernels for the mask decoder's token-major layout (Sources/CKernels/decoder.c),
+/// where the 8 heads of one (image token, prompt token) pair are 8 adjacent floats, so a
+/// softmax over prompt tokens is elementwise across vectors.
+///
+/// Layouts, for head h and channel c of a head of `d` channels:
+/// - scores and probabilities: row p (image token), column j·8 + h (prompt token j);
+/// - head-interleaved projections: row p, column c·8 + h (an `nn.Linear` output row with its
+///   columns permuted so that channel c of every head is one vector).
+///
+/// Each has a plain-loop version in C for CPUs without AVX2 (the reference in the tests).
+public enum HeadAttention {
+  /// The number of heads the kernels are written for: one 8-float vector.
+  public static let heads = 8
+
+  /// `out[p][j·8 + h] = Σ_c q[p][c·8 + h] · k[j][c·8 + h]` for p < rows, j < t: per-head dot
+  /// products of head-interleaved rows (q rows `ldq` apart; k dense, t × 8d; out rows `ldo`
+  /// apart).
+  @inline(__always)
+  public static func scores(
+    _ q: UnsafePointer<Float>, ldq: Int, rows: Int, keys k: UnsafePointer<Float>, tokens t: Int,
+    headDim d: Int, into out: UnsafeMutablePointer<Float>, ldo: Int
+  ) {
+    evk_head_scores(q, ldq, rows, k, t, d, out, ldo)
+  }
+
+  /// In place, per row and head: softmax over the `t` prompt tokens of `scale·(x + bias)`
+  /// (`bias`: t·8 values shared by every row, optional).
+  @inline(__always)
+  public static func softmaxOverTokens(
+    _ s: UnsafeMutablePointer<Float>, rows: Int, tokens t: Int, ld: Int, scale: Float,
+    bias: UnsafePointer<Float>? = nil
+  ) {
+    evk_softmax_heads(s, rows, t, ld, scale, bias)
+  }
+
+  /// One slice of a softmax down the columns of `s` (rows × cols, row stride `ld`),
+  /// unnormalised: `s ← exp(scale·(s − m_c))` with m_c the column's maximum over these rows;
+  /// `maxima` and `sums` receive m_c and the column sums.
+  @inline(__always)
+  public static func partialSoftmaxDownColumns(
+    _ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int, scale: Float,
+    maxima: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>
+  ) {
+    evk_softmax_columns_partial(s, rows, cols, ld, scale, maxima, sums)
+  }
+
+  /// `acc[j][c·8 + h] = Σ_p weights[p][j·8 + h] · v[p][c·8 + h]` over p < rows (weights: dense
+  /// rows of 8t; v: head-interleaved rows `ldv` apart; acc: t × 8d).
+  @inline(__always)
+  public static func weightedValues(
+    _ weights: UnsafePointer<Float>, rows: Int, tokens t: Int, headDim d: Int,
+    values v: UnsafePointer<Float>, ldv: Int, into acc: UnsafeMutablePointer<Float>
+  ) {
+    evk_heads_attend(weights, rows, t, d, v, ldv, acc)
+  }
+
+  /// `out[r·count + m] = Σ_c h[m·width + c] · gelu(z[r·width + c] + bias[c])`, with
+  /// `RowOps.gelu` bit for bit; width ≤ 256. The mask decoder's last step: the second
+  /// upscaling convolution's GELU and every mask's hypernetwork product.
+  @inline(__always)
+  public static func geluDot(
+    _ z: UnsafePointer<Float>, rows: Int, width: Int, bias: UnsafePointer<Float>,
+    vectors h: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>
+  ) {
+    precondition(width <= 256, "HeadAttention.geluDot: width \(width) > 256")
+    evk_gelu_dot(z, rows, width, bias, h, count, out)
+  }
+}
