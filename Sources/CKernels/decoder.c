@@ -80,6 +80,30 @@ static inline float exp_scalar(float x) {
   return p * bits.f;
 }
 
+static void fold_layernorm64_gelu_portable(float *y, const float *base, long tokens,
+                                           const float *a0, const float *a1, const float *u0,
+                                           const float *u1, const float *u2, const float *w,
+                                           const float *b, float eps) {
+  for (long p = 0; p < tokens; p++) {
+    float *row = y + p * 256;
+    const float *br = base + p * 256;
+    for (long c = 0; c < 256; c++) {
+      const float t = a0[p] * (br[c] + u0[c]) + u1[c];
+      row[c] = a1[p] * (t + row[c]) + u2[c];
+    }
+    for (int s = 0; s < 4; s++) {
+      float *v = row + 64 * s;
+      float mean = 0;
+      for (int c = 0; c < 64; c++) mean += v[c];
+      mean /= 64.0f;
+      float var = 0;
+      for (int c = 0; c < 64; c++) var += (v[c] - mean) * (v[c] - mean);
+      const float inv = 1.0f / sqrtf(var / 64.0f + eps);
+      for (int c = 0; c < 64; c++) v[c] = gelu_erf_scalar((v[c] - mean) * inv * w[c] + b[c]);
+    }
+  }
+}
+
 static void softmax_heads_portable(float *s, long rows, long t, long ld, float scale,
                                    const float *bias) {
   for (long p = 0; p < rows; p++) {
@@ -332,6 +356,47 @@ EVK_AVX2 static void gelu_dot32_avx2(const float *z, long rows, const float *bia
   }
   if (r < rows) gelu_dot_portable(z + r * 32, rows - r, 32, bias, h, count, out + r * count);
 }
+EVK_AVX2 static void fold_layernorm64_gelu_avx2(float *y, const float *base, long tokens,
+                                                const float *a0, const float *a1, const float *u0,
+                                                const float *u1, const float *u2, const float *w,
+                                                const float *b, float eps) {
+  for (long p = 0; p < tokens; p++) {
+    float *row = y + p * 256;
+    const float *br = base + p * 256;
+    const __m256 s0 = _mm256_set1_ps(a0[p]), s1 = _mm256_set1_ps(a1[p]);
+    for (int s = 0; s < 4; s++) {
+      __m256 v[8];
+      __m256 acc = _mm256_setzero_ps();
+      for (int q = 0; q < 8; q++) {
+        const long c = 64 * s + 8 * q;
+        const __m256 t = _mm256_add_ps(
+            _mm256_mul_ps(s0, _mm256_add_ps(_mm256_loadu_ps(br + c), _mm256_loadu_ps(u0 + c))),
+            _mm256_loadu_ps(u1 + c));
+        v[q] = _mm256_add_ps(_mm256_mul_ps(s1, _mm256_add_ps(t, _mm256_loadu_ps(row + c))),
+                             _mm256_loadu_ps(u2 + c));
+        acc = _mm256_add_ps(acc, v[q]);
+      }
+      __m128 h = _mm_add_ps(_mm256_castps256_ps128(acc), _mm256_extractf128_ps(acc, 1));
+      h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      h = _mm_add_ss(h, _mm_movehdup_ps(h));
+      const __m256 m = _mm256_set1_ps(_mm_cvtss_f32(h) / 64.0f);
+      __m256 sq = _mm256_setzero_ps();
+      for (int q = 0; q < 8; q++) {
+        v[q] = _mm256_sub_ps(v[q], m);
+        sq = _mm256_fmadd_ps(v[q], v[q], sq);
+      }
+      h = _mm_add_ps(_mm256_castps256_ps128(sq), _mm256_extractf128_ps(sq, 1));
+      h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+      h = _mm_add_ss(h, _mm_movehdup_ps(h));
+      const __m256 inv = _mm256_set1_ps(1.0f / sqrtf(_mm_cvtss_f32(h) / 64.0f + eps));
+      for (int q = 0; q < 8; q++) {
+        const __m256 n = _mm256_fmadd_ps(_mm256_mul_ps(v[q], inv), _mm256_loadu_ps(w + 8 * q),
+                                         _mm256_loadu_ps(b + 8 * q));
+        _mm256_storeu_ps(row + 64 * s + 8 * q, gelu_erf8(n));
+      }
+    }
+  }
+}
 #endif
 
 void evk_gelu_dot(const float *z, long rows, long width, const float *bias, const float *h,
@@ -343,6 +408,18 @@ void evk_gelu_dot(const float *z, long rows, long width, const float *bias, cons
   }
 #endif
   gelu_dot_portable(z, rows, width, bias, h, count, out);
+}
+
+void evk_fold_layernorm64_gelu(float *y, const float *base, long tokens, const float *a0,
+                               const float *a1, const float *u0, const float *u1, const float *u2,
+                               const float *w, const float *b, float eps) {
+#if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX2) {
+    fold_layernorm64_gelu_avx2(y, base, tokens, a0, a1, u0, u1, u2, w, b, eps);
+    return;
+  }
+#endif
+  fold_layernorm64_gelu_portable(y, base, tokens, a0, a1, u0, u1, u2, w, b, eps);
 }
 
 void evk_softmax_heads(float *s, long rows, long t, long ld, float scale, const float *bias) {

@@ -246,6 +246,46 @@ import Testing
     }
   }
 
+  /// The folded upscaling's epilogue: two affine maps per row, a LayerNorm per 64 channels and
+  /// the erf GELU, against a double-precision LayerNorm followed by the exact erf GELU.
+  @Test func foldedLayerNormGELUMatchesPlainLoops() {
+    let tokens = 9
+    let y0 = Self.values(tokens * 256, seed: 41, scale: 2)
+    let base = Self.values(tokens * 256, seed: 42, scale: 2)
+    let (a0, a1) = (Self.values(tokens, seed: 43), Self.values(tokens, seed: 44))
+    let (u0, u1, u2) = (
+      Self.values(256, seed: 45), Self.values(256, seed: 46), Self.values(256, seed: 47)
+    )
+    let (w, b) = (Self.values(64, seed: 48), Self.values(64, seed: 49))
+    for level in Self.levels {
+      var y = y0
+      SIMDLevel.capped(at: level) {
+        HeadAttention.foldedLayerNormGELU(
+          &y, base: base, tokens: tokens, innerScale: a0, outerScale: a1, innerOffset: u0,
+          middleOffset: u1, outerOffset: u2, weight: w, bias: b, eps: 1e-6)
+      }
+      var worst = 0.0
+      for p in 0..<tokens {
+        let v = (0..<256).map { c -> Double in
+          let t = Double(a0[p]) * (Double(base[p * 256 + c]) + Double(u0[c])) + Double(u1[c])
+          return Double(a1[p]) * (t + Double(y0[p * 256 + c])) + Double(u2[c])
+        }
+        for s in 0..<4 {
+          let x = v[(64 * s)..<(64 * s + 64)]
+          let mean = x.reduce(0, +) / 64
+          let variance = x.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / 64
+          for c in 0..<64 {
+            let n =
+              (x[64 * s + c] - mean) / (variance + 1e-6).squareRoot() * Double(w[c]) + Double(b[c])
+            let g = 0.5 * n * (1 + erf(n / 2.0.squareRoot()))
+            worst = max(worst, abs(Double(y[p * 256 + 64 * s + c]) - g))
+          }
+        }
+      }
+      #expect(worst <= 1e-5, "\(level) folded LayerNorm GELU")
+    }
+  }
+
   /// The vector GELUs (encoder tanh, decoder erf) perform the portable formulas operation for
   /// operation: bit-identical at every level.
   @Test func vectorGELUsAreBitIdenticalToThePortableLoops() {

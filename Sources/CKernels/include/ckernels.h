@@ -141,6 +141,15 @@ void evk_heads_attend(const float *scores, long rows, long t, long d, const floa
 void evk_gelu_dot(const float *z, long rows, long width, const float *bias, const float *h,
                   long count, float *out);
 
+/// The end of the folded first upscaling convolution and what follows it, in place on `y`
+/// (`tokens` rows of 256 = 4 sub-pixels × 64 channels, holding the folded product): per row p,
+/// v = a1[p]·(a0[p]·(base[p] + u0) + u1 + y[p]) + u2 (u0, u1, u2: 256 values), then per
+/// sub-pixel a LayerNorm over its 64 channels (w, b: 64 values) and the erf GELU of
+/// `evk_gelu_erf_rational`, bit for bit.
+void evk_fold_layernorm64_gelu(float *y, const float *base, long tokens, const float *a0,
+                               const float *a1, const float *u0, const float *u1, const float *u2,
+                               const float *w, const float *b, float eps);
+
 #ifdef __cplusplus
 }
 #endif

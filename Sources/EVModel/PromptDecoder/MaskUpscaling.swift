@@ -149,11 +149,17 @@ extension MaskDecoder {
             bias: upscaleNormBias.base, eps: DecoderLayerNorm.eps, preBias: upscale1Bias.base,
             gelu: true, serial: true)
         case .folded(let base, let trace, let mixing):
-          foldedFirstConvolution(
-            base: base, trace: trace, mixing: mixing, from: p0, rows: rows, into: y)
-          RowOps.layerNorm(
-            y, y, rows: 4 * rows, dim: c1, weight: upscaleNormWeight.base,
-            bias: upscaleNormBias.base, eps: DecoderLayerNorm.eps, gelu: true, serial: true)
+          // y = ρ_1·(ρ_0·(K_0·W_0 + r_0) + e_1 + (ρ_0·P_0)·(U_0·W_0) + P_1·(U_1·W_1)) + e_2
+          // (see `UpscaleFold`): the product here, the rest fused with the LayerNorm.
+          let ldP = 2 * 8 * trace.tokens
+          SmallGEMM.multiply(
+            m: rows, k: ldP, a: trace.probabilities + p0 * ldP, lda: ldP, b: mixing, c: y,
+            ldc: width)
+          HeadAttention.foldedLayerNormGELU(
+            y, base: base + p0 * width, tokens: rows, innerScale: trace.rstd + p0,
+            outerScale: trace.rstd + n + p0, innerOffset: upscaleFold.offsets[0].base,
+            middleOffset: upscaleFold.offsets[1].base, outerOffset: upscaleFold.final.base,
+            weight: upscaleNormWeight.base, bias: upscaleNormBias.base, eps: DecoderLayerNorm.eps)
         }
         SmallGEMM.multiply(m: 4 * rows, k: c1, a: y, lda: c1, b: upscale2Packed, c: z, ldc: 4 * c2)
         HeadAttention.geluDot(
@@ -175,26 +181,5 @@ extension MaskDecoder {
         }
       }
     }
-  }
-
-  /// Rows `p0 ..< p0 + rows` of the first convolution's output (with bias), from the folded
-  /// form (see `UpscaleFold`): with two blocks,
-  /// `y = ρ_1·(ρ_0·(K_0·W_0 + r_0) + e_1 + (ρ_0·P_0)·(U_0·W_0) + P_1·(U_1·W_1)) + e_2`.
-  private func foldedFirstConvolution(
-    base: UnsafePointer<Float>, trace: FoldTrace, mixing: PackedMatrix, from p0: Int,
-    rows: Int, into y: UnsafeMutablePointer<Float>
-  ) {
-    let n = Self.imageTokens
-    let width = 4 * Self.upscaledChannels[0]
-    let ldP = 2 * 8 * trace.tokens
-    RowOps.rowAffine(
-      base + p0 * width, ldx: width, rows: rows, dim: width, scale: trace.rstd + p0,
-      inner: upscaleFold.offsets[0].base, outer: upscaleFold.offsets[1].base, into: y)
-    SmallGEMM.multiply(
-      m: rows, k: ldP, a: trace.probabilities + p0 * ldP, lda: ldP, b: mixing, c: y, ldc: width,
-      accumulate: true)
-    RowOps.rowAffine(
-      y, ldx: width, rows: rows, dim: width, scale: trace.rstd + n + p0, inner: nil,
-      outer: upscaleFold.final.base, into: y)
   }
 }

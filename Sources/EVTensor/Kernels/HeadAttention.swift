@@ -67,4 +67,19 @@ public enum HeadAttention {
     precondition(width <= 256, "HeadAttention.geluDot: width \(width) > 256")
     evk_gelu_dot(z, rows, width, bias, h, count, out)
   }
+
+  /// The folded first upscaling convolution's epilogue, in place on `y` (`tokens` rows of 4
+  /// sub-pixels × 64 channels holding the folded product): per row p,
+  /// `v = a1[p]·(a0[p]·(base[p] + u0) + u1 + y[p]) + u2`, then each sub-pixel's LayerNorm over
+  /// its 64 channels (`weight`, `bias`, `eps`) and the erf GELU (`RowOps.gelu`, bit for bit).
+  @inline(__always)
+  public static func foldedLayerNormGELU(
+    _ y: UnsafeMutablePointer<Float>, base: UnsafePointer<Float>, tokens: Int,
+    innerScale a0: UnsafePointer<Float>, outerScale a1: UnsafePointer<Float>,
+    innerOffset u0: UnsafePointer<Float>, middleOffset u1: UnsafePointer<Float>,
+    outerOffset u2: UnsafePointer<Float>, weight: UnsafePointer<Float>,
+    bias: UnsafePointer<Float>, eps: Float
+  ) {
+    evk_fold_layernorm64_gelu(y, base, tokens, a0, a1, u0, u1, u2, weight, bias, eps)
+  }
 }
