@@ -106,6 +106,11 @@ import Testing
       SmallGEMM.multiply(m: m, n: n, k: k, a: a, lda: k, b: b, ldb: n, c: $0.baseAddress!, ldc: n)
     }
     #expect(parallel == serial)
+    var parallelPacked = [Float](repeating: 0, count: m * n)
+    parallelPacked.withUnsafeMutableBufferPointer {
+      SmallGEMM.parallelMultiply(m: m, k: k, a: a, lda: k, b: packed, c: $0.baseAddress!, ldc: n)
+    }
+    #expect(parallelPacked == serial)
   }
 
   /// The per-head scores, the softmax over prompt tokens, the partial softmax down columns and

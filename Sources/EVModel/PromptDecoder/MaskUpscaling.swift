@@ -21,6 +21,8 @@ import EVTensor
 struct UpscaleFold: Sendable {
   /// W_l for every transformer block, each E × 256.
   let maps: [DecoderBuffer]
+  /// `maps`, packed for the per-prompt products.
+  let packedMaps: [PackedMatrix]
   /// r_0, then e_l for l = 1…L−1, each 256 values.
   let offsets: [DecoderBuffer]
   /// e_L, 256 values.
@@ -73,6 +75,7 @@ struct UpscaleFold: Sendable {
     }
     let last = transposedTimes(w, column(layers[layers.count - 1].norm4.bias.base))
     self.maps = maps.map { DecoderBuffer($0.map { Float($0) }) }
+    packedMaps = self.maps.map { PackedMatrix($0.base, rows: e, columns: columns, ld: columns) }
     self.offsets = offsets
     final = DecoderBuffer(zip(last, bias).map { $0 + $1 })
   }
@@ -100,8 +103,8 @@ extension MaskDecoder {
     let mixing = workspace.buffer("upscaleMixing", count: 2 * hT * width)
     for l in 0..<2 {
       SmallGEMM.parallelMultiply(
-        m: hT, n: width, k: e, a: trace.values + l * hT * e, lda: e,
-        b: upscaleFold.maps[l].base, ldb: width, c: mixing + l * hT * width, ldc: width)
+        m: hT, k: e, a: trace.values + l * hT * e, lda: e, b: upscaleFold.packedMaps[l],
+        c: mixing + l * hT * width, ldc: width)
     }
     return PackedMatrix(mixing, rows: 2 * hT, columns: width, ld: width)
   }

@@ -93,9 +93,6 @@ extension TwoWayTransformer {
       values: workspace.buffer("foldU", count: 2 * hT * e),
       rstd: workspace.buffer("foldRstd", count: 2 * n), tokens: t)
     let ldP = 2 * hT
-    // K_1 is kept for the whole image (phase 1 reads it); K_2 only without the cache (the
-    // upscaling then reads it). Everything else stays in per-chunk scratch, in the core's
-    // cache: K_1 + pe, K_2 + pe, and with the cache K_2 itself.
     // The token→image softmaxes over all image tokens run in a fixed number of groups of
     // consecutive slices (independent of the thread count, so the result is too); each group
     // keeps a running maximum, sum and weighted sum (`SoftmaxGroup`), merged at the end.
@@ -111,6 +108,9 @@ extension TwoWayTransformer {
     func slicesOf(_ g: Int) -> Range<Int> {
       (g * slicesPerGroup)..<min(slices, (g + 1) * slicesPerGroup)
     }
+    // K_1 is kept for the whole image (phase 1 reads it); K_2 only without the cache (the
+    // upscaling then reads it). Everything else stays in per-chunk scratch, in the core's
+    // cache: K_1 + pe, K_2 + pe, and with the cache K_2 itself.
     let (keys1, keys2) = workspace.keyBuffers(count: n * e)
     let groupCost = slicesPerGroup * w * e * 3 * hT
     let chunks = Parallel.chunkCount(count: groups, costPerItem: groupCost)
@@ -362,23 +362,23 @@ extension TwoWayTransformer {
   /// (`embedding` values, or with `interleavedHeads` t·d·8 values grouped by head) rescaled to
   /// the overall maximum and divided by the overall sum of exponentials.
   private static func combineGroups(
-    _ partial: UnsafePointer<Float>, stats: UnsafePointer<Float>, groups slices: Int, columns: Int,
+    _ partial: UnsafePointer<Float>, stats: UnsafePointer<Float>, groups: Int, columns: Int,
     embedding e: Int, scale: Float, statsStride: Int? = nil, sumOffset: Int? = nil,
     partialStride: Int? = nil, interleavedHeads: Bool = false
   ) -> DecoderBuffer {
     let stride = statsStride ?? 2 * columns
     let sumAt = sumOffset ?? columns
-    let perSlice = partialStride ?? columns * e
+    let perGroup = partialStride ?? columns * e
     let out = DecoderBuffer(count: columns * e)
-    let weights = DecoderBuffer(count: slices)
+    let weights = DecoderBuffer(count: groups)
     for r in 0..<columns {
       var m = -Float.infinity
-      for s in 0..<slices { m = max(m, stats[s * stride + r]) }
+      for g in 0..<groups { m = max(m, stats[g * stride + r]) }
       var total: Float = 0
-      for s in 0..<slices {
-        let wgt = Foundation.exp((stats[s * stride + r] - m) * scale)
-        weights.base[s] = wgt
-        total += wgt * stats[s * stride + sumAt + r]
+      for g in 0..<groups {
+        let wgt = Foundation.exp((stats[g * stride + r] - m) * scale)
+        weights.base[g] = wgt
+        total += wgt * stats[g * stride + sumAt + r]
       }
       let inv = 1 / total
       if interleavedHeads {
@@ -387,15 +387,15 @@ extension TwoWayTransformer {
         for c in 0..<e {
           let index = (j * e + c) * 8 + h
           var acc: Float = 0
-          for s in 0..<slices { acc += weights.base[s] * partial[s * perSlice + index] }
+          for g in 0..<groups { acc += weights.base[g] * partial[g * perGroup + index] }
           out.base[index] = acc * inv
         }
       } else {
         let o = out.base + r * e
         for c in 0..<e { o[c] = 0 }
-        for s in 0..<slices {
-          let wgt = weights.base[s]
-          let p = partial + s * perSlice + r * e
+        for g in 0..<groups {
+          let wgt = weights.base[g]
+          let p = partial + g * perGroup + r * e
           for c in 0..<e { o[c] += wgt * p[c] }
         }
         for c in 0..<e { o[c] *= inv }

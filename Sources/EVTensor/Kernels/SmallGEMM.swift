@@ -34,6 +34,24 @@ public enum SmallGEMM {
       transA ? 1 : 0, m, b.columns, k, a, lda, b.storage, c, ldc, accumulate ? 1 : 0)
   }
 
+  /// `multiply` with a packed B, split into column panels over the compute threads when it is
+  /// large enough; the result is the same as on one thread.
+  public static func parallelMultiply(
+    transA: Bool = false, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
+    c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
+  ) {
+    precondition(k == b.rows, "SmallGEMM: inner dimension \(k) ≠ packed B's \(b.rows) rows")
+    let n = b.columns
+    let panels = (n + 15) / 16
+    Parallel.forRanges(count: panels, costPerItem: m * k * 16) { range in
+      let j0 = range.lowerBound * 16
+      let width = min(n, range.upperBound * 16) - j0
+      // Panel p of the packing starts p·16·k floats in.
+      evk_gemm_prepacked(
+        transA ? 1 : 0, m, width, k, a, lda, b.storage + j0 * k, c + j0, ldc, accumulate ? 1 : 0)
+    }
+  }
+
   /// `multiply`, split into column panels over the compute threads when it is large enough;
   /// the result is the same as on one thread.
   public static func parallelMultiply(
