@@ -338,19 +338,24 @@ static int evk_compute_process_level(void) {
   return level;
 }
 
-int evk_level(void) {
+static int evk_process_simd_level(void) {
   int level = __atomic_load_n(&evk_process_level, __ATOMIC_RELAXED);
   if (level < 0) {
     level = evk_compute_process_level();
     __atomic_store_n(&evk_process_level, level, __ATOMIC_RELAXED);
   }
+  return level;
+}
+
+int evk_level(void) {
+  const int level = evk_process_simd_level();
   const int cap = evk_thread_cap;
   return cap >= 0 && cap < level ? cap : level;
 }
 
 int evk_simd_level(void) { return evk_level(); }
 
-int evk_cpu_simd_level(void) { return evk_cpu_level(); }
+int evk_available_simd_level(void) { return evk_process_simd_level(); }
 
 int evk_thread_simd_cap(void) { return evk_thread_cap; }
 
@@ -453,7 +458,7 @@ int evk_layernorm64_gelu(float *x, long rows, const float *weight, const float *
 
 int evk_level(void) { return EVK_LEVEL_PORTABLE; }
 int evk_simd_level(void) { return EVK_LEVEL_PORTABLE; }
-int evk_cpu_simd_level(void) { return EVK_LEVEL_PORTABLE; }
+int evk_available_simd_level(void) { return EVK_LEVEL_PORTABLE; }
 int evk_thread_simd_cap(void) { return -1; }
 int evk_set_thread_simd_cap(int level) {
   (void)level;

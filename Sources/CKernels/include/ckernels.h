@@ -28,8 +28,9 @@ int evk_gelu_erf_rational(float *p, long n, const float *bias);
 /// (portable, avx2, avx512) or EVSAM_NO_AVX512=1 (= avx2), and by the thread's own cap.
 int evk_simd_level(void);
 
-/// The best level this CPU has, whatever EVSAM_SIMD says.
-int evk_cpu_simd_level(void);
+/// The best level this process may use: the CPU's, capped by EVSAM_SIMD / EVSAM_NO_AVX512 but
+/// not by a thread's cap.
+int evk_available_simd_level(void);
 
 /// Caps the level for kernels run on the calling thread (-1 removes the cap); returns the
 /// previous cap. For tests that compare levels: other threads are not affected.

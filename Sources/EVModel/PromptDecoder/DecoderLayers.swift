@@ -73,9 +73,19 @@ struct DecoderLinear: Sendable {
     {
       return
     }
-    DecoderMath.gemm(
-      rows, outFeatures, inFeatures, x, ldx, weight.base, inFeatures, transB: true, y, ldy)
-    RowOps.biasActivation(y, rows: rows, cols: outFeatures, stride: ldy, bias: bias.base, act)
+    if rows <= RowOps.fewRows {
+      // On one thread, unsplit: a prompt's tokens then give the same result on any number of
+      // threads (BLAS's results depend on how a product is split).
+      BLAS.serialSgemm(
+        transA: false, transB: true, m: rows, n: outFeatures, k: inFeatures, alpha: 1, a: x,
+        lda: ldx, b: weight.base, ldb: inFeatures, beta: 0, c: y, ldc: ldy)
+    } else {
+      DecoderMath.gemm(
+        rows, outFeatures, inFeatures, x, ldx, weight.base, inFeatures, transB: true, y, ldy)
+    }
+    RowOps.biasActivation(
+      y, rows: rows, cols: outFeatures, stride: ldy, bias: bias.base, act,
+      serial: rows <= RowOps.fewRows)
   }
 
   /// Dense rows (`ldx == inFeatures`, `ldy == outFeatures`).

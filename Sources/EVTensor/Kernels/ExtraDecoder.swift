@@ -208,6 +208,9 @@ public enum RowOps {
     }
   }
 
+  /// The most rows `linearFewRows` takes.
+  public static let fewRows = Int(EVK_FEW_ROWS)
+
   /// A linear layer's `outFeatures × inFeatures` weight packed for `linearFewRows`: strips
   /// of 32 outputs, each `inFeatures × 32`, zero-padded.
   public static func packForFewRows(
@@ -252,11 +255,11 @@ public enum RowOps {
   /// In place: `x[r][c] = act(x[r][c] + bias[c])` for `rows` runs of `cols` values `stride` apart.
   public static func biasActivation(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int,
-    bias: UnsafePointer<Float>?, _ act: Activation
+    bias: UnsafePointer<Float>?, _ act: Activation, serial: Bool = false
   ) {
     precondition(rows >= 0 && cols >= 0 && stride >= cols, "RowOps.biasActivation: bad geometry")
     guard bias != nil || act != .identity, cols > 0 else { return }
-    Parallel.forRanges(count: rows, costPerItem: cols * act.cost) { range in
+    Parallel.forRanges(count: rows, costPerItem: cols * act.cost, serial: serial) { range in
       for r in range {
         applyBiasVectorActivation(x + r * stride, count: cols, bias: bias, act)
       }

@@ -1,15 +1,21 @@
 import CKernels
 
 /// Products of operands that already sit in cache, with a result that does not depend on how
-/// the work is split (`evk_gemm`, Sources/CKernels/gemm.c).
+/// the work is split between threads (`evk_gemm`, Sources/CKernels/gemm.c).
 ///
-/// Each element of C is one chain of multiply-adds over the inner dimension in order, so a
-/// product computed in column panels on two threads equals the same product on one thread, bit
-/// for bit. OpenBLAS's results change with its blocking, so per-prompt decoder results computed
-/// through it would depend on the thread count; these do not. Nothing is packed and C is not
+/// With AVX2 (or AVX-512) each element of C is one chain of fused multiply-adds over the inner
+/// dimension in order, so a product computed in column panels on two threads equals the same
+/// product on one thread, bit for bit; nothing is packed except B's panels, and C is not
 /// cleared in a separate pass, which is what OpenBLAS spends much of its time on at the mask
-/// decoder's sizes.
+/// decoder's sizes. Below AVX2 (`SIMDLevel.portable`: other CPUs, or `EVSAM_SIMD=portable`)
+/// the products go to the platform BLAS, whose results depend on the shapes it is given;
+/// products here are only ever split at fixed points, so the results still do not depend on
+/// the number of threads.
 public enum SmallGEMM {
+  /// Whether this thread's products run on the split-invariant kernel.
+  @inline(__always)
+  static var ownKernel: Bool { evk_simd_level() >= EVK_LEVEL_AVX2 }
+
   /// `C[m×n] = op(A)·B` (or `C + op(A)·B` with `accumulate`), on the calling thread. op(A) is
   /// `A` (m×k, row stride `lda`) or, with `transA`, the transpose of `A` stored k×m (row stride
   /// `lda`); `B` is k×n (row stride `ldb`).
@@ -20,7 +26,13 @@ public enum SmallGEMM {
     accumulate: Bool = false
   ) {
     precondition(m >= 0 && n >= 0 && k >= 0, "SmallGEMM: negative size m=\(m) n=\(n) k=\(k)")
-    evk_gemm(transA ? 1 : 0, m, n, k, a, lda, b, ldb, c, ldc, accumulate ? 1 : 0)
+    if ownKernel {
+      evk_gemm(transA ? 1 : 0, m, n, k, a, lda, b, ldb, c, ldc, accumulate ? 1 : 0)
+    } else {
+      BLAS.serialSgemm(
+        transA: transA, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b,
+        ldb: ldb, beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+    }
   }
 
   /// `multiply` with B packed beforehand (`PackedMatrix`): for a B that many products share.
@@ -29,43 +41,67 @@ public enum SmallGEMM {
     transA: Bool = false, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
   ) {
-    precondition(k == b.rows, "SmallGEMM: inner dimension \(k) ≠ packed B's \(b.rows) rows")
-    evk_gemm_prepacked(
-      transA ? 1 : 0, m, b.columns, k, a, lda, b.storage, c, ldc, accumulate ? 1 : 0)
+    multiply(
+      transA: transA, m: m, k: k, a: a, lda: lda, b: b, columns: 0..<b.columns, c: c, ldc: ldc,
+      accumulate: accumulate)
   }
 
-  /// `multiply` with a packed B, split into column panels over the compute threads when it is
-  /// large enough; the result is the same as on one thread.
+  /// Columns `columns` (starting at a multiple of 16) of `multiply` with a packed B.
+  private static func multiply(
+    transA: Bool, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
+    columns: Range<Int>, c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool
+  ) {
+    precondition(k == b.rows, "SmallGEMM: inner dimension \(k) ≠ packed B's \(b.rows) rows")
+    precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.columns)
+    let j0 = columns.lowerBound
+    // Panel p of the packing is k rows of 16 floats, p·16·k floats in.
+    if ownKernel {
+      evk_gemm_prepacked(
+        transA ? 1 : 0, m, columns.count, k, a, lda, b.storage + j0 * k, c + j0, ldc,
+        accumulate ? 1 : 0)
+      return
+    }
+    for p0 in stride(from: j0, to: columns.upperBound, by: 16) {
+      BLAS.serialSgemm(
+        transA: transA, transB: false, m: m, n: min(16, columns.upperBound - p0), k: k,
+        alpha: 1, a: a, lda: lda, b: b.storage + p0 * k, ldb: 16, beta: accumulate ? 1 : 0,
+        c: c + p0, ldc: ldc)
+    }
+  }
+
+  /// Column blocks of a parallel product: fixed, whatever the thread count (see above).
+  static let parallelBlocks = 8
+
+  /// `multiply` with a packed B, split into column blocks over the compute threads; the result
+  /// is the same as on one thread.
   public static func parallelMultiply(
     transA: Bool = false, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
   ) {
-    precondition(k == b.rows, "SmallGEMM: inner dimension \(k) ≠ packed B's \(b.rows) rows")
-    let n = b.columns
-    let panels = (n + 15) / 16
-    Parallel.forRanges(count: panels, costPerItem: m * k * 16) { range in
-      let j0 = range.lowerBound * 16
-      let width = min(n, range.upperBound * 16) - j0
-      // Panel p of the packing starts p·16·k floats in.
-      evk_gemm_prepacked(
-        transA ? 1 : 0, m, width, k, a, lda, b.storage + j0 * k, c + j0, ldc, accumulate ? 1 : 0)
+    let panels = (b.columns + 15) / 16
+    let blocks = min(panels, parallelBlocks)
+    Parallel.forEach(count: blocks, costPerItem: m * k * 16 * panels / max(1, blocks)) { i in
+      let columns = (16 * (panels * i / blocks))..<min(b.columns, 16 * (panels * (i + 1) / blocks))
+      multiply(
+        transA: transA, m: m, k: k, a: a, lda: lda, b: b, columns: columns, c: c, ldc: ldc,
+        accumulate: accumulate)
     }
   }
 
-  /// `multiply`, split into column panels over the compute threads when it is large enough;
-  /// the result is the same as on one thread.
+  /// `multiply`, split into column blocks over the compute threads; the result is the same as
+  /// on one thread.
   public static func parallelMultiply(
     transA: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
     b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
     accumulate: Bool = false
   ) {
-    // Panels of 16 columns: the kernel's register block.
     let panels = (n + 15) / 16
-    Parallel.forRanges(count: panels, costPerItem: m * k * 16) { range in
-      let j0 = range.lowerBound * 16
-      let width = min(n, range.upperBound * 16) - j0
+    let blocks = min(panels, parallelBlocks)
+    Parallel.forEach(count: blocks, costPerItem: m * k * 16 * panels / max(1, blocks)) { i in
+      let j0 = 16 * (panels * i / blocks)
+      let j1 = min(n, 16 * (panels * (i + 1) / blocks))
       multiply(
-        transA: transA, m: m, n: width, k: k, a: a, lda: lda, b: b + j0, ldb: ldb, c: c + j0,
+        transA: transA, m: m, n: j1 - j0, k: k, a: a, lda: lda, b: b + j0, ldb: ldb, c: c + j0,
         ldc: ldc, accumulate: accumulate)
     }
   }
@@ -101,9 +137,9 @@ public enum SIMDLevel: Int32, Sendable, CaseIterable, Comparable {
   /// (portable, avx2, avx512) and by `capped(at:_:)`.
   public static var current: SIMDLevel { SIMDLevel(rawValue: evk_simd_level()) ?? .portable }
 
-  /// The levels this CPU can run, lowest first.
+  /// The levels this process can run, lowest first: the CPU's, capped by `EVSAM_SIMD`.
   public static var supported: [SIMDLevel] {
-    let best = SIMDLevel(rawValue: evk_cpu_simd_level()) ?? .portable
+    let best = SIMDLevel(rawValue: evk_available_simd_level()) ?? .portable
     return allCases.filter { $0 <= best }
   }
 
