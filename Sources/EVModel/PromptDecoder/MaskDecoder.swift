@@ -136,11 +136,15 @@ public struct MaskDecoder: Sendable {
     let upscaleBase = DecoderBuffer(count: n * width)
     DecoderMath.gemm(
       n, width, e, keys.base, e, upscaleFold.maps[0].base, width, upscaleBase.base, width)
+    let secondBlock =
+      SecondBlockBasis.applies(to: transformer)
+      ? SecondBlockBasis(
+        transformer: transformer, keys: keys.base, positional: pe.base, imageTokens: n) : nil
     return DecoderImage(
       embedding: tokens, positional: pe,
       shared: .init(
         noMask: noMaskEmbedding.storage, keys: keys, k: k, v: v, q: q,
-        upscaleBase: upscaleBase))
+        upscaleBase: upscaleBase, secondBlock: secondBlock))
   }
 
   /// 1×C×H×W → (H·W)×C.
@@ -351,6 +355,8 @@ public struct DecoderImage: Sendable {
     let q: DecoderBuffer
     /// `keys·W_0` of `UpscaleFold`, N×256.
     let upscaleBase: DecoderBuffer
+    /// The second block's image projections, folded (`SecondBlockBasis`).
+    let secondBlock: SecondBlockBasis?
   }
 
   /// The image embedding, token-major (4096×256).

@@ -172,7 +172,23 @@ extension TwoWayTransformer {
     second.norm1.residual(queries, plus: delta.base, rows: t)
     let t2i1 = second.tokensToImage
     addTokenPE()
-    let foldedQueries1 = t2i1.foldedQueryColumns(withPE.base, count: t)
+    // With the cache, block 1's projections of the image tokens come from the per-image basis
+    // (`SecondBlockBasis`); without, its queries are folded into the keys' side.
+    let basis = cached?.secondBlock
+    let centred0 = basis.map { _ in
+      SecondBlockBasis.centredValues(trace.values, rows: hT, transformer: self)
+    }
+    let mix1 = centred0.map { centred in
+      let projected = DecoderBuffer(count: t * t2i1.internalDim)
+      t2i1.q.apply(withPE.base, rows: t, into: projected.base)
+      return SecondBlockMix(
+        tokens: projected.base, count: t, centred: centred, imageSide: t2i1.k, values: t2i1.v,
+        attention: t2i1)
+    }
+    let foldedQueries1 = basis == nil ? t2i1.foldedQueryColumns(withPE.base, count: t) : nil
+    let dim1 = t2i1.internalDim
+    let lowPartial = workspace.buffer("groupLow", count: groups * hT * hT)
+    let headPartial = workspace.buffer("groupHeads", count: groups * t * dim1)
 
     // Phase 0, image side, slice by slice.
     let cachedQueries = cached.map { UnsafePointer($0.q.base) }
@@ -200,20 +216,50 @@ extension TwoWayTransformer {
           let k1 = keys1 + p0 * e
           SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values0Packed, c: k1, ldc: e)
           first.norm4.residual(
-            k1, plus: keys + p0 * e, rows: rows, addend: imagePE + p0 * e,
-            sum: keysPE1, rstd: trace.rstd + p0, deltaBias: i2t0.out.bias.base, serial: true)
+            k1, plus: keys + p0 * e, rows: rows, addend: basis == nil ? imagePE + p0 * e : nil,
+            sum: basis == nil ? keysPE1 : nil, rstd: trace.rstd + p0,
+            deltaBias: i2t0.out.bias.base, serial: true)
           Self.scaleRows(p, rows: rows, cols: hT, ld: ldP, by: trace.rstd + p0)
           // Block 1's token→image attention over this slice.
-          Self.tokensToImageSlice(
-            keys: k1, keysPE: keysPE1, rows: rows, embedding: e, foldedQueries: foldedQueries1,
-            scale: t2i1.scale, scores: local + 3 * w * e, sliceStats: local + 3 * w * e + w * hT,
-            into: group(g, columns: hT), first: s == slicesOf(g).lowerBound)
+          let scores = local + 3 * w * e
+          let sliceStats = local + 3 * w * e + w * hT
+          let isFirst = s == slicesOf(g).lowerBound
+          if let basis, let mix1 {
+            mix1.sliceScores(
+              base: basis.keys.base + p0 * dim1, offset: basis.keyOffset.base + p0 * dim1,
+              rstd: trace.rstd + p0, probabilities: p, ldp: ldP, rows: rows, attention: t2i1,
+              scratch: local, into: scores, ldo: hT)
+            SecondBlockBasis.scaledPlusOffset(
+              basis.values.base + p0 * dim1, scale: trace.rstd + p0, offset: nil, rows: rows,
+              width: dim1, into: local)
+            Self.attendOnBasis(
+              scores: scores, rows: rows, tokens: t, values: local, attention: t2i1,
+              probabilities: p, ldp: ldP, sliceStats: sliceStats, heads: local + w * e,
+              into: group(g, columns: hT), low: lowPartial + g * hT * hT,
+              headPartial: headPartial + g * t * dim1, first: isFirst)
+          } else {
+            Self.tokensToImageSlice(
+              keys: k1, keysPE: keysPE1, rows: rows, embedding: e, foldedQueries: foldedQueries1!,
+              scale: t2i1.scale, scores: scores, sliceStats: sliceStats,
+              into: group(g, columns: hT), first: isFirst)
+          }
         }
       }
     }
-    let attended1 = Self.combineGroups(
-      partial, stats: stats, groups: groups, columns: hT, embedding: e, scale: t2i1.scale)
-    t2i1.unfoldValues(attended1.base, count: t, into: delta.base)
+    if let basis, let mix1 {
+      let low = Self.combineGroups(
+        lowPartial, stats: stats, groups: groups, columns: hT, embedding: hT, scale: t2i1.scale)
+      let heads = Self.combineGroups(
+        headPartial, stats: stats, groups: groups, columns: hT, embedding: t2i1.headDim,
+        scale: t2i1.scale, interleavedHeads: true)
+      Self.valuesOnBasis(
+        heads: heads.base, low: low.base, mix: mix1, offset: basis.valueOffset.base, tokens: t,
+        attention: t2i1, into: delta.base)
+    } else {
+      let attended1 = Self.combineGroups(
+        partial, stats: stats, groups: groups, columns: hT, embedding: e, scale: t2i1.scale)
+      t2i1.unfoldValues(attended1.base, count: t, into: delta.base)
+    }
     second.norm2.residual(queries, plus: delta.base, rows: t)
     mlp(second)
 
@@ -224,7 +270,12 @@ extension TwoWayTransformer {
     addTokenPE()
     let keys1Tokens = DecoderBuffer(count: t * i2t1.internalDim)
     i2t1.k.apply(withPE.base, rows: t, into: keys1Tokens.base)
-    let (foldedKeys1, keyBias1) = i2t1.foldedKeyColumns(keys1Tokens.base, count: t)
+    let folded1 = basis == nil ? i2t1.foldedKeyColumns(keys1Tokens.base, count: t) : nil
+    let mixKeys1 = centred0.map {
+      SecondBlockMix(
+        tokens: keys1Tokens.base, count: t, centred: $0, imageSide: i2t1.q, values: nil,
+        attention: i2t1)
+    }
     let values1 = DecoderBuffer(count: t * i2t1.internalDim)
     i2t1.v.apply(queries, rows: t, into: values1.base)
     let u1 = trace.values + hT * e
@@ -246,10 +297,20 @@ extension TwoWayTransformer {
           let p = trace.probabilities + p0 * ldP + hT
           let (keysPE1, keysPE2) = (local, local + w * e)
           let k2 = keepKeys2 ? keys2 + p0 * e : local + 2 * w * e
-          RowOps.add(keys1 + p0 * e, imagePE + p0 * e, into: keysPE1, count: rows * e, serial: true)
-          SmallGEMM.multiply(m: rows, k: e, a: keysPE1, lda: e, b: foldedKeys1, c: p, ldc: ldP)
-          HeadAttention.softmaxOverTokens(
-            p, rows: rows, tokens: t, ld: ldP, scale: i2t1.scale, bias: keyBias1.base)
+          if let basis, let mixKeys1 {
+            mixKeys1.sliceScores(
+              base: basis.queries.base + p0 * dim1, offset: basis.queryOffset.base + p0 * dim1,
+              rstd: trace.rstd + p0, probabilities: p - hT, ldp: ldP, rows: rows,
+              attention: i2t1, scratch: keysPE1, into: p, ldo: ldP)
+            HeadAttention.softmaxOverTokens(p, rows: rows, tokens: t, ld: ldP, scale: i2t1.scale)
+          } else if let folded1 {
+            RowOps.add(
+              keys1 + p0 * e, imagePE + p0 * e, into: keysPE1, count: rows * e, serial: true)
+            SmallGEMM.multiply(
+              m: rows, k: e, a: keysPE1, lda: e, b: folded1.columns, c: p, ldc: ldP)
+            HeadAttention.softmaxOverTokens(
+              p, rows: rows, tokens: t, ld: ldP, scale: i2t1.scale, bias: folded1.bias.base)
+          }
           SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values1Packed, c: k2, ldc: e)
           second.norm4.residual(
             k2, plus: keys1 + p0 * e, rows: rows, addend: imagePE + p0 * e, sum: keysPE2,
@@ -356,6 +417,85 @@ extension TwoWayTransformer {
     SmallGEMM.multiply(
       transA: true, m: columns, n: e, k: rows, a: scores, lda: columns, b: keys, ldb: e,
       c: group.partial, ldc: e, accumulate: true)
+  }
+
+  /// One slice of block 1's token→image attention on the per-image basis
+  /// (`SecondBlockBasis`), merged into its group's running softmax like `tokensToImageSlice`.
+  /// The weighted sum of the values `ρ_0·X̂·Wvᵀ + (ρ_0·P_0)·Û_0·Wvᵀ + const` is kept in two
+  /// parts: per column c = j·8 + h, head h's 16 channels of `Σ e·ρ_0·X̂·Wvᵀ` (`headPartial`,
+  /// T × 128 interleaved) and the 8T-vector `Σ e·ρ_0·P_0` (`low`, a row of 8T × 8T).
+  /// `scores` hold the slice's raw scores (rows × 8T), `values` ρ_0·X̂·Wvᵀ for the slice
+  /// (rows × 128, interleaved), `heads` room for T × 128.
+  private static func attendOnBasis(
+    scores: UnsafeMutablePointer<Float>, rows: Int, tokens t: Int, values: UnsafePointer<Float>,
+    attention: DecoderAttention, probabilities: UnsafePointer<Float>, ldp: Int,
+    sliceStats: UnsafeMutablePointer<Float>, heads: UnsafeMutablePointer<Float>,
+    into group: SoftmaxGroup, low: UnsafeMutablePointer<Float>,
+    headPartial: UnsafeMutablePointer<Float>, first: Bool
+  ) {
+    let columns = 8 * t
+    let (d, dim, scale) = (attention.headDim, attention.internalDim, attention.scale)
+    if first {
+      HeadAttention.partialSoftmaxDownColumns(
+        scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: group.maxima,
+        sums: group.sums)
+      HeadAttention.weightedValues(
+        scores, rows: rows, tokens: t, headDim: d, values: values, ldv: dim, into: headPartial)
+      SmallGEMM.multiply(
+        transA: true, m: columns, n: columns, k: rows, a: scores, lda: columns, b: probabilities,
+        ldb: ldp, c: low, ldc: columns)
+      return
+    }
+    let (maxima, sums) = (sliceStats, sliceStats + columns)
+    HeadAttention.partialSoftmaxDownColumns(
+      scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: maxima, sums: sums)
+    for c in 0..<columns {
+      let (old, new) = (group.maxima[c], maxima[c])
+      if new > old {
+        let f = Foundation.exp((old - new) * scale)
+        let row = low + c * columns
+        for k in 0..<columns { row[k] *= f }
+        let (j, h) = c.quotientAndRemainder(dividingBy: 8)
+        for k in 0..<d { headPartial[(j * d + k) * 8 + h] *= f }
+        group.sums[c] = group.sums[c] * f + sums[c]
+        group.maxima[c] = new
+      } else {
+        let f = Foundation.exp((new - old) * scale)
+        for p in 0..<rows { scores[p * columns + c] *= f }
+        group.sums[c] += sums[c] * f
+      }
+    }
+    HeadAttention.weightedValues(
+      scores, rows: rows, tokens: t, headDim: d, values: values, ldv: dim, into: heads)
+    for i in 0..<(t * dim) { headPartial[i] += heads[i] }
+    SmallGEMM.multiply(
+      transA: true, m: columns, n: columns, k: rows, a: scores, lda: columns, b: probabilities,
+      ldb: ldp, c: low, ldc: columns, accumulate: true)
+  }
+
+  /// Block 1's token→image attention output from the combined parts of `attendOnBasis`: per
+  /// token j and head h the value `heads_{j,h} + low_{j·8+h}·(Û_0·Wvᵀ)_h + (β_0·Wvᵀ + bv)_h`,
+  /// then the output projection.
+  private static func valuesOnBasis(
+    heads: UnsafePointer<Float>, low: UnsafePointer<Float>, mix: SecondBlockMix,
+    offset: UnsafePointer<Float>, tokens t: Int, attention: DecoderAttention,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    let (d, dim) = (attention.headDim, attention.internalDim)
+    let columns = 8 * t
+    let mixed = mix.values!.base
+    let v = DecoderBuffer(count: t * dim)
+    for j in 0..<t {
+      for h in 0..<8 {
+        let weights = low + (j * 8 + h) * columns
+        for k in 0..<d {
+          var acc = heads[(j * d + k) * 8 + h] + offset[h * d + k]
+          for c in 0..<columns { acc += weights[c] * mixed[c * dim + h * d + k] }
+          v.base[j * dim + h * d + k] = acc
+        }
+      }
+    }
+    attention.out.apply(v.base, rows: t, into: out)
   }
 
   /// Combines per-group softmax partials: for each column r, the groups' weighted sums

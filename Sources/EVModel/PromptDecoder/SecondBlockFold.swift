@@ -1,0 +1,193 @@
+import EVTensor
+
+/// The second block's attention projections of the image tokens, folded through the first
+/// block's LayerNorm so that most of their work is done once per image (prompts without a mask
+/// input only).
+///
+/// After the first block the image tokens are `K_1 = ρ_0·((K_0 + b_0 + P_0·U_0)·J·Γ_0) + β_0`
+/// (see `UpscaleFold` for the notation). The second block projects them three times: keys
+/// `(K_1 + pe)·Wkᵀ` and values `K_1·Wvᵀ` for the token→image attention, queries
+/// `(K_1 + pe)·Wqᵀ + bq` for the image→token attention. Each is
+///
+///     ρ_0·(X̂·Wᵀ) + (pe + β_0)·Wᵀ (+ b) + (ρ_0·P_0)·(Û_0·Wᵀ),   X̂ = (K_0 + b_0)·J·Γ_0,
+///     Û_0 = U_0·J·Γ_0,
+///
+/// whose first two terms are the same for every prompt (`base`, `offset`: N × 128 each) and
+/// whose last is a product with 8T columns instead of 256. The attentions then only need
+/// per-head dot products with the prompt side (N·8T·16 multiply-adds) and one N × 8T × 8T
+/// product, instead of N·8T·256 multiply-adds each: for one point (T = 7) 16.5 M instead of
+/// 59 M per projection. Exact in real arithmetic; in float it differs from the direct order by
+/// rounding only, which the golden tests bound.
+struct SecondBlockBasis: Sendable {
+  /// Per projection (keys, values, queries): `X̂·Wᵀ`, N × 128, heads interleaved.
+  let keys: DecoderBuffer
+  let values: DecoderBuffer
+  let queries: DecoderBuffer
+  /// `(pe + β_0)·Wkᵀ` and `(pe + β_0)·Wqᵀ + bq`, N × 128, heads interleaved. The keys' bias
+  /// adds a constant per prompt token to the scores, which the softmax over image tokens
+  /// ignores; the values' offset `β_0·Wvᵀ + bv` is one vector (`valueOffset`).
+  let keyOffset: DecoderBuffer
+  let queryOffset: DecoderBuffer
+  /// `β_0·Wvᵀ + bv`, 128 values, heads as column blocks.
+  let valueOffset: DecoderBuffer
+
+  /// - Parameters:
+  ///   - keys: K_0, N × E (embedding + no-mask embedding); `positional`: pe, N × E.
+  init(
+    transformer: TwoWayTransformer, keys k0: UnsafePointer<Float>,
+    positional pe: UnsafePointer<Float>, imageTokens n: Int
+  ) {
+    let e = transformer.embedding
+    let (first, second) = (transformer.layers[0], transformer.layers[1])
+    let gamma = first.norm4.weight.base
+    let beta = first.norm4.bias.base
+    let b0 = first.imageToTokens.out.bias.base
+    let centred = DecoderBuffer(count: n * e)
+    let shifted = DecoderBuffer(count: n * e)
+    for p in 0..<n {
+      let (x, c, s) = (k0 + p * e, centred.base + p * e, shifted.base + p * e)
+      var mean: Float = 0
+      for a in 0..<e { mean += x[a] + b0[a] }
+      mean /= Float(e)
+      for a in 0..<e {
+        c[a] = (x[a] + b0[a] - mean) * gamma[a]
+        s[a] = pe[p * e + a] + beta[a]
+      }
+    }
+    let t2i = second.tokensToImage
+    let i2t = second.imageToTokens
+    func project(_ x: DecoderBuffer, _ linear: DecoderLinear, bias: Bool, _ a: DecoderAttention)
+      -> DecoderBuffer
+    {
+      let y = DecoderBuffer(count: n * a.internalDim)
+      DecoderMath.gemm(
+        n, a.internalDim, e, x.base, e, linear.weight.base, e, transB: true, y.base,
+        a.internalDim)
+      if bias {
+        RowOps.biasActivation(
+          y.base, rows: n, cols: a.internalDim, stride: a.internalDim, bias: linear.bias.base,
+          .identity)
+      }
+      return a.interleaveHeads(y.base, rows: n)
+    }
+    keys = project(centred, t2i.k, bias: false, t2i)
+    values = project(centred, t2i.v, bias: false, t2i)
+    queries = project(centred, i2t.q, bias: false, i2t)
+    keyOffset = project(shifted, t2i.k, bias: false, t2i)
+    queryOffset = project(shifted, i2t.q, bias: true, i2t)
+    let dim = t2i.internalDim
+    let offset = DecoderBuffer(count: dim)
+    for o in 0..<dim {
+      var s = t2i.v.bias.base[o]
+      for a in 0..<e { s += beta[a] * t2i.v.weight.base[o * e + a] }
+      offset.base[o] = s
+    }
+    valueOffset = offset
+  }
+
+  /// Whether the fold applies to `transformer` (two blocks, 8 heads interleavable in
+  /// `HeadAttention`'s layout, equal internal widths in the second block).
+  static func applies(to transformer: TwoWayTransformer) -> Bool {
+    guard transformer.layers.count == 2 else { return false }
+    let second = transformer.layers[1]
+    return second.tokensToImage.internalDim == second.imageToTokens.internalDim
+  }
+
+  /// `Û_0 = U_0·J·Γ_0` for one prompt's first-block folded values (8T × E, `FoldTrace.values`).
+  static func centredValues(
+    _ u0: UnsafePointer<Float>, rows: Int, transformer: TwoWayTransformer
+  ) -> DecoderBuffer {
+    let e = transformer.embedding
+    let gamma = transformer.layers[0].norm4.weight.base
+    let out = DecoderBuffer(count: rows * e)
+    for r in 0..<rows {
+      let (x, o) = (u0 + r * e, out.base + r * e)
+      var mean: Float = 0
+      for a in 0..<e { mean += x[a] }
+      mean /= Float(e)
+      for a in 0..<e { o[a] = (x[a] - mean) * gamma[a] }
+    }
+    return out
+  }
+
+  /// `x·Wᵀ` (no bias) for a few rows, heads as column blocks; one serial product, so the
+  /// result does not depend on the thread count.
+  static func project(
+    _ x: UnsafePointer<Float>, rows: Int, through linear: DecoderLinear
+  ) -> DecoderBuffer {
+    let y = DecoderBuffer(count: rows * linear.outFeatures)
+    BLAS.serialSgemm(
+      transA: false, transB: true, m: rows, n: linear.outFeatures, k: linear.inFeatures, alpha: 1,
+      a: x, lda: linear.inFeatures, b: linear.weight.base, ldb: linear.inFeatures, beta: 0,
+      c: y.base, ldc: linear.outFeatures)
+    return y
+  }
+
+  /// `out[p][i] = scale[p]·base[p][i] (+ offset[p][i])` for `rows` rows of `width`.
+  static func scaledPlusOffset(
+    _ base: UnsafePointer<Float>, scale: UnsafePointer<Float>, offset: UnsafePointer<Float>?,
+    rows: Int, width: Int, into out: UnsafeMutablePointer<Float>
+  ) {
+    for p in 0..<rows {
+      let s = scale[p]
+      let (b, y) = (base + p * width, out + p * width)
+      if let offset {
+        let o = offset + p * width
+        for i in 0..<width { y[i] = s * b[i] + o[i] }
+      } else {
+        for i in 0..<width { y[i] = s * b[i] }
+      }
+    }
+  }
+}
+
+/// One prompt's side of a folded second-block attention: its prompt tokens' vectors and the
+/// 8T × 8T scores that `ρ_0·P_0` meets (row c' = j'·8 + h' of `Û_0`, column c = j·8 + h:
+/// `(Û_0·Wᵀ)_{c', h}·x_{j,h}`, `x` the prompt side's per-head vectors).
+struct SecondBlockMix {
+  /// T × 128, heads interleaved: the token→image queries or the image→token keys.
+  let tokens: DecoderBuffer
+  let scores: PackedMatrix
+  /// For the token→image attention: `Û_0·Wvᵀ`, 8T × 128, heads as column blocks.
+  let values: DecoderBuffer?
+
+  /// - Parameters:
+  ///   - tokens: T × 128 (heads as column blocks), the prompt side already projected.
+  ///   - centred: `Û_0`, 8T × E.
+  ///   - imageSide: the projection the image tokens go through (`Wk` or `Wq`).
+  ///   - values: the token→image attention's value projection, if this is that attention.
+  init(
+    tokens projected: UnsafePointer<Float>, count t: Int, centred: DecoderBuffer,
+    imageSide: DecoderLinear, values: DecoderLinear?, attention: DecoderAttention
+  ) {
+    let hT = 8 * t
+    tokens = attention.interleaveHeads(projected, rows: t)
+    let mixed = SecondBlockBasis.project(centred.base, rows: hT, through: imageSide)
+    let interleaved = attention.interleaveHeads(mixed.base, rows: hT)
+    let s = DecoderBuffer(count: hT * hT)
+    HeadAttention.scores(
+      interleaved.base, ldq: attention.internalDim, rows: hT, keys: tokens.base, tokens: t,
+      headDim: attention.headDim, into: s.base, ldo: hT)
+    scores = PackedMatrix(s.base, rows: hT, columns: hT, ld: hT)
+    self.values = values.map { SecondBlockBasis.project(centred.base, rows: hT, through: $0) }
+  }
+
+  /// Scores of one slice of image tokens (rows × 8T, row stride `ldo`):
+  /// `(ρ_0·base + offset)·tokens` per head, plus `(ρ_0·P_0)·scores`.
+  func sliceScores(
+    base: UnsafePointer<Float>, offset: UnsafePointer<Float>, rstd: UnsafePointer<Float>,
+    probabilities: UnsafePointer<Float>, ldp: Int, rows: Int, attention: DecoderAttention,
+    scratch: UnsafeMutablePointer<Float>, into out: UnsafeMutablePointer<Float>, ldo: Int
+  ) {
+    let dim = attention.internalDim
+    let t = scores.columns / 8
+    SecondBlockBasis.scaledPlusOffset(
+      base, scale: rstd, offset: offset, rows: rows, width: dim, into: scratch)
+    HeadAttention.scores(
+      scratch, ldq: dim, rows: rows, keys: tokens.base, tokens: t, headDim: attention.headDim,
+      into: out, ldo: ldo)
+    SmallGEMM.multiply(
+      m: rows, k: scores.rows, a: probabilities, lda: ldp, b: scores, c: out, ldc: ldo,
+      accumulate: true)
+  }
+}
