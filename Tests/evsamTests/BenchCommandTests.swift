@@ -40,7 +40,7 @@ import Testing
     #expect(abs(gmacs - 34.775) < 0.01)
     let rss = try #require(l0["peak_rss_after_encode_mb"] as? Double)
     #expect(rss > 50)
-    for key in ["decoder_point_ms", "decoder_box_ms", "decoder_batch64_ms"] {
+    for key in ["decoder_prepare_ms", "decoder_point_ms", "decoder_box_ms", "decoder_batch64_ms"] {
       let median = (l0[key] as? [String: Any])?["median"] as? Double
       #expect((median ?? 0) > 0, "\(key)")
     }
