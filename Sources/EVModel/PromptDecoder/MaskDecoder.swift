@@ -123,9 +123,9 @@ public struct MaskDecoder: Sendable {
     func projected(_ linear: DecoderLinear, _ x: DecoderBuffer, _ a: DecoderAttention)
       -> DecoderBuffer
     {
-      let y = DecoderBuffer(count: n * a.internalDim)
-      linear.apply(x.base, rows: n, into: y.base)
-      return a.interleaveHeads(y.base, rows: n)
+      withExtendedLifetime(x) {
+        a.interleavedProjection(x.base, rows: n, through: linear, bias: true)
+      }
     }
     let t2i = first.tokensToImage
     let i2t = first.imageToTokens

@@ -30,6 +30,18 @@ struct SecondBlockBasis: Sendable {
   let queryOffset: DecoderBuffer
   /// `β_0·Wvᵀ + bv`, 128 values, heads as column blocks.
   let valueOffset: DecoderBuffer
+  /// The final token→image attention reads `K_2 = ρ_1·((K_1 + P_1·U_1 + b_1)·J·Γ_1) + β_1`:
+  /// its keys and values are `ρ_1·ρ_0·(X̌·Wᵀ) + ρ_1·(ě·Wᵀ) + (pe + β_1)·Wᵀ (keys only)
+  /// + ρ_1·[ρ_0·P_0, P_1]·([Û_0; U_1]·J·Γ_1·Wᵀ)` with `X̌ = X̂·J·Γ_1` and
+  /// `ě = (β_0 + b_1)·J·Γ_1`. Here `X̌·Wkᵀ`, `X̌·Wvᵀ` and `(pe + β_1)·Wkᵀ` (N × 128,
+  /// interleaved), `ě·Wkᵀ`, `ě·Wvᵀ` (128, interleaved) and `β_1·Wvᵀ + bv` (128, heads as
+  /// column blocks).
+  let finalKeys: DecoderBuffer
+  let finalValues: DecoderBuffer
+  let finalKeyOffset: DecoderBuffer
+  let finalKeyShift: DecoderBuffer
+  let finalValueShift: DecoderBuffer
+  let finalValueOffset: DecoderBuffer
 
   /// - Parameters:
   ///   - keys: K_0, N × E (embedding + no-mask embedding); `positional`: pe, N × E.
@@ -59,30 +71,63 @@ struct SecondBlockBasis: Sendable {
     func project(_ x: DecoderBuffer, _ linear: DecoderLinear, bias: Bool, _ a: DecoderAttention)
       -> DecoderBuffer
     {
-      let y = DecoderBuffer(count: n * a.internalDim)
-      DecoderMath.gemm(
-        n, a.internalDim, e, x.base, e, linear.weight.base, e, transB: true, y.base,
-        a.internalDim)
-      if bias {
-        RowOps.biasActivation(
-          y.base, rows: n, cols: a.internalDim, stride: a.internalDim, bias: linear.bias.base,
-          .identity)
+      withExtendedLifetime(x) {
+        a.interleavedProjection(x.base, rows: n, through: linear, bias: bias)
       }
-      return a.interleaveHeads(y.base, rows: n)
     }
     keys = project(centred, t2i.k, bias: false, t2i)
     values = project(centred, t2i.v, bias: false, t2i)
     queries = project(centred, i2t.q, bias: false, i2t)
     keyOffset = project(shifted, t2i.k, bias: false, t2i)
     queryOffset = project(shifted, i2t.q, bias: true, i2t)
-    let dim = t2i.internalDim
-    let offset = DecoderBuffer(count: dim)
-    for o in 0..<dim {
-      var s = t2i.v.bias.base[o]
-      for a in 0..<e { s += beta[a] * t2i.v.weight.base[o * e + a] }
-      offset.base[o] = s
+    valueOffset = Self.times(beta, t2i.v, bias: true, embedding: e)
+
+    let final = transformer.finalAttention
+    let gamma1 = second.norm4.weight.base
+    let beta1 = second.norm4.bias.base
+    // X̌ = X̂·J·Γ_1 in place of X̂, pe + β_1 in place of pe + β_0.
+    for p in 0..<n {
+      let (c, s) = (centred.base + p * e, shifted.base + p * e)
+      var mean: Float = 0
+      for a in 0..<e { mean += c[a] }
+      mean /= Float(e)
+      for a in 0..<e {
+        c[a] = (c[a] - mean) * gamma1[a]
+        s[a] = pe[p * e + a] + beta1[a]
+      }
     }
-    valueOffset = offset
+    finalKeys = project(centred, final.k, bias: false, final)
+    finalValues = project(centred, final.v, bias: false, final)
+    finalKeyOffset = project(shifted, final.k, bias: false, final)
+    let b1 = second.imageToTokens.out.bias.base
+    var shift = (0..<e).map { beta[$0] + b1[$0] }
+    let mean = shift.reduce(0, +) / Float(e)
+    for a in 0..<e { shift[a] = (shift[a] - mean) * gamma1[a] }
+    let (keyShift, valueShift) = (
+      Self.times(shift, final.k, bias: false, embedding: e),
+      Self.times(shift, final.v, bias: false, embedding: e)
+    )
+    // Bound to locals: a temporary's `.base` may be freed before the call reads it.
+    finalKeyShift = withExtendedLifetime(keyShift) {
+      final.interleaveHeads(keyShift.base, rows: 1)
+    }
+    finalValueShift = withExtendedLifetime(valueShift) {
+      final.interleaveHeads(valueShift.base, rows: 1)
+    }
+    finalValueOffset = Self.times(beta1, final.v, bias: true, embedding: e)
+  }
+
+  /// `x·Wᵀ (+ b)` for one vector x of E values.
+  private static func times(
+    _ x: UnsafePointer<Float>, _ linear: DecoderLinear, bias: Bool, embedding e: Int
+  ) -> DecoderBuffer {
+    let out = DecoderBuffer(count: linear.outFeatures)
+    for o in 0..<linear.outFeatures {
+      var s = bias ? linear.bias.base[o] : 0
+      for a in 0..<e { s += x[a] * linear.weight.base[o * e + a] }
+      out.base[o] = s
+    }
+    return out
   }
 
   /// Whether the fold applies to `transformer` (two blocks, 8 heads interleavable in
@@ -93,12 +138,14 @@ struct SecondBlockBasis: Sendable {
     return second.tokensToImage.internalDim == second.imageToTokens.internalDim
   }
 
-  /// `Û_0 = U_0·J·Γ_0` for one prompt's first-block folded values (8T × E, `FoldTrace.values`).
+  /// `U·J·Γ_l` for rows of folded values (`FoldTrace.values`: U_0 then U_1, 8T × E each), Γ_l
+  /// block l's `norm4` weight: `Û_0` with l = 0, and with l = 1 the final attention's
+  /// `[Û_0; U_1]·J·Γ_1` from `[Û_0; U_1]`.
   static func centredValues(
-    _ u0: UnsafePointer<Float>, rows: Int, transformer: TwoWayTransformer
+    _ u0: UnsafePointer<Float>, rows: Int, transformer: TwoWayTransformer, block: Int = 0
   ) -> DecoderBuffer {
     let e = transformer.embedding
-    let gamma = transformer.layers[0].norm4.weight.base
+    let gamma = transformer.layers[block].norm4.weight.base
     let out = DecoderBuffer(count: rows * e)
     for r in 0..<rows {
       let (x, o) = (u0 + r * e, out.base + r * e)
@@ -121,6 +168,25 @@ struct SecondBlockBasis: Sendable {
       a: x, lda: linear.inFeatures, b: linear.weight.base, ldb: linear.inFeatures, beta: 0,
       c: y.base, ldc: linear.outFeatures)
     return y
+  }
+
+  /// `out[p][i] = outer[p]·(inner[p]·base[p][i] + shift[i]) + offset[p][i]` for `rows` rows
+  /// of `width` (offset optional): the final attention's image side on the basis.
+  static func finalRows(
+    _ base: UnsafePointer<Float>, inner: UnsafePointer<Float>, outer: UnsafePointer<Float>,
+    shift: UnsafePointer<Float>, offset: UnsafePointer<Float>?, rows: Int, width: Int,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    for p in 0..<rows {
+      let (a0, a1) = (inner[p], outer[p])
+      let (b, y) = (base + p * width, out + p * width)
+      if let offset {
+        let o = offset + p * width
+        for i in 0..<width { y[i] = a1 * (a0 * b[i] + shift[i]) + o[i] }
+      } else {
+        for i in 0..<width { y[i] = a1 * (a0 * b[i] + shift[i]) }
+      }
+    }
   }
 
   /// `out[p][i] = scale[p]·base[p][i] (+ offset[p][i])` for `rows` rows of `width`.
@@ -156,20 +222,23 @@ struct SecondBlockMix {
   ///   - centred: `Û_0`, 8T × E.
   ///   - imageSide: the projection the image tokens go through (`Wk` or `Wq`).
   ///   - values: the token→image attention's value projection, if this is that attention.
+  ///   - mixRows: rows of `centred` (8T by default; the final attention's 2·8T).
   init(
     tokens projected: UnsafePointer<Float>, count t: Int, centred: DecoderBuffer,
-    imageSide: DecoderLinear, values: DecoderLinear?, attention: DecoderAttention
+    mixRows: Int? = nil, imageSide: DecoderLinear, values: DecoderLinear?,
+    attention: DecoderAttention
   ) {
     let hT = 8 * t
+    let r = mixRows ?? hT
     tokens = attention.interleaveHeads(projected, rows: t)
-    let mixed = SecondBlockBasis.project(centred.base, rows: hT, through: imageSide)
-    let interleaved = attention.interleaveHeads(mixed.base, rows: hT)
-    let s = DecoderBuffer(count: hT * hT)
+    let mixed = SecondBlockBasis.project(centred.base, rows: r, through: imageSide)
+    let interleaved = attention.interleaveHeads(mixed.base, rows: r)
+    let s = DecoderBuffer(count: r * hT)
     HeadAttention.scores(
-      interleaved.base, ldq: attention.internalDim, rows: hT, keys: tokens.base, tokens: t,
+      interleaved.base, ldq: attention.internalDim, rows: r, keys: tokens.base, tokens: t,
       headDim: attention.headDim, into: s.base, ldo: hT)
-    scores = PackedMatrix(s.base, rows: hT, columns: hT, ld: hT)
-    self.values = values.map { SecondBlockBasis.project(centred.base, rows: hT, through: $0) }
+    scores = PackedMatrix(s.base, rows: r, columns: hT, ld: hT)
+    self.values = values.map { SecondBlockBasis.project(centred.base, rows: r, through: $0) }
   }
 
   /// Scores of one slice of image tokens (rows × 8T, row stride `ldo`):

@@ -284,7 +284,24 @@ extension TwoWayTransformer {
     let t2 = finalRows.count
     let hT2 = 8 * t2
     let finalTokens = gatherWithPE(queries, tokenPE, rows: finalRows)
-    let finalQueries = finalAttention.foldedQueryColumns(finalTokens.base, count: t2)
+    // The final attention on the basis reads `[Û_0; U_1]·J·Γ_1` (see `SecondBlockBasis`).
+    let finalMix = centred0.map { centred -> SecondBlockMix in
+      let both = DecoderBuffer(count: 2 * hT * e)
+      both.base.update(from: centred.base, count: hT * e)
+      (both.base + hT * e).update(from: u1, count: hT * e)
+      let mixed = SecondBlockBasis.centredValues(
+        both.base, rows: 2 * hT, transformer: self, block: 1)
+      let projected = DecoderBuffer(count: t2 * finalAttention.internalDim)
+      finalAttention.q.apply(finalTokens.base, rows: t2, into: projected.base)
+      return SecondBlockMix(
+        tokens: projected.base, count: t2, centred: mixed, mixRows: 2 * hT,
+        imageSide: finalAttention.k, values: finalAttention.v, attention: finalAttention)
+    }
+    let finalQueries =
+      basis == nil ? finalAttention.foldedQueryColumns(finalTokens.base, count: t2) : nil
+    let dimF = finalAttention.internalDim
+    let finalLow = workspace.buffer("finalLow", count: groups * hT2 * 2 * hT)
+    let finalHeads = workspace.buffer("finalHeads", count: groups * t2 * dimF)
 
     // Phase 1, image side.
     let keepKeys2 = cached == nil
@@ -313,20 +330,68 @@ extension TwoWayTransformer {
           }
           SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values1Packed, c: k2, ldc: e)
           second.norm4.residual(
-            k2, plus: keys1 + p0 * e, rows: rows, addend: imagePE + p0 * e, sum: keysPE2,
-            rstd: trace.rstd + n + p0, deltaBias: i2t1.out.bias.base, serial: true)
-          Self.tokensToImageSlice(
-            keys: k2, keysPE: keysPE2, rows: rows, embedding: e, foldedQueries: finalQueries,
-            scale: finalAttention.scale, scores: local + 3 * w * e,
-            sliceStats: local + 3 * w * e + w * hT, into: group(g, columns: hT2),
-            first: s == slicesOf(g).lowerBound)
+            k2, plus: keys1 + p0 * e, rows: rows, addend: basis == nil ? imagePE + p0 * e : nil,
+            sum: basis == nil ? keysPE2 : nil, rstd: trace.rstd + n + p0,
+            deltaBias: i2t1.out.bias.base, serial: true)
+          let isFirst = s == slicesOf(g).lowerBound
+          let scores = local + 3 * w * e
+          let sliceStats = local + 3 * w * e + w * hT
+          if let basis, let finalMix {
+            // The final attention on the basis: scratch = ρ_1·[ρ_0·P_0, P_1] (rows × 2·8T),
+            // the keys' and the values' image side (rows × 128 each), the slice's head sums.
+            let (rho0, rho1) = (trace.rstd + p0, trace.rstd + n + p0)
+            let mixing = local
+            for r in 0..<rows {
+              let (a, src, dst) = (rho1[r], trace.probabilities + (p0 + r) * ldP, mixing + r * ldP)
+              for c in 0..<ldP { dst[c] = a * src[c] }
+            }
+            let (keySide, valueSide) = (local + w * e, local + w * e + w * dimF)
+            SecondBlockBasis.finalRows(
+              basis.finalKeys.base + p0 * dimF, inner: rho0, outer: rho1,
+              shift: basis.finalKeyShift.base, offset: basis.finalKeyOffset.base + p0 * dimF,
+              rows: rows, width: dimF, into: keySide)
+            HeadAttention.scores(
+              keySide, ldq: dimF, rows: rows, keys: finalMix.tokens.base, tokens: t2,
+              headDim: finalAttention.headDim, into: scores, ldo: hT2)
+            SmallGEMM.multiply(
+              m: rows, k: ldP, a: mixing, lda: ldP, b: finalMix.scores, c: scores, ldc: hT2,
+              accumulate: true)
+            SecondBlockBasis.finalRows(
+              basis.finalValues.base + p0 * dimF, inner: rho0, outer: rho1,
+              shift: basis.finalValueShift.base, offset: nil, rows: rows, width: dimF,
+              into: valueSide)
+            Self.attendOnBasis(
+              scores: scores, rows: rows, tokens: t2, values: valueSide,
+              attention: finalAttention, probabilities: mixing, ldp: ldP, lowWidth: ldP,
+              sliceStats: sliceStats, heads: local + 2 * w * e, into: group(g, columns: hT2),
+              low: finalLow + g * hT2 * ldP, headPartial: finalHeads + g * t2 * dimF,
+              first: isFirst)
+          } else {
+            Self.tokensToImageSlice(
+              keys: k2, keysPE: keysPE2, rows: rows, embedding: e, foldedQueries: finalQueries!,
+              scale: finalAttention.scale, scores: scores, sliceStats: sliceStats,
+              into: group(g, columns: hT2), first: isFirst)
+          }
         }
       }
     }
-    let attendedFinal = Self.combineGroups(
-      partial, stats: stats, groups: groups, columns: hT2, embedding: e,
-      scale: finalAttention.scale, statsStride: 2 * hT, sumOffset: hT, partialStride: hT * e)
-    finalAttention.unfoldValues(attendedFinal.base, count: t2, into: delta.base)
+    if let basis, let finalMix {
+      let low = Self.combineGroups(
+        finalLow, stats: stats, groups: groups, columns: hT2, embedding: ldP,
+        scale: finalAttention.scale, statsStride: 2 * hT, sumOffset: hT, partialStride: hT2 * ldP)
+      let heads = Self.combineGroups(
+        finalHeads, stats: stats, groups: groups, columns: hT2, embedding: finalAttention.headDim,
+        scale: finalAttention.scale, statsStride: 2 * hT, sumOffset: hT,
+        partialStride: t2 * dimF, interleavedHeads: true)
+      Self.valuesOnBasis(
+        heads: heads.base, low: low.base, mix: finalMix, offset: basis.finalValueOffset.base,
+        tokens: t2, attention: finalAttention, into: delta.base)
+    } else {
+      let attendedFinal = Self.combineGroups(
+        partial, stats: stats, groups: groups, columns: hT2, embedding: e,
+        scale: finalAttention.scale, statsStride: 2 * hT, sumOffset: hT, partialStride: hT * e)
+      finalAttention.unfoldValues(attendedFinal.base, count: t2, into: delta.base)
+    }
     finalNorm(queries, rows: finalRows, plus: delta.base)
     return (trace, keys2)
   }
@@ -429,11 +494,12 @@ extension TwoWayTransformer {
   private static func attendOnBasis(
     scores: UnsafeMutablePointer<Float>, rows: Int, tokens t: Int, values: UnsafePointer<Float>,
     attention: DecoderAttention, probabilities: UnsafePointer<Float>, ldp: Int,
-    sliceStats: UnsafeMutablePointer<Float>, heads: UnsafeMutablePointer<Float>,
-    into group: SoftmaxGroup, low: UnsafeMutablePointer<Float>,
+    lowWidth: Int? = nil, sliceStats: UnsafeMutablePointer<Float>,
+    heads: UnsafeMutablePointer<Float>, into group: SoftmaxGroup, low: UnsafeMutablePointer<Float>,
     headPartial: UnsafeMutablePointer<Float>, first: Bool
   ) {
     let columns = 8 * t
+    let width = lowWidth ?? columns
     let (d, dim, scale) = (attention.headDim, attention.internalDim, attention.scale)
     if first {
       HeadAttention.partialSoftmaxDownColumns(
@@ -442,8 +508,8 @@ extension TwoWayTransformer {
       HeadAttention.weightedValues(
         scores, rows: rows, tokens: t, headDim: d, values: values, ldv: dim, into: headPartial)
       SmallGEMM.multiply(
-        transA: true, m: columns, n: columns, k: rows, a: scores, lda: columns, b: probabilities,
-        ldb: ldp, c: low, ldc: columns)
+        transA: true, m: columns, n: width, k: rows, a: scores, lda: columns, b: probabilities,
+        ldb: ldp, c: low, ldc: width)
       return
     }
     let (maxima, sums) = (sliceStats, sliceStats + columns)
@@ -453,8 +519,8 @@ extension TwoWayTransformer {
       let (old, new) = (group.maxima[c], maxima[c])
       if new > old {
         let f = Foundation.exp((old - new) * scale)
-        let row = low + c * columns
-        for k in 0..<columns { row[k] *= f }
+        let row = low + c * width
+        for k in 0..<width { row[k] *= f }
         let (j, h) = c.quotientAndRemainder(dividingBy: 8)
         for k in 0..<d { headPartial[(j * d + k) * 8 + h] *= f }
         group.sums[c] = group.sums[c] * f + sums[c]
@@ -469,8 +535,8 @@ extension TwoWayTransformer {
       scores, rows: rows, tokens: t, headDim: d, values: values, ldv: dim, into: heads)
     for i in 0..<(t * dim) { headPartial[i] += heads[i] }
     SmallGEMM.multiply(
-      transA: true, m: columns, n: columns, k: rows, a: scores, lda: columns, b: probabilities,
-      ldb: ldp, c: low, ldc: columns, accumulate: true)
+      transA: true, m: columns, n: width, k: rows, a: scores, lda: columns, b: probabilities,
+      ldb: ldp, c: low, ldc: width, accumulate: true)
   }
 
   /// Block 1's token→image attention output from the combined parts of `attendOnBasis`: per
@@ -482,8 +548,8 @@ extension TwoWayTransformer {
     into out: UnsafeMutablePointer<Float>
   ) {
     let (d, dim) = (attention.headDim, attention.internalDim)
-    let columns = 8 * t
     let mixed = mix.values!.base
+    let columns = mix.scores.rows
     let v = DecoderBuffer(count: t * dim)
     for j in 0..<t {
       for h in 0..<8 {
@@ -557,6 +623,33 @@ extension TwoWayTransformer {
 }
 
 extension DecoderAttention {
+  /// `x·Wᵀ (+ b)` for N rows of `x` (N × E), heads interleaved (column c·8 + h): one product
+  /// with W's rows permuted, so the per-image projections need no separate interleaving pass.
+  /// `linear` is one of this attention's image-side projections (internalDim outputs).
+  func interleavedProjection(
+    _ x: UnsafePointer<Float>, rows n: Int, through linear: DecoderLinear, bias: Bool
+  ) -> DecoderBuffer {
+    let (d, dim, e) = (headDim, internalDim, linear.inFeatures)
+    precondition(linear.outFeatures == dim, "interleavedProjection: \(linear.outFeatures) ≠ \(dim)")
+    let weight = DecoderBuffer(count: dim * e)
+    let b = DecoderBuffer(count: dim)
+    for h in 0..<Self.heads {
+      for c in 0..<d {
+        (weight.base + (c * Self.heads + h) * e).update(
+          from: linear.weight.base + (h * d + c) * e, count: e)
+        b.base[c * Self.heads + h] = linear.bias.base[h * d + c]
+      }
+    }
+    let y = DecoderBuffer(count: n * dim)
+    withExtendedLifetime((weight, b)) {
+      DecoderMath.gemm(n, dim, e, x, e, weight.base, e, transB: true, y.base, dim)
+      if bias {
+        RowOps.biasActivation(y.base, rows: n, cols: dim, stride: dim, bias: b.base, .identity)
+      }
+    }
+    return y
+  }
+
   /// Rows of `x` (T × internalDim, heads as column blocks) with the heads interleaved: column
   /// h·d + c becomes c·8 + h.
   func interleaveHeads(_ x: UnsafePointer<Float>, rows: Int) -> DecoderBuffer {
