@@ -36,11 +36,13 @@ public final class CachedImage: @unchecked Sendable {
 
   /// The bytes an image of this size takes in the cache: its RGB pixels, the embedding
   /// (1×256×64×64 floats) held by the predictor and, prepared from it for the decoder, the
-  /// token-major embedding, positional encoding and no-mask keys (each as large) and the first
-  /// block's three half-width projections; plus room for `maxHandles` 256×256 low-res masks.
+  /// token-major embedding, positional encoding, no-mask keys and the folded upscaling's base
+  /// (each as large), the first block's three half-width projections and the eight
+  /// half-width projections of the per-image basis (`SecondBlockBasis`); plus room for
+  /// `maxHandles` 256×256 low-res masks.
   public static func estimatedBytes(width: Int, height: Int, maxHandles: Int) -> Int {
     let embedding = 256 * 64 * 64 * MemoryLayout<Float>.size
-    let decoderState = 4 * embedding + 3 * embedding / 2
+    let decoderState = 5 * embedding + (3 + 8) * embedding / 2
     return width * height * 3 + decoderState + maxHandles * lowResBytes
   }
 
