@@ -226,6 +226,38 @@ struct DecoderGoldenTests {
     #expect(compared >= 4)
   }
 
+  /// The per-image basis (`SecondBlockBasis`) against the direct order for prompts of up to
+  /// the 16 tokens the folded path takes (the golden cases stop at 9): seeded points with
+  /// mixed labels, with and without a box, in the 1024-pixel input frame.
+  @Test(arguments: ["tiny-l__astronaut", "tiny-xl__coffee"])
+  func basisMatchesTheDirectOrderForManyTokens(file: String) throws {
+    let model = try DecoderModel.load(String(file.prefix { $0 != "_" }))
+    let image = try GoldenImage(file)
+    let embedding = try #require(image.golden["embedding"])
+    let prepared = model.maskDecoder.prepare(
+      imageEmbedding: embedding, imagePE: model.promptEncoder.getDensePE(),
+      noMaskEmbedding: model.promptEncoder.noMaskEmbedding)
+    // (points, box): 5 output tokens + points + (box corners or one padding point) ≤ 16.
+    for (count, withBox) in [(1, true), (4, false), (7, true), (9, true), (10, false)] {
+      // Spread over the frame (a fixed scramble, no generator needed).
+      let coords = (0..<(2 * count)).map { Float(($0 * 389 + 97 * count) % 1021) + 0.5 }
+      let labels = (0..<count).map { $0 % 3 == 2 ? 0 : 1 }
+      let box = withBox ? Tensor(shape: [1, 4], storage: [100, 150, 700, 900]) : nil
+      let prompts = model.promptEncoder(
+        points: (Tensor(shape: [1, count, 2], storage: coords), labels), boxes: box, masks: nil)
+      for multimask in [true, false] {
+        let folded = model.maskDecoder.decode(prepared, prompts: prompts, multimask: multimask)
+        let direct = model.maskDecoder(
+          imageEmbeddings: embedding, imagePE: model.promptEncoder.getDensePE(),
+          sparsePromptEmbeddings: prompts.sparse, densePromptEmbeddings: prompts.dense,
+          multimaskOutput: multimask)
+        let error = relativeL2Error(folded.masks, direct.masks)
+        #expect(error <= 2e-5, "\(file) \(count) points, box \(withBox): differs by \(error)")
+        #expect(maxAbsDifference(folded.iouPredictions, direct.iouPredictions) <= 1e-5)
+      }
+    }
+  }
+
   private func compare(
     _ out: MaskDecoderOutput, case c: GoldenPromptCase, image: GoldenImage, file: String,
     label: String
