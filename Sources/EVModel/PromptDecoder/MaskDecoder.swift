@@ -6,8 +6,9 @@ import EVTensor
 /// per-mask hypernetworks that produce 256×256 mask logits, plus an IoU prediction head.
 ///
 /// Decoding is split in two: `prepare` does the per-image work once (layout changes, positional
-/// encoding, and the first block's prompt-independent projections), `decode` runs any number of
-/// prompts against it. The image embedding is shared by all prompts, never copied per prompt.
+/// encoding, the first block's prompt-independent projections, and the per-image parts of the
+/// later attentions and of the first upscaling convolution, see `SecondBlockBasis` and
+/// `UpscaleFold`), `decode` runs any number of prompts against it. The image embedding is shared by all prompts, never copied per prompt.
 public struct MaskDecoder: Sendable {
   public static let multimaskOutputs = 3
   static let maskTokenCount = multimaskOutputs + 1
@@ -93,9 +94,10 @@ public struct MaskDecoder: Sendable {
   /// - Parameters:
   ///   - imageEmbedding: 1×256×64×64, the image encoder's output.
   ///   - imagePE: 1×256×64×64, the prompt encoder's `getDensePE()`.
-  ///   - noMaskEmbedding: the prompt encoder's `noMaskEmbedding`. When given, the first
-  ///     block's image projections for prompts without a mask input are computed here, once,
-  ///     instead of for every prompt.
+  ///   - noMaskEmbedding: the prompt encoder's `noMaskEmbedding`. When given, the image-side
+  ///     work that prompts without a mask input share (the first block's projections, the
+  ///     per-image basis of the later attentions, the upscaling fold's base: 30 MiB) is
+  ///     done here, once, instead of for every prompt.
   public func prepare(imageEmbedding: Tensor, imagePE: Tensor, noMaskEmbedding: Tensor?)
     -> DecoderImage
   {

@@ -16,10 +16,22 @@ struct FoldTrace {
   let tokens: Int
 }
 
+/// The running state of a softmax over slices of image tokens, for `columns` columns: each
+/// column's maximum score so far, sum of exponentials relative to it, and weighted sum of the
+/// keys (a row of `partial`, E values; on the per-image basis the weighted sums are kept in two
+/// parts instead, see `attendOnBasis`).
+struct SoftmaxGroup {
+  let maxima: UnsafeMutablePointer<Float>
+  let sums: UnsafeMutablePointer<Float>
+  let partial: UnsafeMutablePointer<Float>
+  let columns: Int
+}
+
 /// The two-way transformer for prompts of few tokens (at most `foldedTokenLimit`, 16 by
 /// default: every attention then folds its image side into the token side, see
-/// `DecoderAttention`), with or without a mask input. Without one, the first block's image
-/// projections come from the per-image cache.
+/// `DecoderAttention`), with or without a mask input. Without one (the usual case), the first
+/// block's image projections come from the per-image cache, and the second block's and the
+/// final attention's from the per-image basis (`SecondBlockBasis`).
 ///
 /// Layout: the image side is token-major and the 8 heads of each (image token, prompt token)
 /// pair are adjacent, so the softmaxes over prompt tokens run across whole vectors, and every
@@ -32,16 +44,6 @@ struct FoldTrace {
 /// per-slice softmax maxima and sums, and the slices are combined afterwards (as flash
 /// attention does): per prompt the cores meet once per block. The slices are fixed, and every
 /// product is split-invariant, so the result does not depend on the number of threads.
-/// The running state of a softmax over slices of image tokens, for `columns` columns: each
-/// column's maximum score so far, sum of exponentials relative to it, and weighted sum of the
-/// keys (a row of `partial`, E values).
-struct SoftmaxGroup {
-  let maxima: UnsafeMutablePointer<Float>
-  let sums: UnsafeMutablePointer<Float>
-  let partial: UnsafeMutablePointer<Float>
-  let columns: Int
-}
-
 extension TwoWayTransformer {
   /// Image tokens per slice: a slice's intermediates (≈ 250 KB) stay in the core's L2.
   static let sliceWidth = 64
@@ -539,9 +541,10 @@ extension TwoWayTransformer {
       ldb: ldp, c: low, ldc: width, accumulate: true)
   }
 
-  /// Block 1's token→image attention output from the combined parts of `attendOnBasis`: per
-  /// token j and head h the value `heads_{j,h} + low_{j·8+h}·(Û_0·Wvᵀ)_h + (β_0·Wvᵀ + bv)_h`,
-  /// then the output projection.
+  /// A token→image attention's output on the basis, from the combined parts of
+  /// `attendOnBasis`: per token j and head h the value `heads_{j,h} + low_{j·8+h}·M_h +
+  /// offset_h`, then the output projection. For block 1, M = `Û_0·Wvᵀ` and the offset
+  /// `β_0·Wvᵀ + bv`; for the final attention, M = `[Û_0; U_1]·J·Γ_1·Wvᵀ` and `β_1·Wvᵀ + bv`.
   private static func valuesOnBasis(
     heads: UnsafePointer<Float>, low: UnsafePointer<Float>, mix: SecondBlockMix,
     offset: UnsafePointer<Float>, tokens t: Int, attention: DecoderAttention,
