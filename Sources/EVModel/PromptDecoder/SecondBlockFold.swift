@@ -56,16 +56,8 @@ struct SecondBlockBasis: Sendable {
     let b0 = first.imageToTokens.out.bias.base
     let centred = DecoderBuffer(count: n * e)
     let shifted = DecoderBuffer(count: n * e)
-    for p in 0..<n {
-      let (x, c, s) = (k0 + p * e, centred.base + p * e, shifted.base + p * e)
-      var mean: Float = 0
-      for a in 0..<e { mean += x[a] + b0[a] }
-      mean /= Float(e)
-      for a in 0..<e {
-        c[a] = (x[a] + b0[a] - mean) * gamma[a]
-        s[a] = pe[p * e + a] + beta[a]
-      }
-    }
+    Self.centredScaledRows(k0, bias: b0, rows: n, width: e, gamma: gamma, into: centred.base)
+    Self.addRowVector(pe, beta, rows: n, width: e, into: shifted.base)
     let t2i = second.tokensToImage
     let i2t = second.imageToTokens
     func project(_ x: DecoderBuffer, _ linear: DecoderLinear, bias: Bool, _ a: DecoderAttention)
@@ -86,23 +78,14 @@ struct SecondBlockBasis: Sendable {
     let gamma1 = second.norm4.weight.base
     let beta1 = second.norm4.bias.base
     // X̌ = X̂·J·Γ_1 in place of X̂, pe + β_1 in place of pe + β_0.
-    for p in 0..<n {
-      let (c, s) = (centred.base + p * e, shifted.base + p * e)
-      var mean: Float = 0
-      for a in 0..<e { mean += c[a] }
-      mean /= Float(e)
-      for a in 0..<e {
-        c[a] = (c[a] - mean) * gamma1[a]
-        s[a] = pe[p * e + a] + beta1[a]
-      }
-    }
+    Self.centredScaledRows(centred.base, rows: n, width: e, gamma: gamma1, into: centred.base)
+    Self.addRowVector(pe, beta1, rows: n, width: e, into: shifted.base)
     finalKeys = project(centred, final.k, bias: false, final)
     finalValues = project(centred, final.v, bias: false, final)
     finalKeyOffset = project(shifted, final.k, bias: false, final)
     let b1 = second.imageToTokens.out.bias.base
-    var shift = (0..<e).map { beta[$0] + b1[$0] }
-    let mean = shift.reduce(0, +) / Float(e)
-    for a in 0..<e { shift[a] = (shift[a] - mean) * gamma1[a] }
+    var shift = [Float](repeating: 0, count: e)
+    Self.centredScaledRows(beta, bias: b1, rows: 1, width: e, gamma: gamma1, into: &shift)
     let (keyShift, valueShift) = (
       Self.times(shift, final.k, bias: false, embedding: e),
       Self.times(shift, final.v, bias: false, embedding: e)
@@ -145,16 +128,42 @@ struct SecondBlockBasis: Sendable {
     _ u0: UnsafePointer<Float>, rows: Int, transformer: TwoWayTransformer, block: Int = 0
   ) -> DecoderBuffer {
     let e = transformer.embedding
-    let gamma = transformer.layers[block].norm4.weight.base
     let out = DecoderBuffer(count: rows * e)
-    for r in 0..<rows {
-      let (x, o) = (u0 + r * e, out.base + r * e)
-      var mean: Float = 0
-      for a in 0..<e { mean += x[a] }
-      mean /= Float(e)
-      for a in 0..<e { o[a] = (x[a] - mean) * gamma[a] }
-    }
+    centredScaledRows(
+      u0, rows: rows, width: e, gamma: transformer.layers[block].norm4.weight.base,
+      into: out.base)
     return out
+  }
+
+  /// `out[r] = ((x[r] + bias) − mean(x[r] + bias))·γ` for `rows` rows of `width`: a row vector
+  /// times J·Γ (`bias` optional; `out` may be `x`).
+  private static func centredScaledRows(
+    _ x: UnsafePointer<Float>, bias: UnsafePointer<Float>? = nil, rows: Int, width: Int,
+    gamma: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>
+  ) {
+    for r in 0..<rows {
+      let (xr, o) = (x + r * width, out + r * width)
+      var mean: Float = 0
+      if let bias {
+        for a in 0..<width { mean += xr[a] + bias[a] }
+        mean /= Float(width)
+        for a in 0..<width { o[a] = (xr[a] + bias[a] - mean) * gamma[a] }
+      } else {
+        for a in 0..<width { mean += xr[a] }
+        mean /= Float(width)
+        for a in 0..<width { o[a] = (xr[a] - mean) * gamma[a] }
+      }
+    }
+  }
+
+  /// `out[r][a] = x[r][a] + v[a]` for `rows` rows of `width`.
+  private static func addRowVector(
+    _ x: UnsafePointer<Float>, _ v: UnsafePointer<Float>, rows: Int, width: Int,
+    into out: UnsafeMutablePointer<Float>
+  ) {
+    for r in 0..<rows {
+      for a in 0..<width { out[r * width + a] = x[r * width + a] + v[a] }
+    }
   }
 
   /// `x·Wᵀ` (no bias) for a few rows, heads as column blocks; one serial product, so the

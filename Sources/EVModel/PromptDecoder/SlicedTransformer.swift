@@ -249,14 +249,10 @@ extension TwoWayTransformer {
       }
     }
     if let basis, let mix1 {
-      let low = Self.combineGroups(
-        lowPartial, stats: stats, groups: groups, columns: hT, embedding: hT, scale: t2i1.scale)
-      let heads = Self.combineGroups(
-        headPartial, stats: stats, groups: groups, columns: hT, embedding: t2i1.headDim,
-        scale: t2i1.scale, interleavedHeads: true)
       Self.valuesOnBasis(
-        heads: heads.base, low: low.base, mix: mix1, offset: basis.valueOffset.base, tokens: t,
-        attention: t2i1, into: delta.base)
+        low: lowPartial, heads: headPartial, stats: stats, statsStride: 2 * hT, sumOffset: hT,
+        groups: groups, mix: mix1, offset: basis.valueOffset.base, tokens: t, attention: t2i1,
+        into: delta.base)
     } else {
       let attended1 = Self.combineGroups(
         partial, stats: stats, groups: groups, columns: hT, embedding: e, scale: t2i1.scale)
@@ -343,10 +339,9 @@ extension TwoWayTransformer {
             // the keys' and the values' image side (rows × 128 each), the slice's head sums.
             let (rho0, rho1) = (trace.rstd + p0, trace.rstd + n + p0)
             let mixing = local
-            for r in 0..<rows {
-              let (a, src, dst) = (rho1[r], trace.probabilities + (p0 + r) * ldP, mixing + r * ldP)
-              for c in 0..<ldP { dst[c] = a * src[c] }
-            }
+            SecondBlockBasis.scaledPlusOffset(
+              trace.probabilities + p0 * ldP, scale: rho1, offset: nil, rows: rows, width: ldP,
+              into: mixing)
             let (keySide, valueSide) = (local + w * e, local + w * e + w * dimF)
             SecondBlockBasis.finalRows(
               basis.finalKeys.base + p0 * dimF, inner: rho0, outer: rho1,
@@ -378,16 +373,10 @@ extension TwoWayTransformer {
       }
     }
     if let basis, let finalMix {
-      let low = Self.combineGroups(
-        finalLow, stats: stats, groups: groups, columns: hT2, embedding: ldP,
-        scale: finalAttention.scale, statsStride: 2 * hT, sumOffset: hT, partialStride: hT2 * ldP)
-      let heads = Self.combineGroups(
-        finalHeads, stats: stats, groups: groups, columns: hT2, embedding: finalAttention.headDim,
-        scale: finalAttention.scale, statsStride: 2 * hT, sumOffset: hT,
-        partialStride: t2 * dimF, interleavedHeads: true)
       Self.valuesOnBasis(
-        heads: heads.base, low: low.base, mix: finalMix, offset: basis.finalValueOffset.base,
-        tokens: t2, attention: finalAttention, into: delta.base)
+        low: finalLow, heads: finalHeads, stats: stats, statsStride: 2 * hT, sumOffset: hT,
+        groups: groups, mix: finalMix, offset: basis.finalValueOffset.base, tokens: t2,
+        attention: finalAttention, into: delta.base)
     } else {
       let attendedFinal = Self.combineGroups(
         partial, stats: stats, groups: groups, columns: hT2, embedding: e,
@@ -453,26 +442,43 @@ extension TwoWayTransformer {
     let columns = foldedQueries.columns
     SmallGEMM.multiply(
       m: rows, k: e, a: keysPE, lda: e, b: foldedQueries, c: scores, ldc: columns)
+    mergeSoftmax(
+      scores, rows: rows, columns: columns, scale: scale, into: group, sliceStats: sliceStats,
+      first: first
+    ) { c, f in
+      let row = group.partial + c * e
+      for k in 0..<e { row[k] *= f }
+    }
+    SmallGEMM.multiply(
+      transA: true, m: columns, n: e, k: rows, a: scores, lda: columns, b: keys, ldb: e,
+      c: group.partial, ldc: e, accumulate: !first)
+  }
+
+  /// The slice's unnormalised softmax down the columns of `scores` (rows × columns, dense),
+  /// merged into `group`'s running maxima and sums (as flash attention does). The first slice
+  /// of a group starts them; later ones rescale whichever side has the smaller maximum, column
+  /// by column: the group's running weighted sums (`rescaleGroup(column, factor)`) or the
+  /// slice's exponentials (a column of `scores`). The caller then adds the slice's weighted
+  /// sums to the group's (or, for the first slice, writes them).
+  private static func mergeSoftmax(
+    _ scores: UnsafeMutablePointer<Float>, rows: Int, columns: Int, scale: Float,
+    into group: SoftmaxGroup, sliceStats: UnsafeMutablePointer<Float>, first: Bool,
+    rescaleGroup: (_ column: Int, _ factor: Float) -> Void
+  ) {
     if first {
       HeadAttention.partialSoftmaxDownColumns(
         scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: group.maxima,
         sums: group.sums)
-      SmallGEMM.multiply(
-        transA: true, m: columns, n: e, k: rows, a: scores, lda: columns, b: keys, ldb: e,
-        c: group.partial, ldc: e)
       return
     }
     let (maxima, sums) = (sliceStats, sliceStats + columns)
     HeadAttention.partialSoftmaxDownColumns(
       scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: maxima, sums: sums)
-    // Rescale whichever side has the smaller maximum, column by column: the group's running
-    // weighted sum (a row of `partial`) or the slice's exponentials (a column of `scores`).
     for c in 0..<columns {
       let (old, new) = (group.maxima[c], maxima[c])
       if new > old {
         let f = Foundation.exp((old - new) * scale)
-        let row = group.partial + c * e
-        for k in 0..<e { row[k] *= f }
+        rescaleGroup(c, f)
         group.sums[c] = group.sums[c] * f + sums[c]
         group.maxima[c] = new
       } else {
@@ -481,9 +487,6 @@ extension TwoWayTransformer {
         group.sums[c] += sums[c] * f
       }
     }
-    SmallGEMM.multiply(
-      transA: true, m: columns, n: e, k: rows, a: scores, lda: columns, b: keys, ldb: e,
-      c: group.partial, ldc: e, accumulate: true)
   }
 
   /// One slice of block 1's token→image attention on the per-image basis
@@ -503,64 +506,60 @@ extension TwoWayTransformer {
     let columns = 8 * t
     let width = lowWidth ?? columns
     let (d, dim, scale) = (attention.headDim, attention.internalDim, attention.scale)
-    if first {
-      HeadAttention.partialSoftmaxDownColumns(
-        scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: group.maxima,
-        sums: group.sums)
-      HeadAttention.weightedValues(
-        scores, rows: rows, tokens: t, headDim: d, values: values, ldv: dim, into: headPartial)
-      SmallGEMM.multiply(
-        transA: true, m: columns, n: width, k: rows, a: scores, lda: columns, b: probabilities,
-        ldb: ldp, c: low, ldc: width)
-      return
-    }
-    let (maxima, sums) = (sliceStats, sliceStats + columns)
-    HeadAttention.partialSoftmaxDownColumns(
-      scores, rows: rows, cols: columns, ld: columns, scale: scale, maxima: maxima, sums: sums)
-    for c in 0..<columns {
-      let (old, new) = (group.maxima[c], maxima[c])
-      if new > old {
-        let f = Foundation.exp((old - new) * scale)
-        let row = low + c * width
-        for k in 0..<width { row[k] *= f }
-        let (j, h) = c.quotientAndRemainder(dividingBy: 8)
-        for k in 0..<d { headPartial[(j * d + k) * 8 + h] *= f }
-        group.sums[c] = group.sums[c] * f + sums[c]
-        group.maxima[c] = new
-      } else {
-        let f = Foundation.exp((new - old) * scale)
-        for p in 0..<rows { scores[p * columns + c] *= f }
-        group.sums[c] += sums[c] * f
-      }
+    mergeSoftmax(
+      scores, rows: rows, columns: columns, scale: scale, into: group, sliceStats: sliceStats,
+      first: first
+    ) { c, f in
+      let row = low + c * width
+      for k in 0..<width { row[k] *= f }
+      let (j, h) = c.quotientAndRemainder(dividingBy: 8)
+      for k in 0..<d { headPartial[(j * d + k) * 8 + h] *= f }
     }
     HeadAttention.weightedValues(
-      scores, rows: rows, tokens: t, headDim: d, values: values, ldv: dim, into: heads)
-    for i in 0..<(t * dim) { headPartial[i] += heads[i] }
+      scores, rows: rows, tokens: t, headDim: d, values: values, ldv: dim,
+      into: first ? headPartial : heads)
+    if !first {
+      for i in 0..<(t * dim) { headPartial[i] += heads[i] }
+    }
     SmallGEMM.multiply(
       transA: true, m: columns, n: width, k: rows, a: scores, lda: columns, b: probabilities,
-      ldb: ldp, c: low, ldc: width, accumulate: true)
+      ldb: ldp, c: low, ldc: width, accumulate: !first)
   }
 
-  /// A token→image attention's output on the basis, from the combined parts of
-  /// `attendOnBasis`: per token j and head h the value `heads_{j,h} + low_{j·8+h}·M_h +
-  /// offset_h`, then the output projection. For block 1, M = `Û_0·Wvᵀ` and the offset
-  /// `β_0·Wvᵀ + bv`; for the final attention, M = `[Û_0; U_1]·J·Γ_1·Wvᵀ` and `β_1·Wvᵀ + bv`.
+  /// A token→image attention's output on the basis: the groups' two parts of
+  /// `attendOnBasis` combined (`low`: per group 8T rows of `mix.scores.rows`; `heads`: per
+  /// group T × 128 interleaved), then per token j and head h the value
+  /// `heads_{j,h} + low_{j·8+h}·M_h + offset_h` and the output projection. For block 1,
+  /// M = `Û_0·Wvᵀ` and the offset `β_0·Wvᵀ + bv`; for the final attention,
+  /// M = `[Û_0; U_1]·J·Γ_1·Wvᵀ` and `β_1·Wvᵀ + bv`.
   private static func valuesOnBasis(
-    heads: UnsafePointer<Float>, low: UnsafePointer<Float>, mix: SecondBlockMix,
-    offset: UnsafePointer<Float>, tokens t: Int, attention: DecoderAttention,
-    into out: UnsafeMutablePointer<Float>
+    low lowPartial: UnsafePointer<Float>, heads headPartial: UnsafePointer<Float>,
+    stats: UnsafePointer<Float>, statsStride: Int, sumOffset: Int, groups: Int,
+    mix: SecondBlockMix, offset: UnsafePointer<Float>, tokens t: Int,
+    attention: DecoderAttention, into out: UnsafeMutablePointer<Float>
   ) {
     let (d, dim) = (attention.headDim, attention.internalDim)
     let mixed = mix.values!.base
     let columns = mix.scores.rows
+    let combinedLow = combineGroups(
+      lowPartial, stats: stats, groups: groups, columns: 8 * t, embedding: columns,
+      scale: attention.scale, statsStride: statsStride, sumOffset: sumOffset)
+    let combinedHeads = combineGroups(
+      headPartial, stats: stats, groups: groups, columns: 8 * t, embedding: d,
+      scale: attention.scale, statsStride: statsStride, sumOffset: sumOffset,
+      interleavedHeads: true)
     let v = DecoderBuffer(count: t * dim)
-    for j in 0..<t {
-      for h in 0..<8 {
-        let weights = low + (j * 8 + h) * columns
-        for k in 0..<d {
-          var acc = heads[(j * d + k) * 8 + h] + offset[h * d + k]
-          for c in 0..<columns { acc += weights[c] * mixed[c * dim + h * d + k] }
-          v.base[j * dim + h * d + k] = acc
+    // The combined buffers are read through pointers: keep them alive to the end.
+    withExtendedLifetime((combinedLow, combinedHeads, mix)) {
+      let (low, heads) = (combinedLow.base, combinedHeads.base)
+      for j in 0..<t {
+        for h in 0..<8 {
+          let weights = low + (j * 8 + h) * columns
+          for k in 0..<d {
+            var acc = heads[(j * d + k) * 8 + h] + offset[h * d + k]
+            for c in 0..<columns { acc += weights[c] * mixed[c * dim + h * d + k] }
+            v.base[j * dim + h * d + k] = acc
+          }
         }
       }
     }
