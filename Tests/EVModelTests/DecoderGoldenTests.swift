@@ -26,6 +26,33 @@ struct DecoderModel {
     try reader.finish()
     return model
   }
+
+  /// The decoder's per-image state for `embedding`, with the no-mask cache (as the predictor
+  /// prepares it).
+  func prepare(_ embedding: Tensor) -> DecoderImage {
+    maskDecoder.prepare(
+      imageEmbedding: embedding, imagePE: promptEncoder.getDensePE(),
+      noMaskEmbedding: promptEncoder.noMaskEmbedding)
+  }
+
+  /// Decodes `prompts` on `prepared` and through the official call (nothing cached, the
+  /// direct order of the image-side work) and checks that they agree to float rounding:
+  /// masks within 2e-5 relative L2, IoU predictions within 1e-5. Returns the masks' error.
+  @discardableResult
+  func expectCachedMatchesDirect(
+    _ prepared: DecoderImage, embedding: Tensor, prompts: PromptEmbeddings, multimask: Bool,
+    _ label: String
+  ) -> Double {
+    let cached = maskDecoder.decode(prepared, prompts: prompts, multimask: multimask)
+    let direct = maskDecoder(
+      imageEmbeddings: embedding, imagePE: promptEncoder.getDensePE(),
+      sparsePromptEmbeddings: prompts.sparse, densePromptEmbeddings: prompts.dense,
+      multimaskOutput: multimask)
+    let error = relativeL2Error(cached.masks, direct.masks)
+    #expect(error <= 2e-5, "\(label): differs by \(error)")
+    #expect(maxAbsDifference(cached.iouPredictions, direct.iouPredictions) <= 1e-5, "\(label)")
+    return error
+  }
 }
 
 /// One prompt case of a golden `.json`, with coordinates mapped into the 1024 prompt frame the
@@ -138,9 +165,7 @@ struct DecoderGoldenTests {
       print("golden \(file) dense_pe: max |Δ| \(error)")
       #expect(error <= 1e-5, "\(file) dense PE differs by up to \(error)")
     }
-    let prepared = model.maskDecoder.prepare(
-      imageEmbedding: embedding, imagePE: model.promptEncoder.getDensePE(),
-      noMaskEmbedding: model.promptEncoder.noMaskEmbedding)
+    let prepared = model.prepare(embedding)
     #expect(image.cases.count == 6)
     for c in image.cases {
       let inputs = try image.prompts(c)
@@ -160,9 +185,7 @@ struct DecoderGoldenTests {
     let model = try DecoderModel.load(String(file.prefix { $0 != "_" }))
     let image = try GoldenImage(file)
     let embedding = try #require(image.golden["embedding"])
-    let prepared = model.maskDecoder.prepare(
-      imageEmbedding: embedding, imagePE: model.promptEncoder.getDensePE(),
-      noMaskEmbedding: model.promptEncoder.noMaskEmbedding)
+    let prepared = model.prepare(embedding)
     for c in image.cases {
       let inputs = try image.prompts(c)
       let prompts = model.promptEncoder(
@@ -203,24 +226,17 @@ struct DecoderGoldenTests {
     let model = try DecoderModel.load(String(file.prefix { $0 != "_" }))
     let image = try GoldenImage(file)
     let embedding = try #require(image.golden["embedding"])
-    let prepared = model.maskDecoder.prepare(
-      imageEmbedding: embedding, imagePE: model.promptEncoder.getDensePE(),
-      noMaskEmbedding: model.promptEncoder.noMaskEmbedding)
+    let prepared = model.prepare(embedding)
     #expect(prepared.cachesNoMaskProjections)
     var compared = 0
     for c in image.cases where c.maskInputFrom == nil {
       let inputs = try image.prompts(c)
       let prompts = model.promptEncoder(
         points: inputs.points, boxes: inputs.boxes, masks: inputs.masks)
-      let folded = model.maskDecoder.decode(prepared, prompts: prompts, multimask: c.multimask)
-      let direct = model.maskDecoder(
-        imageEmbeddings: embedding, imagePE: model.promptEncoder.getDensePE(),
-        sparsePromptEmbeddings: prompts.sparse, densePromptEmbeddings: prompts.dense,
-        multimaskOutput: c.multimask)
-      let error = relativeL2Error(folded.masks, direct.masks)
+      let error = model.expectCachedMatchesDirect(
+        prepared, embedding: embedding, prompts: prompts, multimask: c.multimask,
+        "\(file) \(c.name): folded upscaling")
       print("fold \(file) \(c.name): low-res rel L2 folded vs direct \(error)")
-      #expect(error <= 2e-5, "\(file) \(c.name): folded upscaling differs by \(error)")
-      #expect(maxAbsDifference(folded.iouPredictions, direct.iouPredictions) <= 1e-5)
       compared += 1
     }
     #expect(compared >= 4)
@@ -234,9 +250,7 @@ struct DecoderGoldenTests {
     let model = try DecoderModel.load(String(file.prefix { $0 != "_" }))
     let image = try GoldenImage(file)
     let embedding = try #require(image.golden["embedding"])
-    let prepared = model.maskDecoder.prepare(
-      imageEmbedding: embedding, imagePE: model.promptEncoder.getDensePE(),
-      noMaskEmbedding: model.promptEncoder.noMaskEmbedding)
+    let prepared = model.prepare(embedding)
     // (points, box): 5 output tokens + points + (box corners or one padding point) ≤ 16.
     for (count, withBox) in [(1, true), (4, false), (7, true), (9, true), (10, false)] {
       // Spread over the frame (a fixed scramble, no generator needed).
@@ -246,14 +260,9 @@ struct DecoderGoldenTests {
       let prompts = model.promptEncoder(
         points: (Tensor(shape: [1, count, 2], storage: coords), labels), boxes: box, masks: nil)
       for multimask in [true, false] {
-        let folded = model.maskDecoder.decode(prepared, prompts: prompts, multimask: multimask)
-        let direct = model.maskDecoder(
-          imageEmbeddings: embedding, imagePE: model.promptEncoder.getDensePE(),
-          sparsePromptEmbeddings: prompts.sparse, densePromptEmbeddings: prompts.dense,
-          multimaskOutput: multimask)
-        let error = relativeL2Error(folded.masks, direct.masks)
-        #expect(error <= 2e-5, "\(file) \(count) points, box \(withBox): differs by \(error)")
-        #expect(maxAbsDifference(folded.iouPredictions, direct.iouPredictions) <= 1e-5)
+        model.expectCachedMatchesDirect(
+          prepared, embedding: embedding, prompts: prompts, multimask: multimask,
+          "\(file) \(count) points, box \(withBox)")
       }
     }
   }
