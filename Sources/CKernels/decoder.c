@@ -139,6 +139,15 @@ static void head_scores_portable(const float *q, long ldq, long rows, const floa
   }
 }
 
+static void row_dots_portable(const float *a, long lda, const float *b, long ldb, long rows,
+                              long cols, float *out) {
+  for (long r = 0; r < rows; r++) {
+    float s = 0;
+    for (long c = 0; c < cols; c++) s += a[r * lda + c] * b[r * ldb + c];
+    out[r] = s;
+  }
+}
+
 static void softmax_columns_partial_portable(float *s, long rows, long cols, long ld, float scale,
                                              float *col_max, float *col_sum) {
   for (long c = 0; c < cols; c++) {
@@ -233,6 +242,30 @@ EVK_AVX2 static void head_scores_avx2(const float *q, long ldq, long rows, const
       if (c < d) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp + c * H), _mm256_loadu_ps(kj + c * H), a0);
       _mm256_storeu_ps(out + p * ldo + j * H, _mm256_add_ps(a0, a1));
     }
+  }
+}
+
+EVK_AVX2 static void row_dots_avx2(const float *a, long lda, const float *b, long ldb, long rows,
+                                   long cols, float *out) {
+  for (long r = 0; r < rows; r++) {
+    const float *ar = a + r * lda, *br = b + r * ldb;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    long c = 0;
+    for (; c + 16 <= cols; c += 16) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(ar + c), _mm256_loadu_ps(br + c), a0);
+      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(ar + c + 8), _mm256_loadu_ps(br + c + 8), a1);
+    }
+    if (c + 8 <= cols) {
+      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(ar + c), _mm256_loadu_ps(br + c), a0);
+      c += 8;
+    }
+    a0 = _mm256_add_ps(a0, a1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a0), _mm256_extractf128_ps(a0, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float s = _mm_cvtss_f32(h);
+    for (; c < cols; c++) s += ar[c] * br[c];
+    out[r] = s;
   }
 }
 
@@ -441,6 +474,17 @@ void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t
   }
 #endif
   head_scores_portable(q, ldq, rows, k, t, d, out, ldo);
+}
+
+void evk_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long cols,
+                  float *out) {
+#if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX2) {
+    row_dots_avx2(a, lda, b, ldb, rows, cols, out);
+    return;
+  }
+#endif
+  row_dots_portable(a, lda, b, ldb, rows, cols, out);
 }
 
 void evk_softmax_columns_partial(float *s, long rows, long cols, long ld, float scale,

@@ -217,6 +217,27 @@ import Testing
     }
   }
 
+  /// Row-wise dot products (the LayerNorm statistics' quadratic forms) at widths around the
+  /// vector lengths, with row strides wider than the rows.
+  @Test(arguments: [1, 7, 8, 15, 16, 56, 112, 117])
+  func rowDotsMatchPlainLoops(cols: Int) {
+    let rows = 13
+    let (lda, ldb) = (cols + 3, cols + 9)
+    let a = Self.values(rows * lda, seed: 31)
+    let b = Self.values(rows * ldb, seed: 32)
+    for level in Self.levels {
+      var out = [Float](repeating: 0, count: rows)
+      SIMDLevel.capped(at: level) {
+        HeadAttention.rowDots(a, lda: lda, b, ldb: ldb, rows: rows, cols: cols, into: &out)
+      }
+      for r in 0..<rows {
+        var s = 0.0
+        for c in 0..<cols { s += Double(a[r * lda + c]) * Double(b[r * ldb + c]) }
+        #expect(abs(Double(out[r]) - s) <= 1e-5 * Double(cols), "\(level) row \(r) of \(cols)")
+      }
+    }
+  }
+
   /// The decoder's last step: GELU of each 32-channel row plus bias, dotted with each mask's
   /// vector. With one-hot vectors the result is the GELU itself, which must equal
   /// `RowOps.gelu` bit for bit at every level (the decisive everything-mode fixtures amplify

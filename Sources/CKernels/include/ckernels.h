@@ -124,6 +124,11 @@ void evk_softmax_heads(float *s, long rows, long t, long ld, float scale, const 
 void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t, long d,
                      float *out, long ldo);
 
+/// out[r] = Σ_c a[r][c] · b[r][c] for r < rows, c < cols (rows `lda` and `ldb` apart): row-wise
+/// dot products, e.g. quadratic forms x·(G·x) row by row.
+void evk_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long cols,
+                  float *out);
+
 /// One slice of a softmax down the columns of `s` (rows × cols, row stride ld), unnormalised:
 /// s ← exp(scale·(s − m_c)) with m_c the column's max over these rows; col_max and col_sum
 /// receive m_c and the column sums, from which slices combine into the full softmax.

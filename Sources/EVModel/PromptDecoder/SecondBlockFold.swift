@@ -42,6 +42,8 @@ struct SecondBlockBasis: Sendable {
   let finalKeyShift: DecoderBuffer
   let finalValueShift: DecoderBuffer
   let finalValueOffset: DecoderBuffer
+  /// The residual LayerNorms' statistics ρ_0 and ρ_1 on the same basis.
+  let norms: NormStatisticsBasis
 
   /// - Parameters:
   ///   - keys: K_0, N × E (embedding + no-mask embedding); `positional`: pe, N × E.
@@ -57,6 +59,14 @@ struct SecondBlockBasis: Sendable {
     let centred = DecoderBuffer(count: n * e)
     let shifted = DecoderBuffer(count: n * e)
     Self.centredScaledRows(k0, bias: b0, rows: n, width: e, gamma: gamma, into: centred.base)
+    do {
+      // X_0·J for the LayerNorm statistics: the same rows before the scaling by Γ_0.
+      let plain = DecoderBuffer(count: n * e)
+      let ones = [Float](repeating: 1, count: e)
+      Self.centredScaledRows(k0, bias: b0, rows: n, width: e, gamma: ones, into: plain.base)
+      norms = NormStatisticsBasis(
+        transformer: transformer, centred: plain.base, hat: centred.base, imageTokens: n)
+    }
     Self.addRowVector(pe, beta, rows: n, width: e, into: shifted.base)
     let t2i = second.tokensToImage
     let i2t = second.imageToTokens

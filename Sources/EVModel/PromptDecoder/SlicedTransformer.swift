@@ -110,9 +110,10 @@ extension TwoWayTransformer {
     func slicesOf(_ g: Int) -> Range<Int> {
       (g * slicesPerGroup)..<min(slices, (g + 1) * slicesPerGroup)
     }
-    // K_1 is kept for the whole image (phase 1 reads it); K_2 only without the cache (the
-    // upscaling then reads it). Everything else stays in per-chunk scratch, in the core's
-    // cache: K_1 + pe, K_2 + pe, and with the cache K_2 itself.
+    // Only without the cache are the image tokens formed: K_1 for the whole image (phase 1
+    // reads it), K_2 too (the upscaling then reads it); K_1 + pe and K_2 + pe stay in
+    // per-chunk scratch, in the core's cache. With the cache (and its basis) a prompt needs
+    // neither: every projection and both LayerNorms' statistics come from the basis.
     let (keys1, keys2) = workspace.keyBuffers(count: n * e)
     let groupCost = slicesPerGroup * w * e * 3 * hT
     let chunks = Parallel.chunkCount(count: groups, costPerItem: groupCost)
@@ -188,6 +189,10 @@ extension TwoWayTransformer {
         attention: t2i1)
     }
     let foldedQueries1 = basis == nil ? t2i1.foldedQueryColumns(withPE.base, count: t) : nil
+    // With the basis, ρ_0 comes from quadratic forms (`NormStatisticsBasis`), not from K_1.
+    let firstNorm = basis.map { _ in
+      FirstNormMix(values: values0.base, folded: trace.values, count: t, attention: i2t0)
+    }
     let dim1 = t2i1.internalDim
     let lowPartial = workspace.buffer("groupLow", count: groups * hT * hT)
     let headPartial = workspace.buffer("groupHeads", count: groups * t * dim1)
@@ -216,11 +221,16 @@ extension TwoWayTransformer {
               p, rows: rows, tokens: t, ld: ldP, scale: i2t0.scale, bias: keys0Folded.bias.base)
           }
           let k1 = keys1 + p0 * e
-          SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values0Packed, c: k1, ldc: e)
-          first.norm4.residual(
-            k1, plus: keys + p0 * e, rows: rows, addend: basis == nil ? imagePE + p0 * e : nil,
-            sum: basis == nil ? keysPE1 : nil, rstd: trace.rstd + p0,
-            deltaBias: i2t0.out.bias.base, serial: true)
+          if let basis, let firstNorm {
+            firstNorm.rstd(
+              basis: basis.norms, probabilities: p, ldp: ldP, from: p0, rows: rows,
+              attention: i2t0, scratch: local + 2 * w * e, into: trace.rstd + p0)
+          } else {
+            SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values0Packed, c: k1, ldc: e)
+            first.norm4.residual(
+              k1, plus: keys + p0 * e, rows: rows, addend: imagePE + p0 * e, sum: keysPE1,
+              rstd: trace.rstd + p0, deltaBias: i2t0.out.bias.base, serial: true)
+          }
           Self.scaleRows(p, rows: rows, cols: hT, ld: ldP, by: trace.rstd + p0)
           // Block 1's token→image attention over this slice.
           let scores = local + 3 * w * e
@@ -295,6 +305,12 @@ extension TwoWayTransformer {
         tokens: projected.base, count: t2, centred: mixed, mixRows: 2 * hT,
         imageSide: finalAttention.k, values: finalAttention.v, attention: finalAttention)
     }
+    let secondNorm: SecondNormMix? =
+      if let basis, let centred0 {
+        SecondNormMix(
+          values0: values0.base, values1: values1.base, centred0: centred0.base, folded1: u1,
+          count: t, basis: basis.norms, attentions: (i2t0, i2t1))
+      } else { nil }
     let finalQueries =
       basis == nil ? finalAttention.foldedQueryColumns(finalTokens.base, count: t2) : nil
     let dimF = finalAttention.internalDim
@@ -326,11 +342,17 @@ extension TwoWayTransformer {
             HeadAttention.softmaxOverTokens(
               p, rows: rows, tokens: t, ld: ldP, scale: i2t1.scale, bias: folded1.bias.base)
           }
-          SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values1Packed, c: k2, ldc: e)
-          second.norm4.residual(
-            k2, plus: keys1 + p0 * e, rows: rows, addend: basis == nil ? imagePE + p0 * e : nil,
-            sum: basis == nil ? keysPE2 : nil, rstd: trace.rstd + n + p0,
-            deltaBias: i2t1.out.bias.base, serial: true)
+          if let basis, let secondNorm {
+            secondNorm.rstd(
+              basis: basis.norms, mixing: p - hT, ldm: ldP, rstd0: trace.rstd + p0, from: p0,
+              rows: rows, attentions: (i2t0, i2t1), scratch: local + 2 * w * e,
+              into: trace.rstd + n + p0)
+          } else {
+            SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values1Packed, c: k2, ldc: e)
+            second.norm4.residual(
+              k2, plus: keys1 + p0 * e, rows: rows, addend: imagePE + p0 * e, sum: keysPE2,
+              rstd: trace.rstd + n + p0, deltaBias: i2t1.out.bias.base, serial: true)
+          }
           let isFirst = s == slicesOf(g).lowerBound
           let scores = local + 3 * w * e
           let sliceStats = local + 3 * w * e + w * hT
@@ -631,21 +653,32 @@ extension DecoderAttention {
   func interleavedProjection(
     _ x: UnsafePointer<Float>, rows n: Int, through linear: DecoderLinear, bias: Bool
   ) -> DecoderBuffer {
-    let (d, dim, e) = (headDim, internalDim, linear.inFeatures)
-    precondition(linear.outFeatures == dim, "interleavedProjection: \(linear.outFeatures) ≠ \(dim)")
+    precondition(
+      linear.outFeatures == internalDim,
+      "interleavedProjection: \(linear.outFeatures) ≠ \(internalDim)")
+    return interleavedProjection(
+      x, rows: n, weight: linear.weight.base, bias: bias ? linear.bias.base : nil)
+  }
+
+  /// `x·Wᵀ (+ b)` for N rows of `x` (N × E) and W internalDim × E whose rows h·d ..< (h+1)·d
+  /// belong to head h (an `nn.Linear` weight, or `outTransposed`), heads interleaved.
+  func interleavedProjection(
+    _ x: UnsafePointer<Float>, rows n: Int, weight w: UnsafePointer<Float>,
+    bias: UnsafePointer<Float>? = nil
+  ) -> DecoderBuffer {
+    let (d, dim, e) = (headDim, internalDim, embedding)
     let weight = DecoderBuffer(count: dim * e)
     let b = DecoderBuffer(count: dim)
     for h in 0..<Self.heads {
       for c in 0..<d {
-        (weight.base + (c * Self.heads + h) * e).update(
-          from: linear.weight.base + (h * d + c) * e, count: e)
-        b.base[c * Self.heads + h] = linear.bias.base[h * d + c]
+        (weight.base + (c * Self.heads + h) * e).update(from: w + (h * d + c) * e, count: e)
+        b.base[c * Self.heads + h] = bias?[h * d + c] ?? 0
       }
     }
     let y = DecoderBuffer(count: n * dim)
     withExtendedLifetime((weight, b)) {
       DecoderMath.gemm(n, dim, e, x, e, weight.base, e, transB: true, y.base, dim)
-      if bias {
+      if bias != nil {
         RowOps.biasActivation(y.base, rows: n, cols: dim, stride: dim, bias: b.base, .identity)
       }
     }

@@ -25,6 +25,15 @@ public enum HeadAttention {
     evk_head_scores(q, ldq, rows, k, t, d, out, ldo)
   }
 
+  /// `out[r] = Σ_c a[r][c]·b[r][c]` for r < rows, c < cols (rows `lda` and `ldb` apart).
+  @inline(__always)
+  public static func rowDots(
+    _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int, rows: Int,
+    cols: Int, into out: UnsafeMutablePointer<Float>
+  ) {
+    evk_row_dots(a, lda, b, ldb, rows, cols, out)
+  }
+
   /// In place, per row and head: softmax over the `t` prompt tokens of `scale·(x + bias)`
   /// (`bias`: t·8 values shared by every row, optional).
   @inline(__always)
