@@ -139,6 +139,21 @@ static void head_scores_portable(const float *q, long ldq, long rows, const floa
   }
 }
 
+static void scale_rows_portable(float *y, long ldy, const float *x, long ldx, long rows, long width,
+                                const float *inner, const float *outer, const float *shift,
+                                const float *offset, long ldo) {
+  for (long r = 0; r < rows; r++) {
+    const float a = inner ? inner[r] : 1.0f, b = outer ? outer[r] : 1.0f;
+    for (long i = 0; i < width; i++) {
+      float v = a * x[r * ldx + i];
+      if (shift) v = v + shift[i];
+      if (outer) v = b * v;
+      if (offset) v = v + offset[r * ldo + i];
+      y[r * ldy + i] = v;
+    }
+  }
+}
+
 static void row_dots_portable(const float *a, long lda, const float *b, long ldb, long rows,
                               long cols, float *out) {
   for (long r = 0; r < rows; r++) {
@@ -231,7 +246,42 @@ EVK_AVX2 static void head_scores_avx2(const float *q, long ldq, long rows, const
                                       long d, float *out, long ldo) {
   for (long p = 0; p < rows; p++) {
     const float *qp = q + p * ldq;
-    for (long j = 0; j < t; j++) {
+    long j = 0;
+    // Four prompt tokens at a time: eight independent chains hide the FMA latency (one token's
+    // two chains alone wait on it). Each element still sums even and odd channels in two
+    // chains, in order, then adds them, as the one-token loop below does.
+    for (; j + 4 <= t; j += 4) {
+      const float *k0 = k + j * d * H, *k1 = k0 + d * H, *k2 = k1 + d * H, *k3 = k2 + d * H;
+      __m256 e0 = _mm256_setzero_ps(), e1 = _mm256_setzero_ps(), e2 = _mm256_setzero_ps(),
+             e3 = _mm256_setzero_ps();
+      __m256 o0 = _mm256_setzero_ps(), o1 = _mm256_setzero_ps(), o2 = _mm256_setzero_ps(),
+             o3 = _mm256_setzero_ps();
+      long c = 0;
+      for (; c + 2 <= d; c += 2) {
+        const __m256 qe = _mm256_loadu_ps(qp + c * H), qo = _mm256_loadu_ps(qp + c * H + H);
+        e0 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + c * H), e0);
+        e1 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k1 + c * H), e1);
+        e2 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k2 + c * H), e2);
+        e3 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k3 + c * H), e3);
+        o0 = _mm256_fmadd_ps(qo, _mm256_loadu_ps(k0 + c * H + H), o0);
+        o1 = _mm256_fmadd_ps(qo, _mm256_loadu_ps(k1 + c * H + H), o1);
+        o2 = _mm256_fmadd_ps(qo, _mm256_loadu_ps(k2 + c * H + H), o2);
+        o3 = _mm256_fmadd_ps(qo, _mm256_loadu_ps(k3 + c * H + H), o3);
+      }
+      if (c < d) {
+        const __m256 qe = _mm256_loadu_ps(qp + c * H);
+        e0 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k0 + c * H), e0);
+        e1 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k1 + c * H), e1);
+        e2 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k2 + c * H), e2);
+        e3 = _mm256_fmadd_ps(qe, _mm256_loadu_ps(k3 + c * H), e3);
+      }
+      float *op = out + p * ldo + j * H;
+      _mm256_storeu_ps(op, _mm256_add_ps(e0, o0));
+      _mm256_storeu_ps(op + H, _mm256_add_ps(e1, o1));
+      _mm256_storeu_ps(op + 2 * H, _mm256_add_ps(e2, o2));
+      _mm256_storeu_ps(op + 3 * H, _mm256_add_ps(e3, o3));
+    }
+    for (; j < t; j++) {
       const float *kj = k + j * d * H;
       __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
       long c = 0;
@@ -241,6 +291,32 @@ EVK_AVX2 static void head_scores_avx2(const float *q, long ldq, long rows, const
       }
       if (c < d) a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qp + c * H), _mm256_loadu_ps(kj + c * H), a0);
       _mm256_storeu_ps(out + p * ldo + j * H, _mm256_add_ps(a0, a1));
+    }
+  }
+}
+
+EVK_AVX2 static void scale_rows_avx2(float *y, long ldy, const float *x, long ldx, long rows,
+                                     long width, const float *inner, const float *outer,
+                                     const float *shift, const float *offset, long ldo) {
+  for (long r = 0; r < rows; r++) {
+    const float a = inner ? inner[r] : 1.0f, b = outer ? outer[r] : 1.0f;
+    const __m256 av = _mm256_set1_ps(a), bv = _mm256_set1_ps(b);
+    const float *xr = x + r * ldx, *orow = offset ? offset + r * ldo : 0;
+    float *yr = y + r * ldy;
+    long i = 0;
+    for (; i + 8 <= width; i += 8) {
+      __m256 v = _mm256_mul_ps(av, _mm256_loadu_ps(xr + i));
+      if (shift) v = _mm256_add_ps(v, _mm256_loadu_ps(shift + i));
+      if (outer) v = _mm256_mul_ps(bv, v);
+      if (orow) v = _mm256_add_ps(v, _mm256_loadu_ps(orow + i));
+      _mm256_storeu_ps(yr + i, v);
+    }
+    for (; i < width; i++) {
+      float v = a * xr[i];
+      if (shift) v = v + shift[i];
+      if (outer) v = b * v;
+      if (orow) v = v + orow[i];
+      yr[i] = v;
     }
   }
 }
@@ -474,6 +550,18 @@ void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t
   }
 #endif
   head_scores_portable(q, ldq, rows, k, t, d, out, ldo);
+}
+
+void evk_scale_rows(float *y, long ldy, const float *x, long ldx, long rows, long width,
+                    const float *inner, const float *outer, const float *shift,
+                    const float *offset, long ldo) {
+#if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX2) {
+    scale_rows_avx2(y, ldy, x, ldx, rows, width, inner, outer, shift, offset, ldo);
+    return;
+  }
+#endif
+  scale_rows_portable(y, ldy, x, ldx, rows, width, inner, outer, shift, offset, ldo);
 }
 
 void evk_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long cols,

@@ -238,6 +238,51 @@ import Testing
     }
   }
 
+  /// Per-row scales with shared and per-row offsets (the basis path's image-side rows), every
+  /// optional part present and absent, at widths around the vector length, in place too.
+  @Test(arguments: [3, 8, 56, 61])
+  func scaleRowsMatchesPlainLoops(width: Int) {
+    let rows = 5
+    let (ldx, ldo, ldy) = (width + 2, width + 5, width + 1)
+    let x = Self.values(rows * ldx, seed: 41)
+    let inner = Self.values(rows, seed: 42)
+    let outer = Self.values(rows, seed: 43)
+    let shift = Self.values(width, seed: 44)
+    let offset = Self.values(rows * ldo, seed: 45)
+    for level in Self.levels {
+      for parts in 0..<16 {
+        let (useInner, useOuter) = (parts & 1 != 0, parts & 2 != 0)
+        let (useShift, useOffset) = (parts & 4 != 0, parts & 8 != 0)
+        var y = [Float](repeating: 7, count: rows * ldy)
+        var inPlace = x
+        SIMDLevel.capped(at: level) {
+          HeadAttention.scaleRows(
+            x, ldx: ldx, rows: rows, width: width, inner: useInner ? inner : nil,
+            outer: useOuter ? outer : nil, shift: useShift ? shift : nil,
+            offset: useOffset ? offset : nil, ldo: ldo, into: &y, ldy: ldy)
+          inPlace.withUnsafeMutableBufferPointer {
+            HeadAttention.scaleRows(
+              $0.baseAddress!, ldx: ldx, rows: rows, width: width,
+              inner: useInner ? inner : nil, outer: useOuter ? outer : nil,
+              shift: useShift ? shift : nil, offset: useOffset ? offset : nil, ldo: ldo,
+              into: $0.baseAddress!, ldy: ldx)
+          }
+        }
+        for r in 0..<rows {
+          for i in 0..<width {
+            var v = Double(useInner ? inner[r] : 1) * Double(x[r * ldx + i])
+            if useShift { v += Double(shift[i]) }
+            if useOuter { v *= Double(outer[r]) }
+            if useOffset { v += Double(offset[r * ldo + i]) }
+            #expect(abs(Double(y[r * ldy + i]) - v) <= 1e-6, "\(level) parts \(parts)")
+            #expect(inPlace[r * ldx + i] == y[r * ldy + i], "\(level) parts \(parts) in place")
+          }
+          #expect(y[(r * ldy + width)..<(r * ldy + ldy)].allSatisfy { $0 == 7 })
+        }
+      }
+    }
+  }
+
   /// The decoder's last step: GELU of each 32-channel row plus bias, dotted with each mask's
   /// vector. With one-hot vectors the result is the GELU itself, which must equal
   /// `RowOps.gelu` bit for bit at every level (the decisive everything-mode fixtures amplify

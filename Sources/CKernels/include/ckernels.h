@@ -124,6 +124,13 @@ void evk_softmax_heads(float *s, long rows, long t, long ld, float scale, const 
 void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t, long d,
                      float *out, long ldo);
 
+/// y[r][i] = outer[r]·(inner[r]·x[r][i] + shift[i]) + offset[r][i] for r < rows, i < width
+/// (rows `ldy`, `ldx`, `ldo` apart; inner and outer default to 1, shift and offset to 0 when
+/// NULL; y may be x): per-row scales with shared and per-row offsets, one pass.
+void evk_scale_rows(float *y, long ldy, const float *x, long ldx, long rows, long width,
+                    const float *inner, const float *outer, const float *shift,
+                    const float *offset, long ldo);
+
 /// out[r] = Σ_c a[r][c] · b[r][c] for r < rows, c < cols (rows `lda` and `ldb` apart): row-wise
 /// dot products, e.g. quadratic forms x·(G·x) row by row.
 void evk_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long cols,

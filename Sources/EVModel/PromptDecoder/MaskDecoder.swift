@@ -36,6 +36,9 @@ public struct MaskDecoder: Sendable {
   let iouHead: DecoderMLP
   /// The first upscaling convolution folded through the transformer (see `UpscaleFold`).
   let upscaleFold: UpscaleFold
+  /// What the per-image basis path does with a prompt's values, per model (`ValueMaps`); nil
+  /// for transformers the basis does not apply to.
+  let valueMaps: ValueMaps?
   /// Scratch memory reused from call to call (one workspace per concurrent `decode`).
   let workspaces = DecoderWorkspacePool()
   /// Prompts with at most this many tokens (5 output tokens + points + box corners) fold the
@@ -71,6 +74,9 @@ public struct MaskDecoder: Sendable {
     upscaleFold = UpscaleFold(
       transformer: transformer, weight: upscale1,
       bias: Array((0..<4).map { _ in b1.storage }.joined()), columns: 4 * c1)
+    valueMaps =
+      SecondBlockBasis.applies(to: transformer)
+      ? ValueMaps(transformer: transformer, upscaleFold: upscaleFold) : nil
     hypernetworks = (0..<Self.maskTokenCount).map {
       DecoderMLP(scope["output_hypernetworks_mlps"][$0], input: e, hidden: e, output: c2, depth: 3)
     }
@@ -253,7 +259,7 @@ public struct MaskDecoder: Sendable {
           let (trace, keysOut) = transformer.sliced(
             queries: queries.base, tokenPE: tokenPE.base, count: t, keys: keys, keysPE: keysPE,
             cached: cached, imagePE: image.positional.base, imageTokens: n,
-            workspace: workspace, finalRows: finalRows)
+            workspace: workspace, finalRows: finalRows, maps: valueMaps)
           source = cached.map { .folded(base: $0.upscaleBase.base, trace: trace) } ?? .keys(keysOut)
         } else {
           let (keys, keysPE) =

@@ -101,10 +101,22 @@ extension MaskDecoder {
     let width = 4 * Self.upscaledChannels[0]
     let hT = 8 * trace.tokens
     let mixing = workspace.buffer("upscaleMixing", count: 2 * hT * width)
-    for l in 0..<2 {
-      SmallGEMM.parallelMultiply(
-        m: hT, k: e, a: trace.values + l * hT * e, lda: e, b: upscaleFold.packedMaps[l],
-        c: mixing + l * hT * width, ldc: width)
+    if let valueMaps {
+      // U_l·W_l = V_l·(O_l·W_l) (see `ValueMaps`).
+      var v = UnsafePointer(trace.headValues)
+      for (l, attention) in transformer.layers.map(\.imageToTokens).enumerated() {
+        ValueMaps.headTimes(
+          v, count: trace.tokens, headDim: attention.headDim,
+          l == 0 ? valueMaps.upscale.0 : valueMaps.upscale.1, columns: width,
+          into: mixing + l * hT * width, ldo: width)
+        v += trace.tokens * attention.internalDim
+      }
+    } else {
+      for l in 0..<2 {
+        SmallGEMM.parallelMultiply(
+          m: hT, k: e, a: trace.values + l * hT * e, lda: e, b: upscaleFold.packedMaps[l],
+          c: mixing + l * hT * width, ldc: width)
+      }
     }
     return PackedMatrix(mixing, rows: 2 * hT, columns: width, ld: width)
   }

@@ -31,8 +31,6 @@ struct NormStatisticsBasis: Sendable {
   let squares1: DecoderBuffer
   let shift1: DecoderBuffer
   let shiftSquare: Float
-  /// d = (β_0 + b_1)·J (E).
-  let shift: DecoderBuffer
   /// `X̃·Γ_0·J·Wo_0` and `X̃·Wo_1` (N × 128 each, interleaved as the respective block's
   /// image→token attention): the cross terms with `Û_0·J = U_0·J·Γ_0·J` and `U_1·J`.
   let cross1a: DecoderBuffer
@@ -56,7 +54,6 @@ struct NormStatisticsBasis: Sendable {
     let sum = (0..<e).map { first.norm4.bias.base[$0] + i2t1.out.bias.base[$0] }
     var d = [Float](repeating: 0, count: e)
     Self.centre(sum, rows: 1, width: e, into: &d)
-    shift = DecoderBuffer(d)
     shiftSquare = Float(d.reduce(0.0) { $0 + Double($1) * Double($1) })
     shift1 = DecoderBuffer(count: n)
     for p in 0..<n {
@@ -113,21 +110,15 @@ struct FirstNormMix {
   let tokens: Int
 
   /// - Parameters:
-  ///   - values: v (T × 128, heads as column blocks); `folded`: U_0 (8T × E).
-  init(
-    values v: UnsafePointer<Float>, folded u: UnsafePointer<Float>, count t: Int,
-    attention: DecoderAttention
-  ) {
-    let e = attention.embedding
+  ///   - values: v (T × 128, heads as column blocks), the first block's image→token values.
+  init(values v: UnsafePointer<Float>, count t: Int, maps: ValueMaps, attention: DecoderAttention) {
     let hT = 8 * t
     tokens = t
     values = attention.interleaveHeads(v, rows: t)
-    let centred = DecoderBuffer(count: hT * e)
-    NormStatisticsBasis.centre(u, rows: hT, width: e, into: centred.base)
     let gram = DecoderBuffer(count: hT * hT)
-    BLAS.serialSgemm(
-      transA: false, transB: true, m: hT, n: hT, k: e, alpha: 0.5, a: centred.base, lda: e,
-      b: centred.base, ldb: e, beta: 0, c: gram.base, ldc: hT)
+    ValueMaps.gram(
+      v, count: t, maps.gram0, v, count: t, headDim: attention.headDim, scale: 0.5,
+      into: gram.base, ldo: hT)
     halfGram = PackedMatrix(gram.base, rows: hT, columns: hT, ld: hT)
   }
 
@@ -153,7 +144,8 @@ struct FirstNormMix {
 }
 
 /// One prompt's side of ρ_1 (`NormStatisticsBasis`): both blocks' image→token values, the
-/// Gram matrix of `Ṽ = [Û_0·J; U_1·J]` as `[G_aa | 2·G_ab]` and `G_bb`, and `2·Ṽ·dᵀ`.
+/// Gram matrix of `Ṽ = [Û_0·J; U_1·J]` as `[G_aa/2 | G_ab]` and `G_bb/2` (the halves are
+/// exact), and `Ṽ·dᵀ`.
 struct SecondNormMix {
   let values0: DecoderBuffer
   let values1: DecoderBuffer
@@ -163,36 +155,39 @@ struct SecondNormMix {
   let tokens: Int
 
   /// - Parameters:
-  ///   - values0, values1: each block's v (T × 128, heads as column blocks).
-  ///   - centred0: Û_0 = U_0·J·Γ_0 (8T × E); `folded1`: U_1 (8T × E).
+  ///   - values0, values1: each block's image→token values v (T × 128, heads as column
+  ///     blocks).
   init(
-    values0 v0: UnsafePointer<Float>, values1 v1: UnsafePointer<Float>,
-    centred0: UnsafePointer<Float>, folded1: UnsafePointer<Float>, count t: Int,
-    basis: NormStatisticsBasis, attentions: (DecoderAttention, DecoderAttention)
+    values0 v0: UnsafePointer<Float>, values1 v1: UnsafePointer<Float>, count t: Int,
+    maps: ValueMaps, attentions: (DecoderAttention, DecoderAttention)
   ) {
-    let e = attentions.0.embedding
     let hT = 8 * t
+    let d = attentions.0.headDim
     tokens = t
     values0 = attentions.0.interleaveHeads(v0, rows: t)
     values1 = attentions.1.interleaveHeads(v1, rows: t)
-    let tilde = DecoderBuffer(count: 2 * hT * e)
-    NormStatisticsBasis.centre(centred0, rows: hT, width: e, into: tilde.base)
-    NormStatisticsBasis.centre(folded1, rows: hT, width: e, into: tilde.base + hT * e)
-    let gram = DecoderBuffer(count: 2 * hT * 2 * hT)
-    BLAS.serialSgemm(
-      transA: false, transB: true, m: 2 * hT, n: 2 * hT, k: e, alpha: 1, a: tilde.base, lda: e,
-      b: tilde.base, ldb: e, beta: 0, c: gram.base, ldc: 2 * hT)
-    // [G_aa | 2·G_ab]: the first hT rows of the Gram matrix, right half doubled.
-    for r in 0..<hT {
-      for c in hT..<(2 * hT) { gram.base[r * 2 * hT + c] *= 2 }
-    }
-    gramA = PackedMatrix(gram.base, rows: hT, columns: 2 * hT, ld: 2 * hT)
-    gramB = PackedMatrix(gram.base + hT * 2 * hT + hT, rows: hT, columns: hT, ld: 2 * hT)
+    // [G_aa/2 | G_ab] (hT × 2hT) and G_bb/2 (hT × hT).
+    let a = DecoderBuffer(count: hT * 2 * hT)
+    ValueMaps.gram(
+      v0, count: t, maps.gramAA, v0, count: t, headDim: d, scale: 0.5, into: a.base,
+      ldo: 2 * hT)
+    ValueMaps.gram(
+      v0, count: t, maps.gramAB, v1, count: t, headDim: d, into: a.base + hT, ldo: 2 * hT)
+    let b = DecoderBuffer(count: hT * hT)
+    ValueMaps.gram(
+      v1, count: t, maps.gramBB, v1, count: t, headDim: d, scale: 0.5, into: b.base, ldo: hT)
+    gramA = PackedMatrix(a.base, rows: hT, columns: 2 * hT, ld: 2 * hT)
+    gramB = PackedMatrix(b.base, rows: hT, columns: hT, ld: hT)
+    // Ṽ·dᵀ: row j·8 + h of each half is v_{j,h}·(R_l·dᵀ)_h.
     linear = DecoderBuffer(count: 2 * hT)
-    for r in 0..<(2 * hT) {
-      var s: Float = 0
-      for a in 0..<e { s += tilde.base[r * e + a] * basis.shift.base[a] }
-      linear.base[r] = 2 * s
+    for (l, (v, shift)) in [(v0, maps.shift0), (v1, maps.shift1)].enumerated() {
+      for j in 0..<t {
+        for h in 0..<8 {
+          var s: Float = 0
+          for c in 0..<d { s += v[j * 8 * d + h * d + c] * shift.base[h * d + c] }
+          linear.base[l * hT + j * 8 + h] = s
+        }
+      }
     }
   }
 
@@ -207,19 +202,18 @@ struct SecondNormMix {
     let hT = 8 * tokens
     let ld = 2 * hT
     let (a0, a1) = attentions
-    // scratch = [2ρ_0·Û_0·J·X̃ᵀ, 2ρ_0·U_1·J·X̃ᵀ] + 2·Ṽ·dᵀ + Ṽ·Ṽᵀ·Mᵀ (the symmetric form:
-    // M_a·G_aa in the left half, 2·M_a·G_ab + M_b·G_bb in the right).
+    // scratch = [ρ_0·Û_0·J·X̃ᵀ, ρ_0·U_1·J·X̃ᵀ] + Ṽ·dᵀ + Ṽ·Ṽᵀ·Mᵀ/2 (the symmetric form:
+    // M_a·G_aa/2 in the left half, M_a·G_ab + M_b·G_bb/2 in the right), and then
+    // E·σ_1² = ρ_0²·‖X̃‖² + 2ρ_0·X̃·d + ‖d‖² + 2·M·scratch.
     HeadAttention.scores(
       basis.cross1a.base + p0 * a0.internalDim, ldq: a0.internalDim, rows: rows,
       keys: values0.base, tokens: tokens, headDim: a0.headDim, into: scratch, ldo: ld)
     HeadAttention.scores(
       basis.cross1b.base + p0 * a1.internalDim, ldq: a1.internalDim, rows: rows,
       keys: values1.base, tokens: tokens, headDim: a1.headDim, into: scratch + hT, ldo: ld)
-    let lin = UnsafePointer(linear.base)
-    for r in 0..<rows {
-      let (s, sr) = (2 * rstd0[r], scratch + r * ld)
-      for c in 0..<ld { sr[c] = s * sr[c] + lin[c] }
-    }
+    HeadAttention.scaleRows(
+      scratch, ldx: ld, rows: rows, width: ld, inner: rstd0, shift: linear.base, into: scratch,
+      ldy: ld)
     SmallGEMM.multiply(
       m: rows, k: hT, a: m, lda: ldm, b: gramA, c: scratch, ldc: ld, accumulate: true)
     SmallGEMM.multiply(
@@ -228,7 +222,7 @@ struct SecondNormMix {
     let (squares, shifts, c) = (basis.squares1.base + p0, basis.shift1.base + p0, basis.shiftSquare)
     for r in 0..<rows {
       let rho = rstd0[r]
-      rstd[r] += rho * rho * squares[r] + 2 * rho * shifts[r] + c
+      rstd[r] = 2 * rstd[r] + (rho * rho * squares[r] + 2 * rho * shifts[r] + c)
     }
     NormStatisticsBasis.rstd(rstd, rows: rows, embedding: a0.embedding)
   }

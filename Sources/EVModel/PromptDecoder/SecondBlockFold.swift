@@ -131,20 +131,6 @@ struct SecondBlockBasis: Sendable {
     return second.tokensToImage.internalDim == second.imageToTokens.internalDim
   }
 
-  /// `U·J·Γ_l` for rows of folded values (`FoldTrace.values`: U_0 then U_1, 8T × E each), Γ_l
-  /// block l's `norm4` weight: `Û_0` with l = 0, and with l = 1 the final attention's
-  /// `[Û_0; U_1]·J·Γ_1` from `[Û_0; U_1]`.
-  static func centredValues(
-    _ u0: UnsafePointer<Float>, rows: Int, transformer: TwoWayTransformer, block: Int = 0
-  ) -> DecoderBuffer {
-    let e = transformer.embedding
-    let out = DecoderBuffer(count: rows * e)
-    centredScaledRows(
-      u0, rows: rows, width: e, gamma: transformer.layers[block].norm4.weight.base,
-      into: out.base)
-    return out
-  }
-
   /// `out[r] = ((x[r] + bias) − mean(x[r] + bias))·γ` for `rows` rows of `width`: a row vector
   /// times J·Γ (`bias` optional; `out` may be `x`).
   private static func centredScaledRows(
@@ -176,19 +162,6 @@ struct SecondBlockBasis: Sendable {
     }
   }
 
-  /// `x·Wᵀ` (no bias) for a few rows, heads as column blocks; one serial product, so the
-  /// result does not depend on the thread count.
-  static func project(
-    _ x: UnsafePointer<Float>, rows: Int, through linear: DecoderLinear
-  ) -> DecoderBuffer {
-    let y = DecoderBuffer(count: rows * linear.outFeatures)
-    BLAS.serialSgemm(
-      transA: false, transB: true, m: rows, n: linear.outFeatures, k: linear.inFeatures, alpha: 1,
-      a: x, lda: linear.inFeatures, b: linear.weight.base, ldb: linear.inFeatures, beta: 0,
-      c: y.base, ldc: linear.outFeatures)
-    return y
-  }
-
   /// `out[p][i] = outer[p]·(inner[p]·base[p][i] + shift[i]) + offset[p][i]` for `rows` rows
   /// of `width` (offset optional): the final attention's image side on the basis.
   static func finalRows(
@@ -196,16 +169,9 @@ struct SecondBlockBasis: Sendable {
     shift: UnsafePointer<Float>, offset: UnsafePointer<Float>?, rows: Int, width: Int,
     into out: UnsafeMutablePointer<Float>
   ) {
-    for p in 0..<rows {
-      let (a0, a1) = (inner[p], outer[p])
-      let (b, y) = (base + p * width, out + p * width)
-      if let offset {
-        let o = offset + p * width
-        for i in 0..<width { y[i] = a1 * (a0 * b[i] + shift[i]) + o[i] }
-      } else {
-        for i in 0..<width { y[i] = a1 * (a0 * b[i] + shift[i]) }
-      }
-    }
+    HeadAttention.scaleRows(
+      base, ldx: width, rows: rows, width: width, inner: inner, outer: outer, shift: shift,
+      offset: offset, ldo: width, into: out, ldy: width)
   }
 
   /// `out[p][i] = scale[p]·base[p][i] (+ offset[p][i])` for `rows` rows of `width`.
@@ -213,16 +179,9 @@ struct SecondBlockBasis: Sendable {
     _ base: UnsafePointer<Float>, scale: UnsafePointer<Float>, offset: UnsafePointer<Float>?,
     rows: Int, width: Int, into out: UnsafeMutablePointer<Float>
   ) {
-    for p in 0..<rows {
-      let s = scale[p]
-      let (b, y) = (base + p * width, out + p * width)
-      if let offset {
-        let o = offset + p * width
-        for i in 0..<width { y[i] = s * b[i] + o[i] }
-      } else {
-        for i in 0..<width { y[i] = s * b[i] }
-      }
-    }
+    HeadAttention.scaleRows(
+      base, ldx: width, rows: rows, width: width, inner: scale, offset: offset, ldo: width,
+      into: out, ldy: width)
   }
 }
 
@@ -238,26 +197,24 @@ struct SecondBlockMix {
 
   /// - Parameters:
   ///   - tokens: T × 128 (heads as column blocks), the prompt side already projected.
-  ///   - centred: `Û_0`, 8T × E.
-  ///   - imageSide: the projection the image tokens go through (`Wk` or `Wq`).
-  ///   - values: the token→image attention's value projection, if this is that attention.
-  ///   - mixRows: rows of `centred` (8T by default; the final attention's 2·8T).
+  ///   - mixed: `Û_0·Wᵀ` (rows × 128, heads as column blocks; the final attention's
+  ///     `[Û_0; U_1]·J·Γ_1·Wᵀ`), W the projection the image tokens go through (`Wk` or `Wq`),
+  ///     from `ValueMaps`.
+  ///   - values: the same rows through the token→image attention's value projection, if this
+  ///     is that attention.
   init(
-    tokens projected: UnsafePointer<Float>, count t: Int, centred: DecoderBuffer,
-    mixRows: Int? = nil, imageSide: DecoderLinear, values: DecoderLinear?,
-    attention: DecoderAttention
+    tokens projected: UnsafePointer<Float>, count t: Int, mixed: DecoderBuffer, rows r: Int,
+    values: DecoderBuffer?, attention: DecoderAttention
   ) {
     let hT = 8 * t
-    let r = mixRows ?? hT
     tokens = attention.interleaveHeads(projected, rows: t)
-    let mixed = SecondBlockBasis.project(centred.base, rows: r, through: imageSide)
     let interleaved = attention.interleaveHeads(mixed.base, rows: r)
     let s = DecoderBuffer(count: r * hT)
     HeadAttention.scores(
       interleaved.base, ldq: attention.internalDim, rows: r, keys: tokens.base, tokens: t,
       headDim: attention.headDim, into: s.base, ldo: hT)
     scores = PackedMatrix(s.base, rows: r, columns: hT, ld: hT)
-    self.values = values.map { SecondBlockBasis.project(centred.base, rows: r, through: $0) }
+    self.values = values
   }
 
   /// Scores of one slice of image tokens (rows × 8T, row stride `ldo`):

@@ -8,10 +8,15 @@ struct FoldTrace {
   /// that block's LayerNorm 1/σ.
   let probabilities: UnsafeMutablePointer<Float>
   /// 2·8T × E: U_0 then U_1, each block's image→token values folded through the output
-  /// projection (row j·8 + h is `v_{j,h}·Wo_hᵀ`), so that the attention output is `P_l·U_l`.
+  /// projection (row j·8 + h is `v_{j,h}·Wo_hᵀ`), so that the attention output is `P_l·U_l`;
+  /// only filled without the per-image basis.
   let values: UnsafeMutablePointer<Float>
   /// 2 × N: ρ_0 then ρ_1, each image token's LayerNorm 1/σ after each block.
   let rstd: UnsafeMutablePointer<Float>
+  /// 2 × T × internalDim: each block's image→token values v (heads as column blocks), from
+  /// which `ValueMaps` rebuilds what `values` holds. With the per-image basis `values` is not
+  /// filled: only these are.
+  let headValues: UnsafeMutablePointer<Float>
   /// Prompt tokens T.
   let tokens: Int
 }
@@ -67,15 +72,18 @@ extension TwoWayTransformer {
   ///   - keysPE: N×E, `keys` + positional encoding; not needed (nil) with `cached`.
   ///   - cached: the per-image cache, when `keys` are its keys (no mask input).
   ///   - imagePE: N×E positional encoding.
+  ///   - maps: the model's `ValueMaps` (required with the per-image basis).
   /// - Returns: the trace for the folded upscaling, and the image tokens leaving the
   ///   transformer (N×E, in a workspace buffer).
   func sliced(
     queries: UnsafeMutablePointer<Float>, tokenPE: UnsafePointer<Float>, count t: Int,
     keys: UnsafePointer<Float>, keysPE: UnsafePointer<Float>?, cached: DecoderImage.Shared?,
     imagePE: UnsafePointer<Float>, imageTokens n: Int, workspace: DecoderWorkspace,
-    finalRows: [Int]
+    finalRows: [Int], maps: ValueMaps?
   ) -> (trace: FoldTrace, keys: UnsafeMutablePointer<Float>) {
     precondition(cached != nil || keysPE != nil, "sliced: keys + pe needed without the cache")
+    precondition(
+      cached?.secondBlock == nil || maps != nil, "sliced: the per-image basis needs ValueMaps")
     let e = embedding
     let hT = 8 * t
     let w = Self.sliceWidth
@@ -93,7 +101,11 @@ extension TwoWayTransformer {
     let trace = FoldTrace(
       probabilities: workspace.buffer("foldP", count: n * 2 * hT),
       values: workspace.buffer("foldU", count: 2 * hT * e),
-      rstd: workspace.buffer("foldRstd", count: 2 * n), tokens: t)
+      rstd: workspace.buffer("foldRstd", count: 2 * n),
+      headValues: workspace.buffer(
+        "foldV",
+        count: t * (layers[0].imageToTokens.internalDim + layers[1].imageToTokens.internalDim)),
+      tokens: t)
     let ldP = 2 * hT
     // The token→image softmaxes over all image tokens run in a fixed number of groups of
     // consecutive slices (independent of the thread count, so the result is too); each group
@@ -164,10 +176,19 @@ extension TwoWayTransformer {
     // With the cache the keys meet the cached image queries head by head; without, folded.
     let keys0Interleaved = cached.map { _ in i2t0.interleaveHeads(keys0.base, rows: t) }
     let keys0Folded = cached == nil ? i2t0.foldedKeyColumns(keys0.base, count: t) : nil
-    let values0 = DecoderBuffer(count: t * i2t0.internalDim)
-    i2t0.v.apply(queries, rows: t, into: values0.base)
-    i2t0.foldValues(values0.base, count: t, into: trace.values)
-    let values0Packed = PackedMatrix(trace.values, rows: hT, columns: e, ld: e)
+    let values0 = trace.headValues
+    i2t0.v.apply(queries, rows: t, into: values0)
+    // With the cache, block 1's projections of the image tokens come from the per-image basis
+    // (`SecondBlockBasis`) and the prompt's side of them from `ValueMaps`; without, its
+    // queries are folded into the keys' side and the block-0 output is formed (`P_0·U_0`).
+    let basis = cached?.secondBlock
+    let values0Packed: PackedMatrix? =
+      if basis == nil {
+        {
+          i2t0.foldValues(values0, count: t, into: trace.values)
+          return PackedMatrix(trace.values, rows: hT, columns: e, ld: e)
+        }()
+      } else { nil }
 
     addTokenPE()
     second.selfAttention.tokens(
@@ -175,23 +196,24 @@ extension TwoWayTransformer {
     second.norm1.residual(queries, plus: delta.base, rows: t)
     let t2i1 = second.tokensToImage
     addTokenPE()
-    // With the cache, block 1's projections of the image tokens come from the per-image basis
-    // (`SecondBlockBasis`); without, its queries are folded into the keys' side.
-    let basis = cached?.secondBlock
-    let centred0 = basis.map { _ in
-      SecondBlockBasis.centredValues(trace.values, rows: hT, transformer: self)
-    }
-    let mix1 = centred0.map { centred in
+    let d0 = i2t0.headDim
+    let mix1 = basis.map { _ in
       let projected = DecoderBuffer(count: t * t2i1.internalDim)
       t2i1.q.apply(withPE.base, rows: t, into: projected.base)
+      let c = t2i1.internalDim
+      let (mixed, mixedValues) = (DecoderBuffer(count: hT * c), DecoderBuffer(count: hT * c))
+      ValueMaps.headTimes(
+        values0, count: t, headDim: d0, maps!.keys1, columns: c, into: mixed.base, ldo: c)
+      ValueMaps.headTimes(
+        values0, count: t, headDim: d0, maps!.values1, columns: c, into: mixedValues.base, ldo: c)
       return SecondBlockMix(
-        tokens: projected.base, count: t, centred: centred, imageSide: t2i1.k, values: t2i1.v,
+        tokens: projected.base, count: t, mixed: mixed, rows: hT, values: mixedValues,
         attention: t2i1)
     }
     let foldedQueries1 = basis == nil ? t2i1.foldedQueryColumns(withPE.base, count: t) : nil
     // With the basis, ρ_0 comes from quadratic forms (`NormStatisticsBasis`), not from K_1.
     let firstNorm = basis.map { _ in
-      FirstNormMix(values: values0.base, folded: trace.values, count: t, attention: i2t0)
+      FirstNormMix(values: values0, count: t, maps: maps!, attention: i2t0)
     }
     let dim1 = t2i1.internalDim
     let lowPartial = workspace.buffer("groupLow", count: groups * hT * hT)
@@ -226,7 +248,7 @@ extension TwoWayTransformer {
               basis: basis.norms, probabilities: p, ldp: ldP, from: p0, rows: rows,
               attention: i2t0, scratch: local + 2 * w * e, into: trace.rstd + p0)
           } else {
-            SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values0Packed, c: k1, ldc: e)
+            SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values0Packed!, c: k1, ldc: e)
             first.norm4.residual(
               k1, plus: keys + p0 * e, rows: rows, addend: imagePE + p0 * e, sum: keysPE1,
               rstd: trace.rstd + p0, deltaBias: i2t0.out.bias.base, serial: true)
@@ -279,38 +301,54 @@ extension TwoWayTransformer {
     let keys1Tokens = DecoderBuffer(count: t * i2t1.internalDim)
     i2t1.k.apply(withPE.base, rows: t, into: keys1Tokens.base)
     let folded1 = basis == nil ? i2t1.foldedKeyColumns(keys1Tokens.base, count: t) : nil
-    let mixKeys1 = centred0.map {
-      SecondBlockMix(
-        tokens: keys1Tokens.base, count: t, centred: $0, imageSide: i2t1.q, values: nil,
-        attention: i2t1)
+    let mixKeys1 = basis.map { _ in
+      let c = i2t1.internalDim
+      let mixed = DecoderBuffer(count: hT * c)
+      ValueMaps.headTimes(
+        values0, count: t, headDim: d0, maps!.queries1, columns: c, into: mixed.base, ldo: c)
+      return SecondBlockMix(
+        tokens: keys1Tokens.base, count: t, mixed: mixed, rows: hT, values: nil, attention: i2t1)
     }
-    let values1 = DecoderBuffer(count: t * i2t1.internalDim)
-    i2t1.v.apply(queries, rows: t, into: values1.base)
-    let u1 = trace.values + hT * e
-    i2t1.foldValues(values1.base, count: t, into: u1)
-    let values1Packed = PackedMatrix(u1, rows: hT, columns: e, ld: e)
+    let values1 = trace.headValues + t * i2t0.internalDim
+    i2t1.v.apply(queries, rows: t, into: values1)
+    let values1Packed: PackedMatrix? =
+      if basis == nil {
+        {
+          let u1 = trace.values + hT * e
+          i2t1.foldValues(values1, count: t, into: u1)
+          return PackedMatrix(u1, rows: hT, columns: e, ld: e)
+        }()
+      } else { nil }
     let t2 = finalRows.count
     let hT2 = 8 * t2
     let finalTokens = gatherWithPE(queries, tokenPE, rows: finalRows)
     // The final attention on the basis reads `[Û_0; U_1]·J·Γ_1` (see `SecondBlockBasis`).
-    let finalMix = centred0.map { centred -> SecondBlockMix in
-      let both = DecoderBuffer(count: 2 * hT * e)
-      both.base.update(from: centred.base, count: hT * e)
-      (both.base + hT * e).update(from: u1, count: hT * e)
-      let mixed = SecondBlockBasis.centredValues(
-        both.base, rows: 2 * hT, transformer: self, block: 1)
+    let finalMix = basis.map { _ -> SecondBlockMix in
+      let c = finalAttention.internalDim
+      let (mixed, mixedValues) = (
+        DecoderBuffer(count: 2 * hT * c), DecoderBuffer(count: 2 * hT * c)
+      )
+      let maps = maps!
+      let blocks = [
+        (values0, d0, maps.finalKeys.0, maps.finalValues.0),
+        (values1, i2t1.headDim, maps.finalKeys.1, maps.finalValues.1),
+      ]
+      for (l, (v, d, keys, values)) in blocks.enumerated() {
+        ValueMaps.headTimes(
+          v, count: t, headDim: d, keys, columns: c, into: mixed.base + l * hT * c, ldo: c)
+        ValueMaps.headTimes(
+          v, count: t, headDim: d, values, columns: c, into: mixedValues.base + l * hT * c, ldo: c)
+      }
       let projected = DecoderBuffer(count: t2 * finalAttention.internalDim)
       finalAttention.q.apply(finalTokens.base, rows: t2, into: projected.base)
       return SecondBlockMix(
-        tokens: projected.base, count: t2, centred: mixed, mixRows: 2 * hT,
-        imageSide: finalAttention.k, values: finalAttention.v, attention: finalAttention)
+        tokens: projected.base, count: t2, mixed: mixed, rows: 2 * hT, values: mixedValues,
+        attention: finalAttention)
     }
-    let secondNorm: SecondNormMix? =
-      if let basis, let centred0 {
-        SecondNormMix(
-          values0: values0.base, values1: values1.base, centred0: centred0.base, folded1: u1,
-          count: t, basis: basis.norms, attentions: (i2t0, i2t1))
-      } else { nil }
+    let secondNorm = basis.map { _ in
+      SecondNormMix(
+        values0: values0, values1: values1, count: t, maps: maps!, attentions: (i2t0, i2t1))
+    }
     let finalQueries =
       basis == nil ? finalAttention.foldedQueryColumns(finalTokens.base, count: t2) : nil
     let dimF = finalAttention.internalDim
@@ -348,7 +386,7 @@ extension TwoWayTransformer {
               rows: rows, attentions: (i2t0, i2t1), scratch: local + 2 * w * e,
               into: trace.rstd + n + p0)
           } else {
-            SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values1Packed, c: k2, ldc: e)
+            SmallGEMM.multiply(m: rows, k: hT, a: p, lda: ldP, b: values1Packed!, c: k2, ldc: e)
             second.norm4.residual(
               k2, plus: keys1 + p0 * e, rows: rows, addend: imagePE + p0 * e, sum: keysPE2,
               rstd: trace.rstd + n + p0, deltaBias: i2t1.out.bias.base, serial: true)
@@ -638,11 +676,7 @@ extension TwoWayTransformer {
   private static func scaleRows(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int, by scale: UnsafePointer<Float>
   ) {
-    for p in 0..<rows {
-      let row = x + p * ld
-      let s = scale[p]
-      for c in 0..<cols { row[c] *= s }
-    }
+    HeadAttention.scaleRows(x, ldx: ld, rows: rows, width: cols, inner: scale, into: x, ldy: ld)
   }
 }
 

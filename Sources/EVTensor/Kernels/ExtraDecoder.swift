@@ -394,12 +394,22 @@ public enum RowOps {
                   let (plane, i) = item.quotientAndRemainder(dividingBy: outH)
                   let o = out + ((p0 + plane) * outH + i) * outW
                   let src = tmp + (plane * used + rs[i] - first) * outW
-                  let w0 = rw[i * rows.taps]
-                  for j in 0..<outW { o[j] = w0 * src[j] }
-                  for k in 1..<max(rows.taps, 1) {
-                    let wk = rw[i * rows.taps + k]
-                    let row = src + k * outW
-                    for j in 0..<outW { o[j] += wk * row[j] }
+                  let w = rw + i * rows.taps
+                  // One pass per output row for the usual 2 and 3 taps (the composite mask
+                  // resize has at most 3), accumulated passes otherwise.
+                  switch rows.taps {
+                  case 2:
+                    let (a, b) = (src, src + outW)
+                    for j in 0..<outW { o[j] = w[0] * a[j] + w[1] * b[j] }
+                  case 3:
+                    let (a, b, c) = (src, src + outW, src + 2 * outW)
+                    for j in 0..<outW { o[j] = w[0] * a[j] + w[1] * b[j] + w[2] * c[j] }
+                  default:
+                    for j in 0..<outW { o[j] = w[0] * src[j] }
+                    for k in 1..<max(rows.taps, 1) {
+                      let row = src + k * outW
+                      for j in 0..<outW { o[j] += w[k] * row[j] }
+                    }
                   }
                 }
               }

@@ -25,6 +25,19 @@ public enum HeadAttention {
     evk_head_scores(q, ldq, rows, k, t, d, out, ldo)
   }
 
+  /// `y[r][i] = outer[r]·(inner[r]·x[r][i] + shift[i]) + offset[r][i]` for r < rows,
+  /// i < width (rows `ldy`, `ldx`, `ldo` apart; nil scales are 1, nil offsets 0; `y` may be
+  /// `x`).
+  @inline(__always)
+  public static func scaleRows(
+    _ x: UnsafePointer<Float>, ldx: Int, rows: Int, width: Int,
+    inner: UnsafePointer<Float>?, outer: UnsafePointer<Float>? = nil,
+    shift: UnsafePointer<Float>? = nil, offset: UnsafePointer<Float>? = nil, ldo: Int = 0,
+    into y: UnsafeMutablePointer<Float>, ldy: Int
+  ) {
+    evk_scale_rows(y, ldy, x, ldx, rows, width, inner, outer, shift, offset, ldo)
+  }
+
   /// `out[r] = Σ_c a[r][c]·b[r][c]` for r < rows, c < cols (rows `lda` and `ldb` apart).
   @inline(__always)
   public static func rowDots(
