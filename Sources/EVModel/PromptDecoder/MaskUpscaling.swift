@@ -182,17 +182,27 @@ extension MaskDecoder {
           into: m)
         // Row r = ((token·4 + s1)·4 + s2) of z (as 16·rows × 32) is mask pixel
         // (4i + 2·dy1 + dy2, 4j + 2·dx1 + dx2) for token (i, j),
-        // where s1 = dy1·2 + dx1 and s2 = dy2·2 + dx2.
-        for local in 0..<rows {
-          let (i, j) = (p0 + local).quotientAndRemainder(dividingBy: side)
-          for s1 in 0..<4 {
-            for s2 in 0..<4 {
-              let r = ((local * 4 + s1) * 4 + s2) * count
-              let py = 4 * i + 2 * (s1 >> 1) + (s2 >> 1)
-              let px = 4 * j + 2 * (s1 & 1) + (s2 & 1)
-              for c in 0..<count { out[c * plane + py * maskSide + px] = m[r + c] }
+        // where s1 = dy1·2 + dx1 and s2 = dy2·2 + dx2. Written as whole runs of mask rows:
+        // the block's tokens within one token row fill 4 consecutive pixels each of 4 rows.
+        var local = 0
+        while local < rows {
+          let (i, j0) = (p0 + local).quotientAndRemainder(dividingBy: side)
+          let run = min(rows - local, side - j0)
+          for c in 0..<count {
+            for dy in 0..<4 {
+              let o = out + c * plane + (4 * i + dy) * maskSide + 4 * j0
+              // s1 = 2·(dy >> 1) + dx1, s2 = 2·(dy & 1) + dx2.
+              let first = m + ((local * 4 + 2 * (dy >> 1)) * 4 + 2 * (dy & 1)) * count + c
+              for k in 0..<run {
+                let src = first + 16 * count * k
+                o[4 * k] = src[0]
+                o[4 * k + 1] = src[count]
+                o[4 * k + 2] = src[4 * count]
+                o[4 * k + 3] = src[5 * count]
+              }
             }
           }
+          local += run
         }
       }
     }
