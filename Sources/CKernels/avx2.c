@@ -254,6 +254,36 @@ EVK_AVX2 __attribute__((always_inline)) static inline void linear_rows8(
   }
 }
 
+/// R ≤ 7 rows against 16 outputs (half `half` of a 32-output strip): every row in one pass
+/// over the strip, so each weight is read once (the three-row passes above read a strip once
+/// per group of rows, from L2 when it does not fit L1).
+EVK_AVX2 __attribute__((always_inline)) static inline void linear_rows16(
+    const float *x, long ldx, const int R, long in, const float *strip, int half, const long *n,
+    const float *bias, long o, float *y, long ldy, int relu) {
+  __m256 a[7][2];
+  for (int r = 0; r < R; r++) a[r][0] = a[r][1] = _mm256_setzero_ps();
+  const float *w = strip + 16 * half;
+  for (long i = 0; i < in; i++) {
+    const __m256 w0 = _mm256_loadu_ps(w + i * 32), w1 = _mm256_loadu_ps(w + i * 32 + 8);
+    for (int r = 0; r < R; r++) {
+      const __m256 xv = _mm256_broadcast_ss(x + r * ldx + i);
+      a[r][0] = _mm256_fmadd_ps(xv, w0, a[r][0]);
+      a[r][1] = _mm256_fmadd_ps(xv, w1, a[r][1]);
+    }
+  }
+  for (int q = 0; q < 2; q++) {
+    const long nq = n[2 * half + q];
+    if (nq <= 0) continue;
+    const long oq = o + 16 * half + 8 * q;
+    const __m256 bq = bias ? load8(bias + oq, nq) : _mm256_setzero_ps();
+    for (int r = 0; r < R; r++) {
+      __m256 v = _mm256_add_ps(a[r][q], bq);
+      if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+      store8(y + r * ldy + oq, v, nq);
+    }
+  }
+}
+
 EVK_AVX2 void evk_linear_few_rows_avx2(const float *x, long ldx, long rows, long in, const float *wt,
                                        const float *bias, long out, float *y, long ldy, int relu) {
   for (long o = 0; o < out; o += 32) {
@@ -265,6 +295,19 @@ EVK_AVX2 void evk_linear_few_rows_avx2(const float *x, long ldx, long rows, long
     }
     const float *strip = wt + o * in;
     long r = 0;
+    if (rows >= 4 && rows <= 7) {
+      // Four to seven rows (a prompt's tokens): all of them per pass, 16 outputs at a time.
+      for (int half = 0; half < 2; half++) {
+        if (n[2 * half] <= 0) continue;
+        switch (rows) {
+        case 4: linear_rows16(x, ldx, 4, in, strip, half, n, bias, o, y, ldy, relu); break;
+        case 5: linear_rows16(x, ldx, 5, in, strip, half, n, bias, o, y, ldy, relu); break;
+        case 6: linear_rows16(x, ldx, 6, in, strip, half, n, bias, o, y, ldy, relu); break;
+        default: linear_rows16(x, ldx, 7, in, strip, half, n, bias, o, y, ldy, relu); break;
+        }
+      }
+      continue;
+    }
     for (; r + 3 <= rows; r += 3)
       linear_rows8(x + r * ldx, ldx, 3, in, strip, n, bias, o, y + r * ldy, ldy, relu);
     if (rows - r == 2) linear_rows8(x + r * ldx, ldx, 2, in, strip, n, bias, o, y + r * ldy, ldy, relu);

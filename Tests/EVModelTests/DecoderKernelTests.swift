@@ -176,7 +176,9 @@ struct DecoderKernelTests {
   /// The few-row linear kernel (packed weight) against a double-precision product, for every
   /// row count it takes, output counts that are not multiples of its 32-wide strips, strided
   /// rows, and both activations; more rows than it takes are refused.
-  @Test(arguments: [(1, 7, 5), (7, 256, 2048), (12, 33, 37), (5, 2048, 256), (3, 256, 4)])
+  @Test(arguments: [
+    (1, 7, 5), (7, 256, 2048), (12, 33, 37), (5, 2048, 256), (3, 256, 4), (6, 40, 37), (4, 64, 50),
+  ])
   func linearFewRowsMatchesAPlainProduct(rows: Int, inFeatures: Int, outFeatures: Int) {
     let (ldx, ldy) = (inFeatures + 3, outFeatures + 5)
     let x = Self.values(rows * ldx, seed: UInt64(inFeatures))

@@ -82,9 +82,10 @@ struct UpscaleFold: Sendable {
 }
 
 extension MaskDecoder {
-  /// Image tokens per block of the upscaling pipeline: half a row of the 64×64 grid, so a
-  /// block's intermediate tensors (≈ 100 KB) stay in the core's cache.
-  static let upscaleBlock = 32
+  /// Image tokens per block of the upscaling pipeline: a quarter of a row of the 64×64 grid, so
+  /// a block's intermediate tensors (16 KB of first-convolution output, 32 KB of second) stay
+  /// in the core's L1/L2 (32 tokens measured ≈ 0.5 % slower, 8 tokens 4 % slower).
+  static let upscaleBlock = 16
 
   /// Where the upscaling pipeline gets its first convolution's input from.
   enum UpscaleSource {
