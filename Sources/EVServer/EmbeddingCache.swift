@@ -37,12 +37,15 @@ public final class CachedImage: @unchecked Sendable {
   /// The bytes an image of this size takes in the cache: its RGB pixels, the embedding
   /// (1×256×64×64 floats) held by the predictor and, prepared from it for the decoder, the
   /// token-major embedding, positional encoding, no-mask keys and the folded upscaling's base
-  /// (each as large), the first block's three half-width projections and the eight
-  /// half-width projections of the per-image basis (`SecondBlockBasis`); plus room for
+  /// (each as large), the first block's three half-width projections, the eight half-width
+  /// projections of the per-image basis (`SecondBlockBasis`) and the three of its LayerNorm
+  /// statistics (`NormStatisticsBasis`, with three values per image token); plus room for
   /// `maxHandles` 256×256 low-res masks.
   public static func estimatedBytes(width: Int, height: Int, maxHandles: Int) -> Int {
-    let embedding = 256 * 64 * 64 * MemoryLayout<Float>.size
-    let decoderState = 5 * embedding + (3 + 8) * embedding / 2
+    let tokens = 64 * 64
+    let embedding = 256 * tokens * MemoryLayout<Float>.size
+    let decoderState =
+      5 * embedding + (3 + 8 + 3) * embedding / 2 + 3 * tokens * MemoryLayout<Float>.size
     return width * height * 3 + decoderState + maxHandles * lowResBytes
   }
 
