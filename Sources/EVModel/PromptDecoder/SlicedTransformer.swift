@@ -182,13 +182,9 @@ extension TwoWayTransformer {
     // (`SecondBlockBasis`) and the prompt's side of them from `ValueMaps`; without, its
     // queries are folded into the keys' side and the block-0 output is formed (`P_0·U_0`).
     let basis = cached?.secondBlock
-    let values0Packed: PackedMatrix? =
-      if basis == nil {
-        {
-          i2t0.foldValues(values0, count: t, into: trace.values)
-          return PackedMatrix(trace.values, rows: hT, columns: e, ld: e)
-        }()
-      } else { nil }
+    let basisMaps = basis == nil ? nil : maps
+    let values0Packed =
+      basis == nil ? i2t0.foldedValues(values0, count: t, into: trace.values) : nil
 
     addTokenPE()
     second.selfAttention.tokens(
@@ -197,23 +193,23 @@ extension TwoWayTransformer {
     let t2i1 = second.tokensToImage
     addTokenPE()
     let d0 = i2t0.headDim
-    let mix1 = basis.map { _ in
+    let mix1 = basisMaps.map { maps in
       let projected = DecoderBuffer(count: t * t2i1.internalDim)
       t2i1.q.apply(withPE.base, rows: t, into: projected.base)
       let c = t2i1.internalDim
       let (mixed, mixedValues) = (DecoderBuffer(count: hT * c), DecoderBuffer(count: hT * c))
       ValueMaps.headTimes(
-        values0, count: t, headDim: d0, maps!.keys1, columns: c, into: mixed.base, ldo: c)
+        values0, count: t, headDim: d0, maps.keys1, columns: c, into: mixed.base, ldo: c)
       ValueMaps.headTimes(
-        values0, count: t, headDim: d0, maps!.values1, columns: c, into: mixedValues.base, ldo: c)
+        values0, count: t, headDim: d0, maps.values1, columns: c, into: mixedValues.base, ldo: c)
       return SecondBlockMix(
         tokens: projected.base, count: t, mixed: mixed, rows: hT, values: mixedValues,
         attention: t2i1)
     }
     let foldedQueries1 = basis == nil ? t2i1.foldedQueryColumns(withPE.base, count: t) : nil
     // With the basis, ρ_0 comes from quadratic forms (`NormStatisticsBasis`), not from K_1.
-    let firstNorm = basis.map { _ in
-      FirstNormMix(values: values0, count: t, maps: maps!, attention: i2t0)
+    let firstNorm = basisMaps.map {
+      FirstNormMix(values: values0, count: t, maps: $0, attention: i2t0)
     }
     let dim1 = t2i1.internalDim
     let lowPartial = workspace.buffer("groupLow", count: groups * hT * hT)
@@ -301,34 +297,27 @@ extension TwoWayTransformer {
     let keys1Tokens = DecoderBuffer(count: t * i2t1.internalDim)
     i2t1.k.apply(withPE.base, rows: t, into: keys1Tokens.base)
     let folded1 = basis == nil ? i2t1.foldedKeyColumns(keys1Tokens.base, count: t) : nil
-    let mixKeys1 = basis.map { _ in
+    let mixKeys1 = basisMaps.map { maps in
       let c = i2t1.internalDim
       let mixed = DecoderBuffer(count: hT * c)
       ValueMaps.headTimes(
-        values0, count: t, headDim: d0, maps!.queries1, columns: c, into: mixed.base, ldo: c)
+        values0, count: t, headDim: d0, maps.queries1, columns: c, into: mixed.base, ldo: c)
       return SecondBlockMix(
         tokens: keys1Tokens.base, count: t, mixed: mixed, rows: hT, values: nil, attention: i2t1)
     }
     let values1 = trace.headValues + t * i2t0.internalDim
     i2t1.v.apply(queries, rows: t, into: values1)
-    let values1Packed: PackedMatrix? =
-      if basis == nil {
-        {
-          let u1 = trace.values + hT * e
-          i2t1.foldValues(values1, count: t, into: u1)
-          return PackedMatrix(u1, rows: hT, columns: e, ld: e)
-        }()
-      } else { nil }
+    let values1Packed =
+      basis == nil ? i2t1.foldedValues(values1, count: t, into: trace.values + hT * e) : nil
     let t2 = finalRows.count
     let hT2 = 8 * t2
     let finalTokens = gatherWithPE(queries, tokenPE, rows: finalRows)
     // The final attention on the basis reads `[Û_0; U_1]·J·Γ_1` (see `SecondBlockBasis`).
-    let finalMix = basis.map { _ -> SecondBlockMix in
+    let finalMix = basisMaps.map { maps -> SecondBlockMix in
       let c = finalAttention.internalDim
       let (mixed, mixedValues) = (
         DecoderBuffer(count: 2 * hT * c), DecoderBuffer(count: 2 * hT * c)
       )
-      let maps = maps!
       let blocks = [
         (values0, d0, maps.finalKeys.0, maps.finalValues.0),
         (values1, i2t1.headDim, maps.finalKeys.1, maps.finalValues.1),
@@ -345,9 +334,9 @@ extension TwoWayTransformer {
         tokens: projected.base, count: t2, mixed: mixed, rows: 2 * hT, values: mixedValues,
         attention: finalAttention)
     }
-    let secondNorm = basis.map { _ in
+    let secondNorm = basisMaps.map {
       SecondNormMix(
-        values0: values0, values1: values1, count: t, maps: maps!, attentions: (i2t0, i2t1))
+        values0: values0, values1: values1, count: t, maps: $0, attentions: (i2t0, i2t1))
     }
     let finalQueries =
       basis == nil ? finalAttention.foldedQueryColumns(finalTokens.base, count: t2) : nil
@@ -801,6 +790,14 @@ extension DecoderAttention {
         m: t, n: e, k: d, a: vp + h * d, lda: dim, b: outTransposed.base + h * d * e, ldb: e,
         c: out + h * e, ldc: 8 * e)
     }
+  }
+
+  /// `foldValues` into `out`, packed as the B of the products with the probabilities.
+  func foldedValues(_ vp: UnsafePointer<Float>, count t: Int, into out: UnsafeMutablePointer<Float>)
+    -> PackedMatrix
+  {
+    foldValues(vp, count: t, into: out)
+    return PackedMatrix(out, rows: 8 * t, columns: embedding, ld: embedding)
   }
 
   /// A token→image attention's output from `P·x` (row j·8 + h of `weighted`, 8T × E): per

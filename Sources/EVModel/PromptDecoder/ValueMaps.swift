@@ -10,7 +10,7 @@ import EVTensor
 /// `U_l·M = V_l·(O_l·M)`: with `O_l·M` (128 × C) prepared here, a prompt pays T·8·16·C
 /// multiply-adds (`headTimes`) instead of first forming U_l (8T × 256) and then 8T·256·C, and
 /// for the Gram matrices 128-wide instead of 256-wide products. For one point this takes the
-/// token side's mixing products from ≈ 12 M multiply-adds on one core to ≈ 1.5 M.
+/// token side's mixing products from ≈ 24 M multiply-adds (17 M of them on one core) to ≈ 2 M.
 ///
 /// Notation as in `SecondBlockBasis` and `NormStatisticsBasis`: Ô_0 = O_0·J·Γ_0 (so
 /// `Û_0 = V_0·Ô_0`), rows of O·J centred.
