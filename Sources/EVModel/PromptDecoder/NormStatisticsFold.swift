@@ -50,11 +50,11 @@ struct NormStatisticsBasis: Sendable {
     cross0 = i2t0.interleavedProjection(centred, rows: n, weight: i2t0.outTransposed.base)
 
     let tilde = DecoderBuffer(count: n * e)
-    Self.centre(hat, rows: n, width: e, into: tilde.base)
+    SecondBlockBasis.centredScaledRows(hat, rows: n, width: e, gamma: nil, into: tilde.base)
     squares1 = Self.squares(tilde.base, rows: n, width: e)
     let sum = (0..<e).map { first.norm4.bias.base[$0] + i2t1.out.bias.base[$0] }
     var d = [Float](repeating: 0, count: e)
-    Self.centre(sum, rows: 1, width: e, into: &d)
+    SecondBlockBasis.centredScaledRows(sum, rows: 1, width: e, gamma: nil, into: &d)
     shiftSquare = Float(d.reduce(0.0) { $0 + Double($1) * Double($1) })
     shift1 = DecoderBuffer(count: n)
     HeadAttention.rowDots(tilde.base, lda: e, d, ldb: 0, rows: n, cols: e, into: shift1.base)
@@ -64,7 +64,8 @@ struct NormStatisticsBasis: Sendable {
     for p in 0..<n {
       for a in 0..<e { tilde.base[p * e + a] *= gamma0[a] }
     }
-    Self.centre(tilde.base, rows: n, width: e, into: tilde.base)
+    SecondBlockBasis.centredScaledRows(
+      tilde.base, rows: n, width: e, gamma: nil, into: tilde.base)
     cross1a = i2t0.interleavedProjection(tilde.base, rows: n, weight: i2t0.outTransposed.base)
   }
 
@@ -73,20 +74,6 @@ struct NormStatisticsBasis: Sendable {
     let out = DecoderBuffer(count: rows)
     HeadAttention.rowDots(x, lda: width, x, ldb: width, rows: rows, cols: width, into: out.base)
     return out
-  }
-
-  /// `out[r] = x[r] − mean(x[r])` (`out` may be `x`).
-  static func centre(
-    _ x: UnsafePointer<Float>, rows: Int, width: Int, into out: UnsafeMutablePointer<Float>
-  ) {
-    // The row sums as dot products with ones (a plain float sum does not vectorise).
-    let ones = [Float](repeating: 1, count: width)
-    let means = DecoderBuffer(count: rows)
-    HeadAttention.rowDots(x, lda: width, ones, ldb: 0, rows: rows, cols: width, into: means.base)
-    for r in 0..<rows {
-      let mean = means.base[r] / Float(width)
-      for a in 0..<width { out[r * width + a] = x[r * width + a] - mean }
-    }
   }
 
   /// In place: `E·σ²` → `1/√(σ² + eps)` (σ² clamped at 0 against rounding).

@@ -56,17 +56,16 @@ struct SecondBlockBasis: Sendable {
     let gamma = first.norm4.weight.base
     let beta = first.norm4.bias.base
     let b0 = first.imageToTokens.out.bias.base
+    // X_0·J (the LayerNorm statistics read it too), then X̂ = X_0·J·Γ_0 from it.
+    let plain = DecoderBuffer(count: n * e)
+    Self.centredScaledRows(k0, bias: b0, rows: n, width: e, gamma: nil, into: plain.base)
     let centred = DecoderBuffer(count: n * e)
-    let shifted = DecoderBuffer(count: n * e)
-    Self.centredScaledRows(k0, bias: b0, rows: n, width: e, gamma: gamma, into: centred.base)
-    do {
-      // X_0·J for the LayerNorm statistics: the same rows before the scaling by Γ_0.
-      let plain = DecoderBuffer(count: n * e)
-      let ones = [Float](repeating: 1, count: e)
-      Self.centredScaledRows(k0, bias: b0, rows: n, width: e, gamma: ones, into: plain.base)
-      norms = NormStatisticsBasis(
-        transformer: transformer, centred: plain.base, hat: centred.base, imageTokens: n)
+    for p in 0..<n {
+      for a in 0..<e { centred.base[p * e + a] = plain.base[p * e + a] * gamma[a] }
     }
+    norms = NormStatisticsBasis(
+      transformer: transformer, centred: plain.base, hat: centred.base, imageTokens: n)
+    let shifted = DecoderBuffer(count: n * e)
     Self.addRowVector(pe, beta, rows: n, width: e, into: shifted.base)
     let t2i = second.tokensToImage
     let i2t = second.imageToTokens
@@ -132,22 +131,24 @@ struct SecondBlockBasis: Sendable {
   }
 
   /// `out[r] = ((x[r] + bias) − mean(x[r] + bias))·γ` for `rows` rows of `width`: a row vector
-  /// times J·Γ (`bias` optional; `out` may be `x`).
-  private static func centredScaledRows(
+  /// times J·Γ (`bias` and `gamma` optional, J alone without either; `out` may be `x`).
+  static func centredScaledRows(
     _ x: UnsafePointer<Float>, bias: UnsafePointer<Float>? = nil, rows: Int, width: Int,
-    gamma: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>
+    gamma: UnsafePointer<Float>?, into out: UnsafeMutablePointer<Float>
   ) {
+    // Row sums as dot products with ones: a plain float sum does not vectorise.
+    let ones = [Float](repeating: 1, count: width)
+    let sums = DecoderBuffer(count: rows)
+    HeadAttention.rowDots(x, lda: width, ones, ldb: 0, rows: rows, cols: width, into: sums.base)
+    let biasSum = bias.map { b in (0..<width).reduce(Float(0)) { $0 + b[$1] } } ?? 0
     for r in 0..<rows {
       let (xr, o) = (x + r * width, out + r * width)
-      var mean: Float = 0
-      if let bias {
-        for a in 0..<width { mean += xr[a] + bias[a] }
-        mean /= Float(width)
-        for a in 0..<width { o[a] = (xr[a] + bias[a] - mean) * gamma[a] }
-      } else {
-        for a in 0..<width { mean += xr[a] }
-        mean /= Float(width)
-        for a in 0..<width { o[a] = (xr[a] - mean) * gamma[a] }
+      let mean = (sums.base[r] + biasSum) / Float(width)
+      switch (bias, gamma) {
+      case (let b?, let g?): for a in 0..<width { o[a] = (xr[a] + b[a] - mean) * g[a] }
+      case (let b?, nil): for a in 0..<width { o[a] = xr[a] + b[a] - mean }
+      case (nil, let g?): for a in 0..<width { o[a] = (xr[a] - mean) * g[a] }
+      case (nil, nil): for a in 0..<width { o[a] = xr[a] - mean }
       }
     }
   }
