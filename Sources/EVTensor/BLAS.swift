@@ -1,3 +1,5 @@
+import CKernels
+
 #if canImport(Accelerate)
   import Accelerate
 #elseif canImport(CBLAS)
@@ -13,9 +15,17 @@
 /// `concurrentPerform` workers the other kernels use. With OpenBLAS's own pool, its idle workers
 /// spin (sched_yield) for a while after every call and fight our workers for the two cores;
 /// measured on L0 that spinning was ~8 % of all CPU time. One pool for everything avoids it.
+///
+/// On CPUs with AVX-512 the larger products go to our own kernel (`evk_sgemm_large`) instead:
+/// OpenBLAS chooses its kernels from `OPENBLAS_CORETYPE` when that is set, and machines of this
+/// project's kind set it to Haswell, which halves its speed there (docs/PERFORMANCE.md, round 5).
 public enum BLAS {
   /// Below this many multiply-adds a product runs on the calling thread.
   static let splitThreshold = 1 << 21
+
+  /// From this many multiply-adds on, a product on an AVX-512 CPU runs in `evk_sgemm_large`;
+  /// below it, packing costs more than the wider kernel saves.
+  static let ownKernelThreshold = 1 << 18
 
   /// OpenBLAS's thread count is process-wide; set it once, before the first call.
   private static let singleThreaded: Void = {
@@ -95,6 +105,12 @@ public enum BLAS {
           for j in 0..<n { row[j] *= beta }
         }
       }
+      return
+    }
+    if m &* n &* k >= ownKernelThreshold
+      && evk_sgemm_large(
+        transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0
+    {
       return
     }
     _ = singleThreaded

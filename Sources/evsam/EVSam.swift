@@ -1,4 +1,5 @@
 import ArgumentParser
+import EVTensor
 
 @main
 struct EVSam: ParsableCommand {
@@ -10,4 +11,11 @@ struct EVSam: ParsableCommand {
       BenchCommand.self, BenchEverythingCommand.self,
       EvalCommand.self, CocoEvalCommand.self, MergeCommand.self,
     ] + serverCommands)
+
+  static func main() {
+    // Before the first large allocation: freed tensors are then reused instead of unmapped
+    // and faulted in again by the next op (see HeapPolicy).
+    HeapPolicy.retainFreedMemory()
+    main(nil)
+  }
 }

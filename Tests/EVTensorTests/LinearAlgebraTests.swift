@@ -63,6 +63,74 @@ import Testing
     }
   }
 
+  /// Products above `BLAS.ownKernelThreshold`, which on an AVX-512 CPU run in our packed
+  /// kernel (`evk_sgemm_large`) and below that level in the platform BLAS: ragged 8-row tiles
+  /// and 48/32/16-column panels, several k blocks (k > 320), several column blocks, more rows
+  /// than one row block (256), both transposes, alpha and beta, padded leading dimensions. Run
+  /// on the calling thread at every instruction-set level this CPU has.
+  static let largeGemmCases: [GemmCase] = [
+    GemmCase(transA: false, transB: false, m: 37, n: 101, k: 700, pad: 3, alpha: 0.5, beta: 1.5),
+    GemmCase(transA: true, transB: false, m: 37, n: 101, k: 700, pad: 0, alpha: 1, beta: 0),
+    GemmCase(transA: false, transB: true, m: 9, n: 2000, k: 300, pad: 5, alpha: 1, beta: 1),
+    GemmCase(transA: true, transB: true, m: 300, n: 50, k: 40, pad: 1, alpha: -2, beta: 0),
+    GemmCase(transA: false, transB: false, m: 64, n: 1030, k: 96, pad: 0, alpha: 1, beta: 0),
+  ]
+
+  @Test(arguments: largeGemmCases)
+  func largeSgemmMatchesReferenceAtEveryLevel(_ c: GemmCase) {
+    let aRows = c.transA ? c.k : c.m
+    let aCols = c.transA ? c.m : c.k
+    let bRows = c.transB ? c.n : c.k
+    let bCols = c.transB ? c.k : c.n
+    let (lda, ldb, ldc) = (aCols + c.pad, bCols + c.pad, c.n + c.pad)
+    let a = Tensor.random([aRows, lda], seed: 11)
+    let b = Tensor.random([bRows, ldb], seed: 12)
+    // NaN in C where beta = 0: the product must overwrite it, never scale it.
+    let c0 =
+      c.beta == 0 ? Tensor(repeating: .nan, shape: [c.m, ldc]) : .random([c.m, ldc], seed: 13)
+    var reference = c.beta == 0 ? Tensor(zeros: [c.m, ldc]) : c0
+    a.withUnsafeBufferPointer { pa in
+      b.withUnsafeBufferPointer { pb in
+        reference.withUnsafeMutableBufferPointer { pc in
+          Reference.sgemm(
+            transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
+            a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
+            c: pc.baseAddress!, ldc: ldc)
+        }
+      }
+    }
+    for level in SIMDLevel.supported {
+      var fast = c0
+      SIMDLevel.capped(at: level) {
+        a.withUnsafeBufferPointer { pa in
+          b.withUnsafeBufferPointer { pb in
+            fast.withUnsafeMutableBufferPointer { pc in
+              BLAS.serialSgemm(
+                transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
+                a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
+                c: pc.baseAddress!, ldc: ldc)
+            }
+          }
+        }
+      }
+      let product = fast.withUnsafeBufferPointer { p in
+        (0..<c.m).flatMap { i in (0..<c.n).map { p[i * ldc + $0] } }
+      }
+      let expected = reference.withUnsafeBufferPointer { p in
+        (0..<c.m).flatMap { i in (0..<c.n).map { p[i * ldc + $0] } }
+      }
+      expectClose(
+        Tensor(shape: [c.m, c.n], storage: product), Tensor(shape: [c.m, c.n], storage: expected),
+        "\(c.testDescription) at \(level)")
+      // Padding columns of C are outside the product and must be untouched.
+      for i in 0..<c.m {
+        for j in c.n..<ldc where !(fast[i, j] == c0[i, j] || (fast[i, j].isNaN && c0[i, j].isNaN)) {
+          Issue.record("\(c.testDescription) at \(level): padding C[\(i), \(j)] changed")
+        }
+      }
+    }
+  }
+
   /// beta = 0 must overwrite C even if it holds NaN (conv and matmul hand BLAS uninitialised memory).
   @Test func sgemmBetaZeroIgnoresGarbage() {
     let a = Tensor.random([3, 4], seed: 5)

@@ -92,6 +92,19 @@ void evk_linear_pack(const float *weight, long out, long in, float *packed);
 int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const float *packed,
                         const float *bias, long out, float *y, long ldy, int relu);
 
+/// glibc only: serve every allocation from the heap (no per-block mappings) and never trim the
+/// heap, so freed blocks are reused instead of unmapped and faulted in again. Returns 1 when
+/// both settings took, 0 elsewhere (see HeapPolicy.swift).
+int evk_retain_freed_memory(void);
+
+/// Row-major C (m × n, row stride ldc) = alpha·op(A)·op(B) + beta·C, with op(A) m × k and op(B)
+/// k × n (a transposed operand is stored the other way round, row stride lda / ldb). beta == 0
+/// never reads C. Packed, cache-blocked AVX-512 (see sgemm_avx512.c); returns 0 without doing
+/// anything when AVX-512F is not available (or capped by EVSAM_SIMD): the caller then uses BLAS.
+int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha,
+                    const float *a, long lda, const float *b, long ldb, float beta, float *c,
+                    long ldc);
+
 // ---- Mask decoder: split-invariant products and token-major attention --------------------
 
 /// C (m × n, row stride ldc) = op(A)·B, or C + op(A)·B with `accumulate`. op(A) is m × k: A

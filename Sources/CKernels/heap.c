@@ -1,0 +1,16 @@
+// glibc's mallopt, which Swift's Glibc module does not expose.
+
+#include "include/ckernels.h"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#include <limits.h>
+#endif
+
+int evk_retain_freed_memory(void) {
+#if defined(__GLIBC__)
+  return mallopt(M_MMAP_MAX, 0) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
+#else
+  return 0;
+#endif
+}

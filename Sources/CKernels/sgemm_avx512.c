@@ -1,0 +1,205 @@
+// A general single-precision GEMM in AVX-512, for the encoder's large products (convolutions
+// as GEMM, Winograd's batched products, 1×1 convolutions) on CPUs with AVX-512F.
+//
+// Why our own: OpenBLAS picks its kernels once per process from the CPU *or* from the
+// environment (OPENBLAS_CORETYPE), and machines of this project's kind have been seen with
+// OPENBLAS_CORETYPE=Haswell set for every process. With that, OpenBLAS runs its AVX2 kernels
+// at about half of what the CPU's 512-bit FMAs give (112 against 205–239 GFLOP/s measured on
+// one core of a Zen 5). This kernel depends on nothing but the CPU.
+//
+// The usual three-level blocking (Goto / BLIS): for each block of KC rows of op(B) and NC of its
+// columns, B is packed into panels of NR = 48 columns; for each block of MC rows of op(A), A is
+// packed into panels of MR = 8 rows; an 8 × 48 register tile (24 accumulators; 8 × 32 or 8 × 16 for a ragged last panel) then runs over
+// the KC products with A's panel (KC·8 floats, 6 KB) in the L1 cache and B's block (KC·NC
+// floats, ≈ 0.5 MB) in the L2.
+
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#if EVK_X86
+#include <immintrin.h>
+
+#define EVK_AVX512 __attribute__((target("avx512f")))
+
+// KC is a cap: a k up to it runs as one block (C is then written once, not read back and
+// rewritten per block), a larger k in equal blocks. B's block gets about 640 KB of the L2.
+enum { MR = 8, NR = 48, KC = 320, B_BLOCK = 160 * 1024, MC = 256 };
+
+// Rows i0 ..< i0 + rows of op(A) (A itself, row-major, or its transpose), columns p0 ..< p0 + kc, as panels of MR rows: panel q holds
+// element (r, p) at [q·kc·MR + p·MR + r]; rows past the end are zero.
+static void pack_a(int trans, const float *a, long lda, long i0, long rows, long p0, long kc,
+                   float *dst) {
+  for (long q = 0; q < rows; q += MR) {
+    const long live = rows - q < MR ? rows - q : MR;
+    float *panel = dst + q * kc;
+    if (!trans) {
+      for (long r = 0; r < MR; r++) {
+        if (r < live) {
+          const float *src = a + (i0 + q + r) * lda + p0;
+          for (long p = 0; p < kc; p++) panel[p * MR + r] = src[p];
+        } else {
+          for (long p = 0; p < kc; p++) panel[p * MR + r] = 0;
+        }
+      }
+    } else {
+      for (long p = 0; p < kc; p++) {
+        const float *src = a + (p0 + p) * lda + i0 + q;
+        long r = 0;
+        for (; r < live; r++) panel[p * MR + r] = src[r];
+        for (; r < MR; r++) panel[p * MR + r] = 0;
+      }
+    }
+  }
+}
+
+// Columns j0 ..< j0 + cols of op(B), rows p0 ..< p0 + kc, as panels of NR columns: panel q holds
+// element (p, j) at [q·kc + p·NR + j] (q a multiple of NR); columns past the end are zero.
+static void pack_b(int trans, const float *b, long ldb, long p0, long kc, long j0, long cols,
+                   float *dst) {
+  for (long q = 0; q < cols; q += NR) {
+    const long live = cols - q < NR ? cols - q : NR;
+    float *panel = dst + q * kc;
+    if (!trans) {
+      for (long p = 0; p < kc; p++) {
+        const float *src = b + (p0 + p) * ldb + j0 + q;
+        float *row = panel + p * NR;
+        long j = 0;
+        for (; j < live; j++) row[j] = src[j];
+        for (; j < NR; j++) row[j] = 0;
+      }
+    } else {
+      for (long j = 0; j < NR; j++) {
+        if (j < live) {
+          const float *src = b + (j0 + q + j) * ldb + p0;
+          for (long p = 0; p < kc; p++) panel[p * NR + j] = src[p];
+        } else {
+          for (long p = 0; p < kc; p++) panel[p * NR + j] = 0;
+        }
+      }
+    }
+  }
+}
+
+static inline __mmask16 lanes(long cols) {
+  return cols >= 16 ? (__mmask16)0xFFFF : cols <= 0 ? (__mmask16)0 : (__mmask16)((1u << cols) - 1);
+}
+
+// C[rows × cols] (rows ≤ MR, cols ≤ 16·V) = alpha·Ap·Bp + beta·C, or += alpha·Ap·Bp when
+// `accumulate`. beta == 0 never reads C, so C may hold garbage or NaN. V (vectors of 16
+// columns) is a constant in each instantiation, so a ragged last panel does not pay for the
+// full 48 columns and the accumulators stay in registers.
+// A's element (r, p) is ap[r·rs + p·ks]: a packed panel (rs = 1, ks = MR) or, for a
+// non-transposed A, its rows in place (rs = lda, ks = 1), which saves packing A once per
+// column block: that copy of A costs as much as a sixth of the products when n is ~128.
+EVK_AVX512 __attribute__((always_inline)) static inline void tile(
+    const int V, long kc, const float *ap, long rs, long ks, const float *bp, float *c, long ldc,
+    long rows, long cols, float alpha, float beta, int accumulate) {
+  __m512 acc[MR][3];
+  for (int r = 0; r < MR; r++)
+    for (int v = 0; v < V; v++) acc[r][v] = _mm512_setzero_ps();
+  for (long p = 0; p < kc; p++) {
+    __m512 bv[3];
+    for (int v = 0; v < V; v++) bv[v] = _mm512_load_ps(bp + p * NR + 16 * v);
+    const float *ar = ap + p * ks;
+    for (int r = 0; r < MR; r++) {
+      const __m512 x = _mm512_set1_ps(ar[r * rs]);
+      for (int v = 0; v < V; v++) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  __mmask16 masks[3];
+  for (int v = 0; v < V; v++) masks[v] = lanes(cols - 16 * v);
+  for (int r = 0; r < MR; r++) {
+    if (r >= rows) break;
+    float *row = c + r * ldc;
+    for (int v = 0; v < V; v++) {
+      const __mmask16 mk = masks[v];
+      __m512 y = alpha == 1.0f ? acc[r][v] : _mm512_mul_ps(va, acc[r][v]);
+      if (accumulate) {
+        y = _mm512_add_ps(y, _mm512_maskz_loadu_ps(mk, row + 16 * v));
+      } else if (beta != 0.0f) {
+        y = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mk, row + 16 * v), y);
+      }
+      _mm512_mask_storeu_ps(row + 16 * v, mk, y);
+    }
+  }
+}
+
+#define TILE_VARIANT(NAME, V, RS, KS)                                                        \
+  EVK_AVX512 static void NAME(long kc, const float *ap, long lda, const float *bp, float *c,    \
+                              long ldc, long rows, long cols, float alpha, float beta,         \
+                              int accumulate) {                                                \
+    (void)lda;                                                                                 \
+    tile(V, kc, ap, RS, KS, bp, c, ldc, rows, cols, alpha, beta, accumulate);                  \
+  }
+TILE_VARIANT(packed_48, 3, 1, MR)
+TILE_VARIANT(packed_32, 2, 1, MR)
+TILE_VARIANT(packed_16, 1, 1, MR)
+TILE_VARIANT(rows_48, 3, lda, 1)
+TILE_VARIANT(rows_32, 2, lda, 1)
+TILE_VARIANT(rows_16, 1, lda, 1)
+
+// Per-thread packing buffers, grown on demand and kept: the workers that call this live for
+// the whole process, and a fresh allocation per call would cost page faults on every product.
+static _Thread_local float *pack_a_buf, *pack_b_buf;
+
+EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, long k, float alpha,
+                                   const float *a, long lda, const float *b, long ldb, float beta,
+                                   float *c, long ldc) {
+  if (!pack_a_buf) pack_a_buf = aligned_alloc(64, sizeof(float) * MC * KC);
+  if (!pack_b_buf) pack_b_buf = aligned_alloc(64, sizeof(float) * (B_BLOCK + KC * NR));
+  if (!pack_a_buf || !pack_b_buf) return 0;
+  const long k_blocks = (k + KC - 1) / KC;
+  const long kc_max = (k + k_blocks - 1) / k_blocks;
+  long nc_max = B_BLOCK / kc_max / NR * NR;
+  if (nc_max < NR) nc_max = NR;
+  for (long j0 = 0; j0 < n; j0 += nc_max) {
+    const long nc = n - j0 < nc_max ? n - j0 : nc_max;
+    for (long p0 = 0; p0 < k; p0 += kc_max) {
+      const long kc = k - p0 < kc_max ? k - p0 : kc_max;
+      pack_b(trans_b, b, ldb, p0, kc, j0, nc, pack_b_buf);
+      for (long i0 = 0; i0 < m; i0 += MC) {
+        const long mc = m - i0 < MC ? m - i0 : MC;
+        // Only a transposed A, or the ragged last panel, is packed.
+        const long in_place = trans_a ? 0 : mc / MR * MR;
+        if (in_place < mc)
+          pack_a(trans_a, a, lda, i0 + in_place, mc - in_place, p0, kc,
+                 pack_a_buf + in_place * kc);
+        for (long ir = 0; ir < mc; ir += MR) {
+          const long rows = mc - ir < MR ? mc - ir : MR;
+          const int packed = ir >= in_place;
+          const float *ap = packed ? pack_a_buf + ir * kc : a + (i0 + ir) * lda + p0;
+          for (long jr = 0; jr < nc; jr += NR) {
+            const long cols = nc - jr < NR ? nc - jr : NR;
+            const float *bp = pack_b_buf + jr * kc;
+            float *cij = c + (i0 + ir) * ldc + j0 + jr;
+            const int acc = p0 > 0;
+            if (cols > 32) {
+              (packed ? packed_48 : rows_48)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta, acc);
+            } else if (cols > 16) {
+              (packed ? packed_32 : rows_32)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta, acc);
+            } else {
+              (packed ? packed_16 : rows_16)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta, acc);
+            }
+          }
+        }
+      }
+    }
+  }
+  return 1;
+}
+#endif
+
+int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha,
+                    const float *a, long lda, const float *b, long ldb, float beta, float *c,
+                    long ldc) {
+#if EVK_X86
+  if (m > 0 && n > 0 && k > 0 && evk_level() >= EVK_LEVEL_AVX512)
+    return sgemm_avx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+#endif
+  (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda;
+  (void)b, (void)ldb, (void)beta, (void)c, (void)ldc;
+  return 0;
+}

@@ -1,0 +1,21 @@
+import CKernels
+
+/// How the process's allocator treats the large, short-lived buffers that inference makes.
+///
+/// Every op of the encoder writes a fresh tensor (XL1's largest are 128 MB). glibc serves
+/// blocks above its mmap threshold with fresh mappings and unmaps them when they are freed, so
+/// the next op faults every page in again and the kernel zeroes it first: on XL1 that was
+/// 5–15 % of the encoder's time (docs/PERFORMANCE.md, round 5). `retainFreedMemory` makes
+/// freed blocks stay in the heap for the next request of the same size.
+///
+/// The price: the process keeps its high-water mark of memory after a peak instead of
+/// returning it to the system. A process-wide setting, so the executable decides (the `evsam`
+/// tool calls it at start); an app embedding the library may call it too.
+public enum HeapPolicy {
+  /// Serve every block from the heap (no per-block mappings) and never trim it. Returns false
+  /// where it does not apply (a C library other than glibc).
+  @discardableResult
+  public static func retainFreedMemory() -> Bool {
+    evk_retain_freed_memory() == 1
+  }
+}
