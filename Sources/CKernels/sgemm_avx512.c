@@ -141,13 +141,30 @@ TILE_VARIANT(rows_48, 3, lda, 1)
 TILE_VARIANT(rows_32, 2, lda, 1)
 TILE_VARIANT(rows_16, 1, lda, 1)
 
+// The fused epilogue of a finished row segment, while it is still in the L1 cache: the same
+// operations as the separate pass it replaces (`applyBiasActivation`), so results do not change.
+EVK_AVX512 static void row_epilogue(float *p, long n, float bias, int act) {
+  switch (act) {
+  case EVK_EPILOGUE_RELU:
+    for (long i = 0; i < n; i++) {
+      const float y = p[i] + bias;
+      p[i] = y > 0 ? y : 0;
+    }
+    break;
+  case EVK_EPILOGUE_GELU_TANH: evk_gelu_tanh_bias(p, p, n, bias); break;
+  default:
+    if (bias != 0)
+      for (long i = 0; i < n; i++) p[i] += bias;
+  }
+}
+
 // Per-thread packing buffers, grown on demand and kept: the workers that call this live for
 // the whole process, and a fresh allocation per call would cost page faults on every product.
 static _Thread_local float *pack_a_buf, *pack_b_buf;
 
 EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, long k, float alpha,
                                    const float *a, long lda, const float *b, long ldb, float beta,
-                                   float *c, long ldc) {
+                                   float *c, long ldc, const float *row_bias, int act) {
   if (!pack_a_buf) pack_a_buf = aligned_alloc(64, sizeof(float) * MC * KC);
   if (!pack_b_buf) pack_b_buf = aligned_alloc(64, sizeof(float) * (B_BLOCK + KC * NR));
   if (!pack_a_buf || !pack_b_buf) return 0;
@@ -183,6 +200,10 @@ EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, lon
             } else {
               (packed ? packed_16 : rows_16)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta, acc);
             }
+            if (p0 + kc == k && (row_bias || act != EVK_EPILOGUE_NONE)) {
+              for (long r = 0; r < rows; r++)
+                row_epilogue(cij + r * ldc, cols, row_bias ? row_bias[i0 + ir + r] : 0, act);
+            }
           }
         }
       }
@@ -194,12 +215,13 @@ EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, lon
 
 int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha,
                     const float *a, long lda, const float *b, long ldb, float beta, float *c,
-                    long ldc) {
+                    long ldc, const float *row_bias, int activation) {
 #if EVK_X86
   if (m > 0 && n > 0 && k > 0 && evk_level() >= EVK_LEVEL_AVX512)
-    return sgemm_avx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return sgemm_avx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, row_bias,
+                        activation);
 #endif
   (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda;
-  (void)b, (void)ldb, (void)beta, (void)c, (void)ldc;
+  (void)b, (void)ldb, (void)beta, (void)c, (void)ldc, (void)row_bias, (void)activation;
   return 0;
 }

@@ -36,10 +36,15 @@ public enum BLAS {
 
   /// Row-major `C[m×n] = alpha·op(A)·op(B) + beta·C`, where `op(A)` is `m×k` and `op(B)` is `k×n`.
   /// With `beta == 0`, `C` is write-only (it may hold garbage or NaN on entry).
+  ///
+  /// Then each row `i` of C becomes `activation(C[i, :] + rowBias[i])` (a convolution's bias
+  /// and activation, one output channel per row), fused into the product where the kernel
+  /// allows it, so those rows are finished while they are still in cache.
   public static func sgemm(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+    rowBias: UnsafePointer<Float>? = nil, activation: Activation = .identity
   ) {
     precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative size m=\(m) n=\(n) k=\(k)")
     guard m > 0, n > 0 else { return }
@@ -53,6 +58,7 @@ public enum BLAS {
           for j in 0..<n { row[j] *= beta }
         }
       }
+      applyRowEpilogue(m: m, n: n, c: c, ldc: ldc, rowBias: rowBias, activation: activation)
       return
     }
     let threads = Parallel.cores
@@ -72,12 +78,13 @@ public enum BLAS {
             serialSgemm(
               transA: transA, transB: transB, m: m, n: hi - lo, k: k, alpha: alpha,
               a: a, lda: lda, b: transB ? b + lo * ldb : b + lo, ldb: ldb,
-              beta: beta, c: c + lo, ldc: ldc)
+              beta: beta, c: c + lo, ldc: ldc, rowBias: rowBias, activation: activation)
           } else {
             serialSgemm(
               transA: transA, transB: transB, m: hi - lo, n: n, k: k, alpha: alpha,
               a: transA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb,
-              beta: beta, c: c + lo * ldc, ldc: ldc)
+              beta: beta, c: c + lo * ldc, ldc: ldc, rowBias: rowBias.map { $0 + lo },
+              activation: activation)
           }
         }
       }
@@ -85,7 +92,8 @@ public enum BLAS {
     }
     serialSgemm(
       transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
-      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc, rowBias: rowBias,
+      activation: activation)
   }
 
   /// `sgemm` on the calling thread only: for kernels that already run in parallel (each of
@@ -93,7 +101,8 @@ public enum BLAS {
   public static func serialSgemm(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
-    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int,
+    rowBias: UnsafePointer<Float>? = nil, activation: Activation = .identity
   ) {
     guard m > 0, n > 0 else { return }
     if k == 0 {
@@ -105,14 +114,44 @@ public enum BLAS {
           for j in 0..<n { row[j] *= beta }
         }
       }
+      applyRowEpilogue(m: m, n: n, c: c, ldc: ldc, rowBias: rowBias, activation: activation)
       return
     }
-    if m &* n &* k >= ownKernelThreshold
-      && evk_sgemm_large(
-        transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) != 0
-    {
-      return
+    if m &* n &* k >= ownKernelThreshold {
+      let fused = activation.epilogueCode
+      if evk_sgemm_large(
+        transA ? 1 : 0, transB ? 1 : 0, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc,
+        fused == nil ? nil : rowBias, fused ?? Int32(EVK_EPILOGUE_NONE)) != 0
+      {
+        if fused == nil {
+          applyRowEpilogue(m: m, n: n, c: c, ldc: ldc, rowBias: rowBias, activation: activation)
+        }
+        return
+      }
     }
+    platformSgemm(
+      transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha,
+      a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+    applyRowEpilogue(m: m, n: n, c: c, ldc: ldc, rowBias: rowBias, activation: activation)
+  }
+
+  /// `C[i, :] = activation(C[i, :] + rowBias[i])` for every row, as a separate pass.
+  static func applyRowEpilogue(
+    m: Int, n: Int, c: UnsafeMutablePointer<Float>, ldc: Int, rowBias: UnsafePointer<Float>?,
+    activation: Activation
+  ) {
+    guard rowBias != nil || activation != .identity else { return }
+    for i in 0..<m {
+      applyBiasActivation(c + i * ldc, count: n, bias: rowBias?[i] ?? 0, activation)
+    }
+  }
+
+  /// The platform BLAS (or the portable loops), on the calling thread.
+  static func platformSgemm(
+    transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
+    a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+    beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
+  ) {
     _ = singleThreaded
     #if canImport(Accelerate) || canImport(CBLAS)
       cblas_sgemm(

@@ -131,6 +131,73 @@ import Testing
     }
   }
 
+  /// The fused per-row bias and activation (`rowBias:`, `activation:`) against the product
+  /// followed by a separate bias add and `activate`: bit for bit, at every instruction-set
+  /// level, for products above and below `BLAS.ownKernelThreshold`, split over threads or not,
+  /// and for activations the AVX-512 kernel fuses (identity, ReLU, tanh GELU) and one it
+  /// leaves to the separate pass (erf GELU).
+  @Test(arguments: [Activation.identity, .relu, .geluTanh, .geluErf])
+  func rowEpilogueMatchesASeparatePass(_ activation: Activation) {
+    for (m, n, k) in [(37, 301, 100), (64, 4100, 72), (5, 9, 7)] {
+      let a = Tensor.random([m, k], seed: 21)
+      let b = Tensor.random([k, n], seed: 22)
+      let bias = Tensor.random([m], seed: 23, in: -2...2)
+      for level in SIMDLevel.supported {
+        for split in [false, true] {
+          var fused = Tensor(repeating: .nan, shape: [m, n])
+          var separate = Tensor(repeating: .nan, shape: [m, n])
+          SIMDLevel.capped(at: level) {
+            a.withUnsafeBufferPointer { pa in
+              b.withUnsafeBufferPointer { pb in
+                bias.withUnsafeBufferPointer { pbias in
+                  fused.withUnsafeMutableBufferPointer { pc in
+                    if split {
+                      BLAS.sgemm(
+                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
+                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
+                        c: pc.baseAddress!, ldc: n, rowBias: pbias.baseAddress!,
+                        activation: activation)
+                    } else {
+                      BLAS.serialSgemm(
+                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
+                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
+                        c: pc.baseAddress!, ldc: n, rowBias: pbias.baseAddress!,
+                        activation: activation)
+                    }
+                  }
+                  separate.withUnsafeMutableBufferPointer { pc in
+                    if split {
+                      BLAS.sgemm(
+                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
+                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
+                        c: pc.baseAddress!, ldc: n)
+                    } else {
+                      BLAS.serialSgemm(
+                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
+                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
+                        c: pc.baseAddress!, ldc: n)
+                    }
+                    for i in 0..<m where pbias[i] != 0 {
+                      for j in 0..<n { pc[i * n + j] += pbias[i] }
+                    }
+                  }
+                }
+              }
+            }
+          }
+          separate = activate(separate, activation)
+          let context = "\(m)×\(n)×\(k) \(activation) at \(level), split \(split)"
+          let written = fused.storage.allSatisfy { $0.isFinite }
+          #expect(written, "\(context): C not fully written")
+          let identical = zip(fused.storage, separate.storage).allSatisfy {
+            $0.bitPattern == $1.bitPattern
+          }
+          #expect(identical, "\(context): fused epilogue differs from the separate pass")
+        }
+      }
+    }
+  }
+
   /// beta = 0 must overwrite C even if it holds NaN (conv and matmul hand BLAS uninitialised memory).
   @Test func sgemmBetaZeroIgnoresGarbage() {
     let a = Tensor.random([3, 4], seed: 5)

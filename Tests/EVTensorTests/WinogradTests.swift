@@ -35,18 +35,23 @@ import Testing
   }
 
   @Test func appliesOnlyToDenseSameThreeByThree() {
+    // Below 64 channels the transforms and their larger arrays cost more than the 4× fewer
+    // multiply-adds save (docs/PERFORMANCE.md, item 9): such convs take the im2col path.
     #expect(
-      WinogradWeights.applies(
+      !WinogradWeights.applies(
         kernelSize: 3, stride: 1, padding: 1, groups: 1, inChannels: 32, outChannels: 32))
     #expect(
-      !WinogradWeights.applies(
-        kernelSize: 3, stride: 2, padding: 1, groups: 1, inChannels: 32, outChannels: 32))
+      WinogradWeights.applies(
+        kernelSize: 3, stride: 1, padding: 1, groups: 1, inChannels: 64, outChannels: 64))
     #expect(
       !WinogradWeights.applies(
-        kernelSize: 3, stride: 1, padding: 1, groups: 32, inChannels: 32, outChannels: 32))
+        kernelSize: 3, stride: 2, padding: 1, groups: 1, inChannels: 64, outChannels: 64))
     #expect(
       !WinogradWeights.applies(
-        kernelSize: 5, stride: 1, padding: 2, groups: 1, inChannels: 32, outChannels: 32))
+        kernelSize: 3, stride: 1, padding: 1, groups: 64, inChannels: 64, outChannels: 64))
+    #expect(
+      !WinogradWeights.applies(
+        kernelSize: 5, stride: 1, padding: 2, groups: 1, inChannels: 64, outChannels: 64))
     #expect(
       !WinogradWeights.applies(
         kernelSize: 3, stride: 1, padding: 1, groups: 1, inChannels: 3, outChannels: 32))

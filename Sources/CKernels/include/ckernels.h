@@ -99,11 +99,17 @@ int evk_retain_freed_memory(void);
 
 /// Row-major C (m × n, row stride ldc) = alpha·op(A)·op(B) + beta·C, with op(A) m × k and op(B)
 /// k × n (a transposed operand is stored the other way round, row stride lda / ldb). beta == 0
-/// never reads C. Packed, cache-blocked AVX-512 (see sgemm_avx512.c); returns 0 without doing
-/// anything when AVX-512F is not available (or capped by EVSAM_SIMD): the caller then uses BLAS.
+/// never reads C. Then, for each row i, C[i, :] = act(C[i, :] + row_bias[i]) (`row_bias` may be
+/// NULL; `activation` is one of EVK_EPILOGUE_*), fused while the rows are in cache. Packed,
+/// cache-blocked AVX-512 (see sgemm_avx512.c); returns 0 without doing anything when AVX-512F
+/// is not available (or capped by EVSAM_SIMD): the caller then uses BLAS.
 int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha,
                     const float *a, long lda, const float *b, long ldb, float beta, float *c,
-                    long ldc);
+                    long ldc, const float *row_bias, int activation);
+
+#define EVK_EPILOGUE_NONE 0
+#define EVK_EPILOGUE_RELU 1
+#define EVK_EPILOGUE_GELU_TANH 2
 
 // ---- Mask decoder: split-invariant products and token-major attention --------------------
 

@@ -99,3 +99,16 @@ func applyBiasVectorActivation(
     for i in 0..<count { p[i] = hardswish(p[i] + bias[i]) }
   }
 }
+
+extension Activation {
+  /// The fused epilogue of `evk_sgemm_large` that computes this activation exactly as
+  /// `applyBiasActivation` does; nil where the C kernel has none.
+  var epilogueCode: Int32? {
+    switch self {
+    case .identity: Int32(EVK_EPILOGUE_NONE)
+    case .relu: Int32(EVK_EPILOGUE_RELU)
+    case .geluTanh: Int32(EVK_EPILOGUE_GELU_TANH)
+    case .geluErf, .hardswish: nil
+    }
+  }
+}

@@ -34,17 +34,7 @@ public func conv2d(
           if g.groups > 1 && g.inPerGroup <= 4 {
             convDirect(g, src, w, pb, dst, activation)
           } else {
-            convGEMM(g, src, w, dst)
-            if pb != nil || activation != .identity {
-              Parallel.forEach(
-                count: g.batch * g.outChannels, costPerItem: g.outPlane * activation.cost
-              ) { plane in
-                applyBiasActivation(
-                  dst + plane * g.outPlane, count: g.outPlane,
-                  bias: pb?[plane % g.outChannels] ?? 0,
-                  activation)
-              }
-            }
+            convGEMM(g, src, w, pb, activation, dst)
           }
         }
       }
@@ -223,11 +213,12 @@ private func accumulateTaps(
   }
 }
 
-/// Convolution as GEMM: out[og, pixels] = W_g[og, C_g·kh·kw] × columns[C_g·kh·kw, pixels].
-/// Leaves the raw sums in `dst`; the caller applies bias and activation.
+/// Convolution as GEMM: out[og, pixels] = W_g[og, C_g·kh·kw] × columns[C_g·kh·kw, pixels],
+/// with bias and activation applied by the product to each chunk of rows as it is finished
+/// (fused into the AVX-512 kernel; a pass per chunk, while it is in cache, elsewhere).
 private func convGEMM(
   _ g: ConvGeometry, _ src: UnsafePointer<Float>, _ w: UnsafePointer<Float>,
-  _ dst: UnsafeMutablePointer<Float>
+  _ bias: UnsafePointer<Float>?, _ activation: Activation, _ dst: UnsafeMutablePointer<Float>
 ) {
   let k = g.reduction
   let og = g.outPerGroup
@@ -239,7 +230,8 @@ private func convGEMM(
           transA: false, transB: false, m: og, n: g.outPlane, k: k, alpha: 1,
           a: w + grp * og * k, lda: k,
           b: src + (n * g.inChannels + grp * g.inPerGroup) * g.inPlane, ldb: g.inPlane,
-          beta: 0, c: dst + (n * g.outChannels + grp * og) * g.outPlane, ldc: g.outPlane)
+          beta: 0, c: dst + (n * g.outChannels + grp * og) * g.outPlane, ldc: g.outPlane,
+          rowBias: bias.map { $0 + grp * og }, activation: activation)
       }
     }
     return
@@ -265,7 +257,7 @@ private func convGEMM(
           transA: false, transB: false, m: og, n: pixels, k: k, alpha: 1,
           a: w + grp * og * k, lda: k, b: columns, ldb: pixels,
           beta: 0, c: dst + (n * g.outChannels + grp * og) * g.outPlane + r0 * g.outWidth,
-          ldc: g.outPlane)
+          ldc: g.outPlane, rowBias: bias.map { $0 + grp * og }, activation: activation)
         r0 += rows
       }
     }
