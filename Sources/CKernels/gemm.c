@@ -106,11 +106,73 @@ EVK_AVX2 static void gemm_panel_avx2(long m, long cols, long kc, const float *a,
   }
 }
 
+#define EVK_AVX512 __attribute__((target("avx512f")))
+
+// The AVX-512 tile: R ≤ 12 rows × one vector of 16 columns (the whole panel), C's lanes past
+// `cols` masked. Each element is still one fused chain over p in order, starting from 0 or
+// from C, so the results are bit-for-bit those of the AVX2 tile.
+EVK_AVX512 __attribute__((always_inline)) static inline void gemm_tile512(
+    const int R, long k, const float *a, long rs, long ks, const float *panel, float *c, long ldc,
+    __mmask16 mk, int accumulate) {
+  __m512 acc[12];
+  for (int r = 0; r < R; r++)
+    acc[r] = accumulate ? _mm512_maskz_loadu_ps(mk, c + r * ldc) : _mm512_setzero_ps();
+  for (long p = 0; p < k; p++) {
+    const __m512 bv = _mm512_loadu_ps(panel + p * 16);
+    const float *ap = a + p * ks;
+    for (int r = 0; r < R; r++) acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(ap[r * rs]), bv, acc[r]);
+  }
+  for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(c + r * ldc, mk, acc[r]);
+}
+
+#define GEMM512_CASE(R)                                                                  \
+  case R: gemm_tile512(R, kc, ai, rs, ks, panel, ci, ldc, mk, acc); break;
+
+// All row tiles of one 16-column panel, in tiles of equal height (m = 16 runs as 8 + 8, not
+// 12 + 4: a short tile reuses each B load less).
+EVK_AVX512 static void gemm_panel_avx512(long m, long cols, long kc, const float *a, long rs,
+                                         long ks, const float *panel, float *c, long ldc,
+                                         int acc) {
+  const __mmask16 mk = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
+  const long tiles = (m + 11) / 12;
+  const long height = (m + tiles - 1) / tiles;
+  for (long i0 = 0; i0 < m; i0 += height) {
+    const long rows = m - i0 < height ? m - i0 : height;
+    const float *ai = a + i0 * rs;
+    float *ci = c + i0 * ldc;
+    switch (rows) {
+      GEMM512_CASE(12)
+      GEMM512_CASE(11)
+      GEMM512_CASE(10)
+      GEMM512_CASE(9)
+      GEMM512_CASE(8)
+      GEMM512_CASE(7)
+      GEMM512_CASE(6)
+      GEMM512_CASE(5)
+      GEMM512_CASE(4)
+      GEMM512_CASE(3)
+      GEMM512_CASE(2)
+      default: gemm_tile512(1, kc, ai, rs, ks, panel, ci, ldc, mk, acc); break;
+    }
+  }
+}
+
+// One column panel, in AVX-512 when `wide` (the caller's level, looked up once per product).
+static inline void gemm_panel(int wide, long m, long cols, long kc, const float *a, long rs,
+                              long ks, const float *panel, float *c, long ldc, int acc) {
+  if (wide) {
+    gemm_panel_avx512(m, cols, kc, a, rs, ks, panel, c, ldc, acc);
+  } else {
+    gemm_panel_avx2(m, cols, kc, a, rs, ks, panel, c, ldc, acc);
+  }
+}
+
 // Rows of B per panel packed on the fly: 256 × 16 floats = 16 KB, half the L1 cache.
 #define GEMM_KC 256
 
 EVK_AVX2 static void gemm_avx2(int trans_a, long m, long n, long k, const float *a, long lda,
                                const float *b, long ldb, float *c, long ldc, int accumulate) {
+  const int wide = evk_level() >= EVK_LEVEL_AVX512;
   const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
   // B's panel is copied into contiguous memory first: read in place, its rows may lie a
   // power-of-two stride apart and evict each other from the L1 cache. (Per thread, not on the
@@ -129,7 +191,7 @@ EVK_AVX2 static void gemm_avx2(int trans_a, long m, long n, long k, const float 
         for (; j < cols; j++) dst[j] = src[j];
         for (; j < 16; j++) dst[j] = 0;
       }
-      gemm_panel_avx2(m, cols, kc, a + p0 * ks, rs, ks, panel, c + j0, ldc, accumulate || p0 > 0);
+      gemm_panel(wide, m, cols, kc, a + p0 * ks, rs, ks, panel, c + j0, ldc, accumulate || p0 > 0);
     }
   }
 }
@@ -138,9 +200,10 @@ EVK_AVX2 static void gemm_prepacked_avx2(int trans_a, long m, long n, long k, co
                                          long lda, const float *packed, float *c, long ldc,
                                          int accumulate) {
   const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
+  const int wide = evk_level() >= EVK_LEVEL_AVX512;
   for (long j0 = 0; j0 < n; j0 += 16) {
     const long cols = n - j0 < 16 ? n - j0 : 16;
-    gemm_panel_avx2(m, cols, k, a, rs, ks, packed + j0 * k, c + j0, ldc, accumulate);
+    gemm_panel(wide, m, cols, k, a, rs, ks, packed + j0 * k, c + j0, ldc, accumulate);
   }
 }
 #endif
