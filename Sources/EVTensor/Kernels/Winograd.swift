@@ -82,9 +82,11 @@ public func conv2dWinograd(
   let tilesH = (h + 3) / 4
   let tilesW = (w + 3) / 4
   let tiles = tilesH * tilesW
-  // Tiles per block: V and M of a block ([36][C][tb] and [36][O][tb]) stay under ~24 MB (L3 is
-  // 32 MB) and blocks are of equal size, so no GEMM gets a narrow leftover N.
-  let budget = 6 << 20
+  // Tiles per block: V and M of a block ([36][C][tb] and [36][O][tb]) stay under ~48 MB and
+  // blocks are of equal size, so no GEMM gets a narrow leftover N. Wide blocks matter more
+  // than keeping V and M in the L3: the neck's 256 → 1024 convs at 64² run as one block of 256
+  // tiles, whose products are ≈ 20 % faster than two of 128 (docs/PERFORMANCE.md, item 12).
+  let budget = 12 << 20
   let maxBlock = max(16, budget / (36 * (c + o)))
   let blocks = (tiles + maxBlock - 1) / maxBlock
   let blockTiles = (tiles + blocks - 1) / blocks
