@@ -12,7 +12,6 @@
 #include <math.h>
 #include <stdint.h>
 
-#define EVK_AVX2 __attribute__((target("avx2,fma")))
 #define MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
 
 /// Lanes 0 ..< n (0 ≤ n ≤ 8) set, for maskload / maskstore.

@@ -7,7 +7,6 @@
 #if EVK_X86
 #include <immintrin.h>
 
-#define EVK_AVX512 __attribute__((target("avx512f")))
 
 // a·b + c rounded twice, like the Swift loops (Swift never fuses into FMA): the vector kernels
 // then give bit-for-bit the portable loops' results, which the sensitive everything-mode
@@ -49,7 +48,7 @@ EVK_AVX512 static void evk_gelu_tanh_bias_avx512(float *dst, const float *src, l
     _mm512_storeu_ps(dst + i, evk_gelu_tanh(_mm512_add_ps(_mm512_loadu_ps(src + i), b)));
   }
   if (i < n) {
-    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    __mmask16 m = evk_mask16(n - i);
     __m512 x = _mm512_add_ps(_mm512_maskz_loadu_ps(m, src + i), b);
     _mm512_mask_storeu_ps(dst + i, m, evk_gelu_tanh(x));
   }
@@ -83,7 +82,7 @@ EVK_AVX512 static void evk_gelu_erf_rational_avx512(float *p, long n, const floa
     _mm512_storeu_ps(p + i, evk_gelu_erf(x));
   }
   if (i < n) {
-    __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    __mmask16 m = evk_mask16(n - i);
     __m512 x = _mm512_maskz_loadu_ps(m, p + i);
     if (bias) x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, bias + i));
     _mm512_mask_storeu_ps(p + i, m, evk_gelu_erf(x));
@@ -115,7 +114,7 @@ EVK_AVX512 static inline float evk_exp_row(float *p, long cols, float scale, flo
     acc = _mm512_add_ps(acc, e);
   }
   if (j < cols) {
-    __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
+    __mmask16 k = evk_mask16(cols - j);
     __m512 e = evk_exp(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p + j), mb), s));
     _mm512_mask_storeu_ps(p + j, k, e);
     acc = _mm512_add_ps(acc, _mm512_maskz_mov_ps(k, e));
@@ -132,7 +131,7 @@ EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, l
     long j = 0;
     for (; j + 16 <= cols; j += 16) _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
     if (j < cols) {
-      __mmask16 k = (__mmask16)((1u << (cols - j)) - 1);
+      __mmask16 k = evk_mask16(cols - j);
       _mm512_mask_storeu_ps(p + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), inv));
     }
   }
@@ -143,7 +142,7 @@ EVK_AVX512 static void evk_softmax_columns_avx512(float *x, long rows, long cols
   const __m512 s = _mm512_set1_ps(scale);
   for (long c = c0; c < c1; c += 16) {
     long w = c1 - c < 16 ? c1 - c : 16;
-    __mmask16 k = (__mmask16)(w == 16 ? 0xFFFF : ((1u << w) - 1));
+    __mmask16 k = evk_mask16(w);
     __m512 m = _mm512_set1_ps(-INFINITY);
     for (long r = 0; r < rows; r++) {
       __m512 v = _mm512_maskz_loadu_ps(k, x + r * cols + c);
@@ -209,9 +208,7 @@ EVK_AVX512 __attribute__((always_inline)) static inline void evk_linear_rows_r(
     float *y, long ldy, int relu) {
   for (long o = 0; o < out; o += 32) {
     const long left = out - o;
-    const __mmask16 k0 = left >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << left) - 1);
-    const __mmask16 k1 = left >= 32 ? (__mmask16)0xFFFF
-                         : left > 16 ? (__mmask16)((1u << (left - 16)) - 1) : (__mmask16)0;
+    const __mmask16 k0 = evk_mask16(left), k1 = evk_mask16(left - 16);
     __m512 a0[EVK_FEW_ROWS], a1[EVK_FEW_ROWS];
     for (int r = 0; r < R; r++) {
       a0[r] = _mm512_setzero_ps();
@@ -262,7 +259,7 @@ EVK_AVX512 static void evk_row_affine_avx512(float *y, const float *x, long rows
   for (long r = 0; r < rows; r++) {
     const __m512 av = _mm512_set1_ps(a ? a[r] : 1.0f);
     for (long j = 0; j < dim; j += 16) {
-      const __mmask16 k = dim - j >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (dim - j)) - 1);
+      const __mmask16 k = evk_mask16(dim - j);
       __m512 t = _mm512_maskz_loadu_ps(k, x + r * ldx + j);
       if (u) t = _mm512_add_ps(t, _mm512_maskz_loadu_ps(k, u + j));
       t = _mm512_mul_ps(t, av);

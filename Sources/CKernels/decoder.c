@@ -195,7 +195,6 @@ static void heads_attend_portable(const float *scores, long rows, long t, long d
 #if EVK_X86
 #include <immintrin.h>
 
-#define EVK_AVX2 __attribute__((target("avx2,fma")))
 #define MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
 
 EVK_AVX2 static inline __m256 exp8(__m256 x) {

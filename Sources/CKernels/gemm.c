@@ -30,7 +30,6 @@ static void gemm_portable(int trans_a, long m, long n, long k, const float *a, l
 #include <immintrin.h>
 #include <stdint.h>
 
-#define EVK_AVX2 __attribute__((target("avx2,fma")))
 
 EVK_AVX2 static inline __m256i gemm_mask8(long n) {
   static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -106,7 +105,6 @@ EVK_AVX2 static void gemm_panel_avx2(long m, long cols, long kc, const float *a,
   }
 }
 
-#define EVK_AVX512 __attribute__((target("avx512f")))
 
 // The AVX-512 tile: R ≤ 12 rows × one vector of 16 columns (the whole panel), C's lanes past
 // `cols` masked. Each element is still one fused chain over p in order, starting from 0 or
@@ -133,7 +131,7 @@ EVK_AVX512 __attribute__((always_inline)) static inline void gemm_tile512(
 EVK_AVX512 static void gemm_panel_avx512(long m, long cols, long kc, const float *a, long rs,
                                          long ks, const float *panel, float *c, long ldc,
                                          int acc) {
-  const __mmask16 mk = cols >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << cols) - 1);
+  const __mmask16 mk = evk_mask16(cols);
   const long tiles = (m + 11) / 12;
   const long height = (m + tiles - 1) / tiles;
   for (long i0 = 0; i0 < m; i0 += height) {

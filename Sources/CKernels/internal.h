@@ -16,6 +16,16 @@
 int evk_level(void);
 
 #if EVK_X86
+#include <immintrin.h>
+
+#define EVK_AVX2 __attribute__((target("avx2,fma")))
+#define EVK_AVX512 __attribute__((target("avx512f")))
+
+/// Lanes 0 ..< n of a 16-float vector set (n clamped to 0 ... 16), for masked loads and stores.
+static inline __mmask16 evk_mask16(long n) {
+  return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
 void evk_gelu_tanh_bias_avx2(float *dst, const float *src, long n, float bias);
 void evk_gelu_erf_rational_avx2(float *p, long n, const float *bias);
 void evk_softmax_rows_avx2(float *x, long rows, long cols, long stride, float scale);

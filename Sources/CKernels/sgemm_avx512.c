@@ -7,83 +7,52 @@
 // at about half of what the CPU's 512-bit FMAs give (112 against 205–239 GFLOP/s measured on
 // one core of a Zen 5). This kernel depends on nothing but the CPU.
 //
-// The usual three-level blocking (Goto / BLIS): for each block of KC rows of op(B) and NC of its
-// columns, B is packed into panels of NR = 48 columns; for each block of MC rows of op(A), A is
-// packed into panels of MR = 8 rows; an 8 × 48 register tile (24 accumulators; 8 × 32 or 8 × 16 for a ragged last panel) then runs over
-// the KC products with A's panel (KC·8 floats, 6 KB) in the L1 cache and B's block (KC·NC
-// floats, ≈ 0.5 MB) in the L2.
+// The usual three-level blocking (Goto / BLIS): for each block of at most KC rows of op(B) and
+// of its columns (≈ 640 KB, for the L2), B is packed into panels of NR = 48 columns. For each
+// block of MC rows of A, an 8 × 48 register tile (24 accumulators; 8 × 32 or 8 × 16 for a
+// ragged last panel) runs over the block's products with A's 8 rows (read in place; packed
+// only when A is transposed or for a ragged last row panel) in the L1 cache.
 
 #include "internal.h"
 
 #include <stdlib.h>
-#include <string.h>
 
 #if EVK_X86
-#include <immintrin.h>
 
-#define EVK_AVX512 __attribute__((target("avx512f")))
 
 // KC is a cap: a k up to it runs as one block (C is then written once, not read back and
 // rewritten per block), a larger k in equal blocks. B's block gets about 640 KB of the L2.
 enum { MR = 8, NR = 48, KC = 320, B_BLOCK = 160 * 1024, MC = 256 };
 
-// Rows i0 ..< i0 + rows of op(A) (A itself, row-major, or its transpose), columns p0 ..< p0 + kc, as panels of MR rows: panel q holds
-// element (r, p) at [q·kc·MR + p·MR + r]; rows past the end are zero.
-static void pack_a(int trans, const float *a, long lda, long i0, long rows, long p0, long kc,
-                   float *dst) {
-  for (long q = 0; q < rows; q += MR) {
-    const long live = rows - q < MR ? rows - q : MR;
-    float *panel = dst + q * kc;
-    if (!trans) {
-      for (long r = 0; r < MR; r++) {
-        if (r < live) {
-          const float *src = a + (i0 + q + r) * lda + p0;
-          for (long p = 0; p < kc; p++) panel[p * MR + r] = src[p];
-        } else {
-          for (long p = 0; p < kc; p++) panel[p * MR + r] = 0;
-        }
+// `count` lanes of a matrix as panels of `width` lanes × `depth` steps: lane l, step p of the
+// source is src[l·lane_stride + p·depth_stride], and panel q (q a multiple of width) holds it at
+// dst[q·depth + p·width + (l − q)]; lanes past `count` are zero. A's rows (MR lanes) and B's
+// columns (NR lanes) both pack this way; the loops run along whichever stride is 1.
+static void pack_panels(const float *src, long lane_stride, long depth_stride, long count,
+                        long depth, long width, float *dst) {
+  for (long q = 0; q < count; q += width) {
+    const long live = count - q < width ? count - q : width;
+    const float *first = src + q * lane_stride;
+    float *panel = dst + q * depth;
+    if (lane_stride == 1) {
+      for (long p = 0; p < depth; p++) {
+        const float *from = first + p * depth_stride;
+        float *row = panel + p * width;
+        long l = 0;
+        for (; l < live; l++) row[l] = from[l];
+        for (; l < width; l++) row[l] = 0;
       }
     } else {
-      for (long p = 0; p < kc; p++) {
-        const float *src = a + (p0 + p) * lda + i0 + q;
-        long r = 0;
-        for (; r < live; r++) panel[p * MR + r] = src[r];
-        for (; r < MR; r++) panel[p * MR + r] = 0;
-      }
-    }
-  }
-}
-
-// Columns j0 ..< j0 + cols of op(B), rows p0 ..< p0 + kc, as panels of NR columns: panel q holds
-// element (p, j) at [q·kc + p·NR + j] (q a multiple of NR); columns past the end are zero.
-static void pack_b(int trans, const float *b, long ldb, long p0, long kc, long j0, long cols,
-                   float *dst) {
-  for (long q = 0; q < cols; q += NR) {
-    const long live = cols - q < NR ? cols - q : NR;
-    float *panel = dst + q * kc;
-    if (!trans) {
-      for (long p = 0; p < kc; p++) {
-        const float *src = b + (p0 + p) * ldb + j0 + q;
-        float *row = panel + p * NR;
-        long j = 0;
-        for (; j < live; j++) row[j] = src[j];
-        for (; j < NR; j++) row[j] = 0;
-      }
-    } else {
-      for (long j = 0; j < NR; j++) {
-        if (j < live) {
-          const float *src = b + (j0 + q + j) * ldb + p0;
-          for (long p = 0; p < kc; p++) panel[p * NR + j] = src[p];
+      for (long l = 0; l < width; l++) {
+        if (l < live) {
+          const float *from = first + l * lane_stride;
+          for (long p = 0; p < depth; p++) panel[p * width + l] = from[p * depth_stride];
         } else {
-          for (long p = 0; p < kc; p++) panel[p * NR + j] = 0;
+          for (long p = 0; p < depth; p++) panel[p * width + l] = 0;
         }
       }
     }
   }
-}
-
-static inline __mmask16 lanes(long cols) {
-  return cols >= 16 ? (__mmask16)0xFFFF : cols <= 0 ? (__mmask16)0 : (__mmask16)((1u << cols) - 1);
 }
 
 // C[rows × cols] (rows ≤ MR, cols ≤ 16·V) = alpha·Ap·Bp + beta·C, or += alpha·Ap·Bp when
@@ -110,7 +79,7 @@ EVK_AVX512 __attribute__((always_inline)) static inline void tile(
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
   __mmask16 masks[3];
-  for (int v = 0; v < V; v++) masks[v] = lanes(cols - 16 * v);
+  for (int v = 0; v < V; v++) masks[v] = evk_mask16(cols - 16 * v);
   for (int r = 0; r < MR; r++) {
     if (r >= rows) break;
     float *row = c + r * ldc;
@@ -176,14 +145,24 @@ EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, lon
     const long nc = n - j0 < nc_max ? n - j0 : nc_max;
     for (long p0 = 0; p0 < k; p0 += kc_max) {
       const long kc = k - p0 < kc_max ? k - p0 : kc_max;
-      pack_b(trans_b, b, ldb, p0, kc, j0, nc, pack_b_buf);
+      // op(B)'s columns j0 ..< j0 + nc over rows p0 ..< p0 + kc.
+      if (trans_b) {
+        pack_panels(b + j0 * ldb + p0, ldb, 1, nc, kc, NR, pack_b_buf);
+      } else {
+        pack_panels(b + p0 * ldb + j0, 1, ldb, nc, kc, NR, pack_b_buf);
+      }
       for (long i0 = 0; i0 < m; i0 += MC) {
         const long mc = m - i0 < MC ? m - i0 : MC;
         // Only a transposed A, or the ragged last panel, is packed.
         const long in_place = trans_a ? 0 : mc / MR * MR;
-        if (in_place < mc)
-          pack_a(trans_a, a, lda, i0 + in_place, mc - in_place, p0, kc,
-                 pack_a_buf + in_place * kc);
+        if (in_place < mc) {
+          const long i = i0 + in_place;  // op(A)'s rows i ..< i0 + mc over columns p0 ..< p0 + kc
+          if (trans_a) {
+            pack_panels(a + p0 * lda + i, 1, lda, mc - in_place, kc, MR, pack_a_buf + in_place * kc);
+          } else {
+            pack_panels(a + i * lda + p0, lda, 1, mc - in_place, kc, MR, pack_a_buf + in_place * kc);
+          }
+        }
         for (long ir = 0; ir < mc; ir += MR) {
           const long rows = mc - ir < MR ? mc - ir : MR;
           const int packed = ir >= in_place;

@@ -48,19 +48,6 @@ public enum BLAS {
   ) {
     precondition(m >= 0 && n >= 0 && k >= 0, "sgemm: negative size m=\(m) n=\(n) k=\(k)")
     guard m > 0, n > 0 else { return }
-    if k == 0 {
-      // BLAS implementations disagree on whether k == 0 touches C; define it as C = beta·C.
-      for i in 0..<m {
-        let row = c + i * ldc
-        if beta == 0 {
-          for j in 0..<n { row[j] = 0 }
-        } else {
-          for j in 0..<n { row[j] *= beta }
-        }
-      }
-      applyRowEpilogue(m: m, n: n, c: c, ldc: ldc, rowBias: rowBias, activation: activation)
-      return
-    }
     let threads = Parallel.cores
     if threads > 1 && m &* n &* k >= splitThreshold && max(m, n) >= 32 {
       // Split the larger output dimension into panels, one per thread, in multiples of 16
@@ -106,6 +93,7 @@ public enum BLAS {
   ) {
     guard m > 0, n > 0 else { return }
     if k == 0 {
+      // BLAS implementations disagree on whether k == 0 touches C; define it as C = beta·C.
       for i in 0..<m {
         let row = c + i * ldc
         if beta == 0 {

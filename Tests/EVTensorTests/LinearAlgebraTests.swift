@@ -7,6 +7,44 @@ import Testing
     var testDescription: String {
       "tA=\(transA) tB=\(transB) \(m)×\(n)×\(k) pad \(pad) α=\(alpha) β=\(beta)"
     }
+
+    /// Operands stored as the flags say, each row `pad` floats longer than the matrix.
+    var lda: Int { (transA ? m : k) + pad }
+    var ldb: Int { (transB ? k : n) + pad }
+    var ldc: Int { n + pad }
+    func operands(seeds: (UInt64, UInt64)) -> (a: Tensor, b: Tensor) {
+      (
+        .random([max(transA ? k : m, 1), lda], seed: seeds.0),
+        .random([max(transB ? n : k, 1), ldb], seed: seeds.1)
+      )
+    }
+
+    enum Product { case split, serial, reference }
+
+    /// `c = alpha·op(a)·op(b) + beta·c` with `BLAS.sgemm`, `BLAS.serialSgemm` or the reference.
+    func multiply(_ a: Tensor, _ b: Tensor, into c: inout Tensor, with product: Product) {
+      a.withUnsafeBufferPointer { pa in
+        b.withUnsafeBufferPointer { pb in
+          c.withUnsafeMutableBufferPointer { pc in
+            let (a, b, c) = (pa.baseAddress!, pb.baseAddress!, pc.baseAddress!)
+            switch product {
+            case .split:
+              BLAS.sgemm(
+                transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            case .serial:
+              BLAS.serialSgemm(
+                transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            case .reference:
+              Reference.sgemm(
+                transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda,
+                b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            }
+          }
+        }
+      }
+    }
   }
 
   static let gemmCases: [GemmCase] = {
@@ -30,32 +68,13 @@ import Testing
   /// BLAS.sgemm with leading dimensions larger than the matrices, against dot products.
   @Test(arguments: gemmCases)
   func sgemmMatchesReference(_ c: GemmCase) {
-    let aRows = c.transA ? c.k : c.m
-    let aCols = c.transA ? c.m : c.k
-    let bRows = c.transB ? c.n : c.k
-    let bCols = c.transB ? c.k : c.n
-    let (lda, ldb, ldc) = (aCols + c.pad, bCols + c.pad, c.n + c.pad)
-    let a = Tensor.random([max(aRows, 1), lda], seed: 1)
-    let b = Tensor.random([max(bRows, 1), ldb], seed: 2)
+    let (a, b) = c.operands(seeds: (1, 2))
+    let ldc = c.ldc
     let c0 = Tensor.random([c.m, ldc], seed: 3)
     var fast = c0
     var reference = c0
-    a.withUnsafeBufferPointer { pa in
-      b.withUnsafeBufferPointer { pb in
-        fast.withUnsafeMutableBufferPointer { pc in
-          BLAS.sgemm(
-            transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
-            a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
-            c: pc.baseAddress!, ldc: ldc)
-        }
-        reference.withUnsafeMutableBufferPointer { pc in
-          Reference.sgemm(
-            transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
-            a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
-            c: pc.baseAddress!, ldc: ldc)
-        }
-      }
-    }
+    c.multiply(a, b, into: &fast, with: .split)
+    c.multiply(a, b, into: &reference, with: .reference)
     expectClose(fast, reference, c.testDescription)
     // Padding columns of C are outside the product and must be untouched.
     for i in 0..<c.m {
@@ -78,41 +97,16 @@ import Testing
 
   @Test(arguments: largeGemmCases)
   func largeSgemmMatchesReferenceAtEveryLevel(_ c: GemmCase) {
-    let aRows = c.transA ? c.k : c.m
-    let aCols = c.transA ? c.m : c.k
-    let bRows = c.transB ? c.n : c.k
-    let bCols = c.transB ? c.k : c.n
-    let (lda, ldb, ldc) = (aCols + c.pad, bCols + c.pad, c.n + c.pad)
-    let a = Tensor.random([aRows, lda], seed: 11)
-    let b = Tensor.random([bRows, ldb], seed: 12)
+    let (a, b) = c.operands(seeds: (11, 12))
+    let ldc = c.ldc
     // NaN in C where beta = 0: the product must overwrite it, never scale it.
     let c0 =
       c.beta == 0 ? Tensor(repeating: .nan, shape: [c.m, ldc]) : .random([c.m, ldc], seed: 13)
     var reference = c.beta == 0 ? Tensor(zeros: [c.m, ldc]) : c0
-    a.withUnsafeBufferPointer { pa in
-      b.withUnsafeBufferPointer { pb in
-        reference.withUnsafeMutableBufferPointer { pc in
-          Reference.sgemm(
-            transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
-            a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
-            c: pc.baseAddress!, ldc: ldc)
-        }
-      }
-    }
+    c.multiply(a, b, into: &reference, with: .reference)
     for level in SIMDLevel.supported {
       var fast = c0
-      SIMDLevel.capped(at: level) {
-        a.withUnsafeBufferPointer { pa in
-          b.withUnsafeBufferPointer { pb in
-            fast.withUnsafeMutableBufferPointer { pc in
-              BLAS.serialSgemm(
-                transA: c.transA, transB: c.transB, m: c.m, n: c.n, k: c.k, alpha: c.alpha,
-                a: pa.baseAddress!, lda: lda, b: pb.baseAddress!, ldb: ldb, beta: c.beta,
-                c: pc.baseAddress!, ldc: ldc)
-            }
-          }
-        }
-      }
+      SIMDLevel.capped(at: level) { c.multiply(a, b, into: &fast, with: .serial) }
       let product = fast.withUnsafeBufferPointer { p in
         (0..<c.m).flatMap { i in (0..<c.n).map { p[i * ldc + $0] } }
       }
@@ -144,45 +138,40 @@ import Testing
       let bias = Tensor.random([m], seed: 23, in: -2...2)
       for level in SIMDLevel.supported {
         for split in [false, true] {
-          var fused = Tensor(repeating: .nan, shape: [m, n])
-          var separate = Tensor(repeating: .nan, shape: [m, n])
-          SIMDLevel.capped(at: level) {
+          // Row-major, unpadded; the epilogue's bias and activation optional.
+          func product(
+            into c: inout Tensor, rowBias: UnsafePointer<Float>?, activation: Activation
+          ) {
             a.withUnsafeBufferPointer { pa in
               b.withUnsafeBufferPointer { pb in
-                bias.withUnsafeBufferPointer { pbias in
-                  fused.withUnsafeMutableBufferPointer { pc in
-                    if split {
-                      BLAS.sgemm(
-                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
-                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
-                        c: pc.baseAddress!, ldc: n, rowBias: pbias.baseAddress!,
-                        activation: activation)
-                    } else {
-                      BLAS.serialSgemm(
-                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
-                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
-                        c: pc.baseAddress!, ldc: n, rowBias: pbias.baseAddress!,
-                        activation: activation)
-                    }
-                  }
-                  separate.withUnsafeMutableBufferPointer { pc in
-                    if split {
-                      BLAS.sgemm(
-                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
-                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
-                        c: pc.baseAddress!, ldc: n)
-                    } else {
-                      BLAS.serialSgemm(
-                        transA: false, transB: false, m: m, n: n, k: k, alpha: 1,
-                        a: pa.baseAddress!, lda: k, b: pb.baseAddress!, ldb: n, beta: 0,
-                        c: pc.baseAddress!, ldc: n)
-                    }
-                    for i in 0..<m where pbias[i] != 0 {
-                      for j in 0..<n { pc[i * n + j] += pbias[i] }
-                    }
+                c.withUnsafeMutableBufferPointer { pc in
+                  let (a, b, c) = (pa.baseAddress!, pb.baseAddress!, pc.baseAddress!)
+                  if split {
+                    BLAS.sgemm(
+                      transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k,
+                      b: b, ldb: n, beta: 0, c: c, ldc: n, rowBias: rowBias,
+                      activation: activation)
+                  } else {
+                    BLAS.serialSgemm(
+                      transA: false, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: k,
+                      b: b, ldb: n, beta: 0, c: c, ldc: n, rowBias: rowBias,
+                      activation: activation)
                   }
                 }
               }
+            }
+          }
+          var fused = Tensor(repeating: .nan, shape: [m, n])
+          var separate = Tensor(repeating: .nan, shape: [m, n])
+          SIMDLevel.capped(at: level) {
+            bias.withUnsafeBufferPointer { pbias in
+              product(into: &fused, rowBias: pbias.baseAddress!, activation: activation)
+              product(into: &separate, rowBias: nil, activation: .identity)
+            }
+          }
+          separate.withUnsafeMutableBufferPointer { pc in
+            for i in 0..<m where bias.storage[i] != 0 {
+              for j in 0..<n { pc[i * n + j] += bias.storage[i] }
             }
           }
           separate = activate(separate, activation)
