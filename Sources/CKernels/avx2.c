@@ -47,7 +47,7 @@ EVK_AVX2 static inline float hmax8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-/// FastMath.swift's `fastExp`, operation for operation (see evk_exp in ckernels.c).
+/// FastMath.swift's `fastExp`, operation for operation (see evk_exp in internal.h).
 EVK_AVX2 static inline __m256 exp8(__m256 x) {
   x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
   const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);

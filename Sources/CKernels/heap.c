@@ -2,9 +2,12 @@
 
 #include "include/ckernels.h"
 
+// Any C library header defines (or not) __GLIBC__: without one first, the test below would
+// always fail and the policy silently never apply.
+#include <limits.h>
+
 #if defined(__GLIBC__)
 #include <malloc.h>
-#include <limits.h>
 #endif
 
 int evk_retain_freed_memory(void) {

@@ -22,8 +22,12 @@ struct BenchCommand: ParsableCommand {
       Reference mode: --with-reference runs scripts/reference-bench/run.sh (it creates a Python
       environment with the official package, torch and onnxruntime on first use), which times
       PyTorch eager and ONNX Runtime on the same random weights and image, and this command
-      then loads those very weights and prints the ratios. --reference FILE reads a JSON the
-      script wrote earlier instead (and the weights saved beside it).
+      then loads those very weights and prints the ratios. The encoder ratios come from a last
+      phase that runs evsam's, PyTorch's and ONNX Runtime's encoders in three resident
+      processes, one pass each in turn (--runs rounds), so that a machine whose speed drifts
+      over minutes slows all sides alike. --reference FILE reads a JSON the script wrote
+      earlier instead (and the weights saved beside it); its encoder times were taken minutes
+      apart from ours.
       """)
 
   @Option(
@@ -78,6 +82,9 @@ struct BenchCommand: ParsableCommand {
   @Option(help: .hidden)
   var childOutput: String?
 
+  @Flag(help: .hidden)
+  var serveEncoder = false
+
   func validate() throws {
     guard runs >= 1, decoderRuns >= 1 else {
       throw ValidationError("--runs and --decoder-runs must be ≥ 1")
@@ -102,6 +109,10 @@ struct BenchCommand: ParsableCommand {
 
   func run() throws {
     let variants = try variants()
+    if serveEncoder {
+      try serveEncoderRuns(variants[0], checkpointPath: checkpoint)
+      return
+    }
     if let childOutput {
       // One model in this process: the measurement proper.
       let result = try measure(variants[0], checkpointPath: checkpoint)
@@ -130,7 +141,15 @@ struct BenchCommand: ParsableCommand {
       let weights = checkpoint ?? referenceWeights[v]
       printErr(
         "benchmarking \(v.modelName)\(weights.map { " (weights \($0))" } ?? " (random weights)")…")
-      results.append(try measureInChild(v, checkpointPath: weights))
+      var result = try measureInChild(v, checkpointPath: weights)
+      if withReference {
+        let hasONNX =
+          ((referenceDocument?["models"] as? [String: Any])?[v.rawValue] as? [String: Any])?[
+            "onnxruntime"] != nil
+        result["interleaved"] = try interleavedEncoders(
+          v, weights: weights, resultsFolder: referenceResultsFolder, onnx: hasONNX)
+      }
+      results.append(result)
     }
 
     let document = report(results, reference: referenceDocument)
@@ -243,6 +262,80 @@ struct BenchCommand: ParsableCommand {
     return result
   }
 
+  /// `--serve-encoder`: the model resident, one timed encoder pass per `run` line on stdin
+  /// (protocol in InterleavedTiming.swift).
+  private func serveEncoderRuns(_ variant: Variant, checkpointPath: String?) throws {
+    ComputeThreads.set(threads)
+    let config = ModelConfig.preset(variant)
+    let model: EfficientViTSAM
+    if let checkpointPath {
+      model = try EfficientViTSAM.load(
+        config: config, checkpoint: URL(fileURLWithPath: checkpointPath))
+    } else {
+      let reader = WeightReader(randomWeights(config: config, seed: 0), origin: "random weights")
+      model = EfficientViTSAM(config: config, reader: reader)
+      try reader.finish()
+    }
+    let input = preprocess(try benchImage(), targetSize: config.imageSize).tensor
+    _ = model.imageEncoder(input)
+    let clock = ContinuousClock()
+    // Unbuffered: the parent waits for each line.
+    func reply(_ line: String) { FileHandle.standardOutput.write(Data((line + "\n").utf8)) }
+    reply("evsam-bench ready")
+    while let line = readLine() {
+      let request = line.trimmingCharacters(in: .whitespaces)
+      if request == "quit" { break }
+      guard request == "run" else { continue }
+      let start = clock.now
+      _ = model.imageEncoder(input)
+      reply("evsam-bench time \(seconds(clock.now - start))")
+    }
+    reply("evsam-bench peak_rss_mb \(Double(peakResidentBytes()) / 1_048_576)")
+  }
+
+  /// The encoders of evsam, PyTorch and (if timed before) ONNX Runtime, resident side by side
+  /// and run one pass each in turn for `runs` rounds.
+  private func interleavedEncoders(
+    _ variant: Variant, weights: String?, resultsFolder folder: String, onnx: Bool
+  ) throws -> [String: Any] {
+    printErr("timing \(variant.modelName)'s encoders interleaved (\(runs) rounds)…")
+    let threadCount = threads ?? ComputeThreads.count
+    var ours = ["bench", "--model", variant.rawValue, "--serve-encoder"]
+    ours += ["--threads", "\(threadCount)"]
+    if let weights { ours += ["--checkpoint", weights] }
+    if let image { ours += ["--image", image] }
+    func reference(_ runtime: String) -> [String] {
+      var arguments = [
+        referenceScript, "--serve", runtime, "--one", variant.rawValue, "--out", folder,
+        "--threads", "\(threadCount)",
+      ]
+      if let image { arguments += ["--image", image] }
+      return arguments
+    }
+    let bash = URL(fileURLWithPath: "/bin/bash")
+    var servers = [
+      try EncoderServer(
+        name: "evsam",
+        executable: Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0]),
+        arguments: ours),
+      try EncoderServer(name: "pytorch", executable: bash, arguments: reference("pytorch")),
+    ]
+    if onnx {
+      servers.append(
+        try EncoderServer(
+          name: "onnxruntime", executable: bash, arguments: reference("onnxruntime")))
+    }
+    defer { for s in servers { s.quit() } }
+    let times = try interleavedEncoderTimes(servers, rounds: runs)
+    var entry: [String: Any] = ["rounds": runs]
+    for (s, t) in zip(servers, times) { entry[s.name] = summary(t) }
+    // Each round's ratio pairs passes a few seconds apart; their median is the drift-proof one.
+    for (s, t) in zip(servers.dropFirst(), times.dropFirst()) {
+      entry["ratio_to_\(s.name)_per_round"] = summary(zip(times[0], t).map { $0 / $1 })
+    }
+    return entry
+  }
+
   /// Runs the measurement in a fresh process of this executable, so that peak memory and warm
   /// caches belong to one model only.
   private func measureInChild(_ variant: Variant, checkpointPath: String?) throws -> [String: Any] {
@@ -341,15 +434,20 @@ struct BenchCommand: ParsableCommand {
 
   // MARK: - Reference
 
+  /// Where the reference script keeps its results and the weights both sides run: beside its
+  /// virtual environment.
+  private var referenceResultsFolder: String {
+    URL(fileURLWithPath: referenceScript).absoluteURL.deletingLastPathComponent()
+      .deletingLastPathComponent().deletingLastPathComponent()
+      .appendingPathComponent(".venv-ref/results").path
+  }
+
   private func runReferenceScript(_ variants: [Variant]) throws -> String {
     guard FileManager.default.fileExists(atPath: referenceScript) else {
       throw CLIError(
         "\(referenceScript) not found: run from the repository root or pass --reference-script")
     }
-    // Results (and the weights both sides run) go beside the script's virtual environment.
-    let folder = URL(fileURLWithPath: referenceScript).absoluteURL.deletingLastPathComponent()
-      .deletingLastPathComponent().deletingLastPathComponent()
-      .appendingPathComponent(".venv-ref/results").path
+    let folder = referenceResultsFolder
     var arguments = [
       referenceScript, "--models", variants.map(\.rawValue).joined(separator: ","),
       "--runs", "\(runs)", "--decoder-runs", "\(decoderRuns)", "--out", folder,
@@ -398,13 +496,28 @@ struct BenchCommand: ParsableCommand {
           ortValue.map { String(format: "%.2f×", value / $0) } ?? "—",
         ])
       }
-      add(
-        "encoder (median)", ours("encoder_s"), unit: "s", theirs(torch, "encoder_s"),
-        theirs(ort, "encoder_s"))
-      add(
-        "encoder (min)", (r["encoder_s"] as? [String: Any])?["min"] as? Double, unit: "s",
-        (torch?["encoder_s"] as? [String: Any])?["min"] as? Double,
-        (ort?["encoder_s"] as? [String: Any])?["min"] as? Double)
+      if let inter = r["interleaved"] as? [String: Any] {
+        // The drift-proof comparison: the three encoders took turns, pass by pass.
+        func stat(_ side: String, _ key: String) -> Double? {
+          (inter[side] as? [String: Any])?[key] as? Double
+        }
+        for key in ["median", "min"] {
+          add(
+            "encoder, interleaved (\(key))", stat("evsam", key), unit: "s",
+            stat("pytorch", key), stat("onnxruntime", key))
+        }
+        add(
+          "encoder, own process (median)", ours("encoder_s"), unit: "s",
+          theirs(torch, "encoder_s"), theirs(ort, "encoder_s"))
+      } else {
+        add(
+          "encoder (median)", ours("encoder_s"), unit: "s", theirs(torch, "encoder_s"),
+          theirs(ort, "encoder_s"))
+        add(
+          "encoder (min)", (r["encoder_s"] as? [String: Any])?["min"] as? Double, unit: "s",
+          (torch?["encoder_s"] as? [String: Any])?["min"] as? Double,
+          (ort?["encoder_s"] as? [String: Any])?["min"] as? Double)
+      }
       add("encoder CPU time (median)", ours("encoder_cpu_s"), unit: "s", nil, nil)
       add("decoder per-image preparation", ours("decoder_prepare_ms"), unit: "ms", nil, nil)
       add(

@@ -55,6 +55,70 @@ import Testing
     #expect(r.stdout.contains("l0 peak RSS after encode"))
   }
 
+  /// --with-reference against a stand-in for scripts/reference-bench/run.sh that speaks the
+  /// encoder-server protocol: the encoder rows must come from the interleaved rounds, each side's
+  /// server must get one request per round, and library chatter on stdout must be ignored.
+  @Test func interleavesTheEncodersWithTheReferenceServers() throws {
+    let dir = try temporaryDirectory()
+    defer { try? FileManager.default.removeItem(at: dir) }
+    let scriptDir = dir.appendingPathComponent("scripts/reference-bench")
+    try FileManager.default.createDirectory(at: scriptDir, withIntermediateDirectories: true)
+    let log = dir.appendingPathComponent("requests.log")
+    let script = scriptDir.appendingPathComponent("run.sh")
+    try """
+    out=""; serve=""
+    while [ $# -gt 0 ]; do
+      case "$1" in --out) out="$2"; shift 2;; --serve) serve="$2"; shift 2;; *) shift;; esac
+    done
+    if [ -n "$serve" ]; then
+      echo "a warning some library prints"
+      echo "evsam-bench ready"
+      t=0.5; [ "$serve" = onnxruntime ] && t=0.25
+      while read -r line; do
+        [ "$line" = quit ] && break
+        if [ "$line" = run ]; then echo "$serve" >> "\(log.path)"; echo "evsam-bench time $t"; fi
+      done
+      echo "evsam-bench peak_rss_mb 1000"
+      exit 0
+    fi
+    mkdir -p "$out"
+    cat > "$out/reference.json" <<'END'
+    {"models": {"l0": {"pytorch": {"encoder_s": {"median": 9.0, "min": 9.0}},
+                       "onnxruntime": {"encoder_s": {"median": 9.0, "min": 9.0}}}}}
+    END
+    """.write(to: script, atomically: true, encoding: .utf8)
+    let jsonURL = dir.appendingPathComponent("bench.json")
+    let r = try CLIRunner.run([
+      "bench", "--model", "l0", "--runs", "2", "--decoder-runs", "1", "--skip-everything",
+      "--with-reference", "--reference-script", script.path, "--json", jsonURL.path,
+    ])
+    try #require(r.status == 0, "bench failed: \(r.stderr)")
+
+    let data = try Data(contentsOf: jsonURL)
+    let document = try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    let l0 = try #require((document["results"] as? [[String: Any]])?.first)
+    let inter = try #require(l0["interleaved"] as? [String: Any])
+    #expect(inter["rounds"] as? Int == 2)
+    let torchRuns = (inter["pytorch"] as? [String: Any])?["runs"] as? [Double]
+    #expect(torchRuns == [0.5, 0.5])
+    let ortRuns = (inter["onnxruntime"] as? [String: Any])?["runs"] as? [Double]
+    #expect(ortRuns == [0.25, 0.25])
+    let ours = try #require((inter["evsam"] as? [String: Any])?["median"] as? Double)
+    #expect(ours > 0)
+    let requests = try String(contentsOf: log, encoding: .utf8).split(separator: "\n")
+    #expect(requests == ["pytorch", "onnxruntime", "pytorch", "onnxruntime"])
+    let oursRuns = (inter["evsam"] as? [String: Any])?["runs"] as? [Double]
+    #expect(oursRuns?.count == 2)
+
+    // The encoder ratios in the table are against the interleaved passes (0.5 s, 0.25 s), not
+    // the separately timed 9 s.
+    let row = try #require(
+      r.stdout.split(separator: "\n").first { $0.contains("l0 encoder, interleaved (median)") })
+    #expect(row.contains(String(format: "%.2f×", ours / 0.5)), "\(row)")
+    #expect(row.contains(String(format: "%.2f×", ours / 0.25)), "\(row)")
+    #expect(r.stdout.contains("l0 encoder, own process (median)"))
+  }
+
   @Test func refusesBadArguments() throws {
     let zeroRuns = try CLIRunner.run(["bench", "--model", "l0", "--runs", "0"])
     #expect(zeroRuns.status != 0)

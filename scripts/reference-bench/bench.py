@@ -14,6 +14,12 @@ and the image encoder exported to ONNX in ONNX Runtime (CPU, all graph optimisat
 PyTorch and ONNX Runtime each run in a process of their own, so peak memory is theirs alone.
 Inputs match `evsam bench`: the same synthetic 600×400 image (or --image), the same prompts.
 Writes <out>/reference.json.
+
+--serve pytorch|onnxruntime --one MODEL: an encoder server for `evsam bench`'s interleaved
+timing. It loads the weights (and ONNX file) a previous run saved in --out, warms up, prints
+"evsam-bench ready" and then answers each "run" line on stdin with "evsam-bench time SECONDS"
+(one encoder pass) until "quit" or end of input. `evsam bench` alternates such servers with its
+own run by run, so that a machine whose speed drifts over minutes slows every side alike.
 """
 
 import argparse
@@ -180,6 +186,51 @@ def run_onnxruntime(args):
     }
 
 
+def serve(args):
+    """One encoder pass per "run" request; see the module docstring."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    image = load_image(args.image)
+    weights = os.path.join(args.out, f"{args.one}.pt")
+    if not os.path.exists(weights):
+        sys.exit(f"reference-bench: {weights} missing: run the reference once without --serve first")
+    model = build_model(args.one, args.seed)
+    model.load_state_dict(torch.load(weights, map_location="cpu"))
+    x = model.transform(image).unsqueeze(0)
+    if args.serve == "pytorch":
+        def encode():
+            with torch.inference_mode():
+                model.image_encoder(x)
+    else:
+        import onnxruntime as ort
+
+        path = os.path.join(args.out, f"{args.one}-encoder.onnx")
+        if not os.path.exists(path):
+            sys.exit(f"reference-bench: {path} missing: run the reference once without --serve first")
+        del model
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = args.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        feed = {"image": x.numpy()}
+
+        def encode():
+            session.run(None, feed)
+
+    encode()
+    print("evsam-bench ready", flush=True)
+    for line in sys.stdin:
+        if line.strip() == "quit":
+            break
+        if line.strip() == "run":
+            start = time.perf_counter()
+            encode()
+            print(f"evsam-bench time {time.perf_counter() - start:.6f}", flush=True)
+    print(f"evsam-bench peak_rss_mb {peak_rss_mb():.1f}", flush=True)
+
+
 def child(args, mode, model):
     out_file = os.path.join(args.out, f"{model}.{mode}.json")
     cmd = [
@@ -210,6 +261,7 @@ def main():
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "../../.venv-ref/results"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=["pytorch", "onnxruntime"], help="encoder server (needs --one)")
     args = parser.parse_args()
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
@@ -217,6 +269,11 @@ def main():
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
 
+    if args.serve:
+        if not args.one:
+            parser.error("--serve needs --one MODEL")
+        serve(args)
+        return
     if args.one:
         result = run_pytorch(args) if args.mode == "pytorch" else run_onnxruntime(args)
         with open(os.path.join(args.out, f"{args.one}.{args.mode}.json"), "w") as f:

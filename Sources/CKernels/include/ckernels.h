@@ -111,6 +111,19 @@ int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alph
 #define EVK_EPILOGUE_RELU 1
 #define EVK_EPILOGUE_GELU_TANH 2
 
+/// Winograd F(4×4, 3×3) input transform of tiles `first_tile ..< first_tile + count` of one
+/// h × w channel plane (tiles_w tiles per row): element ξ of the k-th tile goes to
+/// `v[ξ·matrix_stride + k]`. Bit-for-bit `winogradInputTransform` in Winograd.swift; returns 0
+/// without doing anything below AVX-512.
+int evk_winograd_input(const float *plane, long h, long w, long tiles_w, long first_tile,
+                       long count, float *v, long matrix_stride);
+
+/// The output transform of those tiles of one output channel (element ξ of the k-th tile at
+/// `m[ξ·matrix_stride + k]`), then act(y + bias) (EVK_EPILOGUE_*), stored into the h × w plane
+/// (edge tiles cropped). Bit-for-bit `winogradOutputTransform`; returns 0 below AVX-512.
+int evk_winograd_output(const float *m, long matrix_stride, long count, long first_tile,
+                        long tiles_w, float bias, int activation, float *plane, long h, long w);
+
 // ---- Mask decoder: split-invariant products and token-major attention --------------------
 
 /// C (m × n, row stride ldc) = op(A)·B, or C + op(A)·B with `accumulate`. op(A) is m × k: A

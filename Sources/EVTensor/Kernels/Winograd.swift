@@ -1,3 +1,5 @@
+import CKernels
+
 /// Winograd F(4×4, 3×3) convolution for dense 3×3 convs with stride 1 and padding 1, the convs
 /// that dominate EfficientViT-SAM (ResBlock, FusedMBConv, the neck).
 ///
@@ -110,7 +112,7 @@ public func conv2dWinograd(
               let tb = min(blockTiles, tiles - t0)
               let first = t0
               Parallel.forEach(count: c, costPerItem: tb * 200) { ch in
-                winogradInputTransform(
+                WinogradTransform.input(
                   image + ch * h * w, height: h, width: w, tilesW: tilesW, firstTile: first,
                   count: tb, into: v + ch * tb, matrixStride: c * tb)
               }
@@ -121,7 +123,7 @@ public func conv2dWinograd(
                   beta: 0, c: m + xi * o * tb, ldc: tb)
               }
               Parallel.forEach(count: o, costPerItem: tb * 300) { oc in
-                winogradOutputTransform(
+                WinogradTransform.output(
                   m + oc * tb, matrixStride: o * tb, count: tb, firstTile: first, tilesW: tilesW,
                   bias: pb?[oc] ?? 0, activation,
                   into: output + oc * h * w, height: h, width: w)
@@ -132,6 +134,41 @@ public func conv2dWinograd(
         }
       }
     }
+  }
+}
+
+/// The two transforms of `conv2dWinograd` for a run of tiles of one channel plane: AVX-512 C
+/// kernels where the CPU has them (`evk_winograd_input` / `_output`), the Swift loops below
+/// elsewhere, with bit-for-bit the same results. Public so that tests can hold the two
+/// against each other (`SIMDLevel.capped`).
+public enum WinogradTransform {
+  /// V[ξ][k] = (Bᵀ·d·B)[ξ] for the zero-padded 6×6 patch d of tile `firstTile + k` (k < count)
+  /// of an h × w plane with `tilesW` tiles per row, stored at `into[ξ·matrixStride + k]`.
+  public static func input(
+    _ plane: UnsafePointer<Float>, height h: Int, width w: Int, tilesW: Int, firstTile: Int,
+    count: Int, into v: UnsafeMutablePointer<Float>, matrixStride: Int
+  ) {
+    if evk_winograd_input(plane, h, w, tilesW, firstTile, count, v, matrixStride) != 0 { return }
+    winogradInputTransform(
+      plane, height: h, width: w, tilesW: tilesW, firstTile: firstTile, count: count, into: v,
+      matrixStride: matrixStride)
+  }
+
+  /// act(Aᵀ·M·A + bias) for those tiles of one output channel (M[ξ] of tile k at
+  /// `m[ξ·matrixStride + k]`), stored into the h × w plane, edge tiles cropped.
+  public static func output(
+    _ m: UnsafePointer<Float>, matrixStride: Int, count: Int, firstTile: Int, tilesW: Int,
+    bias: Float, _ act: Activation, into plane: UnsafeMutablePointer<Float>, height h: Int,
+    width w: Int
+  ) {
+    if let code = act.epilogueCode,
+      evk_winograd_output(m, matrixStride, count, firstTile, tilesW, bias, code, plane, h, w) != 0
+    {
+      return
+    }
+    winogradOutputTransform(
+      m, matrixStride: matrixStride, count: count, firstTile: firstTile, tilesW: tilesW,
+      bias: bias, act, into: plane, height: h, width: w)
   }
 }
 
