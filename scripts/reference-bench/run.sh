@@ -9,6 +9,8 @@
 #
 # Usage: scripts/reference-bench/run.sh [--models l0,xl1] [--threads 2] [--runs 5]
 #          [--decoder-runs 20] [--image FILE] [--skip-everything] [--skip-onnx] [--out DIR]
+#        scripts/reference-bench/run.sh --serve pytorch|onnxruntime --one MODEL [--out DIR]
+#          (an encoder server for `evsam bench`'s interleaved timing; see bench.py)
 set -euo pipefail
 
 if [ -n "${CI:-}" ]; then
