@@ -326,7 +326,7 @@ struct BenchCommand: ParsableCommand {
           name: "onnxruntime", executable: bash, arguments: reference("onnxruntime")))
     }
     defer { for s in servers { s.quit() } }
-    let times = try interleavedEncoderTimes(servers, rounds: runs)
+    let times = try interleavedEncoderTimes(servers, rounds: runs, progress: printErr)
     var entry: [String: Any] = ["rounds": runs]
     for (s, t) in zip(servers, times) { entry[s.name] = summary(t) }
     // Each round's ratio pairs passes a few seconds apart; their median is the drift-proof one.

@@ -79,7 +79,8 @@ final class EncoderServer {
 /// that the previous side's worker threads (OpenMP's and ONNX Runtime's spin before sleeping)
 /// are idle. A machine whose speed drifts over minutes then slows every side alike.
 func interleavedEncoderTimes(
-  _ servers: [EncoderServer], rounds: Int, pauseSeconds: Double = 0.25
+  _ servers: [EncoderServer], rounds: Int, pauseSeconds: Double = 0.25,
+  progress: ((String) -> Void)? = nil
 ) throws -> [[Double]] {
   var times = [[Double]](repeating: [], count: servers.count)
   for round in 0..<rounds {
@@ -88,6 +89,8 @@ func interleavedEncoderTimes(
       Thread.sleep(forTimeInterval: pauseSeconds)
       times[s].append(try servers[s].run())
     }
+    let summary = zip(servers, times).map { "\($0.name) \(String(format: "%.3f", $1[round])) s" }
+    progress?("  round \(round + 1)/\(rounds): " + summary.joined(separator: ", "))
   }
   return times
 }

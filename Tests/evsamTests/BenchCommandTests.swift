@@ -109,6 +109,9 @@ import Testing
     #expect(requests == ["pytorch", "onnxruntime", "pytorch", "onnxruntime"])
     let oursRuns = (inter["evsam"] as? [String: Any])?["runs"] as? [Double]
     #expect(oursRuns?.count == 2)
+    // Progress: one line per round with every side's pass.
+    #expect(r.stderr.contains("round 2/2: "), "\(r.stderr)")
+    #expect(r.stderr.contains("pytorch 0.500 s, onnxruntime 0.250 s"), "\(r.stderr)")
 
     // The encoder ratios in the table are against the interleaved passes (0.5 s, 0.25 s), not
     // the separately timed 9 s.
