@@ -8,6 +8,16 @@
 
 #if EVK_X86
 
+// The next group of tiles, starting at tile t with `left` tiles of the run to go: at most 16,
+// all in t's tile row (ty, tx); returns how many.
+static inline long next_group(long t, long left, long tiles_w, long *ty, long *tx) {
+  *ty = t / tiles_w;
+  *tx = t % tiles_w;
+  long n = tiles_w - *tx;
+  if (n > 16) n = 16;
+  return n < left ? n : left;
+}
+
 // Lanes of `row[x0 + 16q + e]` that lie inside 0 ..< w.
 static inline __mmask16 row_mask(long x0, long q, long w) {
   const long lo = -(x0 + 16 * q), hi = w - (x0 + 16 * q);
@@ -55,10 +65,8 @@ EVK_AVX512 static void winograd_input_avx512(const float *plane, long h, long w,
   __m512 d[36], r[36];
   long i = 0;
   while (i < count) {
-    const long t = first_tile + i, ty = t / tiles_w, tx = t % tiles_w;
-    long n = tiles_w - tx;
-    if (n > 16) n = 16;
-    if (n > count - i) n = count - i;
+    long ty, tx;
+    const long n = next_group(first_tile + i, count - i, tiles_w, &ty, &tx);
     const long y0 = ty * 4 - 1, x0 = tx * 4 - 1;
     for (int a = 0; a < 6; a++) {
       const long y = y0 + a;
@@ -126,10 +134,8 @@ EVK_AVX512 static void winograd_output_avx512(const float *m, long stride, long 
   __m512 mv[36], r[24];
   long i = 0;
   while (i < count) {
-    const long t = first_tile + i, ty = t / tiles_w, tx = t % tiles_w;
-    long n = tiles_w - tx;
-    if (n > 16) n = 16;
-    if (n > count - i) n = count - i;
+    long ty, tx;
+    const long n = next_group(first_tile + i, count - i, tiles_w, &ty, &tx);
     const __mmask16 keep = evk_mask16(n);
     for (int e = 0; e < 36; e++) mv[e] = _mm512_maskz_loadu_ps(keep, m + e * stride + i);
     for (int b = 0; b < 6; b++) output_formula(mv + b, 6, r + b, 6);

@@ -166,19 +166,7 @@ struct BenchCommand: ParsableCommand {
     let clock = ContinuousClock()
     let config = ModelConfig.preset(variant)
     let loadStart = clock.now
-    let model: EfficientViTSAM
-    if let checkpointPath {
-      do {
-        model = try EfficientViTSAM.load(
-          config: config, checkpoint: URL(fileURLWithPath: checkpointPath))
-      } catch {
-        throw CLIError(summarize(error, modelName: variant.modelName))
-      }
-    } else {
-      let reader = WeightReader(randomWeights(config: config, seed: 0), origin: "random weights")
-      model = EfficientViTSAM(config: config, reader: reader)
-      try reader.finish()
-    }
+    let model = try loadModel(variant, checkpointPath: checkpointPath)
     let loadTime = seconds(clock.now - loadStart)
     let picture = try benchImage()
     let input = preprocess(picture, targetSize: config.imageSize).tensor
@@ -262,21 +250,29 @@ struct BenchCommand: ParsableCommand {
     return result
   }
 
+  /// The weights at `checkpointPath`, or seeded random ones (as fast as trained weights).
+  private func loadModel(_ variant: Variant, checkpointPath: String?) throws -> EfficientViTSAM {
+    let config = ModelConfig.preset(variant)
+    if let checkpointPath {
+      do {
+        return try EfficientViTSAM.load(
+          config: config, checkpoint: URL(fileURLWithPath: checkpointPath))
+      } catch {
+        throw CLIError(summarize(error, modelName: variant.modelName))
+      }
+    }
+    let reader = WeightReader(randomWeights(config: config, seed: 0), origin: "random weights")
+    let model = EfficientViTSAM(config: config, reader: reader)
+    try reader.finish()
+    return model
+  }
+
   /// `--serve-encoder`: the model resident, one timed encoder pass per `run` line on stdin
   /// (protocol in InterleavedTiming.swift).
   private func serveEncoderRuns(_ variant: Variant, checkpointPath: String?) throws {
     ComputeThreads.set(threads)
-    let config = ModelConfig.preset(variant)
-    let model: EfficientViTSAM
-    if let checkpointPath {
-      model = try EfficientViTSAM.load(
-        config: config, checkpoint: URL(fileURLWithPath: checkpointPath))
-    } else {
-      let reader = WeightReader(randomWeights(config: config, seed: 0), origin: "random weights")
-      model = EfficientViTSAM(config: config, reader: reader)
-      try reader.finish()
-    }
-    let input = preprocess(try benchImage(), targetSize: config.imageSize).tensor
+    let model = try loadModel(variant, checkpointPath: checkpointPath)
+    let input = preprocess(try benchImage(), targetSize: model.config.imageSize).tensor
     _ = model.imageEncoder(input)
     let clock = ContinuousClock()
     // Unbuffered: the parent waits for each line.

@@ -151,6 +151,17 @@ def run_pytorch(args):
     return result
 
 
+def onnx_session(path, threads):
+    """ONNX Runtime on the CPU with `threads` intra-op threads and every graph optimisation."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+
 def run_onnxruntime(args):
     import onnxruntime as ort
     import torch
@@ -173,11 +184,7 @@ def run_onnxruntime(args):
             )
     # The exporting process is done; time in a fresh state so RSS is ONNX Runtime's own.
     del model
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = args.threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    session = onnx_session(path, args.threads)
     feed = {"image": x.numpy()}
     enc = time_runs(lambda: session.run(None, feed), args.runs)
     return {
@@ -203,17 +210,11 @@ def serve(args):
             with torch.inference_mode():
                 model.image_encoder(x)
     else:
-        import onnxruntime as ort
-
         path = os.path.join(args.out, f"{args.one}-encoder.onnx")
         if not os.path.exists(path):
             sys.exit(f"reference-bench: {path} missing: run the reference once without --serve first")
         del model
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = args.threads
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        session = onnx_session(path, args.threads)
         feed = {"image": x.numpy()}
 
         def encode():
