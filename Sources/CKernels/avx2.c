@@ -12,8 +12,6 @@
 #include <math.h>
 #include <stdint.h>
 
-#define MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
-
 /// Lanes 0 ..< n (0 ≤ n ≤ 8) set, for maskload / maskstore.
 EVK_AVX2 static inline __m256i tail_mask8(long n) {
   static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
@@ -47,30 +45,10 @@ EVK_AVX2 static inline float hmax8(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
-/// FastMath.swift's `fastExp`, operation for operation (see evk_exp in internal.h).
-EVK_AVX2 static inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
-  __m256 k = MULADD8(x, _mm256_set1_ps(1.44269504f), shifter);
-  __m256 n = _mm256_sub_ps(k, shifter);
-  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-  r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.1219444e-4f)));
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 720));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 120));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 24));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 6));
-  p = MULADD8(p, r, _mm256_set1_ps(0.5f));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
-  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k), 23));
-  return _mm256_mul_ps(p, scale);
-}
-
 EVK_AVX2 static inline __m256 gelu_tanh8(__m256 x) {
   __m256 x2 = _mm256_mul_ps(x, x);
-  __m256 u = _mm256_mul_ps(x, MULADD8(_mm256_set1_ps(0.035677408f), x2, _mm256_set1_ps(0.79788456f)));
-  __m256 e = exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
+  __m256 u = _mm256_mul_ps(x, EVK_MULADD8(_mm256_set1_ps(0.035677408f), x2, _mm256_set1_ps(0.79788456f)));
+  __m256 e = evk_exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
 
@@ -87,39 +65,18 @@ EVK_AVX2 void evk_gelu_tanh_bias_avx2(float *dst, const float *src, long n, floa
   }
 }
 
-/// `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
-EVK_AVX2 static inline __m256 gelu_erf8(__m256 x) {
-  __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678f));
-  z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
-  __m256 z2 = _mm256_mul_ps(z, z);
-  __m256 p = _mm256_set1_ps(-2.7261423e-10f);
-  p = MULADD8(p, z2, _mm256_set1_ps(2.7706814e-08f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-2.101024e-06f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-5.6925064e-05f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-7.3499063e-04f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-2.9546000e-03f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-1.6096033e-02f));
-  __m256 q = _mm256_set1_ps(-1.4566072e-05f);
-  q = MULADD8(q, z2, _mm256_set1_ps(-2.1337406e-04f));
-  q = MULADD8(q, z2, _mm256_set1_ps(-1.682827e-03f));
-  q = MULADD8(q, z2, _mm256_set1_ps(-7.3733292e-03f));
-  q = MULADD8(q, z2, _mm256_set1_ps(-1.4264739e-02f));
-  __m256 erf = _mm256_div_ps(_mm256_mul_ps(z, p), q);
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
-}
-
 EVK_AVX2 void evk_gelu_erf_rational_avx2(float *p, long n, const float *bias) {
   long i = 0;
   for (; i + 8 <= n; i += 8) {
     __m256 x = _mm256_loadu_ps(p + i);
     if (bias) x = _mm256_add_ps(x, _mm256_loadu_ps(bias + i));
-    _mm256_storeu_ps(p + i, gelu_erf8(x));
+    _mm256_storeu_ps(p + i, evk_gelu_erf8(x));
   }
   if (i < n) {
     const __m256i m = tail_mask8(n - i);
     __m256 x = _mm256_maskload_ps(p + i, m);
     if (bias) x = _mm256_add_ps(x, _mm256_maskload_ps(bias + i, m));
-    _mm256_maskstore_ps(p + i, m, gelu_erf8(x));
+    _mm256_maskstore_ps(p + i, m, evk_gelu_erf8(x));
   }
 }
 
@@ -134,13 +91,13 @@ EVK_AVX2 static inline float exp_row8(float *p, long cols, float scale, float *r
   const __m256 mb = _mm256_set1_ps(m);
   __m256 acc = _mm256_setzero_ps();
   for (j = 0; j + 8 <= cols; j += 8) {
-    __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), mb), s));
+    __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), mb), s));
     _mm256_storeu_ps(p + j, e);
     acc = _mm256_add_ps(acc, e);
   }
   if (j < cols) {
     const __m256i k = tail_mask8(cols - j);
-    __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(p + j, k), mb), s));
+    __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(p + j, k), mb), s));
     _mm256_maskstore_ps(p + j, k, e);
     acc = _mm256_add_ps(acc, _mm256_and_ps(e, _mm256_castsi256_ps(k)));
   }
@@ -177,7 +134,7 @@ EVK_AVX2 void evk_softmax_columns_avx2(float *x, long rows, long cols, long c0, 
     for (long r = 0; r < rows; r++) {
       __m256 v = load8(x + r * cols + c, w);
       if (row_bias) v = _mm256_add_ps(v, _mm256_set1_ps(row_bias[r]));
-      __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(v, m), s));
+      __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(v, m), s));
       store8(x + r * cols + c, e, w);
       sum = _mm256_add_ps(sum, e);
     }
@@ -350,7 +307,7 @@ EVK_AVX2 void evk_layernorm64_gelu_avx2(float *x, long rows, const float *w, con
     for (int q = 0; q < 8; q++) {
       const __m256 n = _mm256_fmadd_ps(_mm256_mul_ps(v[q], inv), _mm256_loadu_ps(w + 8 * q),
                                         _mm256_loadu_ps(b + 8 * q));
-      _mm256_storeu_ps(p + 8 * q, gelu_erf8(n));
+      _mm256_storeu_ps(p + 8 * q, evk_gelu_erf8(n));
     }
   }
 }

@@ -57,7 +57,7 @@ static void gelu_dot_portable(const float *z, long rows, long width, const float
   }
 }
 
-// FastMath.swift's exp, scalar (the portable twin of exp8).
+// FastMath.swift's exp, scalar (the portable twin of evk_exp8 in internal.h).
 static inline float exp_scalar(float x) {
   x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
   const float shifter = 12582912.0f + 127.0f;
@@ -195,27 +195,6 @@ static void heads_attend_portable(const float *scores, long rows, long t, long d
 #if EVK_X86
 #include <immintrin.h>
 
-#define MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
-
-EVK_AVX2 static inline __m256 exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
-  __m256 k = MULADD8(x, _mm256_set1_ps(1.44269504f), shifter);
-  __m256 n = _mm256_sub_ps(k, shifter);
-  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-  r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.1219444e-4f)));
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 720));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 120));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 24));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f / 6));
-  p = MULADD8(p, r, _mm256_set1_ps(0.5f));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
-  p = MULADD8(p, r, _mm256_set1_ps(1.0f));
-  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k), 23));
-  return _mm256_mul_ps(p, scale);
-}
-
 EVK_AVX2 static void softmax_heads_avx2(float *s, long rows, long t, long ld, float scale,
                                         const float *bias) {
   const __m256 sc = _mm256_set1_ps(scale);
@@ -231,7 +210,7 @@ EVK_AVX2 static void softmax_heads_avx2(float *s, long rows, long t, long ld, fl
     for (long j = 0; j < t; j++) {
       __m256 v = _mm256_loadu_ps(row + j * H);
       if (bias) v = _mm256_add_ps(v, _mm256_loadu_ps(bias + j * H));
-      const __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(v, m), sc));
+      const __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(v, m), sc));
       _mm256_storeu_ps(row + j * H, e);
       sum = _mm256_add_ps(sum, e);
     }
@@ -355,7 +334,7 @@ EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols
     for (long p = 0; p < rows; p++) m = _mm256_max_ps(m, _mm256_loadu_ps(s + p * ld + c));
     __m256 sum = _mm256_setzero_ps();
     for (long p = 0; p < rows; p++) {
-      const __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + p * ld + c), m), sc));
+      const __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + p * ld + c), m), sc));
       _mm256_storeu_ps(s + p * ld + c, e);
       sum = _mm256_add_ps(sum, e);
     }
@@ -368,7 +347,7 @@ EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols
     for (long p = 0; p < rows; p++) m = _mm256_max_ps(m, _mm256_maskload_ps(s + p * ld + c, k));
     __m256 sum = _mm256_setzero_ps();
     for (long p = 0; p < rows; p++) {
-      const __m256 e = exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(s + p * ld + c, k), m), sc));
+      const __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(s + p * ld + c, k), m), sc));
       _mm256_maskstore_ps(s + p * ld + c, k, e);
       sum = _mm256_add_ps(sum, e);
     }
@@ -403,25 +382,6 @@ EVK_AVX2 static void heads_attend_avx2(const float *scores, long rows, long t, l
     }
   }
 }
-EVK_AVX2 static inline __m256 gelu_erf8(__m256 x) {
-  __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678f));
-  z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
-  __m256 z2 = _mm256_mul_ps(z, z);
-  __m256 p = _mm256_set1_ps(-2.7261423e-10f);
-  p = MULADD8(p, z2, _mm256_set1_ps(2.7706814e-08f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-2.101024e-06f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-5.6925064e-05f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-7.3499063e-04f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-2.9546000e-03f));
-  p = MULADD8(p, z2, _mm256_set1_ps(-1.6096033e-02f));
-  __m256 q = _mm256_set1_ps(-1.4566072e-05f);
-  q = MULADD8(q, z2, _mm256_set1_ps(-2.1337406e-04f));
-  q = MULADD8(q, z2, _mm256_set1_ps(-1.682827e-03f));
-  q = MULADD8(q, z2, _mm256_set1_ps(-7.3733292e-03f));
-  q = MULADD8(q, z2, _mm256_set1_ps(-1.4264739e-02f));
-  __m256 erf = _mm256_div_ps(_mm256_mul_ps(z, p), q);
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
-}
 
 // Eight rows at a time: the eight per-row dot products of one mask are reduced together
 // (hadd tree), instead of one horizontal sum per row.
@@ -434,10 +394,10 @@ EVK_AVX2 static void gelu_dot32_avx2(const float *z, long rows, const float *bia
     __m256 g[8][4];
     for (int i = 0; i < 8; i++) {
       const float *zr = z + (r + i) * 32;
-      g[i][0] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr), b0));
-      g[i][1] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 8), b1));
-      g[i][2] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 16), b2));
-      g[i][3] = gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 24), b3));
+      g[i][0] = evk_gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr), b0));
+      g[i][1] = evk_gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 8), b1));
+      g[i][2] = evk_gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 16), b2));
+      g[i][3] = evk_gelu_erf8(_mm256_add_ps(_mm256_loadu_ps(zr + 24), b3));
     }
     for (long m = 0; m < count; m++) {
       const float *hm = h + m * 32;
@@ -500,7 +460,7 @@ EVK_AVX2 static void fold_layernorm64_gelu_avx2(float *y, const float *base, lon
       for (int q = 0; q < 8; q++) {
         const __m256 n = _mm256_fmadd_ps(_mm256_mul_ps(v[q], inv), _mm256_loadu_ps(w + 8 * q),
                                          _mm256_loadu_ps(b + 8 * q));
-        _mm256_storeu_ps(row + 64 * s + 8 * q, gelu_erf8(n));
+        _mm256_storeu_ps(row + 64 * s + 8 * q, evk_gelu_erf8(n));
       }
     }
   }

@@ -30,7 +30,6 @@ static void gemm_portable(int trans_a, long m, long n, long k, const float *a, l
 #include <immintrin.h>
 #include <stdint.h>
 
-
 EVK_AVX2 static inline __m256i gemm_mask8(long n) {
   static const int32_t bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
   return _mm256_loadu_si256((const __m256i *)(bits + 8 - n));
@@ -104,7 +103,6 @@ EVK_AVX2 static void gemm_panel_avx2(long m, long cols, long kc, const float *a,
     }
   }
 }
-
 
 // The AVX-512 tile: R ≤ 12 rows × one vector of 16 columns (the whole panel), C's lanes past
 // `cols` masked. Each element is still one fused chain over p in order, starting from 0 or

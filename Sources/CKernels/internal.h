@@ -59,6 +59,60 @@ EVK_AVX512 static inline __m512 evk_gelu_tanh(__m512 x) {
   return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
+/// `applyBiasActivation` (Activation.swift) on a vector, for an EVK_EPILOGUE_* code: identity
+/// adds a non-zero bias only (adding 0 would turn −0 into +0), ReLU is `y > 0 ? y : 0` (vmaxps
+/// returns its second operand for NaN and ±0), GELU always adds the bias first.
+EVK_AVX512 static inline __m512 evk_epilogue16(__m512 y, float bias, int act) {
+  switch (act) {
+  case EVK_EPILOGUE_RELU: return _mm512_max_ps(_mm512_add_ps(y, _mm512_set1_ps(bias)), _mm512_setzero_ps());
+  case EVK_EPILOGUE_GELU_TANH: return evk_gelu_tanh(_mm512_add_ps(y, _mm512_set1_ps(bias)));
+  default: return bias != 0 ? _mm512_add_ps(y, _mm512_set1_ps(bias)) : y;
+  }
+}
+
+// The AVX2 twins: EVK_MULADD on 8 lanes, and FastMath.swift's exp, operation for operation.
+#define EVK_MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
+
+EVK_AVX2 static inline __m256 evk_exp8(__m256 x) {
+  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
+  const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
+  __m256 k = EVK_MULADD8(x, _mm256_set1_ps(1.44269504f), shifter);
+  __m256 n = _mm256_sub_ps(k, shifter);
+  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
+  r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.1219444e-4f)));
+  __m256 p = _mm256_set1_ps(1.0f / 5040);
+  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 720));
+  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 120));
+  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 24));
+  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 6));
+  p = EVK_MULADD8(p, r, _mm256_set1_ps(0.5f));
+  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f));
+  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f));
+  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k), 23));
+  return _mm256_mul_ps(p, scale);
+}
+
+/// `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
+EVK_AVX2 static inline __m256 evk_gelu_erf8(__m256 x) {
+  __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678f));
+  z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
+  __m256 z2 = _mm256_mul_ps(z, z);
+  __m256 p = _mm256_set1_ps(-2.7261423e-10f);
+  p = EVK_MULADD8(p, z2, _mm256_set1_ps(2.7706814e-08f));
+  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-2.101024e-06f));
+  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-5.6925064e-05f));
+  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-7.3499063e-04f));
+  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-2.9546000e-03f));
+  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-1.6096033e-02f));
+  __m256 q = _mm256_set1_ps(-1.4566072e-05f);
+  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-2.1337406e-04f));
+  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-1.682827e-03f));
+  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-7.3733292e-03f));
+  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-1.4264739e-02f));
+  __m256 erf = _mm256_div_ps(_mm256_mul_ps(z, p), q);
+  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
+}
+
 void evk_gelu_tanh_bias_avx2(float *dst, const float *src, long n, float bias);
 void evk_gelu_erf_rational_avx2(float *p, long n, const float *bias);
 void evk_softmax_rows_avx2(float *x, long rows, long cols, long stride, float scale);

@@ -113,17 +113,10 @@ TILE_VARIANT(rows_16, 1, lda, 1)
 // The fused epilogue of a finished row segment, while it is still in the L1 cache: the same
 // operations as the separate pass it replaces (`applyBiasActivation`), so results do not change.
 EVK_AVX512 static void row_epilogue(float *p, long n, float bias, int act) {
-  switch (act) {
-  case EVK_EPILOGUE_RELU:
-    for (long i = 0; i < n; i++) {
-      const float y = p[i] + bias;
-      p[i] = y > 0 ? y : 0;
-    }
-    break;
-  case EVK_EPILOGUE_GELU_TANH: evk_gelu_tanh_bias(p, p, n, bias); break;
-  default:
-    if (bias != 0)
-      for (long i = 0; i < n; i++) p[i] += bias;
+  if (act == EVK_EPILOGUE_NONE && bias == 0) return;
+  for (long i = 0; i < n; i += 16) {
+    const __mmask16 k = evk_mask16(n - i);
+    _mm512_mask_storeu_ps(p + i, k, evk_epilogue16(_mm512_maskz_loadu_ps(k, p + i), bias, act));
   }
 }
 

@@ -99,17 +99,6 @@ EVK_AVX512 static inline void output_formula(const __m512 *m, long s, __m512 *r,
   r[3 * rs] = _mm512_add_ps(_mm512_add_ps(d12, _mm512_mul_ps(eight, d34)), m[5 * s]);
 }
 
-// `applyBiasActivation` on a vector: identity adds a non-zero bias only (adding 0 would turn
-// −0 into +0), ReLU is `y > 0 ? y : 0` (vmaxps returns its second operand for NaN and ±0),
-// GELU always adds the bias, as evk_gelu_tanh_bias does.
-EVK_AVX512 static inline __m512 epilogue(__m512 y, float bias, int act) {
-  switch (act) {
-  case EVK_EPILOGUE_RELU: return _mm512_max_ps(_mm512_add_ps(y, _mm512_set1_ps(bias)), _mm512_setzero_ps());
-  case EVK_EPILOGUE_GELU_TANH: return evk_gelu_tanh(_mm512_add_ps(y, _mm512_set1_ps(bias)));
-  default: return bias != 0 ? _mm512_add_ps(y, _mm512_set1_ps(bias)) : y;
-  }
-}
-
 // out[q][e] = y[(16q + e) % 4][(16q + e) / 4]: four rows of 16 tiles' 4 values back into 64
 // consecutive pixels.
 EVK_AVX512 static void interleave4(const __m512 y[4], __m512 out[4]) {
@@ -143,7 +132,7 @@ EVK_AVX512 static void winograd_output_avx512(const float *m, long stride, long 
     for (int a = 0; a < 4 && oy + a < h; a++) {
       __m512 y[4], out[4];
       output_formula(r + a * 6, 1, y, 1);
-      for (int b = 0; b < 4; b++) y[b] = epilogue(y[b], bias, act);
+      for (int b = 0; b < 4; b++) y[b] = evk_epilogue16(y[b], bias, act);
       interleave4(y, out);
       float *dst = plane + (oy + a) * w + ox;
       // Pixels of the n tiles that lie inside the plane.
