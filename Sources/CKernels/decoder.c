@@ -424,6 +424,87 @@ EVK_AVX2 static void gelu_dot32_avx2(const float *z, long rows, const float *bia
   }
   if (r < rows) gelu_dot_portable(z + r * 32, rows - r, 32, bias, h, count, out + r * count);
 }
+// gelu_dot32_avx2 on 16 lanes: a row's two GELU vectors are its whole 32 channels, and each
+// row's product is folded to 8 lanes (its two 256-bit halves added) before the same hadd tree.
+// The GELUs are the same operations lane by lane, so the same bits; only the dot products'
+// sums are ordered differently.
+EVK_AVX512 static void gelu_dot32_avx512(const float *z, long rows, const float *bias,
+                                         const float *h, long count, float *out) {
+  const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
+  long r = 0;
+  for (; r + 8 <= rows; r += 8) {
+    __m512 g[8][2];
+    for (int i = 0; i < 8; i++) {
+      const float *zr = z + (r + i) * 32;
+      g[i][0] = evk_gelu_erf(_mm512_add_ps(_mm512_loadu_ps(zr), b0));
+      g[i][1] = evk_gelu_erf(_mm512_add_ps(_mm512_loadu_ps(zr + 16), b1));
+    }
+    for (long m = 0; m < count; m++) {
+      const float *hm = h + m * 32;
+      const __m512 h0 = _mm512_loadu_ps(hm), h1 = _mm512_loadu_ps(hm + 16);
+      __m256 s[8];
+      for (int i = 0; i < 8; i++) {
+        const __m512 a = _mm512_fmadd_ps(g[i][1], h1, _mm512_mul_ps(g[i][0], h0));
+        s[i] = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+      }
+      const __m256 t01 = _mm256_hadd_ps(s[0], s[1]), t23 = _mm256_hadd_ps(s[2], s[3]);
+      const __m256 t45 = _mm256_hadd_ps(s[4], s[5]), t67 = _mm256_hadd_ps(s[6], s[7]);
+      const __m256 u0 = _mm256_hadd_ps(t01, t23), u1 = _mm256_hadd_ps(t45, t67);
+      const __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20), hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+      float lane[8];
+      _mm256_storeu_ps(lane, _mm256_add_ps(lo, hi));
+      for (int i = 0; i < 8; i++) out[(r + i) * count + m] = lane[i];
+    }
+  }
+  if (r < rows) gelu_dot_portable(z + r * 32, rows - r, 32, bias, h, count, out + r * count);
+}
+
+// fold_layernorm64_gelu_avx2 on 16 lanes: the affine maps and the GELU are the same operations
+// lane by lane; the LayerNorm's two sums over 64 channels are ordered differently.
+EVK_AVX512 static void fold_layernorm64_gelu_avx512(float *y, const float *base, long tokens,
+                                                    const float *a0, const float *a1,
+                                                    const float *u0, const float *u1,
+                                                    const float *u2, const float *w,
+                                                    const float *b, float eps) {
+  for (long p = 0; p < tokens; p++) {
+    float *row = y + p * 256;
+    const float *br = base + p * 256;
+    const __m512 s0 = _mm512_set1_ps(a0[p]), s1 = _mm512_set1_ps(a1[p]);
+    // All four sub-pixels' statistics side by side: their reductions are independent chains.
+    __m512 v[16];
+    float mean[4], inv[4];
+    for (int c = 0; c < 16; c++) {
+      const __m512 t = _mm512_add_ps(
+          _mm512_mul_ps(s0, _mm512_add_ps(_mm512_loadu_ps(br + 16 * c), _mm512_loadu_ps(u0 + 16 * c))),
+          _mm512_loadu_ps(u1 + 16 * c));
+      v[c] = _mm512_add_ps(_mm512_mul_ps(s1, _mm512_add_ps(t, _mm512_loadu_ps(row + 16 * c))),
+                           _mm512_loadu_ps(u2 + 16 * c));
+    }
+    for (int s = 0; s < 4; s++) {
+      const __m512 *x = v + 4 * s;
+      mean[s] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(x[0], x[1]), _mm512_add_ps(x[2], x[3]))) /
+                64.0f;
+    }
+    for (int s = 0; s < 4; s++) {
+      const __m512 m = _mm512_set1_ps(mean[s]);
+      __m512 sq = _mm512_setzero_ps();
+      for (int q = 0; q < 4; q++) {
+        v[4 * s + q] = _mm512_sub_ps(v[4 * s + q], m);
+        sq = _mm512_fmadd_ps(v[4 * s + q], v[4 * s + q], sq);
+      }
+      inv[s] = 1.0f / sqrtf(_mm512_reduce_add_ps(sq) / 64.0f + eps);
+    }
+    for (int s = 0; s < 4; s++) {
+      const __m512 k = _mm512_set1_ps(inv[s]);
+      for (int q = 0; q < 4; q++) {
+        const __m512 n = _mm512_fmadd_ps(_mm512_mul_ps(v[4 * s + q], k), _mm512_loadu_ps(w + 16 * q),
+                                         _mm512_loadu_ps(b + 16 * q));
+        _mm512_storeu_ps(row + 64 * s + 16 * q, evk_gelu_erf(n));
+      }
+    }
+  }
+}
+
 EVK_AVX2 static void fold_layernorm64_gelu_avx2(float *y, const float *base, long tokens,
                                                 const float *a0, const float *a1, const float *u0,
                                                 const float *u1, const float *u2, const float *w,
@@ -470,6 +551,10 @@ EVK_AVX2 static void fold_layernorm64_gelu_avx2(float *y, const float *base, lon
 void evk_gelu_dot(const float *z, long rows, long width, const float *bias, const float *h,
                   long count, float *out) {
 #if EVK_X86
+  if (width == 32 && evk_level() >= EVK_LEVEL_AVX512) {
+    gelu_dot32_avx512(z, rows, bias, h, count, out);
+    return;
+  }
   if (width == 32 && evk_level() >= EVK_LEVEL_AVX2) {
     gelu_dot32_avx2(z, rows, bias, h, count, out);
     return;
@@ -482,6 +567,10 @@ void evk_fold_layernorm64_gelu(float *y, const float *base, long tokens, const f
                                const float *a1, const float *u0, const float *u1, const float *u2,
                                const float *w, const float *b, float eps) {
 #if EVK_X86
+  if (evk_level() >= EVK_LEVEL_AVX512) {
+    fold_layernorm64_gelu_avx512(y, base, tokens, a0, a1, u0, u1, u2, w, b, eps);
+    return;
+  }
   if (evk_level() >= EVK_LEVEL_AVX2) {
     fold_layernorm64_gelu_avx2(y, base, tokens, a0, a1, u0, u1, u2, w, b, eps);
     return;

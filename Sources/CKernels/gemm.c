@@ -153,6 +153,60 @@ EVK_AVX512 static void gemm_panel_avx512(long m, long cols, long kc, const float
   }
 }
 
+// Two adjacent panels at once (up to 32 columns): R ≤ 8 rows × two vectors. Each broadcast of A
+// feeds two fused multiply-adds instead of one (a broadcast is a load, and loads limited the
+// single-panel tile: 75–79 against 100–115 G multiply-adds/s on the decoder's shapes). Taller
+// tiles measured slower (11 rows: 47–50). Same chains as above, so the same bits.
+EVK_AVX512 __attribute__((always_inline)) static inline void gemm_tile512x2(
+    const int R, long k, const float *a, long rs, long ks, const float *panel0,
+    const float *panel1, float *c, long ldc, __mmask16 mk, int accumulate) {
+  __m512 acc0[8], acc1[8];
+  for (int r = 0; r < R; r++) {
+    acc0[r] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
+    acc1[r] = accumulate ? _mm512_maskz_loadu_ps(mk, c + r * ldc + 16) : _mm512_setzero_ps();
+  }
+  for (long p = 0; p < k; p++) {
+    const __m512 b0 = _mm512_loadu_ps(panel0 + p * 16), b1 = _mm512_loadu_ps(panel1 + p * 16);
+    const float *ap = a + p * ks;
+    for (int r = 0; r < R; r++) {
+      const __m512 x = _mm512_set1_ps(ap[r * rs]);
+      acc0[r] = _mm512_fmadd_ps(x, b0, acc0[r]);
+      acc1[r] = _mm512_fmadd_ps(x, b1, acc1[r]);
+    }
+  }
+  for (int r = 0; r < R; r++) {
+    _mm512_storeu_ps(c + r * ldc, acc0[r]);
+    _mm512_mask_storeu_ps(c + r * ldc + 16, mk, acc1[r]);
+  }
+}
+
+#define GEMM512X2_CASE(R)                                                                \
+  case R: gemm_tile512x2(R, kc, ai, rs, ks, panel0, panel1, ci, ldc, mk, acc); break;
+
+// All row tiles of two adjacent 16-column panels (the second holding `cols1` ≤ 16 columns).
+EVK_AVX512 static void gemm_panel2_avx512(long m, long cols1, long kc, const float *a, long rs,
+                                          long ks, const float *panel0, const float *panel1,
+                                          float *c, long ldc, int acc) {
+  const __mmask16 mk = evk_mask16(cols1);
+  const long tiles = (m + 7) / 8;
+  const long height = (m + tiles - 1) / tiles;
+  for (long i0 = 0; i0 < m; i0 += height) {
+    const long rows = m - i0 < height ? m - i0 : height;
+    const float *ai = a + i0 * rs;
+    float *ci = c + i0 * ldc;
+    switch (rows) {
+      GEMM512X2_CASE(8)
+      GEMM512X2_CASE(7)
+      GEMM512X2_CASE(6)
+      GEMM512X2_CASE(5)
+      GEMM512X2_CASE(4)
+      GEMM512X2_CASE(3)
+      GEMM512X2_CASE(2)
+      default: gemm_tile512x2(1, kc, ai, rs, ks, panel0, panel1, ci, ldc, mk, acc); break;
+    }
+  }
+}
+
 // One column panel, in AVX-512 when `wide` (the caller's level, looked up once per product).
 static inline void gemm_panel(int wide, long m, long cols, long kc, const float *a, long rs,
                               long ks, const float *panel, float *c, long ldc, int acc) {
@@ -163,7 +217,8 @@ static inline void gemm_panel(int wide, long m, long cols, long kc, const float 
   }
 }
 
-// Rows of B per panel packed on the fly: 256 × 16 floats = 16 KB, half the L1 cache.
+// Rows of B per panel packed on the fly: 256 × 16 floats = 16 KB, half the L1 cache (two
+// panels of 128 rows each with AVX-512).
 #define GEMM_KC 256
 
 EVK_AVX2 static void gemm_avx2(int trans_a, long m, long n, long k, const float *a, long lda,
@@ -174,21 +229,35 @@ EVK_AVX2 static void gemm_avx2(int trans_a, long m, long n, long k, const float 
   // power-of-two stride apart and evict each other from the L1 cache. (Per thread, not on the
   // stack: 16 KB would overrun the guard page of a small thread stack.)
   static _Thread_local float panel[GEMM_KC * 16] __attribute__((aligned(64)));
-  for (long j0 = 0; j0 < n; j0 += 16) {
-    const long cols = n - j0 < 16 ? n - j0 : 16;
-    // Blocks of GEMM_KC rows of B; later blocks accumulate onto the earlier ones, which keeps
+  for (long j0 = 0; j0 < n;) {
+    // With AVX-512, two panels at a time (see `gemm_panel2_avx512`), each of half the rows.
+    const int pair = wide && j0 + 16 < n;
+    const long width = pair ? 32 : 16, depth = pair ? GEMM_KC / 2 : GEMM_KC;
+    const long cols = n - j0 < width ? n - j0 : width;
+    // Blocks of `depth` rows of B; later blocks accumulate onto the earlier ones, which keeps
     // each element's chain in order over p.
-    for (long p0 = 0; p0 < k; p0 += GEMM_KC) {
-      const long kc = k - p0 < GEMM_KC ? k - p0 : GEMM_KC;
+    for (long p0 = 0; p0 < k; p0 += depth) {
+      const long kc = k - p0 < depth ? k - p0 : depth;
       for (long p = 0; p < kc; p++) {
         const float *src = b + (p0 + p) * ldb + j0;
-        float *dst = panel + p * 16;
-        long j = 0;
-        for (; j < cols; j++) dst[j] = src[j];
-        for (; j < 16; j++) dst[j] = 0;
+        // Columns 0–15 go to row p of the first panel, 16–31 to row p of the second.
+        for (long half = 0; half < width; half += 16) {
+          const long valid = cols - half < 16 ? cols - half : 16;
+          float *dst = panel + (half >> 4) * depth * 16 + p * 16;
+          long j = 0;
+          for (; j < valid; j++) dst[j] = src[half + j];
+          for (; j < 16; j++) dst[j] = 0;
+        }
       }
-      gemm_panel(wide, m, cols, kc, a + p0 * ks, rs, ks, panel, c + j0, ldc, accumulate || p0 > 0);
+      const int chained = accumulate || p0 > 0;
+      if (pair) {
+        gemm_panel2_avx512(m, cols - 16, kc, a + p0 * ks, rs, ks, panel, panel + depth * 16,
+                           c + j0, ldc, chained);
+      } else {
+        gemm_panel(wide, m, cols, kc, a + p0 * ks, rs, ks, panel, c + j0, ldc, chained);
+      }
     }
+    j0 += cols;
   }
 }
 
@@ -197,7 +266,15 @@ EVK_AVX2 static void gemm_prepacked_avx2(int trans_a, long m, long n, long k, co
                                          int accumulate) {
   const long rs = trans_a ? 1 : lda, ks = trans_a ? lda : 1;
   const int wide = evk_level() >= EVK_LEVEL_AVX512;
-  for (long j0 = 0; j0 < n; j0 += 16) {
+  long j0 = 0;
+  if (wide) {
+    for (; j0 + 16 < n; j0 += 32) {
+      const long cols1 = n - j0 - 16 < 16 ? n - j0 - 16 : 16;
+      gemm_panel2_avx512(m, cols1, k, a, rs, ks, packed + j0 * k, packed + (j0 + 16) * k,
+                         c + j0, ldc, accumulate);
+    }
+  }
+  for (; j0 < n; j0 += 16) {
     const long cols = n - j0 < 16 ? n - j0 : 16;
     gemm_panel(wide, m, cols, k, a, rs, ks, packed + j0 * k, c + j0, ldc, accumulate);
   }

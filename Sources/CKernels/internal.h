@@ -59,6 +59,27 @@ EVK_AVX512 static inline __m512 evk_gelu_tanh(__m512 x) {
   return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
 
+/// `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
+EVK_AVX512 static inline __m512 evk_gelu_erf(__m512 x) {
+  __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678f));
+  z = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(-4.0f)), _mm512_set1_ps(4.0f));
+  __m512 z2 = _mm512_mul_ps(z, z);
+  __m512 p = _mm512_set1_ps(-2.7261423e-10f);
+  p = EVK_MULADD(p, z2, _mm512_set1_ps(2.7706814e-08f));
+  p = EVK_MULADD(p, z2, _mm512_set1_ps(-2.101024e-06f));
+  p = EVK_MULADD(p, z2, _mm512_set1_ps(-5.6925064e-05f));
+  p = EVK_MULADD(p, z2, _mm512_set1_ps(-7.3499063e-04f));
+  p = EVK_MULADD(p, z2, _mm512_set1_ps(-2.9546000e-03f));
+  p = EVK_MULADD(p, z2, _mm512_set1_ps(-1.6096033e-02f));
+  __m512 q = _mm512_set1_ps(-1.4566072e-05f);
+  q = EVK_MULADD(q, z2, _mm512_set1_ps(-2.1337406e-04f));
+  q = EVK_MULADD(q, z2, _mm512_set1_ps(-1.682827e-03f));
+  q = EVK_MULADD(q, z2, _mm512_set1_ps(-7.3733292e-03f));
+  q = EVK_MULADD(q, z2, _mm512_set1_ps(-1.4264739e-02f));
+  __m512 erf = _mm512_div_ps(_mm512_mul_ps(z, p), q);
+  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
+}
+
 /// `applyBiasActivation` (Activation.swift) on a vector, for an EVK_EPILOGUE_* code: identity
 /// adds a non-zero bias only (adding 0 would turn −0 into +0), ReLU is `y > 0 ? y : 0` (vmaxps
 /// returns its second operand for NaN and ±0), GELU always adds the bias first.

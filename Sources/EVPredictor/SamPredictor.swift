@@ -26,6 +26,8 @@ public final class SamPredictor {
   /// The current image embedding, 1×256×64×64.
   public private(set) var imageEmbedding: Tensor?
   private var prepared: DecoderImage?
+  /// The post-processing taps for this image's sizes.
+  private var postprocessing: MaskPostprocessing.Plan?
 
   public init(
     promptEncoder: PromptEncoder, maskDecoder: MaskDecoder, imageEncoder: ImageEncoder? = nil,
@@ -73,6 +75,7 @@ public final class SamPredictor {
       originalHeight: originalSize.height, originalWidth: originalSize.width,
       longSide: PromptEncoder.promptFrameSide)
     imageEmbedding = embedding
+    postprocessing = MaskPostprocessing.Plan(inputSize: inputSize!, originalSize: originalSize)
     prepared = maskDecoder.prepare(
       imageEmbedding: embedding, imagePE: promptEncoder.densePE,
       noMaskEmbedding: promptEncoder.noMaskEmbedding)
@@ -83,6 +86,7 @@ public final class SamPredictor {
     inputSize = nil
     imageEmbedding = nil
     prepared = nil
+    postprocessing = nil
   }
 
   /// Masks for one prompt.
@@ -130,7 +134,9 @@ public final class SamPredictor {
     labelSets: [[Int]]? = nil, maskInputs: Tensor? = nil, multimask: Bool = true,
     upscale: Bool = true, skipMasksAtOrBelowIoU: Float? = nil
   ) throws(PredictorError) -> BatchPrediction {
-    guard let prepared, let originalSize, let inputSize else { throw .noImageSet }
+    guard let prepared, let postprocessing, let originalSize, let inputSize else {
+      throw .noImageSet
+    }
     let prompts = try encodePrompts(
       boxes: boxes, pointSets: pointSets, labelSets: labelSets, maskInputs: maskInputs,
       originalSize: originalSize, inputSize: inputSize)
@@ -141,8 +147,7 @@ public final class SamPredictor {
       return BatchPrediction(
         maskLogits: nil, masks: nil, iouPredictions: out.iouPredictions, lowResLogits: out.masks)
     }
-    let logits = MaskPostprocessing.upscale(
-      out.masks, inputSize: inputSize, originalSize: originalSize)
+    let logits = postprocessing.upscale(out.masks)
     return BatchPrediction(
       maskLogits: logits, masks: BinaryMasks(logits: logits),
       iouPredictions: out.iouPredictions, lowResLogits: out.masks)

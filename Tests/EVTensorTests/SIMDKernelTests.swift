@@ -116,6 +116,41 @@ import Testing
     #expect(parallelPacked == serial)
   }
 
+  /// Prepacked products run two 16-column panels at a time where they can (AVX-512): the
+  /// same chains, so the same bits as the unpacked kernel, for a ragged second panel, a
+  /// transposed A, accumulation and row counts that give every tile height.
+  @Test(arguments: [(1, 58), (5, 32), (16, 17), (23, 58), (64, 128), (13, 47)])
+  func prepackedPanelPairsMatchTheUnpackedKernel(m: Int, n: Int) {
+    let k = 37
+    let b = Self.values(k * n, seed: UInt64(n))
+    let packed = PackedMatrix(b, rows: k, columns: n, ld: n)
+    let c0 = Self.values(m * n, seed: 3)
+    for level in Self.levels where level >= .avx2 {
+      for transA in [false, true] {
+        let a = Self.values(m * k, seed: UInt64(m + 100))
+        for accumulate in [false, true] {
+          var plain = c0
+          var fromPacked = c0
+          SIMDLevel.capped(at: level) {
+            plain.withUnsafeMutableBufferPointer {
+              SmallGEMM.multiply(
+                transA: transA, m: m, n: n, k: k, a: a, lda: transA ? m : k, b: b, ldb: n,
+                c: $0.baseAddress!, ldc: n, accumulate: accumulate)
+            }
+            fromPacked.withUnsafeMutableBufferPointer {
+              SmallGEMM.multiply(
+                transA: transA, m: m, k: k, a: a, lda: transA ? m : k, b: packed,
+                c: $0.baseAddress!, ldc: n, accumulate: accumulate)
+            }
+          }
+          #expect(
+            fromPacked == plain,
+            "\(level) m=\(m) n=\(n) transA=\(transA) accumulate=\(accumulate)")
+        }
+      }
+    }
+  }
+
   /// The per-head scores, the softmax over prompt tokens, the partial softmax down columns and
   /// the weighted values, in the token-major head-interleaved layout, against plain loops.
   @Test(arguments: [(1, 1, 1), (70, 7, 16), (33, 12, 5)])

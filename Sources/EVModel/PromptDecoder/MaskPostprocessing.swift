@@ -15,21 +15,59 @@ public enum MaskPostprocessing {
   ) -> Tensor {
     precondition(
       lowRes.rank == 4, "MaskPostprocessing: logits must be B×C×H×W, got \(lowRes.shape)")
-    precondition(
-      inputSize.height > 0 && inputSize.height <= frame && inputSize.width > 0
-        && inputSize.width <= frame,
-      "MaskPostprocessing: input size \(inputSize) outside the \(frame) frame")
-    precondition(
-      originalSize.height > 0 && originalSize.width > 0,
-      "MaskPostprocessing: empty original size \(originalSize)")
-    let (b, c, h, w) = (lowRes.shape[0], lowRes.shape[1], lowRes.shape[2], lowRes.shape[3])
-    let rows = axis(input: h, frame: frame, kept: inputSize.height, output: originalSize.height)
-    let cols = axis(input: w, frame: frame, kept: inputSize.width, output: originalSize.width)
-    return Tensor(uninitializedShape: [b, c, originalSize.height, originalSize.width]) { out in
-      guard out.count > 0 else { return }
-      lowRes.withUnsafeBufferPointer {
-        RowOps.resample(
-          $0.baseAddress!, planes: b * c, rows: rows, cols: cols, into: out.baseAddress!)
+    let plan = Plan(
+      lowResolution: (lowRes.shape[2], lowRes.shape[3]), inputSize: inputSize,
+      originalSize: originalSize, frame: frame)
+    return plan.upscale(lowRes)
+  }
+
+  /// `upscale` for one image's sizes, with the composite taps worked out once: a predictor
+  /// keeps one per image, since building the taps costs about as much as resampling one
+  /// prompt's masks.
+  public struct Plan: Sendable {
+    let rows: ResampleAxis
+    let cols: ResampleAxis
+    public let lowResolution: (height: Int, width: Int)
+    public let originalSize: (height: Int, width: Int)
+
+    public init(
+      lowResolution: (height: Int, width: Int) = (
+        PromptEncoder.maskInputSide, PromptEncoder.maskInputSide
+      ),
+      inputSize: (height: Int, width: Int), originalSize: (height: Int, width: Int),
+      frame: Int = PromptEncoder.promptFrameSide
+    ) {
+      precondition(
+        inputSize.height > 0 && inputSize.height <= frame && inputSize.width > 0
+          && inputSize.width <= frame,
+        "MaskPostprocessing: input size \(inputSize) outside the \(frame) frame")
+      precondition(
+        originalSize.height > 0 && originalSize.width > 0,
+        "MaskPostprocessing: empty original size \(originalSize)")
+      self.lowResolution = lowResolution
+      self.originalSize = originalSize
+      rows = MaskPostprocessing.axis(
+        input: lowResolution.height, frame: frame, kept: inputSize.height,
+        output: originalSize.height)
+      cols = MaskPostprocessing.axis(
+        input: lowResolution.width, frame: frame, kept: inputSize.width,
+        output: originalSize.width)
+    }
+
+    /// B×C×H×W logits at `lowResolution` → B×C at `originalSize`.
+    public func upscale(_ lowRes: Tensor) -> Tensor {
+      precondition(
+        lowRes.rank == 4 && lowRes.shape[2] == lowResolution.height
+          && lowRes.shape[3] == lowResolution.width,
+        "MaskPostprocessing: logits must be B×C×\(lowResolution.height)×\(lowResolution.width), "
+          + "got \(lowRes.shape)")
+      let (b, c) = (lowRes.shape[0], lowRes.shape[1])
+      return Tensor(uninitializedShape: [b, c, originalSize.height, originalSize.width]) { out in
+        guard out.count > 0 else { return }
+        lowRes.withUnsafeBufferPointer {
+          RowOps.resample(
+            $0.baseAddress!, planes: b * c, rows: rows, cols: cols, into: out.baseAddress!)
+        }
       }
     }
   }

@@ -108,8 +108,8 @@ extension MaskDecoder {
       for (l, attention) in transformer.layers.map(\.imageToTokens).enumerated() {
         ValueMaps.headTimes(
           v, count: trace.tokens, headDim: attention.headDim,
-          l == 0 ? valueMaps.upscale.0 : valueMaps.upscale.1, columns: width,
-          into: mixing + l * hT * width, ldo: width)
+          l == 0 ? valueMaps.upscale.0 : valueMaps.upscale.1, into: mixing + l * hT * width,
+          ldo: width)
         v += trace.tokens * attention.internalDim
       }
     } else {

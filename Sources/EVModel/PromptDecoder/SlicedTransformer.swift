@@ -199,9 +199,9 @@ extension TwoWayTransformer {
       let c = t2i1.internalDim
       let (mixed, mixedValues) = (DecoderBuffer(count: hT * c), DecoderBuffer(count: hT * c))
       ValueMaps.headTimes(
-        values0, count: t, headDim: d0, maps.keys1, columns: c, into: mixed.base, ldo: c)
+        values0, count: t, headDim: d0, maps.keys1, into: mixed.base, ldo: c)
       ValueMaps.headTimes(
-        values0, count: t, headDim: d0, maps.values1, columns: c, into: mixedValues.base, ldo: c)
+        values0, count: t, headDim: d0, maps.values1, into: mixedValues.base, ldo: c)
       return SecondBlockMix(
         tokens: projected.base, count: t, mixed: mixed, rows: hT, values: mixedValues,
         attention: t2i1)
@@ -301,7 +301,7 @@ extension TwoWayTransformer {
       let c = i2t1.internalDim
       let mixed = DecoderBuffer(count: hT * c)
       ValueMaps.headTimes(
-        values0, count: t, headDim: d0, maps.queries1, columns: c, into: mixed.base, ldo: c)
+        values0, count: t, headDim: d0, maps.queries1, into: mixed.base, ldo: c)
       return SecondBlockMix(
         tokens: keys1Tokens.base, count: t, mixed: mixed, rows: hT, values: nil, attention: i2t1)
     }
@@ -324,9 +324,9 @@ extension TwoWayTransformer {
       ]
       for (l, (v, d, keys, values)) in blocks.enumerated() {
         ValueMaps.headTimes(
-          v, count: t, headDim: d, keys, columns: c, into: mixed.base + l * hT * c, ldo: c)
+          v, count: t, headDim: d, keys, into: mixed.base + l * hT * c, ldo: c)
         ValueMaps.headTimes(
-          v, count: t, headDim: d, values, columns: c, into: mixedValues.base + l * hT * c, ldo: c)
+          v, count: t, headDim: d, values, into: mixedValues.base + l * hT * c, ldo: c)
       }
       let projected = DecoderBuffer(count: t2 * finalAttention.internalDim)
       finalAttention.q.apply(finalTokens.base, rows: t2, into: projected.base)

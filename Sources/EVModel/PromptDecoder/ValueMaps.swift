@@ -16,23 +16,23 @@ import EVTensor
 /// `Û_0 = V_0·Ô_0`), rows of O·J centred.
 struct ValueMaps: Sendable {
   /// `Ô_0·Wᵀ` for the second block's token→image keys and values and image→token queries.
-  let keys1: DecoderBuffer
-  let values1: DecoderBuffer
-  let queries1: DecoderBuffer
+  let keys1: HeadMaps
+  let values1: HeadMaps
+  let queries1: HeadMaps
   /// The final attention's keys and values: `Ô_0·J·Γ_1·Wᵀ` and `O_1·J·Γ_1·Wᵀ`.
-  let finalKeys: (DecoderBuffer, DecoderBuffer)
-  let finalValues: (DecoderBuffer, DecoderBuffer)
+  let finalKeys: (HeadMaps, HeadMaps)
+  let finalValues: (HeadMaps, HeadMaps)
   /// Gram matrices (128 × 128): `(O_0·J)(O_0·J)ᵀ` for ρ_0; for ρ_1, with R_0 = Ô_0·J and
   /// R_1 = O_1·J, `R_0·R_0ᵀ`, `R_0·R_1ᵀ` and `R_1·R_1ᵀ`.
-  let gram0: DecoderBuffer
-  let gramAA: DecoderBuffer
-  let gramAB: DecoderBuffer
-  let gramBB: DecoderBuffer
+  let gram0: HeadMaps
+  let gramAA: HeadMaps
+  let gramAB: HeadMaps
+  let gramBB: HeadMaps
   /// `R_0·dᵀ` and `R_1·dᵀ` (128 each), d = (β_0 + b_1)·J.
   let shift0: DecoderBuffer
   let shift1: DecoderBuffer
   /// The folded upscaling's mixing maps `O_l·W_l` (128 × 256 each, `UpscaleFold.maps`).
-  let upscale: (DecoderBuffer, DecoderBuffer)
+  let upscale: (HeadMaps, HeadMaps)
 
   init(transformer: TwoWayTransformer, upscaleFold: UpscaleFold) {
     let e = transformer.embedding
@@ -69,59 +69,66 @@ struct ValueMaps: Sendable {
     let gamma0 = first.norm4.weight.base
     let gamma1 = second.norm4.weight.base
     let hat0 = centred(o0, scale: gamma0)
-    keys1 = timesTransposed(hat0, weight(second.tokensToImage.k))
-    values1 = timesTransposed(hat0, weight(second.tokensToImage.v))
-    queries1 = timesTransposed(hat0, weight(i2t1.q))
+    let d = i2t0.headDim
+    func maps(_ m: DecoderBuffer) -> HeadMaps { HeadMaps(m, headDim: d) }
+    keys1 = maps(timesTransposed(hat0, weight(second.tokensToImage.k)))
+    values1 = maps(timesTransposed(hat0, weight(second.tokensToImage.v)))
+    queries1 = maps(timesTransposed(hat0, weight(i2t1.q)))
     let (final0, final1) = (centred(hat0, scale: gamma1), centred(o1, scale: gamma1))
-    finalKeys = (timesTransposed(final0, weight(final.k)), timesTransposed(final1, weight(final.k)))
+    finalKeys = (
+      maps(timesTransposed(final0, weight(final.k))), maps(timesTransposed(final1, weight(final.k)))
+    )
     finalValues = (
-      timesTransposed(final0, weight(final.v)), timesTransposed(final1, weight(final.v))
+      maps(timesTransposed(final0, weight(final.v))), maps(timesTransposed(final1, weight(final.v)))
     )
     let plain0 = centred(o0)
-    gram0 = timesTransposed(plain0, plain0)
+    gram0 = maps(timesTransposed(plain0, plain0))
     let (r0, r1) = (centred(hat0), centred(o1))
-    gramAA = timesTransposed(r0, r0)
-    gramAB = timesTransposed(r0, r1)
-    gramBB = timesTransposed(r1, r1)
+    gramAA = maps(timesTransposed(r0, r0))
+    gramAB = maps(timesTransposed(r0, r1))
+    gramBB = maps(timesTransposed(r1, r1))
     let sum = (0..<e).map { Double(first.norm4.bias.base[$0]) + Double(i2t1.out.bias.base[$0]) }
-    let d = centred([sum])
-    shift0 = timesTransposed(r0, d)
-    shift1 = timesTransposed(r1, d)
+    let shift = centred([sum])
+    shift0 = timesTransposed(r0, shift)
+    shift1 = timesTransposed(r1, shift)
     // O_l·W_l: W_l is E × 256 (row-major), so O_l·W_l = O_l·(W_lᵀ)ᵀ.
     func transposedMap(_ l: Int) -> [[Double]] {
       let w = upscaleFold.maps[l].base
       let cols = upscaleFold.maps[l].count / e
       return (0..<cols).map { c in (0..<e).map { Double(w[$0 * cols + c]) } }
     }
-    upscale = (timesTransposed(o0, transposedMap(0)), timesTransposed(o1, transposedMap(1)))
+    upscale = (
+      maps(timesTransposed(o0, transposedMap(0))), maps(timesTransposed(o1, transposedMap(1)))
+    )
   }
 
   /// `V·M` for a prompt's per-head values `v` (T × 128, heads as column blocks of `d`) and a
   /// 128 × C matrix `m`: row j·8 + h is `v_{j,h}·M[h·d ..< (h+1)·d]` (8T × C, written at row
   /// stride `ldo`).
   static func headTimes(
-    _ v: UnsafePointer<Float>, count t: Int, headDim d: Int, _ m: DecoderBuffer, columns: Int,
+    _ v: UnsafePointer<Float>, count t: Int, headDim d: Int, _ m: HeadMaps,
     into out: UnsafeMutablePointer<Float>, ldo: Int
   ) {
+    precondition(d == m.headDim, "ValueMaps: head dimension \(d) ≠ the maps' \(m.headDim)")
     let heads = DecoderAttention.heads
     for h in 0..<heads {
       SmallGEMM.multiply(
-        m: t, n: columns, k: d, a: v + h * d, lda: heads * d, b: m.base + h * d * columns,
-        ldb: columns, c: out + h * ldo, ldc: heads * ldo)
+        m: t, k: d, a: v + h * d, lda: heads * d, b: m.heads[h], c: out + h * ldo,
+        ldc: heads * ldo)
     }
   }
 
   /// `V_a·G·V_bᵀ` (8T_a × 8T_b, row stride `ldo`) for per-head values `a`, `b` (T × 128, heads
   /// as column blocks of `d`) and a 128 × 128 Gram matrix G, times `scale`.
   static func gram(
-    _ a: UnsafePointer<Float>, count ta: Int, _ g: DecoderBuffer, _ b: UnsafePointer<Float>,
+    _ a: UnsafePointer<Float>, count ta: Int, _ g: HeadMaps, _ b: UnsafePointer<Float>,
     count tb: Int, headDim d: Int, scale: Float = 1, into out: UnsafeMutablePointer<Float>,
     ldo: Int
   ) {
     let heads = DecoderAttention.heads
     let dim = heads * d
     let left = DecoderBuffer(count: heads * ta * dim)
-    headTimes(a, count: ta, headDim: d, g, columns: dim, into: left.base, ldo: dim)
+    headTimes(a, count: ta, headDim: d, g, into: left.base, ldo: dim)
     for r in 0..<(heads * ta) {
       let row = left.base + r * dim
       for j in 0..<tb {
@@ -132,5 +139,24 @@ struct ValueMaps: Sendable {
         }
       }
     }
+  }
+}
+
+/// A 128 × C map of `ValueMaps` as the products use it: one packed d × C block per head (the
+/// rows a head's values multiply), packed once per model.
+struct HeadMaps: Sendable {
+  let heads: [PackedMatrix]
+  let headDim: Int
+  let columns: Int
+
+  init(_ m: DecoderBuffer, headDim d: Int) {
+    let rows = DecoderAttention.heads * d
+    precondition(m.count % rows == 0, "HeadMaps: \(m.count) values are not \(rows) rows")
+    let c = m.count / rows
+    heads = (0..<DecoderAttention.heads).map {
+      PackedMatrix(m.base + $0 * d * c, rows: d, columns: c, ld: c)
+    }
+    headDim = d
+    columns = c
   }
 }
