@@ -1,20 +1,47 @@
 import EVCheckpoint
 import EVTensor
 
+#if os(Linux)
+  import Glibc
+#endif
+
 /// A fixed block of floats with a stable address.
 ///
 /// The decoder's hot path is a chain of GEMMs over column slices of shared buffers; owning the
 /// memory directly keeps those pointers valid without nesting `withUnsafe…` closures. Weight
 /// buffers are written once in `init` and only read afterwards, which is what makes sharing them
 /// across threads safe.
+///
+/// Buffers of 1 MB and more sit on 2 MB boundaries and ask Linux for huge pages: a prompt
+/// streams about 32 MB of per-image arrays (each 2–4 MB) and 14 MB of weights, which in 4 KB
+/// pages is about 12 000 TLB misses per prompt. Measured on the per-image arrays alone, the two
+/// layouts alternating prompt by prompt in one process: one point 0.1–0.2 ms faster (8.17–8.34
+/// against 8.33–8.44 ms median).
 final class DecoderBuffer: @unchecked Sendable {
   let base: UnsafeMutablePointer<Float>
   let count: Int
+  private let pageAligned: Bool
 
   /// Uninitialised storage for `count` floats.
   init(count: Int) {
     self.count = count
+    #if os(Linux)
+      let bytes = count * MemoryLayout<Float>.stride
+      if bytes >= 1 << 20 {
+        let huge = 1 << 21
+        let rounded = (bytes + huge - 1) / huge * huge
+        var p: UnsafeMutableRawPointer? = nil
+        if posix_memalign(&p, huge, rounded) == 0, let p {
+          // Advice only: without transparent huge pages the buffer is an ordinary one.
+          _ = madvise(p, rounded, MADV_HUGEPAGE)
+          base = p.bindMemory(to: Float.self, capacity: count)
+          pageAligned = true
+          return
+        }
+      }
+    #endif
     base = .allocate(capacity: max(count, 1))
+    pageAligned = false
   }
 
   convenience init(_ values: [Float]) {
@@ -24,7 +51,13 @@ final class DecoderBuffer: @unchecked Sendable {
 
   convenience init(_ tensor: Tensor) { self.init(tensor.storage) }
 
-  deinit { base.deallocate() }
+  deinit {
+    if pageAligned {
+      free(base)
+    } else {
+      base.deallocate()
+    }
+  }
 }
 
 enum DecoderMath {
