@@ -383,6 +383,18 @@ EVK_AVX2 static void heads_attend_avx2(const float *scores, long rows, long t, l
   }
 }
 
+// out[i·stride] = the sum of s[i]'s lanes, for the eight vectors at once (an hadd tree).
+EVK_AVX2 static inline void row_sums8(const __m256 s[8], float *out, long stride) {
+  const __m256 t01 = _mm256_hadd_ps(s[0], s[1]), t23 = _mm256_hadd_ps(s[2], s[3]);
+  const __m256 t45 = _mm256_hadd_ps(s[4], s[5]), t67 = _mm256_hadd_ps(s[6], s[7]);
+  const __m256 u0 = _mm256_hadd_ps(t01, t23), u1 = _mm256_hadd_ps(t45, t67);
+  // u0 = [r0 r1 r2 r3 | r0 r1 r2 r3] halves (low, high 128-bit lanes), likewise u1 for r4..7.
+  const __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20), hi = _mm256_permute2f128_ps(u0, u1, 0x31);
+  float lane[8];
+  _mm256_storeu_ps(lane, _mm256_add_ps(lo, hi));
+  for (int i = 0; i < 8; i++) out[i * stride] = lane[i];
+}
+
 // Eight rows at a time: the eight per-row dot products of one mask are reduced together
 // (hadd tree), instead of one horizontal sum per row.
 EVK_AVX2 static void gelu_dot32_avx2(const float *z, long rows, const float *bias, const float *h,
@@ -410,16 +422,7 @@ EVK_AVX2 static void gelu_dot32_avx2(const float *z, long rows, const float *bia
         a = _mm256_fmadd_ps(g[i][2], h2, a);
         s[i] = _mm256_fmadd_ps(g[i][3], h3, a);
       }
-      // Lane i of the result = the sum of s[i]'s lanes.
-      const __m256 t01 = _mm256_hadd_ps(s[0], s[1]), t23 = _mm256_hadd_ps(s[2], s[3]);
-      const __m256 t45 = _mm256_hadd_ps(s[4], s[5]), t67 = _mm256_hadd_ps(s[6], s[7]);
-      const __m256 u0 = _mm256_hadd_ps(t01, t23), u1 = _mm256_hadd_ps(t45, t67);
-      // u0 = [r0 r1 r2 r3 | r0 r1 r2 r3] halves (low, high 128-bit lanes), likewise u1 for r4..7.
-      const __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20), hi = _mm256_permute2f128_ps(u0, u1, 0x31);
-      const __m256 sums = _mm256_add_ps(lo, hi);
-      float lane[8];
-      _mm256_storeu_ps(lane, sums);
-      for (int i = 0; i < 8; i++) out[(r + i) * count + m] = lane[i];
+      row_sums8(s, out + r * count + m, count);
     }
   }
   if (r < rows) gelu_dot_portable(z + r * 32, rows - r, 32, bias, h, count, out + r * count);
@@ -447,13 +450,7 @@ EVK_AVX512 static void gelu_dot32_avx512(const float *z, long rows, const float 
         const __m512 a = _mm512_fmadd_ps(g[i][1], h1, _mm512_mul_ps(g[i][0], h0));
         s[i] = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
       }
-      const __m256 t01 = _mm256_hadd_ps(s[0], s[1]), t23 = _mm256_hadd_ps(s[2], s[3]);
-      const __m256 t45 = _mm256_hadd_ps(s[4], s[5]), t67 = _mm256_hadd_ps(s[6], s[7]);
-      const __m256 u0 = _mm256_hadd_ps(t01, t23), u1 = _mm256_hadd_ps(t45, t67);
-      const __m256 lo = _mm256_permute2f128_ps(u0, u1, 0x20), hi = _mm256_permute2f128_ps(u0, u1, 0x31);
-      float lane[8];
-      _mm256_storeu_ps(lane, _mm256_add_ps(lo, hi));
-      for (int i = 0; i < 8; i++) out[(r + i) * count + m] = lane[i];
+      row_sums8(s, out + r * count + m, count);
     }
   }
   if (r < rows) gelu_dot_portable(z + r * 32, rows - r, 32, bias, h, count, out + r * count);

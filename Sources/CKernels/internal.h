@@ -28,56 +28,67 @@ static inline __mmask16 evk_mask16(long n) {
 
 // a·b + c rounded twice, like the Swift loops (Swift never fuses into FMA): the vector kernels
 // then give bit-for-bit the portable loops' results, which the sensitive everything-mode
-// fixtures (decisive masks, logits ×150) need.
-#define EVK_MULADD(a, b, c) _mm512_add_ps(_mm512_mul_ps((a), (b)), (c))
+// fixtures (decisive masks, logits ×150) need. `P` is a vector width's intrinsics prefix.
+#define EVK_MULADD_P(P, a, b, c) P##_add_ps(P##_mul_ps((a), (b)), (c))
+#define EVK_MULADD(a, b, c) EVK_MULADD_P(_mm512, a, b, c)
 
-/// e^x exactly as FastMath.swift computes it: clamp to [-87, 88], round x·log2(e) with the 1.5·2^23 shifter (which
-/// also leaves n + 127 in the low mantissa bits), Cody–Waite reduction, degree-7 Taylor series.
-EVK_AVX512 static inline __m512 evk_exp(__m512 x) {
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-  const __m512 shifter = _mm512_set1_ps(12582912.0f + 127.0f);
-  __m512 k = EVK_MULADD(x, _mm512_set1_ps(1.44269504f), shifter);
-  __m512 n = _mm512_sub_ps(k, shifter);
-  __m512 r = _mm512_sub_ps(x, _mm512_mul_ps(n, _mm512_set1_ps(0.693359375f)));
-  r = _mm512_add_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(2.1219444e-4f)));
-  __m512 p = _mm512_set1_ps(1.0f / 5040);
-  p = EVK_MULADD(p, r, _mm512_set1_ps(1.0f / 720));
-  p = EVK_MULADD(p, r, _mm512_set1_ps(1.0f / 120));
-  p = EVK_MULADD(p, r, _mm512_set1_ps(1.0f / 24));
-  p = EVK_MULADD(p, r, _mm512_set1_ps(1.0f / 6));
-  p = EVK_MULADD(p, r, _mm512_set1_ps(0.5f));
-  p = EVK_MULADD(p, r, _mm512_set1_ps(1.0f));
-  p = EVK_MULADD(p, r, _mm512_set1_ps(1.0f));
-  __m512 scale = _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_castps_si512(k), 23));
-  return _mm512_mul_ps(p, scale);
-}
+// The two formulas the kernels share with the Swift loops, written once for both vector widths:
+// `NAME` is defined with target attribute `TARGET` on vectors `V` whose intrinsics start with
+// `P` (and whose integer casts name `I`: si512, si256).
+//
+// e^x exactly as FastMath.swift computes it: clamp to [-87, 88], round x·log2(e) with the
+// 1.5·2^23 shifter (which also leaves n + 127 in the low mantissa bits), Cody–Waite reduction,
+// degree-7 Taylor series.
+#define EVK_DEFINE_EXP(NAME, TARGET, V, P, I)                                                   \
+  TARGET static inline V NAME(V x) {                                                            \
+    x = P##_min_ps(P##_max_ps(x, P##_set1_ps(-87.0f)), P##_set1_ps(88.0f));                     \
+    const V shifter = P##_set1_ps(12582912.0f + 127.0f);                                        \
+    V k = EVK_MULADD_P(P, x, P##_set1_ps(1.44269504f), shifter);                                \
+    V n = P##_sub_ps(k, shifter);                                                               \
+    V r = P##_sub_ps(x, P##_mul_ps(n, P##_set1_ps(0.693359375f)));                              \
+    r = P##_add_ps(r, P##_mul_ps(n, P##_set1_ps(2.1219444e-4f)));                              \
+    V p = P##_set1_ps(1.0f / 5040);                                                             \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 720));                                         \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 120));                                         \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 24));                                          \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 6));                                           \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(0.5f));                                               \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f));                                               \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f));                                               \
+    V scale = P##_cast##I##_ps(P##_slli_epi32(P##_castps_##I(k), 23));                          \
+    return P##_mul_ps(p, scale);                                                                \
+  }
+
+// `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
+#define EVK_DEFINE_GELU_ERF(NAME, TARGET, V, P)                                                 \
+  TARGET static inline V NAME(V x) {                                                            \
+    V z = P##_mul_ps(x, P##_set1_ps(0.70710678f));                                              \
+    z = P##_min_ps(P##_max_ps(z, P##_set1_ps(-4.0f)), P##_set1_ps(4.0f));                       \
+    V z2 = P##_mul_ps(z, z);                                                                    \
+    V p = P##_set1_ps(-2.7261423e-10f);                                                         \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(2.7706814e-08f));                                    \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-2.101024e-06f));                                    \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-5.6925064e-05f));                                   \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-7.3499063e-04f));                                   \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-2.9546000e-03f));                                   \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-1.6096033e-02f));                                   \
+    V q = P##_set1_ps(-1.4566072e-05f);                                                         \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-2.1337406e-04f));                                   \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-1.682827e-03f));                                    \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-7.3733292e-03f));                                   \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-1.4264739e-02f));                                   \
+    V erf = P##_div_ps(P##_mul_ps(z, p), q);                                                    \
+    return P##_mul_ps(P##_mul_ps(P##_set1_ps(0.5f), x), P##_add_ps(P##_set1_ps(1.0f), erf));     \
+  }
+
+EVK_DEFINE_EXP(evk_exp, EVK_AVX512, __m512, _mm512, si512)
+EVK_DEFINE_GELU_ERF(evk_gelu_erf, EVK_AVX512, __m512, _mm512)
 
 EVK_AVX512 static inline __m512 evk_gelu_tanh(__m512 x) {
   __m512 x2 = _mm512_mul_ps(x, x);
   __m512 u = _mm512_mul_ps(x, EVK_MULADD(_mm512_set1_ps(0.035677408f), x2, _mm512_set1_ps(0.79788456f)));
   __m512 e = evk_exp(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
   return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
-}
-
-/// `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
-EVK_AVX512 static inline __m512 evk_gelu_erf(__m512 x) {
-  __m512 z = _mm512_mul_ps(x, _mm512_set1_ps(0.70710678f));
-  z = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(-4.0f)), _mm512_set1_ps(4.0f));
-  __m512 z2 = _mm512_mul_ps(z, z);
-  __m512 p = _mm512_set1_ps(-2.7261423e-10f);
-  p = EVK_MULADD(p, z2, _mm512_set1_ps(2.7706814e-08f));
-  p = EVK_MULADD(p, z2, _mm512_set1_ps(-2.101024e-06f));
-  p = EVK_MULADD(p, z2, _mm512_set1_ps(-5.6925064e-05f));
-  p = EVK_MULADD(p, z2, _mm512_set1_ps(-7.3499063e-04f));
-  p = EVK_MULADD(p, z2, _mm512_set1_ps(-2.9546000e-03f));
-  p = EVK_MULADD(p, z2, _mm512_set1_ps(-1.6096033e-02f));
-  __m512 q = _mm512_set1_ps(-1.4566072e-05f);
-  q = EVK_MULADD(q, z2, _mm512_set1_ps(-2.1337406e-04f));
-  q = EVK_MULADD(q, z2, _mm512_set1_ps(-1.682827e-03f));
-  q = EVK_MULADD(q, z2, _mm512_set1_ps(-7.3733292e-03f));
-  q = EVK_MULADD(q, z2, _mm512_set1_ps(-1.4264739e-02f));
-  __m512 erf = _mm512_div_ps(_mm512_mul_ps(z, p), q);
-  return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), x), _mm512_add_ps(_mm512_set1_ps(1.0f), erf));
 }
 
 /// `applyBiasActivation` (Activation.swift) on a vector, for an EVK_EPILOGUE_* code: identity
@@ -91,48 +102,10 @@ EVK_AVX512 static inline __m512 evk_epilogue16(__m512 y, float bias, int act) {
   }
 }
 
-// The AVX2 twins: EVK_MULADD on 8 lanes, and FastMath.swift's exp, operation for operation.
-#define EVK_MULADD8(a, b, c) _mm256_add_ps(_mm256_mul_ps((a), (b)), (c))
-
-EVK_AVX2 static inline __m256 evk_exp8(__m256 x) {
-  x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.0f)), _mm256_set1_ps(88.0f));
-  const __m256 shifter = _mm256_set1_ps(12582912.0f + 127.0f);
-  __m256 k = EVK_MULADD8(x, _mm256_set1_ps(1.44269504f), shifter);
-  __m256 n = _mm256_sub_ps(k, shifter);
-  __m256 r = _mm256_sub_ps(x, _mm256_mul_ps(n, _mm256_set1_ps(0.693359375f)));
-  r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.1219444e-4f)));
-  __m256 p = _mm256_set1_ps(1.0f / 5040);
-  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 720));
-  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 120));
-  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 24));
-  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f / 6));
-  p = EVK_MULADD8(p, r, _mm256_set1_ps(0.5f));
-  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f));
-  p = EVK_MULADD8(p, r, _mm256_set1_ps(1.0f));
-  __m256 scale = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_castps_si256(k), 23));
-  return _mm256_mul_ps(p, scale);
-}
-
-/// `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
-EVK_AVX2 static inline __m256 evk_gelu_erf8(__m256 x) {
-  __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678f));
-  z = _mm256_min_ps(_mm256_max_ps(z, _mm256_set1_ps(-4.0f)), _mm256_set1_ps(4.0f));
-  __m256 z2 = _mm256_mul_ps(z, z);
-  __m256 p = _mm256_set1_ps(-2.7261423e-10f);
-  p = EVK_MULADD8(p, z2, _mm256_set1_ps(2.7706814e-08f));
-  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-2.101024e-06f));
-  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-5.6925064e-05f));
-  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-7.3499063e-04f));
-  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-2.9546000e-03f));
-  p = EVK_MULADD8(p, z2, _mm256_set1_ps(-1.6096033e-02f));
-  __m256 q = _mm256_set1_ps(-1.4566072e-05f);
-  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-2.1337406e-04f));
-  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-1.682827e-03f));
-  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-7.3733292e-03f));
-  q = EVK_MULADD8(q, z2, _mm256_set1_ps(-1.4264739e-02f));
-  __m256 erf = _mm256_div_ps(_mm256_mul_ps(z, p), q);
-  return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), x), _mm256_add_ps(_mm256_set1_ps(1.0f), erf));
-}
+// The AVX2 twins: EVK_MULADD on 8 lanes, FastMath.swift's exp and `RowOps.gelu`.
+#define EVK_MULADD8(a, b, c) EVK_MULADD_P(_mm256, a, b, c)
+EVK_DEFINE_EXP(evk_exp8, EVK_AVX2, __m256, _mm256, si256)
+EVK_DEFINE_GELU_ERF(evk_gelu_erf8, EVK_AVX2, __m256, _mm256)
 
 void evk_gelu_tanh_bias_avx2(float *dst, const float *src, long n, float bias);
 void evk_gelu_erf_rational_avx2(float *p, long n, const float *bias);

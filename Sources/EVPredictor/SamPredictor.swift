@@ -70,12 +70,13 @@ public final class SamPredictor {
     guard originalSize.height > 0, originalSize.width > 0 else {
       throw .emptyImage(height: originalSize.height, width: originalSize.width)
     }
-    self.originalSize = originalSize
-    inputSize = promptFrameSize(
+    let frameSize = promptFrameSize(
       originalHeight: originalSize.height, originalWidth: originalSize.width,
       longSide: PromptEncoder.promptFrameSide)
+    self.originalSize = originalSize
+    inputSize = frameSize
     imageEmbedding = embedding
-    postprocessing = MaskPostprocessing.Plan(inputSize: inputSize!, originalSize: originalSize)
+    postprocessing = MaskPostprocessing.Plan(inputSize: frameSize, originalSize: originalSize)
     prepared = maskDecoder.prepare(
       imageEmbedding: embedding, imagePE: promptEncoder.densePE,
       noMaskEmbedding: promptEncoder.noMaskEmbedding)

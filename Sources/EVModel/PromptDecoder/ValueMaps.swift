@@ -147,7 +147,6 @@ struct ValueMaps: Sendable {
 struct HeadMaps: Sendable {
   let heads: [PackedMatrix]
   let headDim: Int
-  let columns: Int
 
   init(_ m: DecoderBuffer, headDim d: Int) {
     let rows = DecoderAttention.heads * d
@@ -157,6 +156,5 @@ struct HeadMaps: Sendable {
       PackedMatrix(m.base + $0 * d * c, rows: d, columns: c, ld: c)
     }
     headDim = d
-    columns = c
   }
 }
