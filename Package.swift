@@ -98,7 +98,7 @@ let package = Package(
     .testTarget(
       name: "evsamTests",
       dependencies: [
-        "evsam", "EVCheckpoint", "EVEvaluation", "EVMask", "EVTensor", "TestSupport",
+        "evsam", "EVCheckpoint", "EVEvaluation", "EVImage", "EVMask", "EVTensor", "TestSupport",
       ]),
     .testTarget(
       name: "EVServerTests",

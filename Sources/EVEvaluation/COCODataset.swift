@@ -91,7 +91,7 @@ extension Segmentation: Codable {
             "a segmentation must be a list of polygons or an RLE object {size, counts}"))
     }
     let size = try container.decode([Int].self, forKey: .size)
-    guard size.count == 2, size[0] >= 0, size[1] >= 0 else {
+    guard size.count == 2, RLE.isValidSize(height: size[0], width: size[1]) else {
       throw DecodingError.dataCorruptedError(
         forKey: .size, in: container,
         debugDescription: "RLE size must be [height, width], got \(size)")
@@ -99,8 +99,17 @@ extension Segmentation: Codable {
     if let counts = try? container.decode(String.self, forKey: .counts) {
       self = .compressedRLE(height: size[0], width: size[1], counts: counts)
     } else {
-      let counts = try container.decode([UInt32].self, forKey: .counts)
-      self = .uncompressedRLE(height: size[0], width: size[1], counts: counts)
+      // Read as Int first so that a negative or oversized run gets a message of its own
+      // rather than JSONDecoder's "not representable" (which reads like a syntax error).
+      let runs = try container.decode([Int].self, forKey: .counts)
+      if let bad = runs.firstIndex(where: { $0 < 0 || $0 > Int(UInt32.max) }) {
+        throw DecodingError.dataCorruptedError(
+          forKey: .counts, in: container,
+          debugDescription:
+            "RLE counts must be run lengths 0…\(UInt32.max); run \(bad) is \(runs[bad])")
+      }
+      self = .uncompressedRLE(
+        height: size[0], width: size[1], counts: runs.map { UInt32($0) })
     }
   }
 
@@ -323,8 +332,11 @@ public struct COCODataset: Sendable {
         throw .invalidAnnotation(
           "image id \(image.id) appears more than once in the annotation file")
       }
-      guard image.height > 0, image.width > 0 else {
-        throw .invalidAnnotation("image \(image.id) has size \(image.width)×\(image.height)")
+      guard image.height > 0, image.width > 0,
+        RLE.isValidSize(height: image.height, width: image.width)
+      else {
+        throw .invalidAnnotation(
+          "image \(image.id) has size \(image.width)×\(image.height) (at most 2^32 − 1 pixels)")
       }
     }
     return map

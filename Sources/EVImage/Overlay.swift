@@ -161,8 +161,8 @@ private func drawRectangle(
 ) {
   let w = image.width
   let h = image.height
-  func clampX(_ v: Double) -> Int { min(max(Int(v.rounded()), 0), w - 1) }
-  func clampY(_ v: Double) -> Int { min(max(Int(v.rounded()), 0), h - 1) }
+  func clampX(_ v: Double) -> Int { pixelIndex(v.rounded(), limit: w) }
+  func clampY(_ v: Double) -> Int { pixelIndex(v.rounded(), limit: h) }
   let x0 = clampX(min(box.x0, box.x1))
   let x1 = clampX(max(box.x0, box.x1))
   let y0 = clampY(min(box.y0, box.y1))
@@ -190,17 +190,29 @@ private func drawRectangle(
   }
 }
 
+/// `v` clamped to the pixel indices 0…limit−1 before it becomes an Int, so any finite or
+/// infinite coordinate is safe (NaN goes to 0).
+private func pixelIndex(_ v: Double, limit: Int) -> Int {
+  guard v > 0 else { return 0 }
+  return v >= Double(limit - 1) ? limit - 1 : Int(v)
+}
+
 /// An antialiased filled disc centred on pixel coordinates (x, y).
 private func drawDisc(
   _ image: inout RGBImage, x: Double, y: Double, radius: Double, color: RGBColor
 ) {
   let w = image.width
   let h = image.height
-  let xmin = max(0, Int((x - radius - 1).rounded(.down)))
-  let xmax = min(w - 1, Int((x + radius + 1).rounded(.up)))
-  let ymin = max(0, Int((y - radius - 1).rounded(.down)))
-  let ymax = min(h - 1, Int((y + radius + 1).rounded(.up)))
-  guard xmin <= xmax, ymin <= ymax else { return }
+  guard x.isFinite, y.isFinite, radius.isFinite else { return }
+  // A disc wholly outside the image draws nothing; clamping in Double first keeps far-away
+  // centres (1e20) from overflowing the conversion to Int.
+  guard x + radius + 1 >= 0, x - radius - 1 <= Double(w - 1),
+    y + radius + 1 >= 0, y - radius - 1 <= Double(h - 1)
+  else { return }
+  let xmin = pixelIndex((x - radius - 1).rounded(.down), limit: w)
+  let xmax = pixelIndex((x + radius + 1).rounded(.up), limit: w)
+  let ymin = pixelIndex((y - radius - 1).rounded(.down), limit: h)
+  let ymax = pixelIndex((y + radius + 1).rounded(.up), limit: h)
   let target = [Double(color.r), Double(color.g), Double(color.b)]
   for py in ymin...ymax {
     for px in xmin...xmax {

@@ -12,13 +12,23 @@ public struct RLE: Hashable, Sendable {
   /// Wraps run lengths, checking that they cover the mask exactly (pycocotools does not check,
   /// and then reads or writes out of bounds; a wrong sum means a corrupt annotation).
   public init(height: Int, width: Int, counts: [UInt32]) throws(RLEError) {
-    guard height >= 0, width >= 0 else { throw .invalidSize(height: height, width: width) }
+    guard RLE.isValidSize(height: height, width: width) else {
+      throw .invalidSize(height: height, width: width)
+    }
     var total = 0
     for c in counts { total += Int(c) }
     guard total == height * width else {
       throw .countsDoNotCoverMask(sum: total, height: height, width: width)
     }
     self.init(unchecked: height, width, counts)
+  }
+
+  /// Sizes whose pixel count fits pycocotools' 32-bit run lengths: larger masks cannot be
+  /// written as COCO RLE, and their `height * width` could overflow.
+  public static func isValidSize(height: Int, width: Int) -> Bool {
+    guard height >= 0, width >= 0 else { return false }
+    let (pixels, overflow) = height.multipliedReportingOverflow(by: width)
+    return !overflow && pixels <= Int(UInt32.max)
   }
 
   init(unchecked height: Int, _ width: Int, _ counts: [UInt32]) {
@@ -456,20 +466,21 @@ public struct RLE: Hashable, Sendable {
       polygon: [xs, ys, xs, ye, xe, ye, xe, ys], pointCount: 4, height: height, width: width)
   }
 
-  private static func rasterize(
-    polygon xy: [Double], pointCount k: Int, height h: Int, width w: Int
+  /// Walks longer than this many points (in the ×5 frame) take the sparse path, which visits
+  /// only the column crossings inside the image; shorter ones are walked densely as pycocotools
+  /// does. A polygon far outside the image (a coordinate of 3e8) would otherwise walk billions
+  /// of points.
+  package static let denseWalkLimit = 1 << 22
+
+  package static func rasterize(
+    polygon xy: [Double], pointCount k: Int, height h: Int, width w: Int,
+    denseLimit: Int = denseWalkLimit
   ) -> RLE {
-    let scale = 5.0
-    // C converts with (int)(v + .5): truncation toward zero, in 32 bits.
-    @inline(__always) func toInt(_ v: Double) -> Int {
-      guard v.isFinite else { return 0 }
-      return Int(Int32(clamping: Int64(max(min(v, 2.0e9), -2.0e9))))
-    }
     var x = [Int](repeating: 0, count: k + 1)
     var y = [Int](repeating: 0, count: k + 1)
     for j in 0..<k {
-      x[j] = toInt(scale * xy[2 * j] + 0.5)
-      y[j] = toInt(scale * xy[2 * j + 1] + 0.5)
+      x[j] = PolygonEdge.toInt(PolygonEdge.scale * xy[2 * j] + 0.5)
+      y[j] = PolygonEdge.toInt(PolygonEdge.scale * xy[2 * j + 1] + 0.5)
     }
     if k > 0 {
       x[k] = x[0]
@@ -477,51 +488,98 @@ public struct RLE: Hashable, Sendable {
     }
     var total = 0
     for j in 0..<k { total += max(abs(x[j] - x[j + 1]), abs(y[j] - y[j + 1])) + 1 }
+    let edges = (0..<k).map { PolygonEdge(x[$0], y[$0], x[$0 + 1], y[$0 + 1]) }
+    var starts: [UInt32] =
+      total <= denseLimit || w <= 0 || h <= 0
+      ? denseCrossings(edges, total: total, height: h, width: w)
+      : sparseCrossings(edges, height: h, width: w)
+    return runs(fromCrossings: &starts, height: h, width: w)
+  }
+
+  /// pycocotools' walk: every point of every edge, then the crossings between neighbours.
+  private static func denseCrossings(
+    _ edges: [PolygonEdge], total: Int, height h: Int, width w: Int
+  ) -> [UInt32] {
     var u = [Int]()
     var v = [Int]()
     u.reserveCapacity(total)
     v.reserveCapacity(total)
-    for j in 0..<k {
-      var xs = x[j]
-      var xe = x[j + 1]
-      var ys = y[j]
-      var ye = y[j + 1]
-      let dx = abs(xe - xs)
-      let dy = abs(ys - ye)
-      let flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye)
-      if flip {
-        swap(&xs, &xe)
-        swap(&ys, &ye)
-      }
-      if dx >= dy {
-        let s = dx == 0 ? 0 : Double(ye - ys) / Double(dx)
-        for d in 0...dx {
-          let t = flip ? dx - d : d
-          u.append(t + xs)
-          v.append(toInt(Double(ys) + s * Double(t) + 0.5))
-        }
-      } else {
-        let s = Double(xe - xs) / Double(dy)
-        for d in 0...dy {
-          let t = flip ? dy - d : d
-          v.append(t + ys)
-          u.append(toInt(Double(xs) + s * Double(t) + 0.5))
-        }
+    for edge in edges {
+      for d in 0...edge.length {
+        let p = edge.point(edge.flip ? edge.length - d : d)
+        u.append(p.u)
+        v.append(p.v)
       }
     }
-    // Points where the boundary crosses a pixel column's centre line, back in pixel units.
     var starts: [UInt32] = []
-    let wMinus1 = Double(UInt(bitPattern: w &- 1))  // pycocotools compares with unsigned w-1
     for j in 1..<max(u.count, 1) where u[j] != u[j - 1] {
-      var xd = Double(u[j] < u[j - 1] ? u[j] : u[j] - 1)
-      xd = (xd + 0.5) / scale - 0.5
-      if xd.rounded(.down) != xd || xd < 0 || xd > wMinus1 { continue }
-      var yd = Double(v[j] < v[j - 1] ? v[j] : v[j - 1])
-      yd = (yd + 0.5) / scale - 0.5
-      if yd < 0 { yd = 0 } else if yd > Double(h) { yd = Double(h) }
-      yd = yd.rounded(.up)
-      starts.append(UInt32(truncatingIfNeeded: Int(xd) * h + Int(yd)))
+      if let s = crossing(u[j - 1], v[j - 1], u[j], v[j], height: h, width: w) {
+        starts.append(s)
+      }
     }
+    return starts
+  }
+
+  /// The same crossings without the walk: within an edge the column index moves by one at a
+  /// time and monotonically, so only the steps onto the columns whose centres lie inside the
+  /// image (×5 frame: 5c + 2 for c in 0..<w) can count, and each is found directly (x-major
+  /// edges) or by bisection on the monotone rounding (y-major edges). The neighbours across
+  /// two edges are checked as the walk would.
+  private static func sparseCrossings(_ edges: [PolygonEdge], height h: Int, width w: Int)
+    -> [UInt32]
+  {
+    var starts: [UInt32] = []
+    let lastColumn = 5 * (w - 1) + 2
+    for (j, edge) in edges.enumerated() {
+      if j > 0 {
+        let previous = edges[j - 1].last
+        let first = edge.first
+        if previous.u != first.u,
+          let s = crossing(previous.u, previous.v, first.u, first.v, height: h, width: w)
+        {
+          starts.append(s)
+        }
+      }
+      // Steps t-1 → t of this edge whose smaller column index is m.
+      let a = edge.point(0).u
+      let b = edge.point(edge.length).u
+      let lo = max(min(a, b), 2)
+      let hi = min(max(a, b) - 1, lastColumn)
+      guard lo <= hi else { continue }
+      var m = lo + ((2 - lo) % 5 + 5) % 5
+      while m <= hi {
+        let t = edge.step(toward: m)
+        let p = edge.point(t - 1)
+        let q = edge.point(t)
+        if let s = crossing(p.u, p.v, q.u, q.v, height: h, width: w) { starts.append(s) }
+        m += 5
+      }
+    }
+    return starts
+  }
+
+  /// The run start of the boundary step between walk points (u0, v0) → (u1, v1) if it crosses
+  /// the centre line of a column inside the image, in pixel units (pycocotools' test, exactly).
+  @inline(__always)
+  private static func crossing(
+    _ u0: Int, _ v0: Int, _ u1: Int, _ v1: Int, height h: Int, width w: Int
+  )
+    -> UInt32?
+  {
+    let wMinus1 = Double(UInt(bitPattern: w &- 1))  // pycocotools compares with unsigned w-1
+    var xd = Double(u1 < u0 ? u1 : u1 - 1)
+    xd = (xd + 0.5) / PolygonEdge.scale - 0.5
+    if xd.rounded(.down) != xd || xd < 0 || xd > wMinus1 { return nil }
+    var yd = Double(v1 < v0 ? v1 : v0)
+    yd = (yd + 0.5) / PolygonEdge.scale - 0.5
+    if yd < 0 { yd = 0 } else if yd > Double(h) { yd = Double(h) }
+    yd = yd.rounded(.up)
+    return UInt32(truncatingIfNeeded: Int(xd) * h + Int(yd))
+  }
+
+  private static func runs(fromCrossings starts: inout [UInt32], height h: Int, width w: Int)
+    -> RLE
+  {
     starts.append(UInt32(truncatingIfNeeded: h * w))
     starts.sort()
     var previous: UInt32 = 0
@@ -546,6 +604,73 @@ public struct RLE: Hashable, Sendable {
       }
     }
     return RLE(unchecked: h, w, runs)
+  }
+}
+
+/// One edge of pycocotools' polygon walk in the ×5 frame, after its endpoints are put in
+/// increasing order of the major axis (`flip`). Point `t` counts from that start; the walk
+/// itself visits `t = length … 0` when flipped, so its first and last points swap.
+struct PolygonEdge {
+  static let scale = 5.0
+
+  /// C's `(int)(v + .5)` as pycocotools writes it: truncation toward zero, in 32 bits.
+  @inline(__always) static func toInt(_ v: Double) -> Int {
+    guard v.isFinite else { return 0 }
+    return Int(Int32(clamping: Int64(max(min(v, 2.0e9), -2.0e9))))
+  }
+
+  let xs: Int
+  let ys: Int
+  let xMajor: Bool
+  let flip: Bool
+  let length: Int
+  let slope: Double
+
+  init(_ x0: Int, _ y0: Int, _ x1: Int, _ y1: Int) {
+    var xs = x0
+    var xe = x1
+    var ys = y0
+    var ye = y1
+    let dx = abs(xe - xs)
+    let dy = abs(ys - ye)
+    flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye)
+    if flip {
+      swap(&xs, &xe)
+      swap(&ys, &ye)
+    }
+    xMajor = dx >= dy
+    length = xMajor ? dx : dy
+    if xMajor {
+      slope = dx == 0 ? 0 : Double(ye - ys) / Double(dx)
+    } else {
+      slope = Double(xe - xs) / Double(dy)
+    }
+    self.xs = xs
+    self.ys = ys
+  }
+
+  @inline(__always) func point(_ t: Int) -> (u: Int, v: Int) {
+    xMajor
+      ? (t + xs, PolygonEdge.toInt(Double(ys) + slope * Double(t) + 0.5))
+      : (PolygonEdge.toInt(Double(xs) + slope * Double(t) + 0.5), t + ys)
+  }
+
+  var first: (u: Int, v: Int) { point(flip ? length : 0) }
+  var last: (u: Int, v: Int) { point(flip ? 0 : length) }
+
+  /// The t in 1…length whose step t−1 → t moves the column index between m and m + 1, for an m
+  /// the edge passes (the index is monotone along the edge and moves by at most one a step).
+  func step(toward m: Int) -> Int {
+    if xMajor { return m - xs + 1 }
+    let increasing = point(length).u >= point(0).u
+    var lo = 1
+    var hi = length
+    while lo < hi {
+      let mid = lo + (hi - lo) / 2
+      let u = point(mid).u
+      if increasing ? u >= m + 1 : u <= m { hi = mid } else { lo = mid + 1 }
+    }
+    return lo
   }
 }
 
@@ -599,7 +724,8 @@ public enum RLEError: Error, Equatable, CustomStringConvertible {
   public var description: String {
     switch self {
     case .invalidSize(let h, let w):
-      return "invalid RLE size [\(h), \(w)]: height and width must be non-negative"
+      return
+        "invalid RLE size [\(h), \(w)]: height and width must be non-negative, with at most 2^32 − 1 pixels"
     case .countsDoNotCoverMask(let sum, let h, let w):
       return "RLE counts sum to \(sum) pixels but the mask size [\(h), \(w)] has \(h * w)"
     case .invalidCharacter(let p, let c):

@@ -106,9 +106,16 @@ public final class AutomaticMaskGenerator {
     }
     let clock = ContinuousClock()
     var timing = GenerationTiming()
-    let (cropBoxes, layers) = AMG.generateCropBoxes(
+    let (allCropBoxes, allLayers) = AMG.generateCropBoxes(
       imageHeight: image.height, imageWidth: image.width, nLayers: settings.cropNLayers,
       overlapRatio: settings.cropOverlapRatio)
+    // On an image a pixel or two wide, SAM's crop arithmetic yields crops of zero width or
+    // height (the official code then fails); they hold no pixels, so nothing is lost.
+    let nonEmpty = allCropBoxes.indices.filter {
+      allCropBoxes[$0].x1 > allCropBoxes[$0].x0 && allCropBoxes[$0].y1 > allCropBoxes[$0].y0
+    }
+    let cropBoxes = nonEmpty.map { allCropBoxes[$0] }
+    let layers = nonEmpty.map { allLayers[$0] }
     let batchesPerCrop = layers.map {
       (pointGrids[$0].count + settings.pointsPerBatch - 1) / settings.pointsPerBatch
     }

@@ -59,10 +59,27 @@ public struct MaskGeneratorSettings: Sendable, Equatable {
     ] where !value.isFinite {
       throw .invalidSetting("\(name) must be a finite number, got \(value)")
     }
+    // Thresholds outside these ranges keep every mask or none, which is never what was meant;
+    // SAM does not check them, so a typo (5 for 0.5) silently returned nothing.
+    for (name, value) in [
+      ("pred_iou_thresh", predIoUThresh), ("stability_score_thresh", stabilityScoreThresh),
+      ("box_nms_thresh", boxNMSThresh), ("crop_nms_thresh", cropNMSThresh),
+    ] where !(0...1).contains(value) {
+      throw .invalidSetting("\(name) must be in [0, 1], got \(value)")
+    }
+    guard stabilityScoreOffset >= 0 else {
+      throw .invalidSetting("stability_score_offset must be 0 or more, got \(stabilityScoreOffset)")
+    }
+    guard (0..<1).contains(cropOverlapRatio) else {
+      throw .invalidSetting(
+        "crop_overlap_ratio must be in [0, 1) (a fraction of the short side), got \(cropOverlapRatio)"
+      )
+    }
     switch (pointsPerSide, pointGrids) {
     case (nil, nil), (.some, .some):
       throw .invalidSetting("give exactly one of points_per_side and point_grids")
     case (let n?, nil):
+      guard n >= 1 else { throw .invalidSetting("points_per_side must be at least 1, got \(n)") }
       guard cropNPointsDownscaleFactor >= 1 else {
         throw .invalidSetting(
           "crop_n_points_downscale_factor must be at least 1, got \(cropNPointsDownscaleFactor)")
@@ -86,8 +103,9 @@ public struct MaskGeneratorSettings: Sendable, Equatable {
       }
       for (i, grid) in grids.enumerated() {
         guard !grid.isEmpty else { throw .invalidSetting("point grid \(i) is empty") }
-        guard grid.allSatisfy({ $0.x.isFinite && $0.y.isFinite }) else {
-          throw .invalidSetting("point grid \(i) has a non-finite coordinate")
+        if let p = grid.first(where: { !(0...1).contains($0.x) || !(0...1).contains($0.y) }) {
+          throw .invalidSetting(
+            "point grid \(i) has the point (\(p.x), \(p.y)); grid points are normalised to [0, 1]")
         }
       }
       return grids

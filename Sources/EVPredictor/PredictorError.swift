@@ -9,6 +9,8 @@ public enum PredictorError: Error, Sendable, Equatable, CustomStringConvertible 
   case emptyImage(height: Int, width: Int)
   /// A point or box coordinate is NaN or infinite. `what` is e.g. "point 2" or "box 0".
   case nonFiniteCoordinate(what: String)
+  /// A point or box corner off the image: outside 0…width × 0…height (pixels).
+  case outsideImage(what: String, width: Int, height: Int)
   case boxValueCount(index: Int, count: Int)
   /// x1 < x0 or y1 < y0.
   case invertedBox(index: Int, box: [Double])
@@ -36,6 +38,9 @@ public enum PredictorError: Error, Sendable, Equatable, CustomStringConvertible 
       return "image size \(w)×\(h) is empty"
     case .nonFiniteCoordinate(let what):
       return "\(what) has a NaN or infinite coordinate"
+    case .outsideImage(let what, let width, let height):
+      return
+        "\(what) lies outside the \(width)×\(height) image (coordinates are pixels, 0…width and 0…height)"
     case .boxValueCount(let index, let count):
       return "box \(index) has \(count) values; expected 4 (x0, y0, x1, y1)"
     case .invertedBox(let index, let box):

@@ -122,6 +122,28 @@ public final class SamPredictor {
       lowResLogits: batch.lowResLogits.reshaped(Array(batch.lowResLogits.shape.dropFirst())))
   }
 
+  /// The rule the command line and the server apply to prompts (the predictor itself, like
+  /// SAM, accepts points off the image): every point and box corner lies on the image,
+  /// 0…width × 0…height in pixels, edges included.
+  public static func checkInsideImage(
+    points: [(x: Double, y: Double)], boxes: [[Double]], width: Int, height: Int
+  ) throws(PredictorError) {
+    let w = Double(width)
+    let h = Double(height)
+    func inside(_ x: Double, _ y: Double) -> Bool { (0...w).contains(x) && (0...h).contains(y) }
+    for (i, p) in points.enumerated() where !inside(p.x, p.y) {
+      guard p.x.isFinite, p.y.isFinite else { throw .nonFiniteCoordinate(what: "point \(i)") }
+      throw .outsideImage(what: "point \(i) (\(p.x), \(p.y))", width: width, height: height)
+    }
+    for (i, b) in boxes.enumerated() {
+      guard b.count == 4 else { throw .boxValueCount(index: i, count: b.count) }
+      guard inside(b[0], b[1]), inside(b[2], b[3]) else {
+        guard b.allSatisfy(\.isFinite) else { throw .nonFiniteCoordinate(what: "box \(i)") }
+        throw .outsideImage(what: "box \(i) \(b)", width: width, height: height)
+      }
+    }
+  }
+
   /// Masks for B prompts decoded together: B boxes, or B point sets of equal length, or both
   /// (paired one to one), optionally with B×1×256×256 mask inputs.
   ///
@@ -163,7 +185,10 @@ public final class SamPredictor {
     let sx = Double(inputSize.width) / Double(originalSize.width)
     let sy = Double(inputSize.height) / Double(originalSize.height)
     func check(_ x: Double, _ y: Double, _ what: @autoclosure () -> String) throws(PredictorError) {
-      guard x.isFinite, y.isFinite else { throw .nonFiniteCoordinate(what: what()) }
+      // Finite in the float32 prompt frame too: 1e39 would become infinity there.
+      guard x.isFinite, y.isFinite, Float(x * sx).isFinite, Float(y * sy).isFinite else {
+        throw .nonFiniteCoordinate(what: what())
+      }
     }
 
     var batch: Int?

@@ -14,19 +14,19 @@ struct BenchCommand: ParsableCommand {
     commandName: "bench",
     abstract: "Time the encoder, the decoder and everything mode; report peak memory.",
     discussion: """
-      Without --checkpoint the model gets seeded random weights (with non-trivial BatchNorm
-      statistics), which run exactly as fast as trained ones. With --model all, or several
-      comma-separated names, every model runs in its own process so that its peak memory is
+      Without --checkpoint the model gets seeded random weights (with non-trivial BatchNorm \
+      statistics), which run exactly as fast as trained ones. With --model all, or several \
+      comma-separated names, every model runs in its own process so that its peak memory is \
       its own.
 
-      Reference mode: --with-reference runs scripts/reference-bench/run.sh (it creates a Python
-      environment with the official package, torch and onnxruntime on first use), which times
-      PyTorch eager and ONNX Runtime on the same random weights and image, and this command
-      then loads those very weights and prints the ratios. The encoder ratios come from a last
-      phase that runs evsam's, PyTorch's and ONNX Runtime's encoders in three resident
-      processes, one pass each in turn (--runs rounds), so that a machine whose speed drifts
-      over minutes slows all sides alike. --reference FILE reads a JSON the script wrote
-      earlier instead (and the weights saved beside it); its encoder times were taken minutes
+      Reference mode: --with-reference runs scripts/reference-bench/run.sh (it creates a Python \
+      environment with the official package, torch and onnxruntime on first use), which times \
+      PyTorch eager and ONNX Runtime on the same random weights and image, and this command \
+      then loads those very weights and prints the ratios. The encoder ratios come from a last \
+      phase that runs evsam's, PyTorch's and ONNX Runtime's encoders in three resident \
+      processes, one pass each in turn (--runs rounds), so that a machine whose speed drifts \
+      over minutes slows all sides alike. --reference FILE reads a JSON the script wrote \
+      earlier instead (and the weights saved beside it); its encoder times were taken minutes \
       apart from ours.
       """)
 
@@ -85,6 +85,11 @@ struct BenchCommand: ParsableCommand {
   @Flag(help: .hidden)
   var serveEncoder = false
 
+  @OptionGroup var quietOption: QuietOption
+
+  /// A status line on stderr, unless --quiet.
+  private func status(_ line: String) { if !quietOption.quiet { printErr(line) } }
+
   func validate() throws {
     guard runs >= 1, decoderRuns >= 1 else {
       throw ValidationError("--runs and --decoder-runs must be ≥ 1")
@@ -139,7 +144,7 @@ struct BenchCommand: ParsableCommand {
     var results: [[String: Any]] = []
     for v in variants {
       let weights = checkpoint ?? referenceWeights[v]
-      printErr(
+      status(
         "benchmarking \(v.modelName)\(weights.map { " (weights \($0))" } ?? " (random weights)")…")
       var result = try measureInChild(v, checkpointPath: weights)
       if withReference {
@@ -155,7 +160,7 @@ struct BenchCommand: ParsableCommand {
     let document = report(results, reference: referenceDocument)
     if let json {
       try writeJSON(document, to: json)
-      printErr("wrote \(json)")
+      status("wrote \(json)")
     }
   }
 
@@ -294,7 +299,7 @@ struct BenchCommand: ParsableCommand {
   private func interleavedEncoders(
     _ variant: Variant, weights: String?, resultsFolder folder: String, onnx: Bool
   ) throws -> [String: Any] {
-    printErr("timing \(variant.modelName)'s encoders interleaved (\(runs) rounds)…")
+    status("timing \(variant.modelName)'s encoders interleaved (\(runs) rounds)…")
     let threadCount = threads ?? ComputeThreads.count
     var ours = ["bench", "--model", variant.rawValue, "--serve-encoder"]
     ours += ["--threads", "\(threadCount)"]
@@ -322,7 +327,7 @@ struct BenchCommand: ParsableCommand {
           name: "onnxruntime", executable: bash, arguments: reference("onnxruntime")))
     }
     defer { for s in servers { s.quit() } }
-    let times = try interleavedEncoderTimes(servers, rounds: runs, progress: printErr)
+    let times = try interleavedEncoderTimes(servers, rounds: runs, progress: status)
     var entry: [String: Any] = ["rounds": runs]
     for (s, t) in zip(servers, times) { entry[s.name] = summary(t) }
     // Each round's ratio pairs passes a few seconds apart; their median is the drift-proof one.
@@ -451,7 +456,7 @@ struct BenchCommand: ParsableCommand {
     ]
     if let image { arguments += ["--image", image] }
     if skipEverything { arguments.append("--skip-everything") }
-    printErr("running the reference: bash \(arguments.joined(separator: " "))")
+    status("running the reference: bash \(arguments.joined(separator: " "))")
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/bash")
     process.arguments = arguments

@@ -13,13 +13,13 @@ struct BenchEverythingCommand: ParsableCommand {
     commandName: "bench-everything",
     abstract: "Time everything mode (median of several runs) and where the time goes.",
     discussion: """
-      Runs the automatic mask generator on one image with SAM's defaults (32×32 points, batches
-      of 64) unless generator options say otherwise, and reports per run and as the median:
-      encoder (per crop), decoder (prompt encoder + mask decoder over all batches),
-      post-processing (upscaling, stability scores, thresholds, boxes, RLE) and filtering (NMS,
-      small regions). Without --checkpoint the model gets seeded random weights, which run as
-      fast as trained ones; but random weights predict low IoUs, so with the default filters
-      few masks reach post-processing: --pred-iou-thresh 0 --stability-score-thresh 0 measures
+      Runs the automatic mask generator on one image with SAM's defaults (32×32 points, batches \
+      of 64) unless generator options say otherwise, and reports per run and as the median: \
+      encoder (per crop), decoder (prompt encoder + mask decoder over all batches), \
+      post-processing (upscaling, stability scores, thresholds, boxes, RLE) and filtering (NMS, \
+      small regions). Without --checkpoint the model gets seeded random weights, which run as \
+      fast as trained ones; but random weights predict low IoUs, so with the default filters \
+      few masks reach post-processing: --pred-iou-thresh 0 --stability-score-thresh 0 measures \
       the worst case where every mask is upscaled and encoded.
       """)
 
@@ -50,6 +50,11 @@ struct BenchEverythingCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Also write the results as JSON.", valueName: "file"))
   var json: String?
 
+  @OptionGroup var quietOption: QuietOption
+
+  /// A status line on stderr, unless --quiet.
+  private func status(_ line: String) { if !quietOption.quiet { printErr(line) } }
+
   @OptionGroup(title: "Generator options") var generatorOptions: GeneratorOptions
 
   func validate() throws {
@@ -68,7 +73,7 @@ struct BenchEverythingCommand: ParsableCommand {
       try image.map { try RGBImage(contentsOf: URL(fileURLWithPath: $0)) }
       ?? syntheticImage(width: 600, height: 400)
     ComputeThreads.set(threads)
-    printErr(
+    status(
       "everything mode on \(image ?? "a synthetic picture") (\(picture.width)×\(picture.height)), \(ComputeThreads.count) thread(s), \(runs) run(s)"
     )
     var results: [[String: Any]] = []
@@ -99,7 +104,7 @@ struct BenchEverythingCommand: ParsableCommand {
         cpu.append(processCPUSeconds() - cpu0)
         timings.append(g.timing)
         generation = g
-        printErr(
+        status(
           "  \(variant.rawValue) run \(r + 1): \(describe(g.timing)), \(String(format: "%.1f", cpu[r])) s CPU, \(g.masks.count) masks"
         )
       }

@@ -7,10 +7,10 @@ struct CocoEvalCommand: ParsableCommand {
     commandName: "coco-eval",
     abstract: "Score detection / segmentation results against COCO or LVIS annotations.",
     discussion: """
-      Computes what pycocotools' COCOeval prints (the 12 standard numbers, same order and format),
-      or with --lvis what the LVIS API's LVISEval prints (federated evaluation: AP, AP50, AP75,
-      APs, APm, APl, APr, APc, APf, AR@300 …). RESULTS is a COCO results list
-      ([{"image_id", "category_id", "score", "bbox" and/or "segmentation"}]) or an
+      Computes what pycocotools' COCOeval prints (the 12 standard numbers, same order and format), \
+      or with --lvis what the LVIS API's LVISEval prints (federated evaluation: AP, AP50, AP75, \
+      APs, APm, APl, APr, APc, APf, AR@300 …). RESULTS is a COCO results list \
+      ([{"image_id", "category_id", "score", "bbox" and/or "segmentation"}]) or an \
       `evsam eval --prompt detector` report.
       """)
 

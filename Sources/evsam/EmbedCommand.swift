@@ -18,21 +18,29 @@ struct EmbedCommand: ParsableCommand {
   @Option(name: .shortAndLong, help: ArgumentHelp("Output safetensors file.", valueName: "file"))
   var output: String
 
+  @OptionGroup var quietOption: QuietOption
+
   func run() throws {
     let picture = try RGBImage(contentsOf: URL(fileURLWithPath: image))
+    try checkWritableFile(output)
     let (model, name) = try modelOptions.loadModel()
     let clock = ContinuousClock()
     let start = clock.now
     let input = preprocess(picture, targetSize: model.config.imageSize).tensor
     let embedding = model.imageEncoder(input)
     let elapsed = clock.now - start
-    try SafeTensors.write(
-      ["image_embeddings": embedding],
-      metadata: [
-        "model": name, "original_size": "\(picture.height),\(picture.width)",
-        "input_size": "\(model.config.imageSize)",
-      ],
-      to: URL(fileURLWithPath: output))
+    do {
+      try SafeTensors.write(
+        ["image_embeddings": embedding],
+        metadata: [
+          "model": name, "original_size": "\(picture.height),\(picture.width)",
+          "input_size": "\(model.config.imageSize)",
+        ],
+        to: URL(fileURLWithPath: output))
+    } catch {
+      throw CLIError("cannot write " + fileProblem(error, path: output))
+    }
+    if quietOption.quiet { return }
     printErr(
       "encoded \(picture.width)×\(picture.height) with \(name) in \(formatDuration(elapsed)) → \(output)"
     )

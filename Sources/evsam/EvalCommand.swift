@@ -8,13 +8,13 @@ struct EvalCommand: ParsableCommand {
     commandName: "eval",
     abstract: "Zero-shot evaluation on COCO / LVIS with the official SAM protocol.",
     discussion: """
-      box: each object's ground-truth box; point: simulated clicks (--clicks 1,3,5 reports each
-      count from one run: click k uses clicks 1…k-1); detector: each box of a detector's results
-      (--detections, COCO results format), scored with COCOeval (LVISEval for LVIS) on the masks.
-      Multimask output, the mask with the highest predicted IoU is kept; mIoU is IoU×100 averaged
+      box: each object's ground-truth box; point: simulated clicks (--clicks 1,3,5 reports each \
+      count from one run: click k uses clicks 1…k-1); detector: each box of a detector's results \
+      (--detections, COCO results format), scored with COCOeval (LVISEval for LVIS) on the masks. \
+      Multimask output, the mask with the highest predicted IoU is kept; mIoU is IoU×100 averaged \
       over all / large / medium / small objects, as the official script prints it.
 
-      Finished images are appended to OUT.partial.jsonl: rerun the same command to resume after
+      Finished images are appended to OUT.partial.jsonl: rerun the same command to resume after \
       an interruption. --shard I/N evaluates every N-th image; `evsam merge` combines the shards.
       """)
 
@@ -59,8 +59,7 @@ struct EvalCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Prompts decoded together.", valueName: "n"))
   var batchSize: Int = 16
 
-  @Flag(help: "Do not show the progress line.")
-  var noProgress = false
+  @OptionGroup var quietOption: QuietOption
 
   @Option(name: .shortAndLong, help: ArgumentHelp("Report (JSON) to write.", valueName: "file"))
   var output: String
@@ -89,21 +88,24 @@ struct EvalCommand: ParsableCommand {
       imagesDirectory: URL(fileURLWithPath: images))
     for w in evaluator.warnings { printError("warning: \(w)") }
 
+    try checkWritableFile(output)
     let (model, _) = try modelOptions.loadModel()
     let segmenter = SamSegmenter(predictor: SamPredictor(model: model), batchSize: batchSize)
     let outputURL = URL(fileURLWithPath: output)
     let journal = URL(fileURLWithPath: output + ".partial.jsonl")
     var reporter: ProgressReporter?
+    var started = false
     let report = try evaluator.run(segmenter: segmenter, journal: journal) { done, total, resumed in
-      if reporter == nil {
+      if !started {
+        started = true
+        guard !quietOption.quiet else { return }
         if resumed > 0 {
           printError("resuming from \(journal.path): \(resumed) of \(total) images already done")
         }
         printError(
           "evaluating \(total) image(s), prompt \(configuration.prompt.rawValue), shard \(configuration.shard)"
         )
-        reporter =
-          noProgress ? nil : ProgressReporter.standardError(total: total, alreadyDone: resumed)
+        reporter = ProgressReporter.standardError(total: total, alreadyDone: resumed)
       } else {
         reporter?.advance()
       }

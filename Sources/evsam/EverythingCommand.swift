@@ -77,6 +77,9 @@ struct GeneratorOptions: ParsableArguments {
       valueName: "mode"))
   var outputMode: Mode = .cocoRLE
 
+  /// Bad settings are refused before the model loads, with the generator's own message.
+  func validate() throws { _ = try settings() }
+
   func settings() throws -> MaskGeneratorSettings {
     var s = MaskGeneratorSettings()
     if let pointGrids {
@@ -99,7 +102,7 @@ struct GeneratorOptions: ParsableArguments {
     do {
       _ = try s.layerPointGrids()
     } catch {
-      throw ValidationError(error.description)
+      throw CLIError(error.description)
     }
     return s
   }
@@ -127,13 +130,16 @@ struct EverythingCommand: ParsableCommand {
     commandName: "everything",
     abstract: "Segment everything: SAM's automatic mask generator.",
     discussion: """
-      Prompts the model with a grid of points, keeps confident and stable masks, and removes
-      duplicates, exactly as the official automatic mask generator does. Writes SAM's records
+      Prompts the model with a grid of points, keeps confident and stable masks, and removes \
+      duplicates, exactly as the official automatic mask generator does. Writes SAM's records \
       (segmentation, area, bbox, predicted_iou, point_coords, stability_score, crop_box) as JSON.
 
-      With a folder as input, OUT is a folder and each image gets OUT/<name>.json (and
-      <name>.png with --overlay, a folder then). Images whose JSON is already complete are
-      skipped, so an interrupted run can simply be started again.
+      With a folder as input, OUT is a folder and each image gets OUT/<file name>.json, the \
+      image's extension kept so that photo.jpg and photo.png do not collide (and \
+      <file name>.png with --overlay, a folder then). Images whose JSON is already complete and \
+      was made with the same model, checkpoint and settings are skipped, so an interrupted run \
+      can simply be started again; an output made with anything else is refused unless \
+      --overwrite is given.
       """)
 
   @OptionGroup var modelOptions: ModelOptions
@@ -157,8 +163,7 @@ struct EverythingCommand: ParsableCommand {
   @Flag(help: "Redo images whose output already exists.")
   var overwrite = false
 
-  @Flag(help: "No progress line on stderr.")
-  var quiet = false
+  @OptionGroup var quietOption: QuietOption
 
   func run() throws {
     let settings = try generatorOptions.settings()
@@ -175,35 +180,48 @@ struct EverythingCommand: ParsableCommand {
       }
       let outDir = URL(fileURLWithPath: output)
       let overlayDir = overlay.map { URL(fileURLWithPath: $0) }
-      try FileManager.default.createDirectory(at: outDir, withIntermediateDirectories: true)
-      if let overlayDir {
-        try FileManager.default.createDirectory(at: overlayDir, withIntermediateDirectories: true)
-      }
+      try createFolder(outDir)
+      if let overlayDir { try createFolder(overlayDir) }
       jobs = images.map { image in
-        let stem = image.deletingPathExtension().lastPathComponent
+        let file = image.lastPathComponent
         return (
-          image, outDir.appendingPathComponent(stem + ".json"),
-          overlayDir?.appendingPathComponent(stem + ".png")
+          image, outDir.appendingPathComponent(file + ".json"),
+          overlayDir?.appendingPathComponent(file + ".png")
         )
       }
     } else {
       jobs = [(inputURL, URL(fileURLWithPath: output), overlay.map { URL(fileURLWithPath: $0) })]
     }
 
-    let pending = jobs.filter {
-      overwrite || !isComplete($0.json)
-        || ($0.overlay.map { !FileManager.default.fileExists(atPath: $0.path) } ?? false)
+    let (_, modelName) = try modelOptions.resolveConfig()
+    let run = try EverythingRun(
+      model: modelName, checkpoint: modelOptions.checkpoint, settings: settings)
+    var pending: [(image: URL, json: URL, overlay: URL?)] = []
+    for job in jobs {
+      if overwrite || !isComplete(job.json) {
+        pending.append(job)
+        continue
+      }
+      if let difference = run.difference(fromOutput: job.json) {
+        throw CLIError(
+          "\(job.json.path) was made with \(difference); pass --overwrite to redo it, or choose another -o"
+        )
+      }
+      if let overlay = job.overlay, !FileManager.default.fileExists(atPath: overlay.path) {
+        pending.append(job)
+      }
     }
-    if pending.count < jobs.count {
-      printErr("skipping \(jobs.count - pending.count) image(s) whose output is complete")
+    let skipped = jobs.count - pending.count
+    if skipped > 0 {
+      printErr("skipping \(skipped) image(s) whose output is complete and up to date")
     }
     guard !pending.isEmpty else { return }
 
-    let (model, name) = try modelOptions.loadModel()
+    let (model, _) = try modelOptions.loadModel()
     let generator = try AutomaticMaskGenerator(model: model, settings: settings)
     // A command-line run is the only user of the model in this process.
     generator.parallelPrompts = true
-    let progress = ProgressLine(enabled: !quiet)
+    let progress = ProgressLine(enabled: !quietOption.quiet)
     var totalMasks = 0
     var failed: [String] = []
     for (n, job) in pending.enumerated() {
@@ -217,7 +235,7 @@ struct EverythingCommand: ParsableCommand {
             "\(label): crop \(p.crop + 1)/\(p.crops), batch \(p.batchesDone)/\(p.batches), \(p.masksSoFar) masks kept"
           )
         }
-        try write(result, image: picture, job: job, settings: settings, modelName: name)
+        try write(result, image: picture, job: job, settings: settings, run: run)
         totalMasks += result.masks.count
         let t = result.timing
         progress.finish(
@@ -230,8 +248,10 @@ struct EverythingCommand: ParsableCommand {
         failed.append(job.image.lastPathComponent)
       }
     }
-    if pending.count > 1 {
-      printErr("\(pending.count - failed.count) images, \(totalMasks) masks")
+    if jobs.count > 1 {
+      printErr(
+        "\(pending.count - failed.count) image(s) written (\(totalMasks) masks), \(skipped) already done, \(failed.count) failed"
+      )
     }
     if !failed.isEmpty {
       throw CLIError(
@@ -244,17 +264,18 @@ struct EverythingCommand: ParsableCommand {
   /// PNGs it refers to, and the overlay.
   private func write(
     _ result: MaskGeneration, image: RGBImage, job: (image: URL, json: URL, overlay: URL?),
-    settings: MaskGeneratorSettings, modelName: String
+    settings: MaskGeneratorSettings, run: EverythingRun
   ) throws {
     var records: [[String: Any]] = []
     if settings.outputMode == .binaryMask {
       let stem = job.json.deletingPathExtension().lastPathComponent
       let folder = job.json.deletingLastPathComponent().appendingPathComponent(stem + "_masks")
-      try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+      try createFolder(folder)
       for (i, m) in result.masks.enumerated() {
         let file = "\(i).png"
-        try GrayImage(mask: m.segmentation.mask(), width: image.width, height: image.height)
-          .write(to: folder.appendingPathComponent(file))
+        try writeFile(
+          GrayImage(mask: m.segmentation.mask(), width: image.width, height: image.height)
+            .pngData(), to: folder.appendingPathComponent(file))
         records.append(m.jsonRecord(segmentation: stem + "_masks/" + file))
       }
     } else {
@@ -266,12 +287,12 @@ struct EverythingCommand: ParsableCommand {
       let picture = EVImage.overlay(
         masks: order.map { result.masks[$0].segmentation.mask() }, on: image,
         colors: order.map { OverlayStyle.color($0) })
-      try picture.write(to: overlayURL)
+      try writeFile(picture.pngData(), to: overlayURL)
     }
     let t = result.timing
     let document: [String: Any] = [
-      "image": job.image.lastPathComponent, "model": modelName,
-      "size": [image.height, image.width], "settings": settings.jsonRecord,
+      "image": job.image.lastPathComponent, "model": run.model, "checkpoint": run.checkpoint,
+      "size": [image.height, image.width], "settings": run.settings,
       "annotations": records,
       "timing_ms": [
         "encoder": milliseconds(t.encoder), "decoder": milliseconds(t.decoder),
@@ -280,10 +301,69 @@ struct EverythingCommand: ParsableCommand {
       ],
     ]
     let data = try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
-    try FileManager.default.createDirectory(
-      at: job.json.deletingLastPathComponent(), withIntermediateDirectories: true)
-    try data.write(to: job.json, options: .atomic)
+    try createFolder(job.json.deletingLastPathComponent())
+    try writeFile(data, to: job.json)
   }
+}
+
+/// What an output depends on: the model, the checkpoint file (path, size and modification
+/// time, so a replaced file counts as another checkpoint) and the generator's settings. An
+/// existing output is reused only when all of them are what this run would write.
+struct EverythingRun {
+  let model: String
+  let checkpoint: [String: Any]
+  let settings: [String: Any]
+
+  init(model: String, checkpoint: String?, settings: MaskGeneratorSettings) throws {
+    self.model = model
+    self.settings = settings.jsonRecord
+    guard let checkpoint else {
+      self.checkpoint = [:]
+      return
+    }
+    let path = absolutePath(checkpoint)
+    let attributes = try? FileManager.default.attributesOfItem(atPath: path)
+    let modified = (attributes?[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+    self.checkpoint = [
+      "path": path, "bytes": (attributes?[.size] as? NSNumber)?.intValue ?? -1,
+      "modified": (modified * 1000).rounded() / 1000,
+    ]
+  }
+
+  /// nil when the output at `url` was made by an identical run; otherwise what differs, as
+  /// "another model (tiny-xl there, tiny-l now)" or "other settings (pred_iou_thresh …)".
+  func difference(fromOutput url: URL) -> String? {
+    guard let data = try? Data(contentsOf: url),
+      let stored = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
+    else { return "an unreadable record" }
+    if canonical(stored["model"]) != canonical(model) {
+      return "another model (\(stored["model"] ?? "none") there, \(model) now)"
+    }
+    if canonical(stored["checkpoint"]) != canonical(checkpoint) {
+      let there = (stored["checkpoint"] as? [String: Any])?["path"] ?? "an unrecorded checkpoint"
+      return "another checkpoint (\(there) there, or the file has changed since)"
+    }
+    let old = stored["settings"] as? [String: Any] ?? [:]
+    let keys = Set(old.keys).union(settings.keys).sorted().filter {
+      canonical(old[$0]) != canonical(settings[$0])
+    }
+    guard !keys.isEmpty else { return nil }
+    let listed = keys.prefix(3).map {
+      "\($0) \(old[$0].map { "\($0)" } ?? "unset") there, \(settings[$0].map { "\($0)" } ?? "unset") now"
+    }
+    return "other settings (\(listed.joined(separator: "; ")))"
+  }
+}
+
+/// A JSON value in one byte form, whether it came from a file or from this run, so that a
+/// stored record and a fresh one compare equal exactly when they would be written alike.
+private func canonical(_ value: Any?) -> Data? {
+  guard let value else { return nil }
+  let options: JSONSerialization.WritingOptions = [.sortedKeys, .fragmentsAllowed]
+  guard let once = try? JSONSerialization.data(withJSONObject: value, options: options),
+    let parsed = try? JSONSerialization.jsonObject(with: once, options: .fragmentsAllowed)
+  else { return nil }
+  return try? JSONSerialization.data(withJSONObject: parsed, options: options)
 }
 
 /// Images in a folder (not recursive), by name.

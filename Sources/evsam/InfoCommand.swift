@@ -62,14 +62,16 @@ struct InfoCommand: ParsableCommand {
     print("")
     let url = URL(fileURLWithPath: checkpoint)
     do {
+      try checkCheckpointFile(checkpoint)
       let tensors = try Checkpoint.load(contentsOf: url)
       let reader = WeightReader(tensors, origin: url.path)
       _ = EfficientViTSAM(config: config, reader: reader)
       try reader.finish()
       print("checkpoint       \(checkpoint): OK — all \(tensors.count) keys match \(name)")
     } catch {
-      print("checkpoint       FAILED")
-      print("\(error)")
+      // The summary above is the result; why the checkpoint failed is an error, on stderr.
+      print("checkpoint       \(checkpoint): FAILED")
+      printError("error: \(error)")
       throw ExitCode.failure
     }
   }

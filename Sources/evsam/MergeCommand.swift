@@ -7,7 +7,7 @@ struct MergeCommand: ParsableCommand {
     commandName: "merge",
     abstract: "Combine the reports of `evsam eval --shard I/N` runs into one, with its metrics.",
     discussion: """
-      All N shards of one run are needed (same model, data and options). The merged report equals
+      All N shards of one run are needed (same model, data and options). The merged report equals \
       what one unsharded run writes; detector runs are scored with (LVIS-)COCOeval here.
       """)
 

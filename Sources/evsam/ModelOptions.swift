@@ -51,6 +51,7 @@ struct ModelOptions: ParsableArguments {
     guard let checkpoint else {
       throw ValidationError("--checkpoint is required: the weights are brought by the user")
     }
+    try checkCheckpointFile(checkpoint)
     let url = URL(fileURLWithPath: checkpoint)
     do {
       return (try EfficientViTSAM.load(config: config, checkpoint: url), name)
@@ -58,6 +59,23 @@ struct ModelOptions: ParsableArguments {
       throw CLIError(summarize(error, modelName: name))
     }
   }
+}
+
+/// A checkpoint must be a readable regular file: a folder, /dev/null or a pipe would otherwise
+/// reach the parsers and fail with a message about something else ("permission", "header").
+func checkCheckpointFile(_ path: String) throws {
+  var info = stat()
+  guard stat(path, &info) == 0 else {
+    throw CLIError("checkpoint \(path): \(String(cString: strerror(errno)))")
+  }
+  guard info.st_mode & S_IFMT == S_IFREG else {
+    let kind = info.st_mode & S_IFMT == S_IFDIR ? "a folder" : "not a regular file"
+    throw CLIError("checkpoint \(path) is \(kind); give a .pt or .safetensors file")
+  }
+  guard access(path, R_OK) == 0 else {
+    throw CLIError("checkpoint \(path): permission denied")
+  }
+  guard info.st_size > 0 else { throw CLIError("checkpoint \(path) is empty") }
 }
 
 /// A one-line failure: printed as `error: <message>`, exit code 1.

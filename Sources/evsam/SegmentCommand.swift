@@ -11,10 +11,12 @@ struct SegmentCommand: ParsableCommand {
     commandName: "segment",
     abstract: "Segment an image from point, box and mask prompts.",
     discussion: """
-      Coordinates are in original-image pixels. Several --point values form one prompt; several
-      --box values form a batch (one prompt per box, each with all the points). Writes one PNG per
-      mask (mask_<prompt>_<candidate>.png), overlay.png (the best mask of each prompt over the
-      image) and result.json into the output folder.
+      Coordinates are in original-image pixels and must lie on the image (0…width, 0…height). \
+      Several --point values form one prompt; several --box values form a batch (one prompt per \
+      box, each with all the points). Writes one PNG per mask (mask_<prompt>_<candidate>.png), \
+      overlay.png (the best mask of each prompt over the image) and result.json into the output \
+      folder. The folder appears whole or not at all: it is written beside the destination and \
+      moved into place, replacing an earlier run's folder entirely.
       """)
 
   @OptionGroup var modelOptions: ModelOptions
@@ -22,13 +24,15 @@ struct SegmentCommand: ParsableCommand {
   @Argument(help: "PNG or JPEG image.")
   var image: String
 
+  // Unconditional: "--point -1,-1" is a value that starts with a dash, not an option.
   @Option(
-    name: .customLong("point"),
+    name: .customLong("point"), parsing: .unconditionalSingleValue,
     help: "A click X,Y with optional label 1 (foreground, default) or 0 (background); repeatable.")
   var points: [PointArgument] = []
 
   @Option(
-    name: .customLong("box"), help: "A box X0,Y0,X1,Y1; repeatable, several boxes form a batch.")
+    name: .customLong("box"), parsing: .unconditionalSingleValue,
+    help: "A box X0,Y0,X1,Y1; repeatable, several boxes form a batch.")
   var boxes: [BoxArgument] = []
 
   @Option(
@@ -55,10 +59,27 @@ struct SegmentCommand: ParsableCommand {
     }
   }
 
+  @OptionGroup var quietOption: QuietOption
+
+  /// What an earlier run of this command leaves in its folder.
+  static func isOwnOutput(_ name: String) -> Bool {
+    if name == "result.json" || name == "overlay.png" { return true }
+    let parts = name.split(separator: "_")
+    return parts.count == 3 && parts[0] == "mask" && Int(parts[1]) != nil
+      && parts[2].hasSuffix(".png") && Int(parts[2].dropLast(4)) != nil
+  }
+
   func run() throws {
     let imageURL = URL(fileURLWithPath: image)
     let picture = try RGBImage(contentsOf: imageURL)
+    try SamPredictor.checkInsideImage(
+      points: points.map { (x: $0.x, y: $0.y) }, boxes: boxes.map(\.values),
+      width: picture.width, height: picture.height)
     let maskTensor = try maskInput.map(loadMaskInput)
+    let folder = StagedFolder(
+      destination: URL(fileURLWithPath: output), ownsName: SegmentCommand.isOwnOutput)
+    try folder.preflight()
+    if let saveLogits { try checkWritableFile(saveLogits) }
     let (model, name) = try modelOptions.loadModel()
     let predictor = SamPredictor(model: model)
 
@@ -141,45 +162,106 @@ struct SegmentCommand: ParsableCommand {
       ]
     }
 
-    let directory = URL(fileURLWithPath: output)
-    try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-    for file in files {
-      try file.data.write(to: directory.appendingPathComponent(file.name), options: .atomic)
+    let pid = ProcessInfo.processInfo.processIdentifier
+    let logitsTemporary = saveLogits.map { URL(fileURLWithPath: $0 + ".partial-\(pid)") }
+    defer { if let logitsTemporary { try? FileManager.default.removeItem(at: logitsTemporary) } }
+    try folder.commit(files) {
+      if let logitsTemporary, let logits {
+        do {
+          try SafeTensors.write(logits, metadata: ["model": name], to: logitsTemporary)
+        } catch {
+          throw CLIError("cannot write " + fileProblem(error, path: saveLogits!))
+        }
+      }
     }
-    if let saveLogits, let logits {
-      try SafeTensors.write(logits, metadata: ["model": name], to: URL(fileURLWithPath: saveLogits))
+    if let saveLogits, let logitsTemporary {
+      // rename(2) replaces an existing file in one step.
+      guard rename(logitsTemporary.path, saveLogits) == 0 else {
+        throw CLIError(
+          "cannot write \(saveLogits): \(String(cString: strerror(errno))) (the masks are in \(output))"
+        )
+      }
     }
-    printErr(
-      "\(result.batchSize) prompt(s) × \(candidates) mask(s) with \(name): encode \(formatDuration(encodeTime)), decode \(formatDuration(decodeTime)) → \(output)"
-    )
+    if !quietOption.quiet {
+      printErr(
+        "\(result.batchSize) prompt(s) × \(candidates) mask(s) with \(name): encode \(formatDuration(encodeTime)), decode \(formatDuration(decodeTime)) → \(output)"
+      )
+    }
   }
 
-  /// A 1×256×256 mask input from a safetensors file.
+  /// A 1×256×256 mask input from a safetensors file: `mask_input` (256×256, 1×256×256 or
+  /// 1×1×256×256), or the best-scoring candidate of `low_res_logits` (C×256×256 or
+  /// B×C×256×256, the first prompt) as `--save-logits` writes them.
   private func loadMaskInput(_ path: String) throws -> Tensor {
-    let tensors = try SafeTensors.read(contentsOf: URL(fileURLWithPath: path))
-    let side = 256
-    if let t = tensors["mask_input"] {
-      guard t.count == side * side else {
+    let tensors: [String: Tensor]
+    do {
+      tensors = try SafeTensors.read(contentsOf: URL(fileURLWithPath: path))
+    } catch {
+      if let kind = imageKind(atPath: path) {
         throw CLIError(
-          "\(path): mask_input has shape \(formatShape(t.shape)); it must hold one 256×256 mask")
+          "\(path) is a \(kind) image; --mask-input takes low-res logits in a safetensors file (written by --save-logits)"
+        )
+      }
+      throw CLIError("--mask-input \(error)")
+    }
+    let side = 256
+    let plane = [side, side]
+    if let t = tensors["mask_input"] {
+      guard Array(t.shape.suffix(2)) == plane, t.shape.dropLast(2).allSatisfy({ $0 == 1 }),
+        t.rank <= 4, t.storage.allSatisfy(\.isFinite)
+      else {
+        throw CLIError(
+          "\(path): mask_input has shape \(formatShape(t.shape)); it must be one finite 256×256 mask (256×256, 1×256×256 or 1×1×256×256)"
+        )
       }
       return t.reshaped([1, side, side])
     }
     guard let low = tensors["low_res_logits"] else {
       throw CLIError("\(path): no tensor named mask_input or low_res_logits")
     }
-    guard low.count % (side * side) == 0, low.dim(-1) == side, low.dim(-2) == side else {
+    guard (3...4).contains(low.rank), Array(low.shape.suffix(2)) == plane, low.count > 0 else {
       throw CLIError(
-        "\(path): low_res_logits has shape \(formatShape(low.shape)); masks must be 256×256")
+        "\(path): low_res_logits has shape \(formatShape(low.shape)); expected C×256×256 or B×C×256×256"
+      )
     }
-    let candidates = low.rank >= 4 ? low.dim(1) : low.count / (side * side)
+    let candidates = low.dim(-3)
     var pick = 0
     if let iou = tensors["iou_predictions"], iou.count >= candidates {
       pick = (0..<candidates).max { iou.storage[$0] < iou.storage[$1] }!
     }
-    return Tensor(
-      shape: [1, side, side],
-      storage: Array(low.storage[(pick * side * side)..<((pick + 1) * side * side)]))
+    let values = Array(low.storage[(pick * side * side)..<((pick + 1) * side * side)])
+    guard values.allSatisfy(\.isFinite) else {
+      throw CLIError("\(path): low_res_logits candidate \(pick) has NaN or infinite values")
+    }
+    return Tensor(shape: [1, side, side], storage: values)
+  }
+}
+
+/// "PNG" or "JPEG" when the file starts like one, so a mistaken image argument gets a message
+/// that says so instead of a parser's complaint about its header.
+func imageKind(atPath path: String) -> String? {
+  guard let handle = FileHandle(forReadingAtPath: path) else { return nil }
+  defer { try? handle.close() }
+  let head = [UInt8]((try? handle.read(upToCount: 8)) ?? Data())
+  if head.starts(with: [0x89, 0x50, 0x4E, 0x47]) { return "PNG" }
+  if head.starts(with: [0xFF, 0xD8, 0xFF]) { return "JPEG" }
+  return nil
+}
+
+/// Fails early when a file cannot be created at `path` (its folder is missing or read-only, or
+/// a folder is in the way).
+func checkWritableFile(_ path: String) throws {
+  var isDirectory: ObjCBool = false
+  if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue
+  {
+    throw CLIError("\(path) is a folder; a file name is needed")
+  }
+  let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+  guard FileManager.default.fileExists(atPath: folder, isDirectory: &isDirectory),
+    isDirectory.boolValue
+  else { throw CLIError("cannot write \(path): the folder \(folder) does not exist") }
+  guard FileManager.default.isWritableFile(atPath: folder) else {
+    throw CLIError("cannot write \(path): permission denied in \(folder)")
   }
 }
 

@@ -49,7 +49,7 @@ import Testing
     let result = try CLIRunner.run(
       ["eval"] + modelArguments() + [
         "--images", try Fixtures.url("images").path, "--annotations", data.annotations.path,
-        "--no-progress",
+        "--quiet",
         "-o", out.path,
       ] + extra)
     return (result, out)

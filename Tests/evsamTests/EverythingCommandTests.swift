@@ -163,7 +163,8 @@ struct EverythingOutput: Decodable {
     let dir = try temporaryDirectory()
     let input = dir.appendingPathComponent("images")
     try FileManager.default.createDirectory(at: input, withIntermediateDirectories: true)
-    for name in ["coffee.png", "chelsea.png"] {
+    // coffee.jpg and coffee.png share a stem: each must get its own output.
+    for name in ["coffee.png", "coffee.jpg", "chelsea.png"] {
       try FileManager.default.copyItem(
         at: Fixtures.url("images/\(name)"), to: input.appendingPathComponent(name))
     }
@@ -180,27 +181,50 @@ struct EverythingOutput: Decodable {
     var result = try CLIRunner.run(args)
     #expect(result.status != 0)
     #expect(result.stderr.contains("broken.png"), "\(result.stderr)")
-    #expect(result.stderr.contains("[3/3]"), "\(result.stderr)")
+    #expect(result.stderr.contains("[4/4]"), "\(result.stderr)")
+    #expect(result.stderr.contains("3 image(s) written"), "\(result.stderr)")
     try FileManager.default.removeItem(at: broken)
-    let coffee = out.appendingPathComponent("coffee.json")
-    let chelsea = out.appendingPathComponent("chelsea.json")
+    let coffee = out.appendingPathComponent("coffee.png.json")
+    let coffeeJPEG = out.appendingPathComponent("coffee.jpg.json")
+    let chelsea = out.appendingPathComponent("chelsea.png.json")
+    #expect(try Self.decode(coffeeJPEG).image == "coffee.jpg")
+    #expect(try Self.decode(coffee).image == "coffee.png")
+    let written = try FileManager.default.contentsOfDirectory(atPath: out.path)
+    #expect(Set(written) == ["coffee.png.json", "coffee.jpg.json", "chelsea.png.json"])
     let before = try Data(contentsOf: coffee)
     #expect(try Self.decode(coffee).annotations.count >= 1)
     #expect(try Self.decode(chelsea).image == "chelsea.png")
     #expect(
-      FileManager.default.fileExists(atPath: overlays.appendingPathComponent("chelsea.png").path))
+      FileManager.default.fileExists(
+        atPath: overlays.appendingPathComponent("chelsea.png.png").path))
 
     // A damaged output is redone, a complete one is left alone (its timings would differ).
     try Data("{\"annotations\": [".utf8).write(to: chelsea)
     result = try CLIRunner.run(args)
     #expect(result.status == 0, "\(result.stderr)")
-    #expect(result.stderr.contains("skipping 1 image"), "\(result.stderr)")
+    #expect(result.stderr.contains("skipping 2 image"), "\(result.stderr)")
     #expect(try Data(contentsOf: coffee) == before)
     #expect(try Self.decode(chelsea).annotations.count >= 1)
 
     // Everything done: nothing to do, no model needed.
     result = try CLIRunner.run(args)
-    #expect(result.status == 0 && result.stderr.contains("skipping 2 image"), "\(result.stderr)")
+    #expect(result.status == 0 && result.stderr.contains("skipping 3 image"), "\(result.stderr)")
+
+    // Other settings or another checkpoint must not reuse these outputs silently.
+    var changed = args
+    changed[changed.firstIndex(of: "--points-per-side")! + 1] = "3"
+    result = try CLIRunner.run(changed)
+    #expect(result.status != 0)
+    #expect(result.stderr.contains("points_per_side"), "\(result.stderr)")
+    #expect(result.stderr.contains("--overwrite"), "\(result.stderr)")
+    #expect(try Data(contentsOf: coffee) == before)
+    let copied = dir.appendingPathComponent("copy.pt")
+    try FileManager.default.copyItem(
+      at: Fixtures.url("models/tiny-l.pt"), to: copied)
+    var otherCheckpoint = args
+    otherCheckpoint[otherCheckpoint.firstIndex(of: "--checkpoint")! + 1] = copied.path
+    result = try CLIRunner.run(otherCheckpoint)
+    #expect(result.status != 0 && result.stderr.contains("checkpoint"), "\(result.stderr)")
     result = try CLIRunner.run(args + ["--overwrite"])
     #expect(result.status == 0)
     #expect(try Data(contentsOf: coffee) != before)
@@ -234,7 +258,7 @@ struct EverythingOutput: Decodable {
       try JSONSerialization.jsonObject(with: Data(contentsOf: masks)) as? [String: Any])
     let file = try #require(
       (binary["annotations"] as? [[String: Any]])?.first?["segmentation"] as? String)
-    #expect(file == "binary_masks/0.png")
+    #expect(file == "binary_masks/0.png")  // a single image keeps the name given with -o
     #expect(FileManager.default.fileExists(atPath: dir.appendingPathComponent(file).path))
   }
 
@@ -242,6 +266,11 @@ struct EverythingOutput: Decodable {
     (["--points-per-batch", "0"], "points_per_batch"),
     (["--output-mode", "polygons"], "output-mode"),
     (["--crop-n-layers", "1", "--crop-n-points-downscale-factor", "0"], "downscale"),
+    (["--points-per-side", "0"], "points_per_side must be at least 1"),
+    (["--pred-iou-thresh", "5"], "pred_iou_thresh must be in [0, 1]"),
+    (["--box-nms-thresh", "2"], "box_nms_thresh"),
+    (["--crop-overlap-ratio", "1"], "crop_overlap_ratio"),
+    (["--stability-score-offset=-1"], "stability_score_offset"),
   ])
   func badSettingsAreRefused(_ arguments: [String], _ message: String) throws {
     let dir = try temporaryDirectory()
@@ -253,5 +282,22 @@ struct EverythingOutput: Decodable {
         ])
     #expect(result.status != 0)
     #expect(result.stderr.contains(message), "\(result.stderr)")
+    // One line about this command's input, not the top-level usage.
+    #expect(!result.stderr.contains("<subcommand>"), "\(result.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("x.json").path))
+  }
+
+  @Test func pointGridsOutsideTheUnitSquareAreRefused() throws {
+    let dir = try temporaryDirectory()
+    let grids = dir.appendingPathComponent("grids.json")
+    try Data("[[[0.5, 0.5], [1.5, 0.2]]]".utf8).write(to: grids)
+    let result = try CLIRunner.run(
+      ["everything"] + modelArguments() + ["--point-grids", grids.path]
+        + [
+          try Fixtures.url("images/chelsea.png").path, "-o",
+          dir.appendingPathComponent("x.json").path,
+        ])
+    #expect(result.status != 0)
+    #expect(result.stderr.contains("[0, 1]"), "\(result.stderr)")
   }
 }
