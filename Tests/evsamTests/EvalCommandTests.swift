@@ -49,7 +49,6 @@ import Testing
     let result = try CLIRunner.run(
       ["eval"] + modelArguments() + [
         "--images", try Fixtures.url("images").path, "--annotations", data.annotations.path,
-        "--quiet",
         "-o", out.path,
       ] + extra)
     return (result, out)
@@ -72,7 +71,9 @@ import Testing
     #expect(
       !FileManager.default.fileExists(atPath: boxURL.path + ".partial.jsonl"),
       "the journal is removed when done")
-    #expect(box.stderr.contains("evaluating 2 image(s), prompt box"))
+    #expect(box.stderr.components(separatedBy: "evaluating 2 image(s), prompt box").count == 2)
+    let (quiet, _) = try eval(data, ["--prompt", "box", "--quiet"], output: "quiet.json")
+    #expect(quiet.status == 0 && !quiet.stderr.contains("evaluating"), "\(quiet.stderr)")
 
     // Point prompts, 1 and 3 clicks from one run.
     let (point, pointURL) = try eval(
