@@ -205,12 +205,26 @@ func compare(
   @Test func iouFilterSkipsWorkWithoutChangingTheResult() throws {
     let fixture = try AMGFixture("sharp__tiny-l__coffee__grid8")
     #expect(fixture.settings.boxNMSThresh == 1.0 && fixture.settings.predIoUThresh == 0)
-    let ious = try fixture.annotations.map { try $0["predicted_iou"].require(\.double, "iou") }
-      .sorted()
-    // A threshold in the middle, well away from every official IoU.
-    let gaps = (1..<ious.count).filter { ious[$0] - ious[$0 - 1] > 2e-3 }
-    let cut = try #require(gaps.min { abs($0 - ious.count / 2) < abs($1 - ious.count / 2) })
+    let unsortedIoUs: [Double] = try fixture.annotations.map {
+      try $0["predicted_iou"].require(\.double, "iou")
+    }
+    // Thresholds well away from every official IoU: for the generator, the gap nearest the
+    // middle among valid settings (in [0, 1]; this random-weight model also predicts IoUs
+    // outside that range); for the decoder's skip below, which is no user setting, the gap
+    // nearest the middle of all, so that some prompts are skipped and some are not.
+    let ious: [Double] = unsortedIoUs.sorted()
+    let valid: ClosedRange<Double> = 0...1
+    var gaps: [Int] = []
+    var validGaps: [Int] = []
+    for i in 1..<ious.count where ious[i] - ious[i - 1] > 2e-3 {
+      gaps.append(i)
+      if valid.contains((ious[i] + ious[i - 1]) / 2) { validGaps.append(i) }
+    }
+    let half = ious.count / 2
+    let cut = try #require(validGaps.min { abs($0 - half) < abs($1 - half) })
     let threshold = (ious[cut] + ious[cut - 1]) / 2
+    let skipCut = try #require(gaps.min { abs($0 - half) < abs($1 - half) })
+    let skipThreshold = (ious[skipCut] + ious[skipCut - 1]) / 2
     var settings = fixture.settings
     settings.predIoUThresh = threshold
     let model = try fixture.model()
@@ -230,14 +244,15 @@ func compare(
     let full = try predictor.predictBatch(pointSets: points, labelSets: labels, upscale: false)
     let skipping = try predictor.predictBatch(
       pointSets: points, labelSets: labels, upscale: false,
-      skipMasksAtOrBelowIoU: Float(threshold))
+      skipMasksAtOrBelowIoU: Float(skipThreshold))
     #expect(skipping.iouPredictions.storage == full.iouPredictions.storage)
     let plane = 3 * 256 * 256
     var skipped = 0
     for b in 0..<points.count {
       let slice = (b * plane)..<((b + 1) * plane)
-      if full.iouPredictions.storage[(3 * b)..<(3 * b + 3)].allSatisfy({ !($0 > Float(threshold)) })
-      {
+      if full.iouPredictions.storage[(3 * b)..<(3 * b + 3)].allSatisfy({
+        !($0 > Float(skipThreshold))
+      }) {
         skipped += 1
         #expect(skipping.lowResLogits.storage[slice].allSatisfy { $0 == -.infinity })
       } else {

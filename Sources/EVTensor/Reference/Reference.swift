@@ -107,19 +107,25 @@ public enum Reference {
     return s
   }
 
-  /// The multi-index of flat position `flat` in `shape`.
-  static func multiIndex(_ flat: Int, _ shape: [Int]) -> [Int] {
+  /// Visits every element of `shape` in row-major order, passing its flat position and the
+  /// matching position in a tensor with `strides` (an odometer, so no index arrays per element).
+  static func walk(_ shape: [Int], strides: [Int], _ body: (Int, Int) -> Void) {
+    let count = shape.reduce(1, *)
+    guard count > 0 else { return }
     var index = [Int](repeating: 0, count: shape.count)
-    var rem = flat
-    for d in stride(from: shape.count - 1, through: 0, by: -1) {
-      index[d] = rem % shape[d]
-      rem /= shape[d]
+    var source = 0
+    for flat in 0..<count {
+      body(flat, source)
+      var d = shape.count - 1
+      while d >= 0 {
+        index[d] += 1
+        source += strides[d]
+        if index[d] < shape[d] { break }
+        source -= strides[d] * shape[d]
+        index[d] = 0
+        d -= 1
+      }
     }
-    return index
-  }
-
-  static func flatIndex(_ index: [Int], _ shape: [Int]) -> Int {
-    zip(index, strides(shape)).reduce(0) { $0 + $1.0 * $1.1 }
   }
 
   public static func concat(_ xs: [Tensor], axis: Int) -> Tensor {
@@ -127,12 +133,12 @@ public enum Reference {
     var shape = xs[0].shape
     shape[a] = xs.reduce(0) { $0 + $1.shape[a] }
     var y = Tensor(zeros: shape)
+    let outStrides = strides(shape)
     var offset = 0
     for t in xs {
-      for i in 0..<t.count {
-        var index = multiIndex(i, t.shape)
-        index[a] += offset
-        y.storage[flatIndex(index, shape)] = t.storage[i]
+      // Element i of t lands at its own multi-index, shifted by `offset` along the axis.
+      walk(t.shape, strides: outStrides) { i, target in
+        y.storage[target + offset * outStrides[a]] = t.storage[i]
       }
       offset += t.shape[a]
     }
@@ -152,22 +158,19 @@ public enum Reference {
     var shape = x.shape
     shape[a] = range.count
     var y = Tensor(zeros: shape)
-    for i in 0..<y.count {
-      var index = multiIndex(i, shape)
-      index[a] += range.lowerBound
-      y.storage[i] = x.storage[flatIndex(index, x.shape)]
-    }
+    let inStrides = strides(x.shape)
+    let base = range.lowerBound * inStrides[a]
+    walk(shape, strides: inStrides) { i, source in y.storage[i] = x.storage[base + source] }
     return y
   }
 
   public static func permute(_ x: Tensor, _ perm: [Int]) -> Tensor {
     let shape = perm.map { x.shape[$0] }
     var y = Tensor(zeros: shape)
-    for i in 0..<y.count {
-      let outIndex = multiIndex(i, shape)
-      var inIndex = [Int](repeating: 0, count: x.rank)
-      for (d, p) in perm.enumerated() { inIndex[p] = outIndex[d] }
-      y.storage[i] = x.storage[flatIndex(inIndex, x.shape)]
+    // Output axis d walks input axis perm[d].
+    let inStrides = strides(x.shape)
+    walk(shape, strides: perm.map { inStrides[$0] }) { i, source in
+      y.storage[i] = x.storage[source]
     }
     return y
   }

@@ -33,13 +33,15 @@ extension Reference {
     let outF = weight.shape[0]
     let rows = x.count / inF
     var y = Tensor(zeros: Array(x.shape.dropLast()) + [outF])
-    for r in 0..<rows {
-      for o in 0..<outF {
-        var acc = Double(bias?.storage[o] ?? 0)
-        for i in 0..<inF {
-          acc += Double(x.storage[r * inF + i]) * Double(weight.storage[o * inF + i])
+    x.storage.withUnsafeBufferPointer { xs in
+      weight.storage.withUnsafeBufferPointer { ws in
+        for r in 0..<rows {
+          for o in 0..<outF {
+            var acc = Double(bias?.storage[o] ?? 0)
+            for i in 0..<inF { acc += Double(xs[r * inF + i]) * Double(ws[o * inF + i]) }
+            y.storage[r * outF + o] = Reference.activation(Float(acc), activation)
+          }
         }
-        y.storage[r * outF + o] = Reference.activation(Float(acc), activation)
       }
     }
     return y
@@ -84,16 +86,22 @@ extension Reference {
     let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let cout = weight.shape[1]
     var y = Tensor(zeros: [n, cout, 2 * h, 2 * w])
-    // Scatter form, straight from the definition of a transposed convolution.
+    // Straight from the definition of a stride-2, 2×2 transposed convolution: output pixel
+    // (oy, ox) reads input pixel (oy / 2, ox / 2) through kernel tap (oy % 2, ox % 2).
+    let xs = x.storage
+    let ws = weight.storage
     for b in 0..<n {
       for co in 0..<cout {
         for oy in 0..<(2 * h) {
           for ox in 0..<(2 * w) {
             var acc = Double(bias?.storage[co] ?? 0)
+            let pixel = (oy / 2) * w + ox / 2
+            let tap = (oy % 2) * 2 + ox % 2
             for ci in 0..<cin {
-              acc += Double(x[b, ci, oy / 2, ox / 2]) * Double(weight[ci, co, oy % 2, ox % 2])
+              acc +=
+                Double(xs[(b * cin + ci) * h * w + pixel]) * Double(ws[(ci * cout + co) * 4 + tap])
             }
-            y[b, co, oy, ox] = Float(acc)
+            y.storage[((b * cout + co) * 2 * h + oy) * 2 * w + ox] = Float(acc)
           }
         }
       }

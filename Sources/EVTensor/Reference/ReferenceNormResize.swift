@@ -19,17 +19,17 @@ extension Reference {
   public static func layerNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     var y = x
+    let plane = h * w
     for b in 0..<n {
-      for i in 0..<h {
-        for j in 0..<w {
-          let v = (0..<c).map { Double(x[b, $0, i, j]) }
-          let mean = v.reduce(0, +) / Double(c)
-          let meanSquare = v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(c)
-          for ch in 0..<c {
-            let normalised = (v[ch] - mean) / (meanSquare + Double(eps)).squareRoot()
-            y[b, ch, i, j] = Float(
-              normalised * Double(weight.storage[ch]) + Double(bias.storage[ch]))
-          }
+      for p in 0..<plane {
+        // Channel ch of pixel p in image b.
+        let v = (0..<c).map { Double(x.storage[(b * c + $0) * plane + p]) }
+        let mean = v.reduce(0, +) / Double(c)
+        let meanSquare = v.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(c)
+        for ch in 0..<c {
+          let normalised = (v[ch] - mean) / (meanSquare + Double(eps)).squareRoot()
+          y.storage[(b * c + ch) * plane + p] = Float(
+            normalised * Double(weight.storage[ch]) + Double(bias.storage[ch]))
         }
       }
     }
