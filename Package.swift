@@ -70,6 +70,9 @@ let package = Package(
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
+    // The trainer: its own differentiable path on plain layers, the official loss, AdamW and
+    // the schedule; the inference kernels stay untouched.
+    .target(name: "EVTraining", dependencies: ["EVTensor", "EVCheckpoint", "EVModel"]),
     .target(
       name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
     .testTarget(name: "EVTensorTests", dependencies: ["EVTensor", "TestSupport"]),
@@ -79,6 +82,9 @@ let package = Package(
       name: "EVModelTests",
       dependencies: ["EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
     .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "TestSupport"]),
+    .testTarget(
+      name: "EVTrainingTests",
+      dependencies: ["EVTraining", "EVCheckpoint", "EVTensor", "TestSupport"]),
     .testTarget(
       name: "EVMaskGeneratorTests",
       dependencies: [

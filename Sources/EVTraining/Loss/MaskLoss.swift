@@ -1,0 +1,229 @@
+import EVTensor
+import Foundation
+
+/// The official training loss of EfficientViT-SAM (`efficientvit/samcore/trainer`, after
+/// SAM-HQ): for each of the K outputs, the low-res logits upsampled bilinearly to the input
+/// size, read at PointRend-style points (of 3× oversampled uniform draws the 75 % most
+/// uncertain, then uniform ones), `20 × BCE + dice` per mask against the soft target read at
+/// the same points; the minimum over outputs, averaged over masks (`mean × K` in the code).
+package struct MaskLoss {
+  package struct Settings: Sendable, Equatable {
+    /// Points per mask (112²).
+    package var points = 112 * 112
+    package var oversampleRatio = 3
+    package var importanceRatio = 0.75
+    package var bceWeight = 20.0
+
+    package init() {}
+
+    package var oversampled: Int { points * oversampleRatio }
+    package var important: Int { Int(importanceRatio * Double(points)) }
+    package var extra: Int { points - important }
+  }
+
+  /// One output's uniform draws for all N masks: `oversampled` N × (3P) × 2 and `extra`
+  /// N × (P − important) × 2, (x, y) pairs in [0, 1)², as `torch.rand` makes them.
+  package struct Draws: Sendable {
+    package var oversampled: [Float]
+    package var extra: [Float]
+
+    package init(oversampled: [Float], extra: [Float]) {
+      self.oversampled = oversampled
+      self.extra = extra
+    }
+
+    /// Fresh draws from `rng` (the trainer's stream).
+    package init(
+      masks: Int, settings: Settings, using rng: inout some RandomNumberGenerator
+    ) {
+      oversampled = (0..<(masks * settings.oversampled * 2)).map { _ in
+        Float.random(in: 0..<1, using: &rng)
+      }
+      extra = (0..<(masks * settings.extra * 2)).map { _ in Float.random(in: 0..<1, using: &rng) }
+    }
+  }
+
+  package struct Result {
+    /// The loss the optimiser follows.
+    package var loss: Double
+    /// Per output k and mask n: the mean BCE and the dice loss.
+    package var bce: [[Double]]
+    package var dice: [[Double]]
+    /// Per mask, the output with the smallest `20·bce + dice` (the first on ties).
+    package var chosen: [Int]
+    /// ∂loss/∂logits, the shape of the logits.
+    package var gradient: Tensor
+
+    /// `20·bce + dice`, N × K.
+    package func matrix(bceWeight: Double = 20) -> [[Double]] {
+      (0..<chosen.count).map { n in
+        (0..<bce.count).map { k in bceWeight * bce[k][n] + dice[k][n] }
+      }
+    }
+  }
+
+  package let settings: Settings
+
+  package init(settings: Settings = Settings()) { self.settings = settings }
+
+  /// The points of every output and mask: `points[k][n]`, (x, y) pairs.
+  package func selectPoints(logits: Tensor, targetSide: Int, draws: [Draws]) -> [[[Float]]] {
+    let (n, k, h, w) = Self.dimensions(logits)
+    precondition(draws.count == k, "MaskLoss: \(draws.count) draws for \(k) outputs")
+    let view = UpsampledLogits(inputHeight: h, inputWidth: w, side: targetSide)
+    let s = settings
+    return logits.storage.withUnsafeBufferPointer { all in
+      (0..<k).map { output in
+        (0..<n).map { mask in
+          let plane = all.baseAddress! + (mask * k + output) * h * w
+          let over = draws[output].oversampled[
+            (mask * s.oversampled * 2)..<((mask + 1) * s.oversampled * 2)]
+          let extra = draws[output].extra[(mask * s.extra * 2)..<((mask + 1) * s.extra * 2)]
+          return uncertainPoints(
+            oversampled: over, extra: extra, importantCount: s.important
+          ) { px, py in
+            let taps = PointSample.taps(x: px, y: py, height: targetSide, width: targetSide)
+            return PointSample.value(taps, height: targetSide, width: targetSide) { y, x in
+              view.value(plane, y: y, x: x)
+            }
+          }
+        }
+      }
+    }
+  }
+
+  /// Loss and gradient of `logits` (B × M × K × h × w, or N × K × h × w) against `targets`
+  /// (B × M × S × S soft masks) with fresh `draws` (one per output).
+  package func callAsFunction(logits: Tensor, targets: Tensor, draws: [Draws]) -> Result {
+    let side = targets.dim(-1)
+    let points = selectPoints(logits: logits, targetSide: side, draws: draws)
+    return evaluate(logits: logits, targets: targets, points: points)
+  }
+
+  /// The loss at fixed points (the point selection has no gradient, as in the official code).
+  package func evaluate(logits: Tensor, targets: Tensor, points: [[[Float]]]) -> Result {
+    let (n, k, h, w) = Self.dimensions(logits)
+    let side = targets.dim(-1)
+    precondition(targets.dim(-2) == side && targets.count == n * side * side)
+    let view = UpsampledLogits(inputHeight: h, inputWidth: w, side: side)
+    var bce = [[Double]](repeating: [Double](repeating: 0, count: n), count: k)
+    var dice = bce
+    // Per output and mask: logits and labels at the points, for the backward pass.
+    var sampled = [[(x: [Double], t: [Double])]](
+      repeating: Array(repeating: ([], []), count: n), count: k)
+    logits.storage.withUnsafeBufferPointer { all in
+      targets.storage.withUnsafeBufferPointer { target in
+        for output in 0..<k {
+          for mask in 0..<n {
+            let plane = all.baseAddress! + (mask * k + output) * h * w
+            let truth = target.baseAddress! + mask * side * side
+            let p = points[output][mask]
+            let count = p.count / 2
+            var xs = [Double](repeating: 0, count: count)
+            var ts = [Double](repeating: 0, count: count)
+            for j in 0..<count {
+              let taps = PointSample.taps(x: p[2 * j], y: p[2 * j + 1], height: side, width: side)
+              xs[j] = Double(
+                PointSample.value(taps, height: side, width: side) { y, x in
+                  view.value(plane, y: y, x: x)
+                })
+              ts[j] = Double(
+                PointSample.value(taps, height: side, width: side) { y, x in
+                  truth[y * side + x]
+                })
+            }
+            (bce[output][mask], dice[output][mask]) = Self.losses(xs, ts)
+            sampled[output][mask] = (xs, ts)
+          }
+        }
+      }
+    }
+    let weight = settings.bceWeight
+    var chosen = [Int](repeating: 0, count: n)
+    var total = 0.0
+    for mask in 0..<n {
+      var best = 0
+      for output in 1..<k
+      where weight * bce[output][mask] + dice[output][mask] < weight * bce[best][mask]
+        + dice[best][mask]
+      {
+        best = output
+      }
+      chosen[mask] = best
+      total += weight * bce[best][mask] + dice[best][mask]
+    }
+
+    // Backward: only the chosen output of each mask carries gradient.
+    var gradient = [Double](repeating: 0, count: logits.count)
+    gradient.withUnsafeMutableBufferPointer { g in
+      for mask in 0..<n {
+        let output = chosen[mask]
+        let (xs, ts) = sampled[output][mask]
+        let dx = Self.gradients(xs, ts, bceWeight: weight, scale: 1 / Double(n))
+        let plane = g.baseAddress! + (mask * k + output) * h * w
+        let p = points[output][mask]
+        for j in 0..<xs.count {
+          let taps = PointSample.taps(x: p[2 * j], y: p[2 * j + 1], height: side, width: side)
+          PointSample.scatter(taps, height: side, width: side) { y, x, tapWeight in
+            view.accumulate(dx[j] * Double(tapWeight), into: plane, y: y, x: x)
+          }
+        }
+      }
+    }
+    return Result(
+      loss: total / Double(n), bce: bce, dice: dice, chosen: chosen,
+      gradient: Tensor(shape: logits.shape, storage: gradient.map { Float($0) }))
+  }
+
+  /// N (masks), K (outputs), h, w of B × M × K × h × w or N × K × h × w logits.
+  private static func dimensions(_ logits: Tensor) -> (Int, Int, Int, Int) {
+    precondition(logits.rank == 4 || logits.rank == 5, "MaskLoss: logits \(logits.shape)")
+    let k = logits.dim(-3)
+    return (logits.count / (k * logits.dim(-2) * logits.dim(-1)), k, logits.dim(-2), logits.dim(-1))
+  }
+
+  /// Mean BCE-with-logits (`max(x, 0) − x·t + log(1 + e^−|x|)`) and the dice loss
+  /// `1 − (2Σσ(x)t + 1) / (Σσ(x) + Σt + 1)` of one mask's points.
+  static func losses(_ x: [Double], _ t: [Double]) -> (bce: Double, dice: Double) {
+    var bce = 0.0
+    var overlap = 0.0
+    var predicted = 0.0
+    var truth = 0.0
+    for j in x.indices {
+      bce += max(x[j], 0) - x[j] * t[j] + log1p(exp(-abs(x[j])))
+      let p = sigmoid(x[j])
+      overlap += p * t[j]
+      predicted += p
+      truth += t[j]
+    }
+    let dice = 1 - (2 * overlap + 1) / (predicted + truth + 1)
+    return (bce / Double(x.count), dice)
+  }
+
+  /// ∂(w·bce + dice)/∂x_j · `scale` for one mask's points.
+  static func gradients(_ x: [Double], _ t: [Double], bceWeight: Double, scale: Double)
+    -> [Double]
+  {
+    var overlap = 0.0
+    var predicted = 0.0
+    var truth = 0.0
+    let p = x.map(sigmoid)
+    for j in x.indices {
+      overlap += p[j] * t[j]
+      predicted += p[j]
+      truth += t[j]
+    }
+    let numerator = 2 * overlap + 1
+    let denominator = predicted + truth + 1
+    let count = Double(x.count)
+    return x.indices.map { j in
+      let slope = p[j] * (1 - p[j])
+      let dDice =
+        -(2 * t[j] * slope * denominator - numerator * slope) / (denominator * denominator)
+      return scale * (bceWeight * (p[j] - t[j]) / count + dDice)
+    }
+  }
+}
+
+@inline(__always)
+func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
