@@ -84,7 +84,9 @@ let package = Package(
     .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "TestSupport"]),
     .testTarget(
       name: "EVTrainingTests",
-      dependencies: ["EVTraining", "EVCheckpoint", "EVTensor", "TestSupport"]),
+      dependencies: [
+        "EVTraining", "EVCheckpoint", "EVEvaluation", "EVImage", "EVTensor", "TestSupport",
+      ]),
     .testTarget(
       name: "EVMaskGeneratorTests",
       dependencies: [
