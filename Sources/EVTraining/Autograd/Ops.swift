@@ -1,0 +1,303 @@
+import EVTensor
+import Foundation
+
+// Differentiable ops on plain loops: each forward is the textbook definition with double
+// accumulation (as `Reference`), each backward its derivative. Tests hold every backward
+// against central differences of the forward.
+
+extension Tape {
+  /// `a + b`, same shapes.
+  package func add(_ a: Variable, _ b: Variable) -> Variable {
+    precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
+    var y = a.value
+    for i in y.storage.indices { y.storage[i] += b.value.storage[i] }
+    return record(y, inputs: [a, b]) { g in
+      a.accumulate(g)
+      b.accumulate(g)
+    }
+  }
+
+  /// `x · s` for a constant `s`.
+  package func scale(_ x: Variable, _ s: Float) -> Variable {
+    var y = x.value
+    for i in y.storage.indices { y.storage[i] *= s }
+    return record(y, inputs: [x]) { g in x.accumulate(g.map { $0 * s }) }
+  }
+
+  /// An elementwise activation (ReLU, exact or tanh GELU).
+  package func activation(_ x: Variable, _ kind: Activation) -> Variable {
+    let y = Reference.activate(x.value, kind)
+    return record(y, inputs: [x]) { g in
+      let input = x.value.storage
+      x.accumulate(input.indices.map { Double(g[$0]) * activationSlope(Double(input[$0]), kind) })
+    }
+  }
+
+  /// A new view of the same values.
+  package func reshape(_ x: Variable, _ shape: [Int]) -> Variable {
+    let y = x.value.reshaped(shape)
+    return record(y, inputs: [x]) { g in x.accumulate(g) }
+  }
+
+  /// Axes permuted (`torch.permute`).
+  package func permute(_ x: Variable, _ perm: [Int]) -> Variable {
+    let y = Reference.permute(x.value, perm)
+    var inverse = [Int](repeating: 0, count: perm.count)
+    for (d, p) in perm.enumerated() { inverse[p] = d }
+    let outShape = y.shape
+    return record(y, inputs: [x]) { g in
+      x.accumulate(Reference.permute(Tensor(shape: outShape, storage: g), inverse).storage)
+    }
+  }
+
+  package func concat(_ xs: [Variable], axis: Int) -> Variable {
+    let y = Reference.concat(xs.map(\.value), axis: axis)
+    let a = axis < 0 ? axis + y.rank : axis
+    let outShape = y.shape
+    return record(y, inputs: xs) { g in
+      let grad = Tensor(shape: outShape, storage: g)
+      var start = 0
+      for x in xs {
+        let size = x.shape[a]
+        if x.requiresGrad {
+          x.accumulate(Reference.slice(grad, axis: a, range: start..<(start + size)).storage)
+        }
+        start += size
+      }
+    }
+  }
+
+  package func slice(_ x: Variable, axis: Int, range: Range<Int>) -> Variable {
+    let y = Reference.slice(x.value, axis: axis, range: range)
+    let a = axis < 0 ? axis + x.value.rank : axis
+    let inShape = x.shape
+    let outShape = y.shape
+    return record(y, inputs: [x]) { g in
+      // Zeros around the slice, by concatenation.
+      var parts: [Tensor] = []
+      if range.lowerBound > 0 {
+        var s = inShape
+        s[a] = range.lowerBound
+        parts.append(Tensor(zeros: s))
+      }
+      parts.append(Tensor(shape: outShape, storage: g))
+      if range.upperBound < inShape[a] {
+        var s = inShape
+        s[a] = inShape[a] - range.upperBound
+        parts.append(Tensor(zeros: s))
+      }
+      x.accumulate(Reference.concat(parts, axis: a).storage)
+    }
+  }
+
+  /// `nn.Linear`: `x·Wᵀ + b` over the last axis (W is `[out, in]`).
+  package func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
+    let y = Reference.linear(x.value, weight: weight.value, bias: bias?.value)
+    let inF = x.shape.last!
+    let outF = weight.shape[0]
+    let rows = x.count / inF
+    return record(y, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
+      let xs = x.value.storage
+      let ws = weight.value.storage
+      if x.requiresGrad {
+        var dx = [Double](repeating: 0, count: xs.count)
+        for r in 0..<rows {
+          for o in 0..<outF {
+            let go = Double(g[r * outF + o])
+            if go == 0 { continue }
+            for i in 0..<inF { dx[r * inF + i] += go * Double(ws[o * inF + i]) }
+          }
+        }
+        x.accumulate(dx)
+      }
+      if weight.requiresGrad {
+        var dw = [Double](repeating: 0, count: ws.count)
+        for r in 0..<rows {
+          for o in 0..<outF {
+            let go = Double(g[r * outF + o])
+            if go == 0 { continue }
+            for i in 0..<inF { dw[o * inF + i] += go * Double(xs[r * inF + i]) }
+          }
+        }
+        weight.accumulate(dw)
+      }
+      if let bias, bias.requiresGrad {
+        var db = [Double](repeating: 0, count: outF)
+        for r in 0..<rows { for o in 0..<outF { db[o] += Double(g[r * outF + o]) } }
+        bias.accumulate(db)
+      }
+    }
+  }
+
+  /// Batched `a · b` (or `a · bᵀ`) over the last two axes; the leading axes must agree.
+  package func matmul(_ a: Variable, _ b: Variable, transposeB: Bool = false) -> Variable {
+    let y = Reference.matmul(a.value, b.value, transposeB: transposeB)
+    let outShape = y.shape
+    return record(y, inputs: [a, b]) { g in
+      let grad = Tensor(shape: outShape, storage: g)
+      // dA = dY·Bᵀ (or dY·B); dB = Aᵀ·dY (or dYᵀ·A).
+      if a.requiresGrad {
+        a.accumulate(Reference.matmul(grad, b.value, transposeB: !transposeB).storage)
+      }
+      if b.requiresGrad {
+        let db =
+          transposeB
+          ? Reference.matmul(grad, a.value, transposeA: true)
+          : Reference.matmul(a.value, grad, transposeA: true)
+        b.accumulate(db.storage)
+      }
+    }
+  }
+
+  /// Softmax over the last axis.
+  package func softmax(_ x: Variable) -> Variable {
+    let y = Reference.softmax(x.value)
+    let d = x.shape.last!
+    return record(y, inputs: [x]) { g in
+      var dx = [Double](repeating: 0, count: y.count)
+      for r in 0..<(y.count / d) {
+        var dot = 0.0
+        for i in 0..<d { dot += Double(g[r * d + i]) * Double(y.storage[r * d + i]) }
+        for i in 0..<d {
+          dx[r * d + i] = Double(y.storage[r * d + i]) * (Double(g[r * d + i]) - dot)
+        }
+      }
+      x.accumulate(dx)
+    }
+  }
+
+  /// LayerNorm over the last axis (`nn.LayerNorm`, biased variance).
+  package func layerNorm(_ x: Variable, weight: Variable, bias: Variable, eps: Float) -> Variable {
+    let d = x.shape.last!
+    return normalize(
+      x, weight: weight, bias: bias, eps: eps, groups: x.count / d, size: d,
+      index: { group, i in group * d + i }, channel: { _, i in i })
+  }
+
+  /// `LayerNorm2d` of SAM: over the channels of each pixel of N × C × H × W.
+  package func layerNorm2d(_ x: Variable, weight: Variable, bias: Variable, eps: Float)
+    -> Variable
+  {
+    let (c, plane) = (x.shape[1], x.shape[2] * x.shape[3])
+    return normalize(
+      x, weight: weight, bias: bias, eps: eps, groups: x.count / c, size: c,
+      index: { group, i in ((group / plane) * c + i) * plane + group % plane },
+      channel: { _, i in i })
+  }
+
+  /// Normalisation of `groups` groups of `size` values (`index(group, i)` locates them),
+  /// then an affine map by channel.
+  private func normalize(
+    _ x: Variable, weight: Variable, bias: Variable, eps: Float, groups: Int, size: Int,
+    index: @escaping (Int, Int) -> Int, channel: @escaping (Int, Int) -> Int
+  ) -> Variable {
+    var y = x.value
+    var normalised = [Double](repeating: 0, count: x.count)
+    var inverseStd = [Double](repeating: 0, count: groups)
+    let xs = x.value.storage
+    for group in 0..<groups {
+      var mean = 0.0
+      for i in 0..<size { mean += Double(xs[index(group, i)]) }
+      mean /= Double(size)
+      var variance = 0.0
+      for i in 0..<size {
+        let d = Double(xs[index(group, i)]) - mean
+        variance += d * d
+      }
+      variance /= Double(size)
+      let inv = 1 / (variance + Double(eps)).squareRoot()
+      inverseStd[group] = inv
+      for i in 0..<size {
+        let at = index(group, i)
+        let n = (Double(xs[at]) - mean) * inv
+        normalised[at] = n
+        let c = channel(group, i)
+        y.storage[at] = Float(n * Double(weight.value.storage[c]) + Double(bias.value.storage[c]))
+      }
+    }
+    return record(y, inputs: [x, weight, bias]) { g in
+      let w = weight.value.storage
+      var dw = [Double](repeating: 0, count: w.count)
+      var db = [Double](repeating: 0, count: w.count)
+      var dx = [Double](repeating: 0, count: xs.count)
+      for group in 0..<groups {
+        // dx = inv·(ĝ − mean(ĝ) − n·mean(ĝ·n)) with ĝ = g·w.
+        var sum = 0.0
+        var sumN = 0.0
+        for i in 0..<size {
+          let at = index(group, i)
+          let c = channel(group, i)
+          let gi = Double(g[at])
+          dw[c] += gi * normalised[at]
+          db[c] += gi
+          let gh = gi * Double(w[c])
+          sum += gh
+          sumN += gh * normalised[at]
+        }
+        let m = Double(size)
+        for i in 0..<size {
+          let at = index(group, i)
+          let gh = Double(g[at]) * Double(w[channel(group, i)])
+          dx[at] = inverseStd[group] * (gh - sum / m - normalised[at] * sumN / m)
+        }
+      }
+      x.accumulate(dx)
+      weight.accumulate(dw)
+      bias.accumulate(db)
+    }
+  }
+
+  /// `nn.ConvTranspose2d(kernel 2, stride 2)`: weight `[in, out, 2, 2]`.
+  package func convTranspose2x2(_ x: Variable, weight: Variable, bias: Variable) -> Variable {
+    let y = Reference.convTranspose2x2(x.value, weight: weight.value, bias: bias.value)
+    let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
+    let cout = weight.shape[1]
+    return record(y, inputs: [x, weight, bias]) { g in
+      let xs = x.value.storage
+      let ws = weight.value.storage
+      var dx = [Double](repeating: 0, count: xs.count)
+      var dw = [Double](repeating: 0, count: ws.count)
+      var db = [Double](repeating: 0, count: cout)
+      for b in 0..<n {
+        for co in 0..<cout {
+          for oy in 0..<(2 * h) {
+            for ox in 0..<(2 * w) {
+              let go = Double(g[((b * cout + co) * 2 * h + oy) * 2 * w + ox])
+              db[co] += go
+              let pixel = (oy / 2) * w + ox / 2
+              let tap = (oy % 2) * 2 + ox % 2
+              for ci in 0..<cin {
+                let xi = (b * cin + ci) * h * w + pixel
+                let wi = (ci * cout + co) * 4 + tap
+                dx[xi] += go * Double(ws[wi])
+                dw[wi] += go * Double(xs[xi])
+              }
+            }
+          }
+        }
+      }
+      x.accumulate(dx)
+      weight.accumulate(dw)
+      bias.accumulate(db)
+    }
+  }
+}
+
+/// d activation / dx at x.
+func activationSlope(_ x: Double, _ kind: Activation) -> Double {
+  switch kind {
+  case .identity: return 1
+  case .relu: return x > 0 ? 1 : 0
+  case .geluErf:
+    let cdf = 0.5 * erfc(-x / 2.0.squareRoot())
+    let pdf = exp(-0.5 * x * x) / (2 * Double.pi).squareRoot()
+    return cdf + x * pdf
+  case .geluTanh:
+    let k = (2 / Double.pi).squareRoot()
+    let u = k * (x + 0.044715 * x * x * x)
+    let t = tanh(u)
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
+  case .hardswish:
+    return x < -3 ? 0 : x > 3 ? 1 : (2 * x + 3) / 6
+  }
+}

@@ -1,0 +1,113 @@
+import EVTensor
+import EVTraining
+import Foundation
+import TestSupport
+import Testing
+
+/// Every differentiable op's backward against central differences of its forward (which
+/// accumulates in double precision), on small random inputs, through the objective
+/// `L = Σ rᵢ·yᵢ` with random weights r.
+@Suite struct OpGradientTests {
+  static func random(
+    _ shape: [Int], _ rng: inout Fuzz.Generator, range: ClosedRange<Float> = -2...2
+  )
+    -> Variable
+  {
+    Variable(
+      Tensor(
+        shape: shape,
+        storage: (0..<shape.reduce(1, *)).map { _ in Float.random(in: range, using: &rng) }),
+      requiresGrad: true)
+  }
+
+  /// Checks ∂L/∂input for every input (at most `samples` elements each).
+  static func check(
+    _ inputs: [Variable], seed: UInt64 = 1, step: Float = 1e-2, tolerance: Double = 2e-3,
+    samples: Int = 48, _ build: (Tape, [Variable]) -> Variable,
+    sourceLocation: SourceLocation = #_sourceLocation
+  ) {
+    var rng = Fuzz.Generator(seed: seed)
+    for input in inputs { input.grad = nil }
+    let tape = Tape()
+    let y = build(tape, inputs)
+    let r = (0..<y.count).map { _ in Float.random(in: -1...1, using: &rng) }
+    tape.backward(from: y, gradient: r)
+    func objective() -> Double {
+      let out = build(Tape(), inputs)
+      return zip(out.value.storage, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+    }
+    for (n, input) in inputs.enumerated() where input.requiresGrad {
+      let analytic = input.grad ?? [Float](repeating: 0, count: input.count)
+      let picks = (0..<min(samples, input.count)).map { _ in
+        Int.random(in: 0..<input.count, using: &rng)
+      }
+      for i in picks {
+        let original = input.value.storage[i]
+        input.value.storage[i] = original + step
+        let plus = objective()
+        input.value.storage[i] = original - step
+        let minus = objective()
+        input.value.storage[i] = original
+        let numeric = (plus - minus) / (Double(original + step) - Double(original - step))
+        #expect(
+          abs(numeric - Double(analytic[i])) <= tolerance * max(1, abs(numeric)),
+          "input \(n)[\(i)]: analytic \(analytic[i]), numeric \(numeric)",
+          sourceLocation: sourceLocation)
+      }
+    }
+  }
+
+  @Test func elementwiseAndShapeOps() {
+    var rng = Fuzz.Generator(seed: 7)
+    let a = Self.random([2, 3, 4], &rng)
+    let b = Self.random([2, 3, 4], &rng)
+    Self.check([a, b]) { t, v in t.scale(t.add(v[0], v[1]), 0.7) }
+    Self.check([a]) { t, v in t.permute(t.reshape(v[0], [3, 2, 4]), [2, 0, 1]) }
+    Self.check([a, b]) { t, v in t.slice(t.concat([v[0], v[1]], axis: 1), axis: 1, range: 2..<5) }
+    for kind in [Activation.relu, .geluErf, .geluTanh] {
+      Self.check([a]) { t, v in t.activation(v[0], kind) }
+    }
+  }
+
+  @Test func linearAlgebraOps() {
+    var rng = Fuzz.Generator(seed: 8)
+    let x = Self.random([2, 3, 5], &rng)
+    let w = Self.random([4, 5], &rng)
+    let bias = Self.random([4], &rng)
+    Self.check([x, w, bias]) { t, v in t.linear(v[0], weight: v[1], bias: v[2]) }
+  }
+
+  @Test func batchedProducts() {
+    var rng = Fuzz.Generator(seed: 10)
+    let p = Self.random([2, 3, 4, 5], &rng)
+    let q = Self.random([2, 3, 5, 6], &rng)
+    let qt = Self.random([2, 3, 6, 5], &rng)
+    Self.check([p, q]) { t, v in t.matmul(v[0], v[1]) }
+    Self.check([p, qt]) { t, v in t.matmul(v[0], v[1], transposeB: true) }
+  }
+
+  @Test func softmaxRows() {
+    var rng = Fuzz.Generator(seed: 11)
+    let p = Self.random([2, 3, 4, 5], &rng)
+    Self.check([p]) { t, v in t.softmax(v[0]) }
+  }
+
+  @Test func normalisationAndUpscaling() {
+    var rng = Fuzz.Generator(seed: 9)
+    let x = Self.random([2, 3, 6], &rng)
+    let g = Self.random([6], &rng)
+    let b = Self.random([6], &rng)
+    Self.check([x, g, b]) { t, v in t.layerNorm(v[0], weight: v[1], bias: v[2], eps: 1e-6) }
+    let image = Self.random([2, 4, 3, 3], &rng)
+    let g4 = Self.random([4], &rng)
+    let b4 = Self.random([4], &rng)
+    Self.check([image, g4, b4]) { t, v in
+      t.layerNorm2d(v[0], weight: v[1], bias: v[2], eps: 1e-6)
+    }
+    let weight = Self.random([4, 3, 2, 2], &rng)
+    let bias3 = Self.random([3], &rng)
+    Self.check([image, weight, bias3]) { t, v in
+      t.convTranspose2x2(v[0], weight: v[1], bias: v[2])
+    }
+  }
+}
