@@ -85,7 +85,8 @@ let package = Package(
     .testTarget(
       name: "EVTrainingTests",
       dependencies: [
-        "EVTraining", "EVCheckpoint", "EVEvaluation", "EVImage", "EVTensor", "TestSupport",
+        "EVTraining", "EVCheckpoint", "EVEvaluation", "EVImage", "EVModel", "EVTensor",
+        "TestSupport",
       ]),
     .testTarget(
       name: "EVMaskGeneratorTests",
