@@ -49,6 +49,10 @@ public final class WeightReader {
 
   public var root: WeightScope { WeightScope(reader: self, prefix: "") }
 
+  /// True for `declaringOnly()`: its zeros are never run, so layers may skip preparing derived
+  /// forms of their weights (Winograd transforms) while the model declares its keys.
+  public var isDeclaringOnly: Bool { !verify }
+
   /// The tensor stored under `key`, widened to float32. `dtype` is what the official model
   /// stores (BatchNorm's `num_batches_tracked` is an int64 scalar); a checkpoint may store
   /// floating-point parameters at another precision (float16), which is accepted.
