@@ -155,12 +155,14 @@ import Testing
     return (header, data)
   }()
 
+  /// A safetensors file whose length prefix is off by `lengthDelta`.
   static func safetensors(header: String, data: [UInt8], lengthDelta: Int = 0) -> [UInt8] {
-    var h = Array(header.utf8)
-    h += [UInt8](repeating: 0x20, count: (8 - h.count % 8) % 8)
-    var out: [UInt8] = []
-    out.le64(UInt64(bitPattern: Int64(h.count + lengthDelta)))
-    return out + h + data
+    var out = SafeTensorsTests.file(header: header, data: data)
+    let length = Int(out[0]) | Int(out[1]) << 8 | Int(out[2]) << 16 | Int(out[3]) << 24
+    var prefix: [UInt8] = []
+    prefix.le64(UInt64(bitPattern: Int64(length + lengthDelta)))
+    out.replaceSubrange(0..<8, with: prefix)
+    return out
   }
 
   /// The header with one number, dtype or structural character replaced.

@@ -23,18 +23,6 @@ import Testing
     return predictor
   }
 
-  static func error(_ body: () throws -> Void) -> PredictorError? {
-    do {
-      try body()
-      return nil
-    } catch let error as PredictorError {
-      return error
-    } catch {
-      Issue.record("not a PredictorError: \(error)")
-      return nil
-    }
-  }
-
   static func embedding() -> Tensor {
     Tensor(shape: [1, 256, 64, 64], storage: (0..<(256 * 64 * 64)).map { Float($0 % 7) * 0.1 })
   }
@@ -44,7 +32,9 @@ import Testing
     var embedding = Self.embedding()
     embedding.storage[5] = .nan
     embedding.storage[70_000] = -.infinity
-    let error = Self.error { try predictor.setEmbedding(embedding, originalSize: (300, 400)) }
+    let error = PredictorValidationTests.error {
+      try predictor.setEmbedding(embedding, originalSize: (300, 400))
+    }
     #expect(error == .nonFiniteEmbedding(count: 2))
     #expect(error?.description.contains("2 non-finite values (NaN/inf)") == true)
     #expect(!predictor.isImageSet)
@@ -59,7 +49,9 @@ import Testing
       }
     }
     try predictor.setEmbedding(Self.embedding(), originalSize: (300, 400))
-    let error = Self.error { _ = try predictor.predict(points: [(100, 100)], labels: [1]) }
+    let error = PredictorValidationTests.error {
+      _ = try predictor.predict(points: [(100, 100)], labels: [1])
+    }
     guard case .nonFiniteOutput(let what, let count)? = error else {
       Issue.record("expected nonFiniteOutput, got \(String(describing: error))")
       return
@@ -74,7 +66,7 @@ import Testing
       weights["mask_decoder.iou_prediction_head.layers.2.bias"]?.storage[1] = .infinity
     }
     try predictor.setEmbedding(Self.embedding(), originalSize: (300, 400))
-    let error = Self.error {
+    let error = PredictorValidationTests.error {
       _ = try predictor.predictBatch(boxes: [[10, 10, 200, 150]], multimask: true, upscale: false)
     }
     #expect(error == .nonFiniteOutput(what: "IoU predictions", count: 1))
