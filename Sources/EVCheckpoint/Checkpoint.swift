@@ -5,8 +5,8 @@ import Foundation
 public enum Checkpoint {
   /// All tensors of the checkpoint at `url`, widened to float32: a PyTorch `torch.save` zip
   /// archive (a `{"state_dict": …}` wrapper is unwrapped, as the official loader does) or a
-  /// safetensors file. Every problem, from a truncated file to an unsupported dtype, is a
-  /// `CheckpointError` naming the file; nothing is ever loaded partially.
+  /// safetensors file. Every problem, from a truncated file to an unsupported dtype or a NaN
+  /// weight, is a `CheckpointError` naming the file; nothing is ever loaded partially.
   public static func load(contentsOf url: URL) throws(CheckpointError) -> [String: Tensor] {
     try LoadedCheckpoint(contentsOf: url).tensors
   }
