@@ -5,11 +5,81 @@ import Foundation
 public enum Checkpoint {
   /// All tensors of the checkpoint at `url`, widened to float32: a PyTorch `torch.save` zip
   /// archive (a `{"state_dict": …}` wrapper is unwrapped, as the official loader does) or a
-  /// safetensors file. Every problem, from a truncated file to an unsupported dtype, is a
-  /// `CheckpointError` naming the file; nothing is ever loaded partially.
+  /// safetensors file. Every problem, from a truncated file to an unsupported dtype or a NaN
+  /// weight, is a `CheckpointError` naming the file; nothing is ever loaded partially.
   public static func load(contentsOf url: URL) throws(CheckpointError) -> [String: Tensor] {
     try LoadedCheckpoint(contentsOf: url).tensors
   }
+
+  /// The tensors of the checkpoint at `url`, which must hold exactly the `declared` keys and
+  /// shapes (a model's `WeightReader.declared`). The keys and shapes are compared from the
+  /// file's index before any tensor is decoded, so a file made for another model, or a tiny
+  /// hostile one declaring huge tensors, is refused without allocating their memory; the error
+  /// lists every missing, unexpected and misshapen key.
+  public static func load(contentsOf url: URL, expecting declared: [WeightReader.Declared])
+    throws(CheckpointError) -> [String: Tensor]
+  {
+    try LoadedCheckpoint(contentsOf: url, expecting: declared).tensors
+  }
+}
+
+/// What a model declares, checked against a checkpoint's index before anything is decoded.
+struct Expectation {
+  let declared: [(key: String, shape: [Int])]
+  /// The float32 elements the declared tensors hold together: what a matching checkpoint
+  /// materialises, and so the most any load against this model may.
+  let elementCount: Int
+
+  init(_ declared: [WeightReader.Declared]) {
+    self.declared = declared.map { ($0.key, $0.shape) }
+    var total = 0
+    for d in declared {
+      var count = 1
+      for size in d.shape {
+        let (product, overflow) = count.multipliedReportingOverflow(by: size)
+        count = overflow ? .max : product
+      }
+      let (sum, overflow) = total.addingReportingOverflow(count)
+      total = overflow ? .max : sum
+    }
+    elementCount = total
+  }
+
+  /// Throws `verificationFailed` listing every problem when `found` differs from the
+  /// declaration, as `WeightReader.finish()` would after a full load.
+  func verify(_ found: [(key: String, shape: [Int])], file: String) throws(CheckpointError) {
+    var shapes: [String: [Int]] = [:]
+    shapes.reserveCapacity(found.count)
+    for (key, shape) in found { shapes[key] = shape }
+    let problems = LoadProblem.comparing(declared: declared, found: shapes)
+    if !problems.isEmpty { throw .verificationFailed(file: file, problems: problems) }
+  }
+}
+
+/// Refuses a load whose tensors would together take more than `limit` float32 elements,
+/// before any of them is allocated; `basis` says where the limit comes from.
+func checkMaterialisedSize(
+  _ elementCounts: some Sequence<Int>, limit: Int, basis: String, file: String
+) throws(CheckpointError) {
+  var total = 0
+  for count in elementCounts {
+    let (sum, overflow) = total.addingReportingOverflow(count)
+    guard !overflow, sum <= limit else {
+      throw .unsupported(
+        file: file,
+        reason: "its tensors would take more than the \(limit) float32 elements "
+          + "(\(limit / (1 << 18)) MiB) \(basis); refusing to allocate them")
+    }
+    total = sum
+  }
+}
+
+/// How many of `values` are NaN or infinite. Integer tests on the exponent bits, so the loop
+/// vectorises; one pass over a model's weights costs a small fraction of decoding them.
+func nonFiniteCount(_ values: UnsafeBufferPointer<Float>) -> Int {
+  var count = 0
+  for v in values { count &+= v.bitPattern & 0x7F80_0000 == 0x7F80_0000 ? 1 : 0 }
+  return count
 }
 
 /// A checkpoint's tensors together with what the file said about them.
@@ -55,19 +125,39 @@ public struct LoadedCheckpoint: Sendable {
 
   /// Reads the checkpoint at `url`, memory-mapped. With `verifyChecksums` (the default) every
   /// PyTorch storage that is loaded is checked against the CRC-32 its archive records.
-  public init(contentsOf url: URL, verifyChecksums: Bool = true) throws(CheckpointError) {
+  ///
+  /// - Parameters:
+  ///   - declared: when given (a model's `WeightReader.declared`), the file must hold exactly
+  ///     these keys and shapes; that is checked from its index before any tensor is decoded,
+  ///     and the load may then materialise no more than the declared tensors hold.
+  ///   - allowNonFinite: accept NaN and infinite values; by default the first tensor holding
+  ///     any is a `nonFiniteValues` error, since weights like that only produce garbage.
+  public init(
+    contentsOf url: URL, verifyChecksums: Bool = true,
+    expecting declared: [WeightReader.Declared]? = nil, allowNonFinite: Bool = false
+  ) throws(CheckpointError) {
     let data = try mapFile(url)
-    try self.init(data: data, file: url.path, verifyChecksums: verifyChecksums)
+    try self.init(
+      data: data, file: url.path, verifyChecksums: verifyChecksums, expecting: declared,
+      allowNonFinite: allowNonFinite)
   }
 
-  /// Reads a checkpoint held in memory; `file` names it in errors.
-  public init(data: Data, file: String, verifyChecksums: Bool = true) throws(CheckpointError) {
+  /// Reads a checkpoint held in memory; `file` names it in errors. The options are those of
+  /// `init(contentsOf:verifyChecksums:expecting:allowNonFinite:)`.
+  public init(
+    data: Data, file: String, verifyChecksums: Bool = true,
+    expecting declared: [WeightReader.Declared]? = nil, allowNonFinite: Bool = false
+  ) throws(CheckpointError) {
+    let expectation = declared.map(Expectation.init)
     self = try withBytes(of: data) { (bytes) throws(CheckpointError) -> LoadedCheckpoint in
       switch try Self.detectFormat(bytes, file: file) {
       case .pytorch:
-        return try TorchArchive.load(bytes, file: file, verifyChecksums: verifyChecksums)
+        return try TorchArchive.load(
+          bytes, file: file, verifyChecksums: verifyChecksums, expecting: expectation,
+          requireFinite: !allowNonFinite)
       case .safetensors:
-        return try SafeTensors.load(bytes, file: file)
+        return try SafeTensors.load(
+          bytes, file: file, expecting: expectation, requireFinite: !allowNonFinite)
       }
     }
   }

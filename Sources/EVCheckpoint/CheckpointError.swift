@@ -11,12 +11,16 @@ public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible
   case verificationFailed(file: String, problems: [LoadProblem])
   /// A file cannot be written (SafeTensors.write); nothing is left at the destination.
   case unwritable(file: String, reason: String)
+  /// A tensor holds NaN or infinite values (the first such tensor in the file's order, and how
+  /// many of its elements are affected): a model built on it would run, yet every output would
+  /// be garbage.
+  case nonFiniteValues(file: String, key: String, count: Int)
 
   /// The file the error is about.
   public var file: String {
     switch self {
     case .unreadable(let file, _), .malformed(let file, _), .unsupported(let file, _),
-      .verificationFailed(let file, _), .unwritable(let file, _):
+      .verificationFailed(let file, _), .unwritable(let file, _), .nonFiniteValues(let file, _, _):
       return file
     }
   }
@@ -27,6 +31,8 @@ public enum CheckpointError: Error, Sendable, Equatable, CustomStringConvertible
     case .malformed(let file, let reason): return "\(file): not a valid checkpoint: \(reason)"
     case .unsupported(let file, let reason): return "\(file): unsupported: \(reason)"
     case .unwritable(let file, let reason): return "\(file): cannot write: \(reason)"
+    case .nonFiniteValues(let file, let key, let count):
+      return "\(file): checkpoint tensor '\(key)' has \(count) non-finite values (NaN/inf)"
     case .verificationFailed(let file, let problems):
       let missing = problems.filter { if case .missing = $0 { true } else { false } }.count
       let unexpected = problems.filter { if case .unexpected = $0 { true } else { false } }.count

@@ -763,7 +763,7 @@ struct PickleMachine {
     }
     // Only overlapping (stride-0, expanded) views have more elements than their storage;
     // bounding them keeps a tiny hostile file from demanding a huge allocation.
-    guard count <= storage.elementCount || count <= 1 << 26 else {
+    guard count <= storage.elementCount || count <= TorchArchive.expansionAllowance else {
       throw unsupported("\(describe) has \(count) elements, more than a checkpoint load allows")
     }
     return PickleTensor(

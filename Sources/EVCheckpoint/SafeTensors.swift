@@ -17,8 +17,10 @@ public enum SafeTensors {
   }
 
   public static func read(_ data: Data, file: String) throws(CheckpointError) -> [String: Tensor] {
+    // A general tensor reader (logits, embeddings, golden data): -inf logits are legitimate
+    // here, so only checkpoint loads refuse non-finite values.
     try withBytes(of: data) { (bytes) throws(CheckpointError) in
-      try load(bytes, file: file).tensors
+      try load(bytes, file: file, expecting: nil, requireFinite: false).tensors
     }
   }
 
@@ -33,7 +35,9 @@ public enum SafeTensors {
     let end: Int
   }
 
-  static func load(_ bytes: ByteView, file: String) throws(CheckpointError) -> LoadedCheckpoint {
+  static func load(
+    _ bytes: ByteView, file: String, expecting expectation: Expectation?, requireFinite: Bool
+  ) throws(CheckpointError) -> LoadedCheckpoint {
     func bad(_ reason: String) -> CheckpointError { .malformed(file: file, reason: reason) }
 
     guard let length = bytes.u64(0) else {
@@ -153,20 +157,41 @@ public enum SafeTensors {
           + "offsets are wrong or the file has trailing garbage")
     }
 
+    // Every entry now lies inside the file and they tile it, so an honest file decodes to no
+    // more elements than it has data bytes; a model's declaration is checked before anything
+    // is allocated.
+    if let expectation {
+      try expectation.verify(entries.map { ($0.name, $0.shape) }, file: file)
+      try checkMaterialisedSize(
+        entries.lazy.map(\.count), limit: expectation.elementCount,
+        basis: "the model declares", file: file)
+    } else {
+      try checkMaterialisedSize(
+        entries.lazy.map(\.count), limit: dataLength,
+        basis: "a \(dataLength)-byte data section holds", file: file)
+    }
+
     var decoded = [[Float]](repeating: [], count: entries.count)
+    var nonFinite = [Int](repeating: 0, count: entries.count)
     decoded.withUnsafeMutableBufferPointer { decoded in
-      ParallelWork.run(weights: entries.map { $0.end - $0.begin }) { i in
-        let entry = entries[i]
-        decoded[i] = [Float](unsafeUninitializedCapacity: entry.count) { out, n in
-          // Zero-element tensors have no destination address and nothing to copy.
-          if let destination = out.baseAddress, let base = bytes.buffer.baseAddress {
-            entry.dtype.widen(
-              from: base + dataStart + entry.begin, byteStride: entry.dtype.byteSize,
-              count: entry.count, into: destination)
+      nonFinite.withUnsafeMutableBufferPointer { nonFinite in
+        ParallelWork.run(weights: entries.map { $0.end - $0.begin }) { i in
+          let entry = entries[i]
+          decoded[i] = [Float](unsafeUninitializedCapacity: entry.count) { out, n in
+            // Zero-element tensors have no destination address and nothing to copy.
+            if let destination = out.baseAddress, let base = bytes.buffer.baseAddress {
+              entry.dtype.widen(
+                from: base + dataStart + entry.begin, byteStride: entry.dtype.byteSize,
+                count: entry.count, into: destination)
+            }
+            n = entry.count
           }
-          n = entry.count
+          if requireFinite { nonFinite[i] = decoded[i].withUnsafeBufferPointer(nonFiniteCount) }
         }
       }
+    }
+    if let i = nonFinite.firstIndex(where: { $0 > 0 }) {
+      throw .nonFiniteValues(file: file, key: entries[i].name, count: nonFinite[i])
     }
     var tensors: [String: Tensor] = [:]
     var dtypes: [String: DType] = [:]

@@ -5,9 +5,15 @@ import Foundation
 /// (the pickled object, tensors replaced by persistent ids) and one raw little-endian entry
 /// `<name>/data/<key>` per storage.
 enum TorchArchive {
-  static func load(_ bytes: ByteView, file: String, verifyChecksums: Bool)
-    throws(CheckpointError) -> LoadedCheckpoint
-  {
+  /// Views may repeat their storage's elements (stride 0, overlaps), so an archive can ask for
+  /// more elements than its file holds; this many extra elements (256 MiB as float32), per view
+  /// and for the whole file, are allowed when no model says what to expect.
+  static let expansionAllowance = 1 << 26
+
+  static func load(
+    _ bytes: ByteView, file: String, verifyChecksums: Bool, expecting expectation: Expectation?,
+    requireFinite: Bool
+  ) throws(CheckpointError) -> LoadedCheckpoint {
     let archive = try ZipArchive(bytes, file: file)
 
     // The archive's single top-level folder is named after the file torch.save wrote first.
@@ -142,6 +148,23 @@ enum TorchArchive {
       views.append(view)
     }
 
+    // Keys, shapes and view bounds are known from the pickle alone (makeTensor checked every
+    // view against its storage's recorded size, which matched the entry's byte count); nothing
+    // is allocated for the tensors before these checks pass.
+    if let expectation {
+      try expectation.verify(zip(keys, views).map { ($0, $1.shape) }, file: file)
+      try checkMaterialisedSize(
+        views.lazy.map(\.elementCount), limit: expectation.elementCount,
+        basis: "the model declares", file: file)
+    } else {
+      // Every stored element takes at least a byte, and zip entries may alias each other's
+      // bytes, so the file's size (not the storages' summed sizes) bounds honest views.
+      try checkMaterialisedSize(
+        views.lazy.map(\.elementCount), limit: bytes.count + Self.expansionAllowance,
+        basis: "a \(bytes.count)-byte file may hold with \(Self.expansionAllowance) repeated "
+          + "elements", file: file)
+    }
+
     // Work per storage: check its CRC once, then decode every tensor viewing it. Storages are
     // independent, so they are spread over the cores, largest first.
     var groupOf: [String: Int] = [:]
@@ -156,31 +179,40 @@ enum TorchArchive {
       }
     }
     var decoded = [[Float]](repeating: [], count: views.count)
+    var nonFinite = [Int](repeating: 0, count: views.count)
     var failures = [CheckpointError?](repeating: nil, count: groups.count)
     decoded.withUnsafeMutableBufferPointer { decoded in
-      failures.withUnsafeMutableBufferPointer { failures in
-        ParallelWork.run(weights: groups.map { $0.data.count }) { g in
-          let group = groups[g]
-          if verifyChecksums, let error = archive.checksumError(of: group.entry, group.data) {
-            failures[g] = error
-            return
-          }
-          for i in group.members {
-            let view = views[i]
-            // The dtype was checked above for every view.
-            guard let dtype = view.storage.type.dtype else { continue }
-            decoded[i] = [Float](unsafeUninitializedCapacity: view.elementCount) { out, n in
-              // An empty storage has no address, but then the view has no elements.
-              if let destination = out.baseAddress, let source = group.data.buffer.baseAddress {
-                gather(view, dtype: dtype, from: source, into: destination)
+      nonFinite.withUnsafeMutableBufferPointer { nonFinite in
+        failures.withUnsafeMutableBufferPointer { failures in
+          ParallelWork.run(weights: groups.map { $0.data.count }) { g in
+            let group = groups[g]
+            if verifyChecksums, let error = archive.checksumError(of: group.entry, group.data) {
+              failures[g] = error
+              return
+            }
+            for i in group.members {
+              let view = views[i]
+              // The dtype was checked above for every view.
+              guard let dtype = view.storage.type.dtype else { continue }
+              decoded[i] = [Float](unsafeUninitializedCapacity: view.elementCount) { out, n in
+                // An empty storage has no address, but then the view has no elements.
+                if let destination = out.baseAddress, let source = group.data.buffer.baseAddress {
+                  gather(view, dtype: dtype, from: source, into: destination)
+                }
+                n = view.elementCount
               }
-              n = view.elementCount
+              if requireFinite {
+                nonFinite[i] = decoded[i].withUnsafeBufferPointer(nonFiniteCount)
+              }
             }
           }
         }
       }
     }
     if let failure = failures.lazy.compactMap({ $0 }).first { throw failure }
+    if let i = nonFinite.firstIndex(where: { $0 > 0 }) {
+      throw .nonFiniteValues(file: file, key: keys[i], count: nonFinite[i])
+    }
 
     var tensors: [String: Tensor] = [:]
     var dtypes: [String: DType] = [:]

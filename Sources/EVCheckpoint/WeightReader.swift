@@ -24,8 +24,6 @@ public final class WeightReader {
   private let verify: Bool
   public private(set) var declared: [Declared] = []
   private var seen: Set<String> = []
-  private var missing: [Declared] = []
-  private var mismatched: [LoadProblem] = []
 
   /// `origin` names the checkpoint in error messages (usually its path).
   public init(_ tensors: [String: Tensor], origin: String) {
@@ -51,6 +49,10 @@ public final class WeightReader {
 
   public var root: WeightScope { WeightScope(reader: self, prefix: "") }
 
+  /// True for `declaringOnly()`: its zeros are never run, so layers may skip preparing derived
+  /// forms of their weights (Winograd transforms) while the model declares its keys.
+  public var isDeclaringOnly: Bool { !verify }
+
   /// The tensor stored under `key`, widened to float32. `dtype` is what the official model
   /// stores (BatchNorm's `num_batches_tracked` is an int64 scalar); a checkpoint may store
   /// floating-point parameters at another precision (float16), which is accepted.
@@ -60,25 +62,15 @@ public final class WeightReader {
     precondition(!seen.contains(key), "model declares \(key) twice")
     seen.insert(key)
     declared.append(Declared(key: key, shape: shape, dtype: dtype, isBuffer: buffer))
-    guard verify else { return Tensor(zeros: shape) }
-    guard let t = source[key] else {
-      missing.append(Declared(key: key, shape: shape, dtype: dtype, isBuffer: buffer))
-      return Tensor(zeros: shape)
-    }
-    guard t.shape == shape else {
-      mismatched.append(.shapeMismatch(key: key, expected: shape, found: t.shape))
-      return Tensor(zeros: shape)
-    }
+    guard verify, let t = source[key], t.shape == shape else { return Tensor(zeros: shape) }
     return t
   }
 
   /// Throws one error listing every missing key, unexpected key and shape mismatch.
   public func finish() throws(CheckpointError) {
     guard verify else { return }
-    var problems: [LoadProblem] = missing.map { .missing(key: $0.key, expected: $0.shape) }
-    problems += mismatched
-    let unexpected = source.keys.filter { !seen.contains($0) }.sorted()
-    problems += unexpected.map { .unexpected(key: $0, found: source[$0]?.shape ?? []) }
+    let problems = LoadProblem.comparing(
+      declared: declared.map { ($0.key, $0.shape) }, found: source.mapValues(\.shape))
     if !problems.isEmpty {
       throw CheckpointError.verificationFailed(file: origin, problems: problems)
     }
@@ -115,6 +107,34 @@ public enum LoadProblem: Sendable, Equatable, CustomStringConvertible {
   case missing(key: String, expected: [Int])
   case unexpected(key: String, found: [Int])
   case shapeMismatch(key: String, expected: [Int], found: [Int])
+
+  /// Every difference between what a model declares and what a checkpoint holds: missing keys,
+  /// then shape mismatches (both in declaration order), then unexpected keys sorted. The one
+  /// comparison behind both `WeightReader.finish()` and the check a load makes before it
+  /// decodes anything, so both report the same problems in the same order.
+  static func comparing(declared: [(key: String, shape: [Int])], found: [String: [Int]])
+    -> [LoadProblem]
+  {
+    var problems: [LoadProblem] = []
+    var mismatched: [LoadProblem] = []
+    var declaredKeys: Set<String> = []
+    declaredKeys.reserveCapacity(declared.count)
+    for (key, shape) in declared {
+      declaredKeys.insert(key)
+      if let foundShape = found[key] {
+        if foundShape != shape {
+          mismatched.append(.shapeMismatch(key: key, expected: shape, found: foundShape))
+        }
+      } else {
+        problems.append(.missing(key: key, expected: shape))
+      }
+    }
+    problems += mismatched
+    for key in found.keys.filter({ !declaredKeys.contains($0) }).sorted() {
+      problems.append(.unexpected(key: key, found: found[key] ?? []))
+    }
+    return problems
+  }
 
   public var description: String {
     switch self {

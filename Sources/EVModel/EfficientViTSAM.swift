@@ -27,11 +27,16 @@ public struct EfficientViTSAM: Sendable {
 
   /// Loads an official `.pt` checkpoint (optionally wrapped in `{"state_dict": …}`) or a
   /// safetensors file, verifying strictly that it holds exactly this architecture's keys and
-  /// shapes.
+  /// shapes, and only finite values.
+  ///
+  /// The keys and shapes are compared with what the architecture declares before any tensor
+  /// is decoded, so a checkpoint of another variant, or a small hostile file describing huge
+  /// tensors, fails at once without allocating them.
   public static func load(config: ModelConfig, checkpoint url: URL) throws(CheckpointError)
     -> EfficientViTSAM
   {
-    let tensors = try Checkpoint.load(contentsOf: url)
+    let declared = declaredParameters(config: config).declared
+    let tensors = try Checkpoint.load(contentsOf: url, expecting: declared)
     let reader = WeightReader(tensors, origin: url.path)
     let model = EfficientViTSAM(config: config, reader: reader)
     try reader.finish()

@@ -24,6 +24,12 @@ public enum PredictorError: Error, Sendable, Equatable, CustomStringConvertible 
   case batchSizeMismatch(boxes: Int, pointSets: Int)
   /// Batched point prompts must all have the same number of points (they share one tensor).
   case unequalPointCounts(first: Int, index: Int, count: Int)
+  /// The image embedding (the encoder's output, or one given to `setEmbedding`) holds `count`
+  /// NaN or infinite values.
+  case nonFiniteEmbedding(count: Int)
+  /// The mask decoder produced `count` NaN or infinite values in `what` ("IoU predictions",
+  /// "low-res mask logits"): masks from them would be empty or noise under plausible scores.
+  case nonFiniteOutput(what: String, count: Int)
 
   public var description: String {
     switch self {
@@ -65,6 +71,12 @@ public enum PredictorError: Error, Sendable, Equatable, CustomStringConvertible 
     case .unequalPointCounts(let first, let index, let count):
       return
         "point set \(index) has \(count) points but set 0 has \(first); batched point sets must be the same length"
+    case .nonFiniteEmbedding(let count):
+      return
+        "the image embedding has \(count) non-finite values (NaN/inf): the model's weights, or the embedding given, are broken"
+    case .nonFiniteOutput(let what, let count):
+      return
+        "the mask decoder produced \(count) non-finite \(what) (NaN/inf): the model's weights are broken"
     }
   }
 }

@@ -70,6 +70,10 @@ public final class SamPredictor {
     guard originalSize.height > 0, originalSize.width > 0 else {
       throw .emptyImage(height: originalSize.height, width: originalSize.width)
     }
+    // Broken weights give a NaN embedding, and every mask decoded from it would be empty under
+    // finite-looking scores; one pass over 1M values is nothing next to encoding.
+    let nonFinite = embedding.withUnsafeBufferPointer(nonFiniteCount)
+    guard nonFinite == 0 else { throw .nonFiniteEmbedding(count: nonFinite) }
     let frameSize = promptFrameSize(
       originalHeight: originalSize.height, originalWidth: originalSize.width,
       longSide: PromptEncoder.promptFrameSide)
@@ -166,6 +170,7 @@ public final class SamPredictor {
     let out = maskDecoder.decode(
       prepared, prompts: prompts, multimask: multimask,
       skipMasksAtOrBelowIoU: skipMasksAtOrBelowIoU)
+    try Self.checkFinite(out, skippedAtOrBelow: skipMasksAtOrBelowIoU)
     guard upscale else {
       return BatchPrediction(
         maskLogits: nil, masks: nil, iouPredictions: out.iouPredictions, lowResLogits: out.masks)
@@ -174,6 +179,33 @@ public final class SamPredictor {
     return BatchPrediction(
       maskLogits: logits, masks: BinaryMasks(logits: logits),
       iouPredictions: out.iouPredictions, lowResLogits: out.masks)
+  }
+
+  /// Refuses NaN or infinite decoder outputs instead of returning them as empty masks. One scan
+  /// of the low-res logits (far cheaper than decoding them); a prompt the decoder skipped
+  /// because every IoU was at or below `cut` has -∞ logits by design, so only its IoU
+  /// predictions are checked.
+  private static func checkFinite(_ out: MaskDecoderOutput, skippedAtOrBelow cut: Float?)
+    throws(PredictorError)
+  {
+    let iou = out.iouPredictions
+    let badScores = iou.withUnsafeBufferPointer(nonFiniteCount)
+    guard badScores == 0 else { throw .nonFiniteOutput(what: "IoU predictions", count: badScores) }
+    let (batch, outputs) = (iou.dim(0), iou.dim(1))
+    let perPrompt = batch > 0 ? out.masks.count / batch : 0
+    var badLogits = 0
+    out.masks.withUnsafeBufferPointer { logits in
+      for b in 0..<batch {
+        if let cut, iou.storage[(b * outputs)..<((b + 1) * outputs)].allSatisfy({ !($0 > cut) }) {
+          continue
+        }
+        badLogits += nonFiniteCount(
+          UnsafeBufferPointer(rebasing: logits[(b * perPrompt)..<((b + 1) * perPrompt)]))
+      }
+    }
+    guard badLogits == 0 else {
+      throw .nonFiniteOutput(what: "low-res mask logits", count: badLogits)
+    }
   }
 
   /// Validates the prompts and runs the prompt encoder on them.
@@ -254,4 +286,11 @@ public final class SamPredictor {
     }
     return promptEncoder(points: points, boxes: boxTensor, masks: maskInputs)
   }
+}
+
+/// How many of `values` are NaN or infinite; integer tests on the exponent bits vectorise.
+private func nonFiniteCount(_ values: UnsafeBufferPointer<Float>) -> Int {
+  var count = 0
+  for v in values { count &+= v.bitPattern & 0x7F80_0000 == 0x7F80_0000 ? 1 : 0 }
+  return count
 }

@@ -431,9 +431,10 @@ func int64Bytes(_ values: [Int64]) -> [UInt8] {
   return out
 }
 
-/// Loads from a file in `dir` so that messages name a real path.
-func loadFile(_ bytes: [UInt8], named name: String, in dir: TemporaryDirectory) throws
-  -> LoadedCheckpoint
-{
-  try LoadedCheckpoint(contentsOf: try dir.file(name, bytes))
+/// Loads from a file in `dir` so that messages name a real path. `allowNonFinite` is for tests
+/// of exact widening, whose inputs include infinities and NaNs on purpose.
+func loadFile(
+  _ bytes: [UInt8], named name: String, in dir: TemporaryDirectory, allowNonFinite: Bool = false
+) throws -> LoadedCheckpoint {
+  try LoadedCheckpoint(contentsOf: try dir.file(name, bytes), allowNonFinite: allowNonFinite)
 }

@@ -284,6 +284,7 @@ struct PredictorValidationTests {
       .pointsWithoutLabels, .labelsWithoutPoints, .labelCountMismatch(points: 2, labels: 1),
       .maskInputShape(found: [2], expected: [1, 256, 256]), .nonFiniteMaskInput, .emptyBatch,
       .batchSizeMismatch(boxes: 1, pointSets: 2), .unequalPointCounts(first: 1, index: 1, count: 2),
+      .nonFiniteEmbedding(count: 3), .nonFiniteOutput(what: "IoU predictions", count: 1),
     ]
     for e in errors {
       #expect(!e.description.isEmpty && !e.description.contains("\n"), "\(e)")

@@ -48,7 +48,11 @@ public struct ConvLayer: EncoderLayer {
         weight: weight, bias: bias, gamma: gamma, beta: beta, mean: mean, variance: variance,
         eps: Self.batchNormEps)
     }
-    self.init(weight: weight, bias: bias, stride: stride, groups: groups, activation: activation)
+    // Declaring a model's keys (before a checkpoint is decoded) builds it on zeros that never
+    // run; transforming them would double the cost of loading an XL model.
+    self.init(
+      weight: weight, bias: bias, stride: stride, groups: groups, activation: activation,
+      prepareWinograd: !scope.reader.isDeclaringOnly)
   }
 
   /// A bare `nn.Conv2d` with "same" padding: keys `weight` and `bias` directly under `scope`.
@@ -62,8 +66,12 @@ public struct ConvLayer: EncoderLayer {
     return ConvLayer(weight: weight, bias: bias, stride: 1, groups: groups, activation: .identity)
   }
 
-  /// A layer from prepared weights `[out, in/groups, k, k]`.
-  public init(weight: Tensor, bias: Tensor?, stride: Int, groups: Int, activation: Activation) {
+  /// A layer from prepared weights `[out, in/groups, k, k]`. Without `prepareWinograd` the
+  /// layer always runs the direct convolution.
+  public init(
+    weight: Tensor, bias: Tensor?, stride: Int, groups: Int, activation: Activation,
+    prepareWinograd: Bool = true
+  ) {
     precondition(weight.rank == 4 && weight.dim(2) == weight.dim(3) && weight.dim(2) % 2 == 1)
     self.weight = weight
     self.bias = bias
@@ -74,9 +82,10 @@ public struct ConvLayer: EncoderLayer {
     self.groups = groups
     self.activation = activation
     winograd =
-      WinogradWeights.applies(
-        kernelSize: weight.dim(2), stride: stride, padding: weight.dim(2) / 2, groups: groups,
-        inChannels: weight.dim(1) * groups, outChannels: weight.dim(0))
+      prepareWinograd
+        && WinogradWeights.applies(
+          kernelSize: weight.dim(2), stride: stride, padding: weight.dim(2) / 2, groups: groups,
+          inChannels: weight.dim(1) * groups, outChannels: weight.dim(0))
       ? WinogradWeights(weight: weight) : nil
   }
 

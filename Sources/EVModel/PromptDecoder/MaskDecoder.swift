@@ -74,8 +74,9 @@ public struct MaskDecoder: Sendable {
     upscaleFold = UpscaleFold(
       transformer: transformer, weight: upscale1,
       bias: Array((0..<4).map { _ in b1.storage }.joined()), columns: 4 * c1)
+    // A model that only declares its keys (before a checkpoint is decoded) never runs.
     valueMaps =
-      SecondBlockBasis.applies(to: transformer)
+      SecondBlockBasis.applies(to: transformer) && !scope.reader.isDeclaringOnly
       ? ValueMaps(transformer: transformer, upscaleFold: upscaleFold) : nil
     hypernetworks = (0..<Self.maskTokenCount).map {
       DecoderMLP(scope["output_hypernetworks_mlps"][$0], input: e, hidden: e, output: c2, depth: 3)
