@@ -63,7 +63,7 @@ struct InfoCommand: ParsableCommand {
     let url = URL(fileURLWithPath: checkpoint)
     do {
       try checkCheckpointFile(checkpoint)
-      let tensors = try Checkpoint.load(contentsOf: url)
+      let tensors = try Checkpoint.load(contentsOf: url, expecting: declared.declared)
       let reader = WeightReader(tensors, origin: url.path)
       _ = EfficientViTSAM(config: config, reader: reader)
       try reader.finish()

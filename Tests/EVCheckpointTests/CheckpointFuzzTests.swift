@@ -4,29 +4,20 @@
 import EVCheckpoint
 import EVTensor
 import Foundation
+import TestSupport
 import Testing
 
 /// Mutated PyTorch archives and safetensors files (bit flips, truncations, overwritten numbers,
 /// edited strides, shapes, offsets and storage sizes with valid checksums, edited headers):
 /// every one must load completely or throw a `CheckpointError`; a trap ends the test process.
 @Suite struct CheckpointFuzzTests {
-  /// SplitMix64: small, fast and the same everywhere, so a failing case can be replayed.
-  struct Generator: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-      state &+= 0x9E37_79B9_7F4A_7C15
-      var z = state
-      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-      return z ^ (z >> 31)
-    }
-  }
+  typealias Generator = Fuzz.Generator
 
   static func environment(_ name: String) -> Int? {
     ProcessInfo.processInfo.environment[name].flatMap { Int($0) }
   }
 
-  static let iterations = environment("EVSAM_FUZZ_ITERATIONS") ?? 3000
+  static let iterations = Fuzz.iterations(3000)
   static let seed = UInt64(truncatingIfNeeded: environment("EVSAM_FUZZ_SEED") ?? 20_261_207)
 
   /// Numbers at the edges: sign, byte and word boundaries, the per-view repetition limit, and
@@ -128,7 +119,7 @@ import Testing
   }
 
   @Test func mutatedArchivesLoadOrThrow() {
-    var rng = Generator(state: Self.seed)
+    var rng = Generator(seed: Self.seed)
     let base = HostileCheckpointTests.archive()
     var tally = Tally()
     for n in 0..<Self.iterations {
@@ -196,7 +187,7 @@ import Testing
   }
 
   @Test func mutatedSafetensorsLoadOrThrow() {
-    var rng = Generator(state: Self.seed ^ 0x5AFE)
+    var rng = Generator(seed: Self.seed ^ 0x5AFE)
     let (header, data) = Self.safetensorsParts
     let base = Self.safetensors(header: header, data: data)
     var tally = Tally()

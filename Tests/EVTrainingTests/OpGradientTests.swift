@@ -1,3 +1,5 @@
+import EVCheckpoint
+import EVModel
 import EVTensor
 import EVTraining
 import Foundation
@@ -108,6 +110,37 @@ import Testing
     let bias3 = Self.random([3], &rng)
     Self.check([image, weight, bias3]) { t, v in
       t.convTranspose2x2(v[0], weight: v[1], bias: v[2])
+    }
+  }
+}
+
+/// The prompt encoder's learned rows receive the gradients of the tokens that use them.
+@Suite struct PromptEncoderGraphTests {
+  @Test func learnedRowsCollectTheirTokensGradients() throws {
+    let all = try SafeTensors.read(contentsOf: Fixtures.url("models/tiny-l.safetensors"))
+    let prompt = all.filter { $0.key.hasPrefix("prompt_encoder.") }
+    let reader = WeightReader(prompt, origin: "tiny-l prompt_encoder")
+    let encoder = PromptEncoder(reader.root["prompt_encoder"])
+    let parameters = Parameters(prompt) { !$0.contains("gaussian") }
+    let graph = PromptEncoderGraph(parameters: parameters)
+    let points = (
+      coords: Tensor(
+        shape: [2, 3, 2], storage: [10, 20, 500, 600, 30, 40, 7, 8, 900, 100, 50, 60]),
+      labels: [1, 0, 1, 1, 1, 0]
+    )
+    let boxes = Tensor(shape: [2, 4], storage: [10, 10, 300, 400, 50, 60, 700, 800])
+    for (p, b) in [(points, nil), (nil, boxes), (points, boxes)]
+      as [((coords: Tensor, labels: [Int])?, Tensor?)]
+    {
+      let rows = (0..<4).map { parameters["prompt_encoder.point_embeddings.\($0).weight"] }
+      OpGradientTests.check(
+        rows + [parameters["prompt_encoder.not_a_point_embed.weight"]], samples: 12
+      ) { tape, _ in graph.sparse(tape, points: p, boxes: b) }
+      let expected = encoder(points: p, boxes: b, masks: nil).sparse
+      #expect(graph.sparse(Tape(), points: p, boxes: b).value.storage == expected.storage)
+    }
+    OpGradientTests.check([parameters["prompt_encoder.no_mask_embed.weight"]]) { tape, _ in
+      graph.noMaskDense(tape, batch: 2)
     }
   }
 }

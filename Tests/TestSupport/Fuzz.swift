@@ -1,7 +1,8 @@
 import Foundation
 
 /// Deterministic inputs for the parser fuzz tests: every failure reproduces from its seed.
-/// `EVSAM_FUZZ_ITERATIONS=100000 swift test -c release --filter Fuzz` runs them longer.
+/// `EVSAM_FUZZ_ITERATIONS=100000 swift test -c release --filter Fuzz` runs them longer
+/// (`EVSAM_FUZZ_SEED` picks another seed where a test reads it).
 public enum Fuzz {
   /// How many generated inputs a fuzz test tries: `standard` in the test suite, or
   /// `EVSAM_FUZZ_ITERATIONS` when set.

@@ -1,0 +1,95 @@
+import EVCheckpoint
+import EVModel
+import EVTensor
+
+/// SAM's prompt encoder on the tape. Its outputs are fixed random-Fourier encodings of the
+/// coordinates plus learned rows (`point_embeddings.0…3` for background and foreground points
+/// and the two box corners, `not_a_point_embed` for the padding point, `no_mask_embed` for the
+/// dense map when there is no mask input), so the values come from the inference
+/// `PromptEncoder` built on the current parameters and the gradients flow to those rows.
+package struct PromptEncoderGraph {
+  let parameters: Parameters
+
+  package init(parameters: Parameters) { self.parameters = parameters }
+
+  /// The inference encoder on the parameters' current values (the rows change every step).
+  package func encoder() -> PromptEncoder {
+    let reader = WeightReader(
+      parameters.tensors.filter { $0.key.hasPrefix("prompt_encoder.") }, origin: "parameters")
+    return PromptEncoder(reader.root["prompt_encoder"])
+  }
+
+  /// The learned row each sparse token adds: −1 padding, 0/1 point labels, 2/3 box corners.
+  static func tableKey(_ kind: Int) -> String {
+    kind < 0
+      ? "prompt_encoder.not_a_point_embed.weight" : "prompt_encoder.point_embeddings.\(kind).weight"
+  }
+
+  /// Sparse tokens `[B, N, 256]` for B prompts (points in the 1024 frame with labels, and/or
+  /// boxes `[B, 4]`), as `PromptEncoder` builds them, with gradients to the learned rows.
+  package func sparse(
+    _ tape: Tape, points: (coords: Tensor, labels: [Int])?, boxes: Tensor?
+  ) -> Variable {
+    let value = encoder()(points: points, boxes: boxes, masks: nil).sparse
+    let b = value.shape[0]
+    let n = value.shape[1]
+    // Token kinds in the encoder's order: the points (labels row-major, B·N of them) and a
+    // padding point when there is no box, then the box's two corners.
+    let perPrompt = points.map { $0.labels.count / b } ?? 0
+    let allKinds: [[Int]] = (0..<b).map { prompt in
+      var k: [Int] = []
+      if let points {
+        // Other labels get the bare encoding in the official encoder: no learned row.
+        k += points.labels[(prompt * perPrompt)..<((prompt + 1) * perPrompt)].map {
+          (-1...1).contains($0) ? $0 : Int.min
+        }
+        if boxes == nil { k.append(-1) }
+      }
+      if boxes != nil { k += [2, 3] }
+      return k
+    }
+    precondition(
+      allKinds.allSatisfy { $0.count == n }, "PromptEncoderGraph: token kinds do not match \(n)")
+    let tables = Set(allKinds.joined()).filter { (-1...3).contains($0) }.sorted().map {
+      (kind: $0, v: parameters[Self.tableKey($0)])
+    }
+    return tape.record(value, inputs: tables.map(\.v)) { g in
+      let e = value.shape[2]
+      for table in tables where table.v.requiresGrad {
+        var d = [Double](repeating: 0, count: e)
+        for prompt in 0..<b {
+          for token in 0..<n where allKinds[prompt][token] == table.kind {
+            let row = (prompt * n + token) * e
+            for c in 0..<e { d[c] += Double(g[row + c]) }
+          }
+        }
+        table.v.accumulate(d)
+      }
+    }
+  }
+
+  /// The dense embedding without a mask input: `no_mask_embed` at every pixel of
+  /// `[B, 256, 64, 64]`.
+  package func noMaskDense(_ tape: Tape, batch b: Int) -> Variable {
+    let table = parameters["prompt_encoder.no_mask_embed.weight"]
+    let side = PromptEncoder.embeddingSide
+    let e = table.count
+    var value = [Float](repeating: 0, count: b * e * side * side)
+    for prompt in 0..<b {
+      for c in 0..<e {
+        let base = (prompt * e + c) * side * side
+        for i in 0..<(side * side) { value[base + i] = table.value.storage[c] }
+      }
+    }
+    return tape.record(Tensor(shape: [b, e, side, side], storage: value), inputs: [table]) { g in
+      var d = [Double](repeating: 0, count: e)
+      for prompt in 0..<b {
+        for c in 0..<e {
+          let base = (prompt * e + c) * side * side
+          for i in 0..<(side * side) { d[c] += Double(g[base + i]) }
+        }
+      }
+      table.accumulate(d)
+    }
+  }
+}
