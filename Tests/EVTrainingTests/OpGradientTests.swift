@@ -144,3 +144,20 @@ import Testing
     }
   }
 }
+
+/// The products' fast path (BLAS) against the plain `Reference` twins.
+@Suite struct ProductTests {
+  @Test func linearAndBatchedProductsMatchTheReference() {
+    var rng = Fuzz.Generator(seed: 12)
+    let x = OpGradientTests.random([3, 7, 33], &rng)
+    let w = OpGradientTests.random([20, 33], &rng)
+    let b = OpGradientTests.random([20], &rng)
+    let fast = Tape().linear(x, weight: w, bias: b).value
+    let plain = Reference.linear(x.value, weight: w.value, bias: b.value)
+    #expect(relativeL2Error(fast, plain) <= 1e-6)
+    let p = OpGradientTests.random([2, 3, 9, 17], &rng)
+    let q = OpGradientTests.random([2, 3, 11, 17], &rng)
+    let fastT = Tape().matmul(p, q, transposeB: true).value
+    #expect(relativeL2Error(fastT, Reference.matmul(p.value, q.value, transposeB: true)) <= 1e-6)
+  }
+}

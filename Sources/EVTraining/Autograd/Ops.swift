@@ -1,9 +1,10 @@
 import EVTensor
 import Foundation
 
-// Differentiable ops on plain loops: each forward is the textbook definition with double
-// accumulation (as `Reference`), each backward its derivative. Tests hold every backward
-// against central differences of the forward.
+// Differentiable ops: each forward is the textbook definition (plain loops with double
+// accumulation as in `Reference`, or `BLAS.sgemm` for the products), each backward its
+// derivative. Tests hold every backward against central differences of the forward and the
+// products against their `Reference` twins.
 
 extension Tape {
   /// `a + b`, same shapes.
@@ -92,34 +93,21 @@ extension Tape {
 
   /// `nn.Linear`: `x·Wᵀ + b` over the last axis (W is `[out, in]`).
   package func linear(_ x: Variable, weight: Variable, bias: Variable?) -> Variable {
-    let y = Reference.linear(x.value, weight: weight.value, bias: bias?.value)
     let inF = x.shape.last!
     let outF = weight.shape[0]
     let rows = x.count / inF
-    return record(y, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
-      let xs = x.value.storage
-      let ws = weight.value.storage
+    let y = Products.linear(
+      x.value.storage, rows: rows, weight: weight.value.storage, out: outF,
+      bias: bias?.value.storage)
+    let value = Tensor(shape: Array(x.shape.dropLast()) + [outF], storage: y)
+    return record(value, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
+      // dx = g·W, dW = gᵀ·x, db = Σ rows of g.
       if x.requiresGrad {
-        var dx = [Double](repeating: 0, count: xs.count)
-        for r in 0..<rows {
-          for o in 0..<outF {
-            let go = Double(g[r * outF + o])
-            if go == 0 { continue }
-            for i in 0..<inF { dx[r * inF + i] += go * Double(ws[o * inF + i]) }
-          }
-        }
-        x.accumulate(dx)
+        x.accumulate(Products.gemm(g, weight.value.storage, m: rows, n: inF, k: outF))
       }
       if weight.requiresGrad {
-        var dw = [Double](repeating: 0, count: ws.count)
-        for r in 0..<rows {
-          for o in 0..<outF {
-            let go = Double(g[r * outF + o])
-            if go == 0 { continue }
-            for i in 0..<inF { dw[o * inF + i] += go * Double(xs[r * inF + i]) }
-          }
-        }
-        weight.accumulate(dw)
+        weight.accumulate(
+          Products.gemm(g, x.value.storage, m: outF, n: inF, k: rows, transA: true))
       }
       if let bias, bias.requiresGrad {
         var db = [Double](repeating: 0, count: outF)
@@ -131,19 +119,20 @@ extension Tape {
 
   /// Batched `a · b` (or `a · bᵀ`) over the last two axes; the leading axes must agree.
   package func matmul(_ a: Variable, _ b: Variable, transposeB: Bool = false) -> Variable {
-    let y = Reference.matmul(a.value, b.value, transposeB: transposeB)
+    precondition(a.shape.dropLast(2) == b.shape.dropLast(2), "matmul: \(a.shape) · \(b.shape)")
+    let y = Products.batched(a.value, b.value, transB: transposeB)
     let outShape = y.shape
     return record(y, inputs: [a, b]) { g in
       let grad = Tensor(shape: outShape, storage: g)
       // dA = dY·Bᵀ (or dY·B); dB = Aᵀ·dY (or dYᵀ·A).
       if a.requiresGrad {
-        a.accumulate(Reference.matmul(grad, b.value, transposeB: !transposeB).storage)
+        a.accumulate(Products.batched(grad, b.value, transB: !transposeB).storage)
       }
       if b.requiresGrad {
         let db =
           transposeB
-          ? Reference.matmul(grad, a.value, transposeA: true)
-          : Reference.matmul(a.value, grad, transposeA: true)
+          ? Products.batched(grad, a.value, transA: true)
+          : Products.batched(a.value, grad, transA: true)
         b.accumulate(db.storage)
       }
     }
