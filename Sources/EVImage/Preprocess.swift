@@ -9,7 +9,10 @@ public func promptFrameSize(originalHeight: Int, originalWidth: Int, longSide: I
 ) {
   precondition(originalHeight > 0 && originalWidth > 0, "empty image")
   let scale = Double(longSide) * 1.0 / Double(max(originalHeight, originalWidth))
-  return (Int(Double(originalHeight) * scale + 0.5), Int(Double(originalWidth) * scale + 0.5))
+  return (
+    max(1, Int(Double(originalHeight) * scale + 0.5)),
+    max(1, Int(Double(originalWidth) * scale + 0.5))
+  )
 }
 
 /// Per-channel normalisation constants as torchvision holds them: float32 tensors made from
