@@ -18,6 +18,15 @@ int evk_retain_freed_memory(void) {
 #endif
 }
 
+int evk_limit_arenas(int count) {
+#if defined(__GLIBC__)
+  return mallopt(M_ARENA_MAX, count);
+#else
+  (void)count;
+  return 0;
+#endif
+}
+
 int evk_release_free_memory(void) {
 #if defined(__GLIBC__)
   return malloc_trim(0);

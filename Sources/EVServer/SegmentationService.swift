@@ -84,12 +84,16 @@ public final class SegmentationService: Sendable {
       let predictor = SamPredictor(model: model)
       let start = ContinuousClock.now
       try predictor.setImage(image)
+      let encodeTime = ContinuousClock.now - start
+      // The encoder's scratch is free now: trimmed on the worker, before the job counts as
+      // done, so a health check never sees the job over and its memory still held.
+      self.boundRetainedMemory()
       return CachedImage(
         id: Self.newID(), predictor: predictor, image: image,
-        encodeTime: ContinuousClock.now - start, maxHandles: configuration.maskHandlesPerImage)
+        encodeTime: encodeTime, maxHandles: configuration.maskHandlesPerImage)
     }
     let inserted = cache.insert(entry)
-    // An eviction frees an image's blocks; so did the encoder's scratch.
+    // An eviction frees an image's blocks.
     boundRetainedMemory()
     guard inserted else {
       // checkDimensions refuses images the cache cannot hold, so this is a race-free safety net.
@@ -181,9 +185,11 @@ public final class SegmentationService: Sendable {
   ) async throws -> SegmentResponse {
     let entry = try image(imageID)
     let plan = try plan(request, for: entry)
-    defer { boundRetainedMemory() }
     return try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
-      try Self.decode(plan, on: entry)
+      // Full-size logits of many masks can be hundreds of MiB; they are free once the answer
+      // is encoded.
+      defer { self.boundRetainedMemory() }
+      return try Self.decode(plan, on: entry)
     }
   }
 
@@ -343,32 +349,43 @@ public final class SegmentationService: Sendable {
     let settings = try generatorSettings(request)
     let model = model
     let modelName = modelName
-    // The generator's crops, batches and masks are freed when it returns: often the largest
-    // working memory the server makes.
-    defer { boundRetainedMemory() }
     let document = try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
-      let result = try self.everythingTurn.withLock { _ in
-        // The generator encodes each crop itself (crop 0 is the whole image).
-        let generator = try AutomaticMaskGenerator(model: model, settings: settings)
-        return try generator.generate(entry.image)
-      }
-      let t = result.timing
-      let document: [String: Any] = [
-        "image": entry.id, "model": modelName, "size": [entry.height, entry.width],
-        "settings": settings.jsonRecord,
-        "annotations": result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) },
-        "timing_ms": [
-          "encoder": t.encoder.milliseconds, "decoder": t.decoder.milliseconds,
-          "postprocess": t.postprocess.milliseconds, "filtering": t.filtering.milliseconds,
-          "total": t.total.milliseconds,
-        ],
-      ]
-      return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
+      let document = try self.everythingDocument(
+        entry: entry, settings: settings, model: model, modelName: modelName)
+      // The generator's crops, batches and masks are free now (often the largest working
+      // memory the server makes): trimmed on the worker, before the job counts as done.
+      self.boundRetainedMemory()
+      return document
     }
     logger.info(
       "segmented everything",
       metadata: ["image.id": "\(entry.id)", "bytes": "\(document.count)"])
     return document
+  }
+
+  /// Runs the generator and encodes its answer; everything it made but the JSON is freed on
+  /// return.
+  private func everythingDocument(
+    entry: CachedImage, settings: MaskGeneratorSettings, model: EfficientViTSAM,
+    modelName: String
+  ) throws -> Data {
+    let result = try everythingTurn.withLock { _ in
+      // The generator encodes each crop itself (crop 0 is the whole image).
+      let generator = try AutomaticMaskGenerator(model: model, settings: settings)
+      return try generator.generate(entry.image)
+    }
+    let t = result.timing
+    let document: [String: Any] = [
+      "image": entry.id, "model": modelName, "size": [entry.height, entry.width],
+      "settings": settings.jsonRecord,
+      "annotations": result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) },
+      "timing_ms": [
+        "encoder": t.encoder.milliseconds, "decoder": t.decoder.milliseconds,
+        "postprocess": t.postprocess.milliseconds, "filtering": t.filtering.milliseconds,
+        "total": t.total.milliseconds,
+      ],
+    ]
+    return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
   }
 
   func generatorSettings(_ r: EverythingRequest) throws(APIError) -> MaskGeneratorSettings {

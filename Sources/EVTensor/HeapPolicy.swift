@@ -29,4 +29,15 @@ public enum HeapPolicy {
   public static func releaseFreeMemory() -> Bool {
     evk_release_free_memory() == 1
   }
+
+  /// At most `count` allocator arenas for the threads started from now on. glibc gives busy
+  /// threads arenas of their own, and `releaseFreeMemory` cannot shrink the top of those (only
+  /// the main arena's): freed scratch of worker threads would stay resident there whatever the
+  /// process trims. A process that bounds its memory calls this with 1 before starting
+  /// threads; the big tensors take the arena lock rarely, so sharing it costs little. Returns
+  /// false where it does not apply.
+  @discardableResult
+  public static func limitArenas(_ count: Int) -> Bool {
+    evk_limit_arenas(Int32(clamping: count)) == 1
+  }
 }

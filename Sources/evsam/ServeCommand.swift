@@ -4,6 +4,7 @@
 #if canImport(EVServer)
   import ArgumentParser
   import EVServer
+  import EVTensor
   import Foundation
   import Logging
   import Synchronization
@@ -129,6 +130,9 @@
     }
 
     func run() throws {
+      // Before any thread starts: one arena, so that the service's trims (HeapPolicy) reach
+      // every freed block and resident memory stays within --cache-mb and --retain-heap-mb.
+      HeapPolicy.limitArenas(1)
       let level = Logger.Level(rawValue: logLevel)!
       LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)
