@@ -13,7 +13,12 @@ extension ServerTests {
       var segmentation: RLE
       var area: Int
       var bbox: [Double]
-      var point_coords: [[Double]]
+      var pointCoords: [[Double]]
+
+      enum CodingKeys: String, CodingKey {
+        case segmentation, area, bbox
+        case pointCoords = "point_coords"
+      }
     }
 
     struct Document: Decodable {
@@ -40,7 +45,7 @@ extension ServerTests {
         // /segment with the same point finds the same masks among its candidates.
         var matched = 0
         for a in found.prefix(8) {
-          let point = try #require(a.point_coords.first)
+          let point = try #require(a.pointCoords.first)
           let answer = try await client.segment(
             image.id, SegmentRequest(points: [point], labels: [1], multimask: true))
           for mask in answer.prompts[0].masks {

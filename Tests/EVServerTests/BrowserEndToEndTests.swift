@@ -169,12 +169,22 @@ extension ServerTests {
     struct COCOExport: Decodable {
       struct Image: Decodable {
         var id: Int
-        var file_name: String
+        var fileName: String
+
+        enum CodingKeys: String, CodingKey {
+          case id
+          case fileName = "file_name"
+        }
       }
       struct Annotation: Decodable {
-        var image_id: Int
+        var imageID: Int
         var segmentation: RLE
         var bbox: [Double]
+
+        enum CodingKeys: String, CodingKey {
+          case segmentation, bbox
+          case imageID = "image_id"
+        }
       }
       var images: [Image]
       var annotations: [Annotation]
@@ -252,8 +262,8 @@ extension ServerTests {
       )
       #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == 0)
       let both = try coco(browser)
-      #expect(both.images.map(\.file_name) == ["chelsea.png", "coffee.jpg"])
-      #expect(both.annotations.count == count && both.annotations.allSatisfy { $0.image_id == 2 })
+      #expect(both.images.map(\.fileName) == ["chelsea.png", "coffee.jpg"])
+      #expect(both.annotations.count == count && both.annotations.allSatisfy { $0.imageID == 2 })
       #expect(
         (try browser.evaluate("document.getElementById('other-annotations').textContent") as? String)?
           .contains("\(count) more") == true)
