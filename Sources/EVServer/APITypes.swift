@@ -190,9 +190,12 @@ public struct HealthResponse: Codable, Sendable, Equatable {
   public var queue: ComputeQueue.Stats
   /// Resident memory of the whole process, from /proc (0 where unavailable).
   public var rssBytes: Int
+  /// Open connections and what the connection guards refused; optional for clients of older
+  /// servers.
+  public var connections: ConnectionCounter.Stats?
 
   enum CodingKeys: String, CodingKey {
-    case status, model, cache, queue
+    case status, model, cache, queue, connections
     case uptimeS = "uptime_s"
     case rssBytes = "rss_bytes"
   }

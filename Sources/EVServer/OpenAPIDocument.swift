@@ -206,7 +206,7 @@ public enum OpenAPIDocument {
               "segmentation": {"$ref": "#/components/schemas/RLE"},
               "score": {"type": "number", "description": "Predicted IoU"},
               "area": {"type": "integer"},
-              "bbox": {"type": "array", "items": {"type": "number"}, "description": "[x, y, width, height]"},
+              "bbox": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4, "description": "COCO box [x, y, width, height] in pixels, as pycocotools' toBbox computes it from the mask: x, y the first foreground column and row, width = x1 + 1 − x0 and height = y1 + 1 − y0 with x1, y1 the last ones (the pixels covered); all zero for an empty mask"},
               "handle": {"type": "string", "description": "Pass as mask_input to refine this mask"}
             }
           },
@@ -267,7 +267,7 @@ public enum OpenAPIDocument {
                   "properties": {
                     "segmentation": {"type": "object", "description": "COCO RLE, or SAM's uncompressed RLE with output_mode uncompressed_rle"},
                     "area": {"type": "integer"},
-                    "bbox": {"type": "array", "items": {"type": "integer"}},
+                    "bbox": {"type": "array", "items": {"type": "integer"}, "minItems": 4, "maxItems": 4, "description": "SAM's record format, kept for compatibility with SamAutomaticMaskGenerator and evsam everything, not COCO's: [x, y, w, h] with w = x1 − x0 and h = y1 − y0 of the first and last foreground column and row, one less than a COCO box (/segment's bbox); add 1 to w and h for COCO (the web page's COCO download does). All zero for an empty mask"},
                     "predicted_iou": {"type": ["number", "null"]},
                     "stability_score": {"type": ["number", "null"]},
                     "point_coords": {"type": "array", "items": {"$ref": "#/components/schemas/Point"}},
@@ -286,6 +286,17 @@ public enum OpenAPIDocument {
               "model": {"type": "string"},
               "uptime_s": {"type": "number"},
               "rss_bytes": {"type": "integer", "description": "Resident memory of the process"},
+              "connections": {
+                "type": "object",
+                "description": "Open connections; refused: closed at once over --max-connections; header_timeouts: closed because a request head was not complete within --header-timeout",
+                "required": ["open", "limit", "refused", "header_timeouts"],
+                "properties": {
+                  "open": {"type": "integer"},
+                  "limit": {"type": "integer"},
+                  "refused": {"type": "integer"},
+                  "header_timeouts": {"type": "integer"}
+                }
+              },
               "cache": {
                 "type": "object",
                 "required": ["images", "bytes", "limit_bytes", "evictions"],

@@ -59,9 +59,18 @@ public enum SegmentationServer {
   ) -> some ApplicationProtocol {
     let c = service.configuration
     let idle = TimeAmount.nanoseconds(Int64(c.idleTimeout.seconds * 1e9))
+    let header = TimeAmount.nanoseconds(Int64(c.headerTimeout.seconds * 1e9))
+    let connections = service.connections
+    // Called once per connection: every connection gets handlers of its own.
+    let guards: @Sendable () -> [any RemovableChannelHandler] = {
+      [
+        ConnectionLimitHandler(counter: connections),
+        HeaderTimeoutHandler(timeout: header, counter: connections),
+      ]
+    }
     return Application(
       router: router(service: service),
-      server: .http1(configuration: .init(idleTimeout: idle)),
+      server: .http1(configuration: .init(additionalChannelHandlers: guards(), idleTimeout: idle)),
       configuration: .init(address: .hostname(c.host, port: c.port), serverName: "evsam"),
       onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? c.port) },
       logger: logger)

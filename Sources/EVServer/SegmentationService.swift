@@ -19,8 +19,15 @@ public final class SegmentationService: Sendable {
   public let configuration: ServerConfiguration
   public let cache: EmbeddingCache
   public let compute: ComputeQueue
+  /// Open connections against `maxConnections`, kept by the application's channel handlers.
+  public let connections: ConnectionCounter
   let logger: Logger
   private let started = ContinuousClock.now
+  /// Resident memory when the service was made (the model, the runtime): the part of the
+  /// memory budget that is not the cache's or the retained heap's.
+  private let baselineBytes = ProcessMemory.residentBytes()
+  /// Times the free heap was handed back to the system (`boundRetainedMemory`).
+  private let heapReleases = Atomic<Int>(0)
   /// The mask generator lowers the process-wide kernel thread count while it decodes prompt
   /// groups in parallel and restores it after; two runs at once could restore the wrong
   /// value, so runs take turns.
@@ -36,6 +43,7 @@ public final class SegmentationService: Sendable {
     self.logger = logger
     cache = EmbeddingCache(limitBytes: configuration.cacheBytes)
     compute = ComputeQueue(workers: configuration.workers, capacity: configuration.queueCapacity)
+    connections = ConnectionCounter(limit: configuration.maxConnections)
   }
 
   /// Stops the workers after the work already queued.
@@ -76,11 +84,18 @@ public final class SegmentationService: Sendable {
       let predictor = SamPredictor(model: model)
       let start = ContinuousClock.now
       try predictor.setImage(image)
+      let encodeTime = ContinuousClock.now - start
+      // The encoder's scratch is free now: trimmed on the worker, before the job counts as
+      // done, so a health check never sees the job over and its memory still held.
+      self.boundRetainedMemory()
       return CachedImage(
         id: Self.newID(), predictor: predictor, image: image,
-        encodeTime: ContinuousClock.now - start, maxHandles: configuration.maskHandlesPerImage)
+        encodeTime: encodeTime, maxHandles: configuration.maskHandlesPerImage)
     }
-    guard cache.insert(entry) else {
+    let inserted = cache.insert(entry)
+    // An eviction frees an image's blocks.
+    boundRetainedMemory()
+    guard inserted else {
       // checkDimensions refuses images the cache cannot hold, so this is a race-free safety net.
       throw APIError(
         .contentTooLarge, code: "image_too_large",
@@ -171,7 +186,10 @@ public final class SegmentationService: Sendable {
     let entry = try image(imageID)
     let plan = try plan(request, for: entry)
     return try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
-      try Self.decode(plan, on: entry)
+      // Full-size logits of many masks can be hundreds of MiB; they are free once the answer
+      // is encoded.
+      defer { self.boundRetainedMemory() }
+      return try Self.decode(plan, on: entry)
     }
   }
 
@@ -332,28 +350,42 @@ public final class SegmentationService: Sendable {
     let model = model
     let modelName = modelName
     let document = try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
-      let result = try self.everythingTurn.withLock { _ in
-        // The generator encodes each crop itself (crop 0 is the whole image).
-        let generator = try AutomaticMaskGenerator(model: model, settings: settings)
-        return try generator.generate(entry.image)
-      }
-      let t = result.timing
-      let document: [String: Any] = [
-        "image": entry.id, "model": modelName, "size": [entry.height, entry.width],
-        "settings": settings.jsonRecord,
-        "annotations": result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) },
-        "timing_ms": [
-          "encoder": t.encoder.milliseconds, "decoder": t.decoder.milliseconds,
-          "postprocess": t.postprocess.milliseconds, "filtering": t.filtering.milliseconds,
-          "total": t.total.milliseconds,
-        ],
-      ]
-      return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
+      let document = try self.everythingDocument(
+        entry: entry, settings: settings, model: model, modelName: modelName)
+      // The generator's crops, batches and masks are free now (often the largest working
+      // memory the server makes): trimmed on the worker, before the job counts as done.
+      self.boundRetainedMemory()
+      return document
     }
     logger.info(
       "segmented everything",
       metadata: ["image.id": "\(entry.id)", "bytes": "\(document.count)"])
     return document
+  }
+
+  /// Runs the generator and encodes its answer; everything it made but the JSON is freed on
+  /// return.
+  private func everythingDocument(
+    entry: CachedImage, settings: MaskGeneratorSettings, model: EfficientViTSAM,
+    modelName: String
+  ) throws -> Data {
+    let result = try everythingTurn.withLock { _ in
+      // The generator encodes each crop itself (crop 0 is the whole image).
+      let generator = try AutomaticMaskGenerator(model: model, settings: settings)
+      return try generator.generate(entry.image)
+    }
+    let t = result.timing
+    let document: [String: Any] = [
+      "image": entry.id, "model": modelName, "size": [entry.height, entry.width],
+      "settings": settings.jsonRecord,
+      "annotations": result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) },
+      "timing_ms": [
+        "encoder": t.encoder.milliseconds, "decoder": t.decoder.milliseconds,
+        "postprocess": t.postprocess.milliseconds, "filtering": t.filtering.milliseconds,
+        "total": t.total.milliseconds,
+      ],
+    ]
+    return try JSONSerialization.data(withJSONObject: document, options: [.sortedKeys])
   }
 
   func generatorSettings(_ r: EverythingRequest) throws(APIError) -> MaskGeneratorSettings {
@@ -421,12 +453,39 @@ public final class SegmentationService: Sendable {
     return s
   }
 
+  // MARK: Memory
+
+  /// The most the process should keep resident between jobs: its footprint when the service
+  /// started, the cache bound and the retained heap.
+  public var memoryBudgetBytes: Int {
+    // Saturating: a configuration may say "no bound" with Int.max.
+    let (partial, first) = baselineBytes.addingReportingOverflow(configuration.cacheBytes)
+    let (sum, second) = partial.addingReportingOverflow(configuration.retainedHeapBytes)
+    return first || second ? Int.max : sum
+  }
+
+  /// Hands the free heap back to the system when the process is above `memoryBudgetBytes`.
+  /// Below it, freed blocks stay for the next job (the allocator's policy, for speed); above
+  /// it they are what makes resident memory grow past the cache bound: glibc keeps each
+  /// arena's high-water mark, and with several threads encoding, evicting and running the
+  /// mask generator, those marks add up.
+  func boundRetainedMemory() {
+    guard ProcessMemory.residentBytes() > memoryBudgetBytes else { return }
+    if HeapPolicy.releaseFreeMemory() {
+      heapReleases.wrappingAdd(1, ordering: .relaxed)
+    }
+  }
+
+  /// Times the free heap went back to the system.
+  public var heapReleaseCount: Int { heapReleases.load(ordering: .relaxed) }
+
   // MARK: Status
 
   public func health() -> HealthResponse {
     HealthResponse(
       status: "ok", model: modelName, uptimeS: (ContinuousClock.now - started).seconds,
-      cache: cache.stats, queue: compute.stats, rssBytes: ProcessMemory.residentBytes())
+      cache: cache.stats, queue: compute.stats, rssBytes: ProcessMemory.residentBytes(),
+      connections: connections.stats)
   }
 
   public func models() -> ModelsResponse {

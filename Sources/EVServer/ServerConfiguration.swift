@@ -10,6 +10,11 @@ public struct ServerConfiguration: Sendable, Equatable {
   /// Upper bound of the embedding cache (embeddings, decoder state, decoded images and mask
   /// handles), in bytes.
   public var cacheBytes = 1024 * 1024 * 1024
+  /// Freed memory the allocator may keep for the next job, beyond the process's footprint
+  /// when the service starts (the model) and the cache bound. The process keeps freed blocks
+  /// for speed (`HeapPolicy.retainFreedMemory`); when a job leaves it above this budget, the
+  /// free pages go back to the system.
+  public var retainedHeapBytes = 256 * 1024 * 1024
   /// Threads that run the model. Each encode or decode also spreads its kernels over the cores.
   public var workers = 2
   /// Requests that may wait for a worker; one more is refused with 503 and `Retry-After`.
@@ -38,6 +43,12 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var maxCropLayers = 2
   /// How long an idle keep-alive connection stays open.
   public var idleTimeout: Duration = .seconds(75)
+  /// Time a request head (request line and headers) has to arrive in whole: from the
+  /// connection's opening, and for later requests on it from their first byte. A connection
+  /// that misses it is closed without an answer.
+  public var headerTimeout: Duration = .seconds(10)
+  /// Connections open at once; one more is closed as soon as it is accepted, without an answer.
+  public var maxConnections = 256
 
   public init() {}
 
@@ -48,6 +59,7 @@ public struct ServerConfiguration: Sendable, Equatable {
     if workers < 1 { found.append("workers must be at least 1, got \(workers)") }
     if queueCapacity < 0 { found.append("queue capacity must be 0 or more, got \(queueCapacity)") }
     if cacheBytes < 1 { found.append("the cache bound must be positive, got \(cacheBytes) bytes") }
+    if retainedHeapBytes < 0 { found.append("the retained heap must be 0 or more bytes") }
     if requestTimeout <= .zero { found.append("the request timeout must be positive") }
     if maxUploadBytes < 1 { found.append("the upload limit must be positive") }
     if maxImageSide < 1 || maxImagePixels < 1 { found.append("image limits must be positive") }
@@ -55,6 +67,11 @@ public struct ServerConfiguration: Sendable, Equatable {
       found.append("prompt limits must be positive")
     }
     if maskHandlesPerImage < 1 { found.append("mask handles per image must be at least 1") }
+    if idleTimeout <= .zero { found.append("the idle timeout must be positive") }
+    if headerTimeout <= .zero { found.append("the header timeout must be positive") }
+    if maxConnections < 1 {
+      found.append("the connection limit must be at least 1, got \(maxConnections)")
+    }
     return found
   }
 }

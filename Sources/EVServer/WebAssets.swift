@@ -44,6 +44,7 @@ enum WebAssets {
         </div>
         <h2>Annotations <span id="annotation-count">0</span></h2>
         <ol id="annotations"></ol>
+        <p id="other-annotations" class="help"></p>
         <details>
           <summary>Segment-everything settings</summary>
           <label>points per side <input type="number" id="pps" min="1" max="64" value="32"></label>
@@ -81,7 +82,11 @@ enum WebAssets {
       candidate: 0,
       layer: null,         // canvas with the current mask drawn
       maskPixels: 0,
-      annotations: [],     // {segmentation, area, bbox, score, source, layer, color}
+      annotations: [],     // {segmentation, area, bbox (COCO), score, source, layer, color}
+      imageKey: null,      // which file the annotations belong to (fileKey)
+      images: new Map(),   // fileKey → {name, width, height, annotations} of the other images opened
+      opening: 0,          // the latest openFile call; an older one that finishes late gives way
+      everythingRequests: 0,
       drag: null,
       seq: 0,
       pending: 0,
@@ -176,7 +181,11 @@ enum WebAssets {
       $("keep").disabled = !state.layer;
       $("everything").disabled = !ready;
       $("download-png").disabled = !state.layer;
-      $("download-coco").disabled = !state.layer && state.annotations.length === 0;
+      const others = otherImages();
+      const otherCount = others.reduce((n, i) => n + i.annotations.length, 0);
+      $("download-coco").disabled = !state.layer && state.annotations.length === 0 && otherCount === 0;
+      $("other-annotations").textContent = otherCount === 0 ? "" :
+        `${otherCount} more on ${others.length} other image(s), kept for when you open them again and included in the COCO download.`;
       document.body.dataset.maskPixels = String(state.maskPixels);
       document.body.dataset.annotations = String(state.annotations.length);
 
@@ -266,19 +275,34 @@ enum WebAssets {
         setStatus(`${file.name} is not a PNG or JPEG image.`, "error");
         return;
       }
-      const seq = ++state.seq;
-      Object.assign(state, {
-        file, fileName: file.name.replace(/\.[^.]*$/, "") || "image", imageId: null, points: [], box: null,
-        history: [], result: null, layer: null, maskPixels: 0, annotations: [],
-      });
+      // The file is decoded before the state changes: one the browser cannot show leaves the
+      // current image, its prompts and its annotations exactly as they were.
+      const opening = ++state.opening;
       const picture = new Image();
-      picture.src = URL.createObjectURL(file);
+      const url = URL.createObjectURL(file);
+      picture.src = url;
       try {
         await picture.decode();
       } catch (e) {
-        setStatus(`${file.name} cannot be shown by the browser.`, "error");
+        URL.revokeObjectURL(url);
+        if (opening === state.opening) {
+          setStatus(`${file.name} cannot be shown by the browser; ${state.file ? "the current image stays" : "open a PNG or JPEG"}.`, "error");
+        }
         return;
       }
+      if (opening !== state.opening) return;
+      const seq = ++state.seq;
+      // The annotations of the image being left stay with it, for when it is opened again
+      // (and for the COCO download); those of the image opened come back.
+      shelveAnnotations();
+      const key = fileKey(file);
+      const shelved = state.images.get(key);
+      state.images.delete(key);
+      Object.assign(state, {
+        file, fileName: file.name.replace(/\.[^.]*$/, "") || "image", imageKey: key, imageId: null,
+        points: [], box: null, history: [], result: null, layer: null, maskPixels: 0,
+        annotations: shelved ? shelved.annotations : [],
+      });
       state.picture = picture;
       state.width = picture.naturalWidth; state.height = picture.naturalHeight;
       view.width = state.width; view.height = state.height;
@@ -294,6 +318,22 @@ enum WebAssets {
         if (seq === state.seq) setStatus(`Upload failed: ${e.message}`, "error");
       }
       updateControls();
+    }
+
+    // Files are told apart by name, size and date: the browser gives no path.
+    function fileKey(file) {
+      return `${file.name}|${file.size}|${file.lastModified}`;
+    }
+
+    function shelveAnnotations() {
+      if (state.imageKey === null || state.annotations.length === 0) return;
+      state.images.set(state.imageKey, {
+        name: state.file.name, width: state.width, height: state.height, annotations: state.annotations,
+      });
+    }
+
+    function otherImages() {
+      return [...state.images.values()].filter((i) => i.annotations.length > 0);
     }
 
     function multimaskWanted() {
@@ -356,6 +396,7 @@ enum WebAssets {
         pred_iou_thresh: Number($("iou-thresh").value),
         stability_score_thresh: Number($("stability-thresh").value),
       };
+      state.everythingRequests++;
       setStatus("Segmenting everything…", "everything");
       try {
         const t0 = performance.now();
@@ -364,13 +405,19 @@ enum WebAssets {
         state.annotations = state.annotations.filter((a) => a.source !== "everything");
         // Largest first, so small masks stay visible on top.
         const found = doc.annotations.slice().sort((a, b) => b.area - a.area);
-        found.forEach((a) => addAnnotation(a.segmentation, a.area, a.bbox, a.predicted_iou, "everything"));
+        found.forEach((a) => addAnnotation(a.segmentation, a.area, cocoBoxFromSAM(a.bbox, a.area), a.predicted_iou, "everything"));
         redraw();
         updateControls();
         setStatus(`Everything: ${found.length} mask(s) in ${Math.round(performance.now() - t0)} ms.`, "ready");
       } catch (e) {
         if (seq === state.seq) setStatus(`Segment everything failed: ${e.message}`, "error");
       }
+    }
+
+    // /everything answers SAM's records, whose bbox is [x, y, x1 − x0, y1 − y0] of the first
+    // and last mask pixels; a COCO box (and /segment's) counts the pixels, one more each way.
+    function cocoBoxFromSAM(box, area) {
+      return area > 0 ? [box[0], box[1], box[2] + 1, box[3] + 1] : [0, 0, 0, 0];
     }
 
     function addAnnotation(segmentation, area, bbox, score, source) {
@@ -473,20 +520,26 @@ enum WebAssets {
       out.toBlob((blob) => download(blob, `${state.fileName}_mask.png`), "image/png");
     }
 
+    // Every bbox here is COCO's [x, y, width, height] with width = x1 + 1 − x0 (see
+    // cocoBoxFromSAM). The image shown is image 1; the other annotated images follow.
     function cocoDocument() {
-      const list = state.annotations.map((a) => a);
+      const current = state.annotations.map((a) => a);
       if (state.result && state.layer) {
         const m = state.result.masks[state.candidate];
-        list.push({ segmentation: m.segmentation, area: m.area, bbox: m.bbox, score: m.score });
+        current.push({ segmentation: m.segmentation, area: m.area, bbox: m.bbox, score: m.score });
       }
+      const images = [{ name: state.file ? state.file.name : "image", width: state.width, height: state.height, annotations: current }]
+        .concat(otherImages());
+      const annotations = [];
+      images.forEach((image, i) => image.annotations.forEach((a) => annotations.push({
+        id: annotations.length + 1, image_id: i + 1, category_id: 1, segmentation: a.segmentation,
+        area: a.area, bbox: a.bbox, iscrowd: 0, score: a.score,
+      })));
       return {
         info: { description: "evsam annotations", date_created: new Date().toISOString() },
-        images: [{ id: 1, file_name: state.file ? state.file.name : "image", width: state.width, height: state.height }],
+        images: images.map((image, i) => ({ id: i + 1, file_name: image.name, width: image.width, height: image.height })),
         categories: [{ id: 1, name: "object", supercategory: "object" }],
-        annotations: list.map((a, i) => ({
-          id: i + 1, image_id: 1, category_id: 1, segmentation: a.segmentation, area: a.area,
-          bbox: a.bbox, iscrowd: 0, score: a.score,
-        })),
+        annotations,
       };
     }
 
@@ -517,9 +570,12 @@ enum WebAssets {
 
     window.addEventListener("keydown", (e) => {
       if (e.target instanceof HTMLInputElement) return;
+      // Enter on a focused control presses that control; keeping the mask as well would make
+      // one key do two things (a second "Segment everything", say).
+      if (e.key === "Enter" && e.target instanceof Element && e.target.closest("button, a, summary, select, textarea, label")) return;
       if ((e.ctrlKey || e.metaKey) && e.key.toLowerCase() === "z") { e.preventDefault(); undo(); }
       else if (e.key === "Escape") clearPrompts();
-      else if (e.key === "Enter") keep();
+      else if (e.key === "Enter") { e.preventDefault(); keep(); }
       else if (e.key === "o") $("file").click();
       else if (/^[1-3]$/.test(e.key)) chooseCandidate(Number(e.key) - 1);
     });

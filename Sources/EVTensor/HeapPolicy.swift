@@ -18,4 +18,26 @@ public enum HeapPolicy {
   public static func retainFreedMemory() -> Bool {
     evk_retain_freed_memory() == 1
   }
+
+  /// Gives the free pages of the whole heap back to the system (glibc's `malloc_trim(0)`,
+  /// which walks every arena, not only the top of the main one). The counterpart of
+  /// `retainFreedMemory` for a long-running process that promises a memory bound: keep freed
+  /// blocks while the process is within its budget, call this when it is not. Costs the next
+  /// large allocations their page faults again. Returns false when nothing was released or the
+  /// C library is not glibc.
+  @discardableResult
+  public static func releaseFreeMemory() -> Bool {
+    evk_release_free_memory() == 1
+  }
+
+  /// At most `count` allocator arenas for the threads started from now on. glibc gives busy
+  /// threads arenas of their own, and `releaseFreeMemory` cannot shrink the top of those (only
+  /// the main arena's): freed scratch of worker threads would stay resident there whatever the
+  /// process trims. A process that bounds its memory calls this with 1 before starting
+  /// threads; the big tensors take the arena lock rarely, so sharing it costs little. Returns
+  /// false where it does not apply.
+  @discardableResult
+  public static func limitArenas(_ count: Int) -> Bool {
+    evk_limit_arenas(Int32(clamping: count)) == 1
+  }
 }

@@ -4,6 +4,7 @@
 #if canImport(EVServer)
   import ArgumentParser
   import EVServer
+  import EVTensor
   import Foundation
   import Logging
   import Synchronization
@@ -33,6 +34,12 @@
         "Embedding cache bound; least recently used images leave first.", valueName: "MiB"))
     var cacheMb = 1024
 
+    @Option(
+      help: ArgumentHelp(
+        "Freed memory kept for the next job beyond the model and the cache bound; "
+          + "above it the free heap goes back to the system.", valueName: "MiB"))
+    var retainHeapMb = 256
+
     @Option(help: "Threads running the model (each also spreads its kernels over the cores).")
     var workers = 2
 
@@ -42,6 +49,22 @@
     @Option(
       help: ArgumentHelp("Time allowed per request, from arrival to answer.", valueName: "seconds"))
     var requestTimeout: Double = 60
+
+    @Option(
+      help: ArgumentHelp(
+        "Time a request head (request line and headers) has to arrive in whole, from the "
+          + "connection's opening or from the first byte of a later request; slower connections "
+          + "are closed.", valueName: "seconds"))
+    var headerTimeout: Double = 10
+
+    @Option(
+      help: ArgumentHelp(
+        "Time an idle keep-alive connection stays open between requests.", valueName: "seconds"))
+    var idleTimeout: Double = 75
+
+    @Option(
+      help: "Connections open at once; one more is closed as soon as it is accepted, unanswered.")
+    var maxConnections = 256
 
     @Option(help: ArgumentHelp("Largest upload.", valueName: "MiB"))
     var maxUploadMb = 32
@@ -60,8 +83,15 @@
         throw ValidationError(
           "--log-level must be trace, debug, info, notice, warning, error or critical")
       }
-      guard requestTimeout > 0, requestTimeout.isFinite else {
-        throw ValidationError("--request-timeout must be a positive number of seconds")
+      for (name, value) in [
+        ("--request-timeout", requestTimeout), ("--header-timeout", headerTimeout),
+        ("--idle-timeout", idleTimeout),
+      ] {
+        // A day at most: longer is surely a mistake, and it keeps the conversion to whole
+        // nanoseconds far from overflowing.
+        guard value > 0, value <= 86_400 else {
+          throw ValidationError("\(name) must be a positive number of seconds, at most 86400")
+        }
       }
       let problems = serverConfiguration().problems()
       guard problems.isEmpty else { throw ValidationError(problems.joined(separator: "; ")) }
@@ -71,17 +101,38 @@
       var c = ServerConfiguration()
       c.host = host
       c.port = port
-      c.cacheBytes = cacheMb * 1024 * 1024
+      c.cacheBytes = Self.bytes(mebibytes: cacheMb)
+      c.retainedHeapBytes = Self.bytes(mebibytes: retainHeapMb)
       c.workers = workers
       c.queueCapacity = queue
-      c.requestTimeout = .milliseconds(Int64((requestTimeout * 1000).rounded()))
-      c.maxUploadBytes = maxUploadMb * 1024 * 1024
+      c.requestTimeout = Self.duration(requestTimeout)
+      c.headerTimeout = Self.duration(headerTimeout)
+      c.idleTimeout = Self.duration(idleTimeout)
+      c.maxConnections = maxConnections
+      c.maxUploadBytes = Self.bytes(mebibytes: maxUploadMb)
       c.maxImageSide = maxImageSide
       c.maxImagePixels = maxImagePixels
       return c
     }
 
+    /// `mebibytes` MiB in bytes, saturating instead of overflowing (a huge value then fails
+    /// the configuration's checks or is simply no limit, rather than trapping).
+    static func bytes(mebibytes: Int) -> Int {
+      let (product, overflow) = mebibytes.multipliedReportingOverflow(by: 1 << 20)
+      return overflow ? (mebibytes < 0 ? Int.min : Int.max) : product
+    }
+
+    /// Whole milliseconds; values `validate` refuses (NaN, huge) become 0, which the
+    /// configuration's own check then names.
+    static func duration(_ seconds: Double) -> Duration {
+      guard seconds.isFinite, seconds > 0, seconds <= 86_400 else { return .zero }
+      return .milliseconds(Int64((seconds * 1000).rounded()))
+    }
+
     func run() throws {
+      // Before any thread starts: one arena, so that the service's trims (HeapPolicy) reach
+      // every freed block and resident memory stays within --cache-mb and --retain-heap-mb.
+      HeapPolicy.limitArenas(1)
       let level = Logger.Level(rawValue: logLevel)!
       LoggingSystem.bootstrap { label in
         var handler = StreamLogHandler.standardError(label: label)

@@ -1,4 +1,5 @@
 import EVImage
+import EVMask
 import EVServer
 import Foundation
 import HummingbirdTesting
@@ -153,6 +154,8 @@ extension ServerTests {
           try browser.waitUntil(
             "evsamTest.state.annotations.length > 1 && document.body.dataset.status === 'ready'")
           try browser.screenshot().write(to: folder.appendingPathComponent("page-everything.png"))
+
+          try Self.checkAnnotationsSurvive(browser, pagePoint: pagePoint, folder: downloads)
         }
         // The screenshots are real PNGs of the page.
         for name in ["page-after-click.png", "page-everything.png"] {
@@ -160,6 +163,118 @@ extension ServerTests {
           #expect(shot.width >= 800 && shot.height >= 600, "\(name)")
         }
       }
+    }
+
+    /// The page's COCO download, as far as these tests read it.
+    struct COCOExport: Decodable {
+      struct Image: Decodable {
+        var id: Int
+        var fileName: String
+
+        enum CodingKeys: String, CodingKey {
+          case id
+          case fileName = "file_name"
+        }
+      }
+      struct Annotation: Decodable {
+        var imageID: Int
+        var segmentation: RLE
+        var bbox: [Double]
+
+        enum CodingKeys: String, CodingKey {
+          case segmentation, bbox
+          case imageID = "image_id"
+        }
+      }
+      var images: [Image]
+      var annotations: [Annotation]
+    }
+
+    static func coco(_ browser: ChromiumSession) throws -> COCOExport {
+      let json = try #require(
+        try browser.evaluate("JSON.stringify(evsamTest.coco())") as? String)
+      return try JSONDecoder().decode(COCOExport.self, from: Data(json.utf8))
+    }
+
+    /// Regressions of the page's annotation keeping: every exported bbox is COCO's (the
+    /// everything route answers SAM's boxes), Enter on a focused button does not also keep the
+    /// mask, a file the browser cannot decode changes nothing, and opening another image keeps
+    /// the first one's annotations for the download and for when it is opened again.
+    static func checkAnnotationsSurvive(
+      _ browser: ChromiumSession, pagePoint: (Double, Double) throws -> (x: Double, y: Double),
+      folder: URL
+    ) throws {
+      let first = try coco(browser)
+      #expect(first.annotations.count > 1)
+      for a in first.annotations {
+        #expect(a.bbox == a.segmentation.boundingBox.array, "\(a.bbox)")
+      }
+
+      // A mask on screen, the focus on "Segment everything", Enter: the button runs once and
+      // the mask is not kept.
+      let kept = try #require(try browser.evaluate("evsamTest.state.annotations.length") as? Int)
+      let requests = try #require(
+        try browser.evaluate("evsamTest.state.everythingRequests") as? Int)
+      try browser.mouse(at: try pagePoint(300, 200))
+      try browser.waitUntil(
+        "evsamTest.state.layer !== null && document.body.dataset.status === 'ready'")
+      _ = try browser.evaluate("document.getElementById('everything').focus()")
+      try browser.pressEnter()
+      try browser.waitUntil(
+        "evsamTest.state.everythingRequests === \(requests + 1) && document.body.dataset.status === 'ready'"
+      )
+      #expect(try browser.evaluate("evsamTest.state.layer !== null") as? Bool == true)
+      let afterButton = try #require(
+        try browser.evaluate("evsamTest.state.annotations.filter(a => a.source === 'kept').length")
+          as? Int)
+      #expect(afterButton == 1)
+      // With the focus elsewhere, Enter keeps the mask and runs nothing.
+      _ = try browser.evaluate("document.activeElement.blur()")
+      try browser.pressEnter()
+      try browser.waitUntil("evsamTest.state.layer === null")
+      #expect(
+        try browser.evaluate("evsamTest.state.annotations.filter(a => a.source === 'kept').length")
+          as? Int == 2)
+      #expect(
+        try browser.evaluate("evsamTest.state.everythingRequests") as? Int == requests + 1)
+      let count = try #require(try browser.evaluate("evsamTest.state.annotations.length") as? Int)
+      #expect(count >= kept)
+
+      // A file named like a PNG that is not one: an error, and nothing lost or out of step.
+      let broken = folder.appendingPathComponent("broken.png")
+      try Data("not an image".utf8).write(to: broken)
+      try browser.setFile(selector: "#file", path: broken.path)
+      try browser.waitUntil("document.body.dataset.status === 'error'")
+      #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == count)
+      #expect(
+        try browser.evaluate("document.getElementById('annotation-count').textContent")
+          as? String == String(count))
+      #expect(
+        try browser.evaluate("document.querySelectorAll('#annotations li').length") as? Int
+          == count)
+      #expect(try coco(browser).annotations.count == count)
+      #expect(try browser.evaluate("evsamTest.state.file.name") as? String == "coffee.jpg")
+
+      // Another image: its own (empty) list; the first image's annotations stay in the download.
+      try browser.setFile(selector: "#file", path: try Fixtures.url("images/chelsea.png").path)
+      try browser.waitUntil(
+        "evsamTest.state.file.name === 'chelsea.png' && evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'"
+      )
+      #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == 0)
+      let both = try coco(browser)
+      #expect(both.images.map(\.fileName) == ["chelsea.png", "coffee.jpg"])
+      #expect(both.annotations.count == count && both.annotations.allSatisfy { $0.imageID == 2 })
+      #expect(
+        (try browser.evaluate("document.getElementById('other-annotations').textContent") as? String)?
+          .contains("\(count) more") == true)
+
+      // Back to the first image: its annotations are back.
+      try browser.setFile(selector: "#file", path: TestServer.exampleJPEG.path)
+      try browser.waitUntil(
+        "evsamTest.state.file.name === 'coffee.jpg' && evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'"
+      )
+      #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == count)
+      #expect(try coco(browser).images.count == 1)
     }
 
     /// Waits until every file exists with its final size (downloads are written in place).

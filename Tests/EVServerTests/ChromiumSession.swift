@@ -188,6 +188,19 @@ final class ChromiumSession {
     try event("mouseReleased", end ?? point, buttons: 0)
   }
 
+  /// Presses and releases Enter on whatever has the focus, as the keyboard would (the key
+  /// press carries its text, so a focused button is activated by it).
+  func pressEnter() throws {
+    for type in ["keyDown", "keyUp"] {
+      var event: [String: Any] = [
+        "type": type, "key": "Enter", "code": "Enter", "windowsVirtualKeyCode": 13,
+        "nativeVirtualKeyCode": 13,
+      ]
+      if type == "keyDown" { event["text"] = "\r" }
+      _ = try send("Input.dispatchKeyEvent", event)
+    }
+  }
+
   /// A PNG of the page as shown.
   func screenshot() throws -> Data {
     let shot = try send("Page.captureScreenshot", ["format": "png"])

@@ -97,6 +97,14 @@ int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const floa
 /// both settings took, 0 elsewhere (see HeapPolicy.swift).
 int evk_retain_freed_memory(void);
 
+/// glibc only: give the free pages of every arena back to the system (malloc_trim(0)), whatever
+/// evk_retain_freed_memory set. Returns 1 when some memory was released, 0 otherwise.
+int evk_release_free_memory(void);
+
+/// glibc only: at most `count` malloc arenas for the threads started from now on (M_ARENA_MAX).
+/// Returns 1 when the setting took, 0 elsewhere.
+int evk_limit_arenas(int count);
+
 /// Row-major C (m × n, row stride ldc) = alpha·op(A)·op(B) + beta·C, with op(A) m × k and op(B)
 /// k × n (a transposed operand is stored the other way round, row stride lda / ldb). beta == 0
 /// never reads C. Then, for each row i, C[i, :] = act(C[i, :] + row_bias[i]) (`row_bias` may be
