@@ -83,7 +83,11 @@ public final class SegmentationService: Sendable {
       try self.checkDimensions(width: image.width, height: image.height)
       let predictor = SamPredictor(model: model)
       let start = ContinuousClock.now
-      try predictor.setImage(image)
+      do {
+        try predictor.setImage(image)
+      } catch let error as PredictorError {
+        throw Self.apiError(error)
+      }
       let encodeTime = ContinuousClock.now - start
       // The encoder's scratch is free now: trimmed on the worker, before the job counts as
       // done, so a health check never sees the job over and its memory still held.
@@ -138,6 +142,17 @@ public final class SegmentationService: Sendable {
         .contentTooLarge, code: "image_too_large",
         "the image needs \(bytes >> 20) MiB of cache but the bound (--cache-mb) is "
           + "\(c.cacheBytes >> 20) MiB")
+    }
+  }
+
+  /// A predictor's refusal: the prompt's fault (422), or the model's when its outputs are not
+  /// finite (500: the checkpoint or the input broke the model, no prompt can fix that).
+  static func apiError(_ error: PredictorError) -> APIError {
+    switch error {
+    case .nonFiniteEmbedding, .nonFiniteOutput:
+      APIError(.internalServerError, code: "non_finite_output", error.description)
+    default:
+      APIError.invalidPrompt(error.description)
     }
   }
 
@@ -300,7 +315,7 @@ public final class SegmentationService: Sendable {
         boxes: plan.boxes, pointSets: plan.pointSets, labelSets: plan.labelSets,
         maskInputs: plan.maskInputs, multimask: plan.multimask, upscale: true)
     } catch {
-      throw APIError.invalidPrompt(error.description)
+      throw Self.apiError(error)
     }
     let decodeTime = ContinuousClock.now - start
     guard let logits = prediction.maskLogits else {

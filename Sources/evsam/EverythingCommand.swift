@@ -212,7 +212,7 @@ struct EverythingCommand: ParsableCommand {
       }
     }
     let skipped = jobs.count - pending.count
-    if skipped > 0 {
+    if skipped > 0 && !quietOption.quiet {
       printErr("skipping \(skipped) image(s) whose output is complete and up to date")
     }
     guard !pending.isEmpty else { return }
@@ -244,11 +244,11 @@ struct EverythingCommand: ParsableCommand {
       } catch {
         // One bad image must not stop a folder: report it, go on, fail at the end.
         guard pending.count > 1 else { throw error }
-        progress.finish("error: \(label): \(error)")
+        progress.finish("error: \(label): \(error)", isError: true)
         failed.append(job.image.lastPathComponent)
       }
     }
-    if jobs.count > 1 {
+    if jobs.count > 1 && !quietOption.quiet {
       printErr(
         "\(pending.count - failed.count) image(s) written (\(totalMasks) masks), \(skipped) already done, \(failed.count) failed"
       )
@@ -405,8 +405,9 @@ final class ProgressLine {
     FileHandle.standardError.write(Data((terminal ? "\r\u{1B}[K" + message : message + "\n").utf8))
   }
 
-  func finish(_ message: String) {
+  /// Ends the line with `message`; with progress off only errors are printed.
+  func finish(_ message: String, isError: Bool = false) {
     if enabled && terminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-    printErr(message)
+    if enabled || isError { printErr(message) }
   }
 }

@@ -1,6 +1,7 @@
 import EVMaskGenerator
 import EVTensor
 import Foundation
+import TestSupport
 import Testing
 
 /// The fused, streamed upscaling must give the very pixels of the official two-step

@@ -1,4 +1,5 @@
 import EVMask
+import TestSupport
 import Testing
 
 /// The sparse polygon walk (only the column crossings inside the image) against pycocotools'

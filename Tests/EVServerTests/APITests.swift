@@ -362,6 +362,13 @@ extension ServerTests {
           (#"{"points_per_side": 1000}"#, .unprocessableContent, "invalid_settings"),
           (#"{"crop_n_layers": 9}"#, .unprocessableContent, "invalid_settings"),
           (#"{"output_mode": "binary_mask"}"#, .unprocessableContent, "invalid_settings"),
+          // Thresholds that keep every mask or none.
+          (#"{"box_nms_thresh": 2}"#, .unprocessableContent, "invalid_settings"),
+          (#"{"pred_iou_thresh": 5}"#, .unprocessableContent, "invalid_settings"),
+          (#"{"crop_overlap_ratio": 1}"#, .unprocessableContent, "invalid_settings"),
+          (
+            #"{"point_grids": [[[0.5, 1.5]]]}"#, .unprocessableContent, "invalid_settings"
+          ),
           (
             #"{"points_per_side": 4, "point_grids": [[[0.5, 0.5]]]}"#, .unprocessableContent,
             "invalid_settings"

@@ -1,6 +1,7 @@
 import EVImage
 import EVServer
 import Foundation
+import TestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -122,22 +123,5 @@ extension ServerTests {
       #expect(idle <= bound, "\(summary)")
       #expect(busy <= busyBound, "\(summary)")
     }
-  }
-}
-
-/// SplitMix64: a small deterministic generator, so a failing run can be repeated exactly.
-struct SeededGenerator: RandomNumberGenerator {
-  private var state: UInt64
-
-  init(seed: UInt64) {
-    state = seed
-  }
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE5_E9B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
   }
 }

@@ -1,5 +1,6 @@
 import EVTensor
 import Foundation
+import TestSupport
 import Testing
 
 /// The run-time-dispatched kernels of `CKernels` at every instruction-set level this CPU has

@@ -1,7 +1,7 @@
 import Foundation
 
 /// Deterministic inputs for the parser fuzz tests: every failure reproduces from its seed.
-/// `EVSAM_FUZZ_ITERATIONS=100000 swift test -c release --filter Fuzz` runs them longer
+/// `EVSAM_FUZZ_ITERATIONS=100000 swift test -c release --filter "Fuzz|ImageHardening"` runs them longer
 /// (`EVSAM_FUZZ_SEED` picks another seed where a test reads it).
 public enum Fuzz {
   /// How many generated inputs a fuzz test tries: `standard` in the test suite, or
@@ -14,6 +14,7 @@ public enum Fuzz {
   public struct Generator: RandomNumberGenerator {
     var state: UInt64
     public init(seed: UInt64) { state = seed }
+    public init(state: UInt64) { self.state = state }
     public mutating func next() -> UInt64 {
       state &+= 0x9E37_79B9_7F4A_7C15
       var z = state
@@ -57,3 +58,7 @@ public enum Fuzz {
     return out
   }
 }
+
+/// The one seeded generator of the test suites, under the names they use.
+public typealias SplitMix64 = Fuzz.Generator
+public typealias SeededGenerator = Fuzz.Generator

@@ -233,3 +233,27 @@ import Testing
     }
   }
 }
+
+/// A single image's output is reused only by an identical run, as a folder's are.
+@Suite struct EverythingResumeTests {
+  @Test func singleImageOutputMadeOtherwiseIsRefused() throws {
+    let models = try Fixtures.url("models")
+    let dir = try temporaryDirectory()
+    let out = dir.appendingPathComponent("chelsea.json")
+    let base = [
+      "everything", "--config", models.appendingPathComponent("tiny-l.json").path,
+      "--checkpoint", models.appendingPathComponent("tiny-l.pt").path,
+      try Fixtures.url("images/chelsea.png").path, "--points-per-side", "2",
+      "--stability-score-thresh", "0", "-o", out.path,
+    ]
+    var result = try CLIRunner.run(base + ["--pred-iou-thresh", "0"])
+    #expect(result.status == 0, "\(result.stderr)")
+    let first = try Data(contentsOf: out)
+    result = try CLIRunner.run(base + ["--pred-iou-thresh", "0"])
+    #expect(result.status == 0 && result.stderr.contains("up to date"), "\(result.stderr)")
+    result = try CLIRunner.run(base + ["--pred-iou-thresh", "0.5"])
+    #expect(result.status != 0)
+    #expect(result.stderr.contains("pred_iou_thresh"), "\(result.stderr)")
+    #expect(try Data(contentsOf: out) == first)
+  }
+}
