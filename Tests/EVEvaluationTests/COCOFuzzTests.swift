@@ -57,7 +57,7 @@ import Testing
     var rng = Fuzz.Generator(seed: 2026)
     var evaluated = 0
     let clock = ContinuousClock()
-    for iteration in 0..<Fuzz.iterations(400) {
+    for iteration in 0..<Fuzz.iterations(1500) {
       var gt = gtObject
       var dt = dtObject
       switch iteration % 4 {

@@ -12,7 +12,7 @@ import Testing
     let original = [UInt8](try Data(contentsOf: Fixtures.url(fixture)))
     var rng = Fuzz.Generator(seed: UInt64(fixture.utf8.count) &* 7919)
     var decoded = 0
-    for _ in 0..<Fuzz.iterations(600) {
+    for _ in 0..<Fuzz.iterations(1000) {
       var bytes = Fuzz.mutate(original, using: &rng)
       // libpng rejects a chunk whose CRC is wrong; mending the CRCs half of the time lets the
       // mutations reach the decompressor and the row filters.
