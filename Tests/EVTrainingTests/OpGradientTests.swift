@@ -159,5 +159,11 @@ import Testing
     let q = OpGradientTests.random([2, 3, 11, 17], &rng)
     let fastT = Tape().matmul(p, q, transposeB: true).value
     #expect(relativeL2Error(fastT, Reference.matmul(p.value, q.value, transposeB: true)) <= 1e-6)
+    let image = OpGradientTests.random([2, 6, 5, 7], &rng)
+    let weight = OpGradientTests.random([6, 4, 2, 2], &rng)
+    let bias = OpGradientTests.random([4], &rng)
+    let up = Tape().convTranspose2x2(image, weight: weight, bias: bias).value
+    let plainUp = Reference.convTranspose2x2(image.value, weight: weight.value, bias: bias.value)
+    #expect(relativeL2Error(up, plainUp) <= 1e-6)
   }
 }

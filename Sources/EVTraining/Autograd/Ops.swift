@@ -236,31 +236,70 @@ extension Tape {
     }
   }
 
-  /// `nn.ConvTranspose2d(kernel 2, stride 2)`: weight `[in, out, 2, 2]`.
+  /// `nn.ConvTranspose2d(kernel 2, stride 2)`: weight `[in, out, 2, 2]`. Each of the four
+  /// kernel taps is a product `W_tᵀ·X` (out × pixels) written to every other row and column
+  /// of the output; `Reference.convTranspose2x2` is its plain twin.
   package func convTranspose2x2(_ x: Variable, weight: Variable, bias: Variable) -> Variable {
-    let y = Reference.convTranspose2x2(x.value, weight: weight.value, bias: bias.value)
     let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let cout = weight.shape[1]
-    return record(y, inputs: [x, weight, bias]) { g in
-      let xs = x.value.storage
-      let ws = weight.value.storage
-      var dx = [Double](repeating: 0, count: xs.count)
-      var dw = [Double](repeating: 0, count: ws.count)
+    let hw = h * w
+    // W_t as cin × cout matrices, one per tap (dy·2 + dx).
+    func taps(_ ws: [Float]) -> [[Float]] {
+      (0..<4).map { t in
+        var m = [Float](repeating: 0, count: cin * cout)
+        for ci in 0..<cin {
+          for co in 0..<cout { m[ci * cout + co] = ws[(ci * cout + co) * 4 + t] }
+        }
+        return m
+      }
+    }
+    let wt = taps(weight.value.storage)
+    let xs = x.value.storage
+    var y = [Float](repeating: 0, count: n * cout * 4 * hw)
+    for b in 0..<n {
+      for t in 0..<4 {
+        let (dy, dx) = (t / 2, t % 2)
+        let yt = Products.gemm(
+          wt[t], xs, m: cout, n: hw, k: cin, transA: true, bOffset: b * cin * hw)
+        for co in 0..<cout {
+          let bias = bias.value.storage[co]
+          for py in 0..<h {
+            for px in 0..<w {
+              y[((b * cout + co) * 2 * h + 2 * py + dy) * 2 * w + 2 * px + dx] =
+                yt[co * hw + py * w + px] + bias
+            }
+          }
+        }
+      }
+    }
+    let value = Tensor(shape: [n, cout, 2 * h, 2 * w], storage: y)
+    return record(value, inputs: [x, weight, bias]) { g in
+      var dx = [Float](repeating: 0, count: xs.count)
+      var dw = [Double](repeating: 0, count: weight.count)
       var db = [Double](repeating: 0, count: cout)
       for b in 0..<n {
-        for co in 0..<cout {
-          for oy in 0..<(2 * h) {
-            for ox in 0..<(2 * w) {
-              let go = Double(g[((b * cout + co) * 2 * h + oy) * 2 * w + ox])
-              db[co] += go
-              let pixel = (oy / 2) * w + ox / 2
-              let tap = (oy % 2) * 2 + ox % 2
-              for ci in 0..<cin {
-                let xi = (b * cin + ci) * h * w + pixel
-                let wi = (ci * cout + co) * 4 + tap
-                dx[xi] += go * Double(ws[wi])
-                dw[wi] += go * Double(xs[xi])
+        for t in 0..<4 {
+          let (dy, dxTap) = (t / 2, t % 2)
+          // The output gradient at this tap's positions, cout × pixels.
+          var gt = [Float](repeating: 0, count: cout * hw)
+          for co in 0..<cout {
+            for py in 0..<h {
+              for px in 0..<w {
+                let v = g[((b * cout + co) * 2 * h + 2 * py + dy) * 2 * w + 2 * px + dxTap]
+                gt[co * hw + py * w + px] = v
+                db[co] += Double(v)
               }
+            }
+          }
+          if x.requiresGrad {
+            let part = Products.gemm(wt[t], gt, m: cin, n: hw, k: cout)
+            for i in 0..<(cin * hw) { dx[b * cin * hw + i] += part[i] }
+          }
+          if weight.requiresGrad {
+            let part = Products.gemm(
+              xs, gt, m: cin, n: cout, k: hw, transB: true, aOffset: b * cin * hw)
+            for ci in 0..<cin {
+              for co in 0..<cout { dw[(ci * cout + co) * 4 + t] += Double(part[ci * cout + co]) }
             }
           }
         }
