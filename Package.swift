@@ -81,7 +81,7 @@ let package = Package(
     .testTarget(
       name: "EVModelTests",
       dependencies: ["EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
-    .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "TestSupport"]),
+    .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "EVTensor", "TestSupport"]),
     .testTarget(
       name: "EVTrainingTests",
       dependencies: [

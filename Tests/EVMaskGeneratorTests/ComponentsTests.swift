@@ -1,5 +1,6 @@
 import EVMask
 import EVMaskGenerator
+import EVTensor
 import Foundation
 import TestSupport
 import Testing

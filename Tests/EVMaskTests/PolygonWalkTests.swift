@@ -1,4 +1,5 @@
 import EVMask
+import EVTensor
 import TestSupport
 import Testing
 

@@ -1,6 +1,7 @@
 import EVImage
 import EVMask
 import EVServer
+import EVTensor
 import Foundation
 import HTTPTypes
 import HummingbirdTesting

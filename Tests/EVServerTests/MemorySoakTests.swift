@@ -1,5 +1,6 @@
 import EVImage
 import EVServer
+import EVTensor
 import Foundation
 import TestSupport
 import Testing

@@ -1,3 +1,4 @@
+import EVTensor
 import Foundation
 
 /// Deterministic inputs for the parser fuzz tests: every failure reproduces from its seed.
@@ -10,24 +11,13 @@ public enum Fuzz {
     ProcessInfo.processInfo.environment["EVSAM_FUZZ_ITERATIONS"].flatMap(Int.init) ?? standard
   }
 
-  /// SplitMix64: small, fast and good enough to pick mutations.
-  public struct Generator: RandomNumberGenerator {
-    var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public init(state: UInt64) { self.state = state }
-    public mutating func next() -> UInt64 {
-      state &+= 0x9E37_79B9_7F4A_7C15
-      var z = state
-      z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-      z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-      return z ^ (z >> 31)
-    }
-  }
+  /// The project's seeded generator (`EVTensor.SplitMix64`).
+  package typealias Generator = SplitMix64
 
   /// One mutation of `bytes`: bit flips, a run of random or extreme bytes (0x00, 0xFF, 0x7F,
   /// 0x80: the edges of lengths and counts), a truncation, a duplicated or deleted block, or
   /// several of these, so that headers, lengths and payloads all get hit.
-  public static func mutate(_ bytes: [UInt8], using rng: inout Generator) -> [UInt8] {
+  package static func mutate(_ bytes: [UInt8], using rng: inout Generator) -> [UInt8] {
     var out = bytes
     for _ in 0..<Int.random(in: 1...4, using: &rng) {
       guard !out.isEmpty else { break }
@@ -59,6 +49,5 @@ public enum Fuzz {
   }
 }
 
-/// The one seeded generator of the test suites, under the names they use.
-public typealias SplitMix64 = Fuzz.Generator
-public typealias SeededGenerator = Fuzz.Generator
+/// The seeded generator under the name some suites use.
+package typealias SeededGenerator = SplitMix64

@@ -1,0 +1,17 @@
+/// SplitMix64: a small, fast, seeded generator. Everything in the project that draws random
+/// numbers reproducibly (training draws, test inputs, the load tester, random benchmark
+/// weights) uses this one, so a seed means the same stream everywhere.
+package struct SplitMix64: RandomNumberGenerator, Sendable, Codable, Equatable {
+  package var state: UInt64
+
+  package init(seed: UInt64) { state = seed }
+  package init(state: UInt64) { self.state = state }
+
+  package mutating func next() -> UInt64 {
+    state &+= 0x9E37_79B9_7F4A_7C15
+    var z = state
+    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+    return z ^ (z >> 31)
+  }
+}
