@@ -49,18 +49,33 @@ package final class DecoderFineTuner {
     package var logits: Tensor
   }
 
-  /// One optimiser step on one image: `embedding` `[1, 256, 64, 64]` from the frozen encoder,
-  /// B box prompts `[B, 4]` in the 1024 prompt frame, B soft target masks `[B, S, S]` at the
-  /// encoder's padded input size. Multimask output is chosen by a coin flip, as the official
-  /// trainer does.
+  /// One optimiser step on one image with box prompts `[B, 4]` (XYXY, 1024 prompt frame).
   @discardableResult
   package func step(embedding: Tensor, boxes: Tensor, targets: Tensor) -> StepResult {
+    step(embedding: embedding, prompts: .boxes(boxes), targets: targets)
+  }
+
+  /// One optimiser step on one image: `embedding` `[1, 256, 64, 64]` from the frozen encoder,
+  /// B prompts (boxes or positive points), B soft target masks `[B, S, S]` at the encoder's
+  /// padded input size. Multimask output is chosen by a coin flip, as the official trainer
+  /// does.
+  @discardableResult
+  package func step(embedding: Tensor, prompts input: TrainingPrompts, targets: Tensor)
+    -> StepResult
+  {
     let multimask = Double.random(in: 0..<1, using: &rng) >= 0.5
     let prompts = PromptEncoderGraph(parameters: parameters)
     let encoder = prompts.encoder()
     let tape = Tape()
-    let b = boxes.shape[0]
-    let sparse = prompts.sparse(tape, points: nil, boxes: boxes)
+    let sparse: Variable
+    switch input {
+    case .boxes(let boxes):
+      sparse = prompts.sparse(tape, points: nil, boxes: boxes)
+    case .points(let coords):
+      let labels = [Int](repeating: 1, count: coords.shape[0] * coords.shape[1])
+      sparse = prompts.sparse(tape, points: (coords, labels), boxes: nil)
+    }
+    let b = sparse.shape[0]
     let dense = prompts.noMaskDense(tape, batch: b)
     let out = MaskDecoderGraph(parameters: parameters)(
       tape, imageEmbedding: Variable(embedding), imagePE: encoder.getDensePE(), sparse: sparse,

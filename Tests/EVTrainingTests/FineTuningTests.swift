@@ -97,5 +97,19 @@ import Testing
     try TorchWriter.write(entries, to: url)
     let reloaded = try Checkpoint.load(contentsOf: url, expecting: declared)
     #expect(try iou(reloaded).mask == iou(merged).mask)
+
+    // Point prompts drawn as the official trainer draws them train through the same step.
+    var rng = SplitMix64(seed: 9)
+    let points = TrainingPrompts.draw(
+      masks: sample.masks, side: side, boxes: sample.boxes, kind: .points, using: &rng)
+    guard case .points(let coords) = points else {
+      Issue.record("a 29 161-pixel mask must give points")
+      return
+    }
+    #expect(coords.shape[0] == 1)
+    for _ in 0..<3 {
+      let result = tuner.step(embedding: embedding, prompts: points, targets: targets)
+      #expect(result.loss.isFinite)
+    }
   }
 }
