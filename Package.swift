@@ -66,7 +66,7 @@ let package = Package(
       name: "evsam",
       dependencies: [
         "EVPredictor", "EVModel", "EVImage", "EVCheckpoint", "EVMask", "EVMaskGenerator",
-        "EVEvaluation", "EVServer",
+        "EVEvaluation", "EVServer", "EVTraining",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),

@@ -14,7 +14,7 @@ struct EVSam: ParsableCommand {
     subcommands: [
       InfoCommand.self, EmbedCommand.self, SegmentCommand.self, EverythingCommand.self,
       BenchCommand.self, BenchEverythingCommand.self,
-      EvalCommand.self, CocoEvalCommand.self, MergeCommand.self,
+      EvalCommand.self, CocoEvalCommand.self, MergeCommand.self, TrainCommand.self,
     ] + serverCommands)
 
   static func main() {
