@@ -209,7 +209,6 @@ public final class SegmentationService: Sendable {
   }
 
   func plan(_ request: SegmentRequest, for entry: CachedImage) throws(APIError) -> PromptPlan {
-    let (w, h) = (Double(entry.width), Double(entry.height))
     let c = configuration
     var boxes: [[Double]]?
     switch (request.box, request.boxes) {
@@ -238,11 +237,6 @@ public final class SegmentationService: Sendable {
       guard box[0] <= box[2], box[1] <= box[3] else {
         throw .invalidPrompt("\(name) \(box) is inverted: need x0 ≤ x1 and y0 ≤ y1")
       }
-      guard box[0] >= 0, box[1] >= 0, box[2] <= w, box[3] <= h else {
-        throw .outOfBounds(
-          "\(name) \(box) reaches outside the \(entry.width)×\(entry.height) image "
-            + "(coordinates are pixels, 0…width and 0…height)")
-      }
     }
 
     let points = request.points ?? []
@@ -264,14 +258,18 @@ public final class SegmentationService: Sendable {
       guard p[0].isFinite, p[1].isFinite else {
         throw .invalidPrompt("point \(i) has a non-finite value")
       }
-      guard p[0] >= 0, p[0] <= w, p[1] >= 0, p[1] <= h else {
-        throw .outOfBounds(
-          "point \(i) (\(p[0]), \(p[1])) lies outside the \(entry.width)×\(entry.height) image")
-      }
       guard labels[i] == 0 || labels[i] == 1 else {
         throw .invalidPrompt(
           "label \(i) is \(labels[i]); labels are 1 (foreground) or 0 (background)")
       }
+    }
+    // The command line's rule, from the one place that states it.
+    do {
+      try SamPredictor.checkInsideImage(
+        points: points.map { (x: $0[0], y: $0[1]) }, boxes: boxes ?? [], width: entry.width,
+        height: entry.height)
+    } catch {
+      throw .outOfBounds(error.description)
     }
 
     var mask: Tensor?

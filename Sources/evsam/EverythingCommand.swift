@@ -194,15 +194,15 @@ struct EverythingCommand: ParsableCommand {
     }
 
     let (_, modelName) = try modelOptions.resolveConfig()
-    let run = try EverythingRun(
+    let run = EverythingRun(
       model: modelName, checkpoint: modelOptions.checkpoint, settings: settings)
     var pending: [(image: URL, json: URL, overlay: URL?)] = []
     for job in jobs {
-      if overwrite || !isComplete(job.json) {
+      guard !overwrite, let stored = completeOutput(job.json) else {
         pending.append(job)
         continue
       }
-      if let difference = run.difference(fromOutput: job.json) {
+      if let difference = run.difference(from: stored) {
         throw CLIError(
           "\(job.json.path) was made with \(difference); pass --overwrite to redo it, or choose another -o"
         )
@@ -314,7 +314,7 @@ struct EverythingRun {
   let checkpoint: [String: Any]
   let settings: [String: Any]
 
-  init(model: String, checkpoint: String?, settings: MaskGeneratorSettings) throws {
+  init(model: String, checkpoint: String?, settings: MaskGeneratorSettings) {
     self.model = model
     self.settings = settings.jsonRecord
     guard let checkpoint else {
@@ -330,12 +330,9 @@ struct EverythingRun {
     ]
   }
 
-  /// nil when the output at `url` was made by an identical run; otherwise what differs, as
-  /// "another model (tiny-xl there, tiny-l now)" or "other settings (pred_iou_thresh …)".
-  func difference(fromOutput url: URL) -> String? {
-    guard let data = try? Data(contentsOf: url),
-      let stored = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-    else { return "an unreadable record" }
+  /// nil when the `stored` output record was made by an identical run; otherwise what
+  /// differs, as "another model (tiny-xl there, tiny-l now)" or "other settings (…)".
+  func difference(from stored: [String: Any]) -> String? {
     if canonical(stored["model"]) != canonical(model) {
       return "another model (\(stored["model"] ?? "none") there, \(model) now)"
     }
@@ -375,13 +372,15 @@ private func imageFiles(in folder: URL) throws -> [URL] {
   .sorted().map { folder.appendingPathComponent($0) }
 }
 
-/// An output is complete when it parses and holds the annotations list; files are written
-/// atomically, so a half-written one cannot exist, but a foreign or damaged file is redone.
-private func isComplete(_ json: URL) -> Bool {
+/// The record of a complete output: it parses and holds the annotations list. Files are
+/// written atomically, so a half-written one cannot exist, but a foreign or damaged file
+/// (nil here) is redone.
+private func completeOutput(_ json: URL) -> [String: Any]? {
   guard let data = try? Data(contentsOf: json),
-    let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any]
-  else { return false }
-  return object["annotations"] is [Any]
+    let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
+    object["annotations"] is [Any]
+  else { return nil }
+  return object
 }
 
 private func milliseconds(_ d: Duration) -> Double {
