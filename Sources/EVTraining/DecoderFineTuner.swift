@@ -65,7 +65,6 @@ package final class DecoderFineTuner {
   {
     let multimask = Double.random(in: 0..<1, using: &rng) >= 0.5
     let prompts = PromptEncoderGraph(parameters: parameters)
-    let encoder = prompts.encoder()
     let tape = Tape()
     let sparse: Variable
     switch input {
@@ -78,7 +77,8 @@ package final class DecoderFineTuner {
     let b = sparse.shape[0]
     let dense = prompts.noMaskDense(tape, batch: b)
     let out = MaskDecoderGraph(parameters: parameters)(
-      tape, imageEmbedding: Variable(embedding), imagePE: encoder.getDensePE(), sparse: sparse,
+      tape, imageEmbedding: Variable(embedding), imagePE: prompts.encoder.getDensePE(),
+      sparse: sparse,
       dense: dense, multimask: multimask)
     let k = out.masks.shape[1]
     let draws = (0..<k).map { _ in

@@ -76,10 +76,25 @@ struct TrainCommand: ParsableCommand {
     }
     let outputURL = URL(fileURLWithPath: output)
     try createFolder(outputURL)
-    let (model, name) = try modelOptions.loadModel()
-    let original = try Checkpoint.load(
-      contentsOf: URL(fileURLWithPath: modelOptions.checkpoint!))
-    let side = model.config.imageSize
+    // The checkpoint is read once: its tensors build the frozen model and seed the trainer.
+    let (config, name) = try modelOptions.resolveConfig()
+    guard let checkpoint = modelOptions.checkpoint else {
+      throw CLIError("--checkpoint is required: training starts from the weights you bring")
+    }
+    try checkCheckpointFile(checkpoint)
+    let declared = EfficientViTSAM.declaredParameters(config: config).declared
+    let original: [String: Tensor]
+    let model: EfficientViTSAM
+    do {
+      original = try Checkpoint.load(
+        contentsOf: URL(fileURLWithPath: checkpoint), expecting: declared)
+      let reader = WeightReader(original, origin: checkpoint)
+      model = EfficientViTSAM(config: config, reader: reader)
+      try reader.finish()
+    } catch {
+      throw CLIError(summarize(error, modelName: name))
+    }
+    let side = config.imageSize
 
     var settings = DecoderFineTuner.Settings()
     settings.lr = lr
@@ -120,7 +135,6 @@ struct TrainCommand: ParsableCommand {
     }
     var trained = original
     trained.merge(tuner.parameters.tensors) { _, new in new }
-    let declared = EfficientViTSAM.declaredParameters(config: model.config).declared
     let entries = declared.map {
       TorchWriter.Entry(key: $0.key, tensor: trained[$0.key]!, dtype: $0.dtype)
     }

@@ -9,14 +9,15 @@ import EVTensor
 /// `PromptEncoder` built on the current parameters and the gradients flow to those rows.
 package struct PromptEncoderGraph {
   let parameters: Parameters
+  /// The inference encoder on the parameters' values when this graph was made (the rows
+  /// change every step, so a step makes its own graph).
+  package let encoder: PromptEncoder
 
-  package init(parameters: Parameters) { self.parameters = parameters }
-
-  /// The inference encoder on the parameters' current values (the rows change every step).
-  package func encoder() -> PromptEncoder {
+  package init(parameters: Parameters) {
+    self.parameters = parameters
     let reader = WeightReader(
       parameters.tensors.filter { $0.key.hasPrefix("prompt_encoder.") }, origin: "parameters")
-    return PromptEncoder(reader.root["prompt_encoder"])
+    encoder = PromptEncoder(reader.root["prompt_encoder"])
   }
 
   /// The learned row each sparse token adds: −1 padding, 0/1 point labels, 2/3 box corners.
@@ -30,7 +31,7 @@ package struct PromptEncoderGraph {
   package func sparse(
     _ tape: Tape, points: (coords: Tensor, labels: [Int])?, boxes: Tensor?
   ) -> Variable {
-    let value = encoder()(points: points, boxes: boxes, masks: nil).sparse
+    let value = encoder(points: points, boxes: boxes, masks: nil).sparse
     let b = value.shape[0]
     let n = value.shape[1]
     // Token kinds in the encoder's order: the points (labels row-major, B·N of them) and a
