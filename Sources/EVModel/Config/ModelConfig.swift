@@ -35,7 +35,7 @@ public enum BlockType: String, Codable, Sendable, CaseIterable {
   public var isAttention: Bool { self == .att || self == .att3 }
 
   /// The aggregation kernel of LiteMLA for attention stages.
-  var attentionScale: Int { self == .att3 ? 3 : 5 }
+  package var attentionScale: Int { self == .att3 ? 3 : 5 }
 }
 
 /// The block the SAM neck repeats `head_depth` times.

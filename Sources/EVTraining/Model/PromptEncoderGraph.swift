@@ -51,9 +51,11 @@ package struct PromptEncoderGraph {
     }
     precondition(
       allKinds.allSatisfy { $0.count == n }, "PromptEncoderGraph: token kinds do not match \(n)")
-    let tables = Set(allKinds.joined()).filter { (-1...3).contains($0) }.sorted().map {
-      (kind: $0, v: parameters[Self.tableKey($0)])
-    }
+    // The official encoder adds every point row through a label mask (`embedding[labels ==
+    // 0] += …`), so with points all three rows get a gradient, zero for an unused label, and
+    // AdamW decays them; with a box, both corner rows.
+    let kinds = (points == nil ? [] : [-1, 0, 1]) + (boxes == nil ? [] : [2, 3])
+    let tables = kinds.map { (kind: $0, v: parameters[Self.tableKey($0)]) }
     return tape.record(value, inputs: tables.map(\.v)) { g in
       let e = value.shape[2]
       for table in tables where table.v.requiresGrad {
