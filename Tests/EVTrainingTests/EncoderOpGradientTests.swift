@@ -137,6 +137,65 @@ import Testing
     Ops.check([x]) { t, v in t.normalizeColumns(v[0], eps: 1e-15) }
   }
 
+  /// The fused `convLayer` against `conv2d` → `batchNorm2d` → `activation` on the tape:
+  /// outputs, every gradient and the running statistics, in train and eval mode.
+  @Test(arguments: [true, false])
+  func convLayerEqualsItsParts(_ training: Bool) {
+    for (index, act) in [Activation.geluTanh, .relu, .identity].enumerated() {
+      var rng = Fuzz.Generator(seed: UInt64(60 + index))
+      let x = Ops.random([2, 4, 9, 8], &rng)
+      let w = Ops.random([6, 4, 3, 3], &rng)
+      let bias = Ops.random([6], &rng)
+      let gamma = Ops.random([6], &rng)
+      let beta = Ops.random([6], &rng)
+      func statistics() -> BatchNormStatistics {
+        BatchNormStatistics(
+          mean: Variable(Tensor(shape: [6], storage: [0.1, 0.2, -0.3, 0, 0.5, -1])),
+          variance: Variable(Tensor(shape: [6], storage: [1, 2, 0.5, 3, 1.5, 0.7])),
+          batchesTracked: Variable(Tensor(shape: [1], storage: [4])))
+      }
+      let g = Ops.random([2, 6, 5, 4], &rng).value
+      func run(fused: Bool) -> (y: Tensor, grads: [[Float]], running: BatchNormStatistics) {
+        for v in [x, w, bias, gamma, beta] { v.grad = nil }
+        let running = statistics()
+        let tape = Tape()
+        let y: Variable
+        if fused {
+          y = tape.convLayer(
+            x, weight: w, bias: bias,
+            norm: BatchNormParameters(weight: gamma, bias: beta, running: running, eps: 1e-6),
+            activation: act, stride: 2, padding: 1, training: training)
+        } else {
+          let z = tape.conv2d(x, weight: w, bias: bias, stride: 2, padding: 1)
+          let u = tape.batchNorm2d(
+            z, weight: gamma, bias: beta, running: running, eps: 1e-6, training: training)
+          y = act == .identity ? u : tape.activation(u, act)
+        }
+        tape.backward(from: y, gradient: g.storage)
+        return (y.value, [x, w, bias, gamma, beta].map { $0.grad ?? [] }, running)
+      }
+      let fused = run(fused: true)
+      let parts = run(fused: false)
+      #expect(relativeL2(fused.y.storage, parts.y.storage) <= 1e-5, "\(act) output")
+      for (i, (a, b)) in zip(fused.grads, parts.grads).enumerated() {
+        // Before a train-mode BatchNorm the conv bias's gradient is zero up to rounding.
+        if training && i == 2 {
+          #expect(a.allSatisfy { abs($0) <= 1e-4 } && b.allSatisfy { abs($0) <= 1e-4 })
+        } else {
+          #expect(a.count == b.count && relativeL2(a, b) <= 1e-4, "\(act) gradient \(i)")
+        }
+      }
+      #expect(
+        relativeL2(fused.running.mean.value.storage, parts.running.mean.value.storage) <= 1e-6)
+      #expect(
+        relativeL2(fused.running.variance.value.storage, parts.running.variance.value.storage)
+          <= 1e-6)
+      #expect(
+        fused.running.batchesTracked?.value.storage == parts.running.batchesTracked?.value.storage
+      )
+    }
+  }
+
   func relativeL2(_ a: [Float], _ b: [Float]) -> Double {
     var diff = 0.0
     var norm = 0.0

@@ -4,7 +4,7 @@
 /// e^x to about 2 ulp for x in [-87, 88]; inputs outside are clamped, so the result is always a
 /// finite normal number (large negative x gives ≈1.6e-38 instead of 0, large positive ≈1.65e38).
 @inline(__always)
-func fastExp(_ x: Float) -> Float {
+@inlinable package func fastExp(_ x: Float) -> Float {
   let x = x < -87 ? -87 : (x > 88 ? 88 : x)
   // Adding 1.5·2²³ (+127, the exponent bias) rounds x·log2(e) to the nearest integer n and leaves
   // n + 127 in the low mantissa bits, from which 2ⁿ is built without a float→int conversion.

@@ -56,9 +56,10 @@ enum ConvKernels {
     let op = s.outPlane
     if s.isDepthwise {
       y.initialize(repeating: 0, count: s.batch * s.outChannels * op)
-      for b in 0..<s.batch {
-        for c in 0..<s.inChannels {
-          let plane = (b * s.inChannels + c)
+      let cost = op * s.kernel * s.kernel
+      Parallel.forRanges(count: s.batch * s.inChannels, costPerItem: cost) { planes in
+        for plane in planes {
+          let c = plane % s.inChannels
           depthwisePlane(
             x + plane * s.inPlane, weight + c * s.kernel * s.kernel, y + plane * op, s)
         }
@@ -78,10 +79,10 @@ enum ConvKernels {
       }
     }
     if let bias {
-      for b in 0..<s.batch {
-        for c in 0..<s.outChannels {
-          let row = y + (b * s.outChannels + c) * op
-          let v = bias[c]
+      Parallel.forRanges(count: s.batch * s.outChannels, costPerItem: op) { planes in
+        for plane in planes {
+          let row = y + plane * op
+          let v = bias[plane % s.outChannels]
           for i in 0..<op { row[i] += v }
         }
       }
@@ -95,9 +96,10 @@ enum ConvKernels {
   ) {
     let op = s.outPlane
     if s.isDepthwise {
-      for b in 0..<s.batch {
-        for c in 0..<s.inChannels {
-          let plane = b * s.inChannels + c
+      let cost = op * s.kernel * s.kernel
+      Parallel.forRanges(count: s.batch * s.inChannels, costPerItem: cost) { planes in
+        for plane in planes {
+          let c = plane % s.inChannels
           depthwisePlaneInput(
             g + plane * op, weight + c * s.kernel * s.kernel, dx + plane * s.inPlane, s)
         }
@@ -128,21 +130,27 @@ enum ConvKernels {
   ) {
     let op = s.outPlane
     if let db {
-      for b in 0..<s.batch {
-        for c in 0..<s.outChannels {
-          let row = g + (b * s.outChannels + c) * op
+      Parallel.forRanges(count: s.outChannels, costPerItem: s.batch * op) { channels in
+        for c in channels {
           var sum: Float = 0
-          for i in 0..<op { sum += row[i] }
+          for b in 0..<s.batch {
+            let row = g + (b * s.outChannels + c) * op
+            for i in 0..<op { sum += row[i] }
+          }
           db[c] += sum
         }
       }
     }
     if s.isDepthwise {
-      for b in 0..<s.batch {
-        for c in 0..<s.inChannels {
-          let plane = b * s.inChannels + c
-          depthwisePlaneWeight(
-            g + plane * op, x + plane * s.inPlane, dw + c * s.kernel * s.kernel, s)
+      // By channel: every image adds into the same filter.
+      let cost = s.batch * op * s.kernel * s.kernel
+      Parallel.forRanges(count: s.inChannels, costPerItem: cost) { channels in
+        for c in channels {
+          for b in 0..<s.batch {
+            let plane = b * s.inChannels + c
+            depthwisePlaneWeight(
+              g + plane * op, x + plane * s.inPlane, dw + c * s.kernel * s.kernel, s)
+          }
         }
       }
       return
@@ -180,32 +188,39 @@ enum ConvKernels {
     _ x: UnsafePointer<Float>, _ s: ConvGeometry, into col: UnsafeMutablePointer<Float>
   ) -> UnsafePointer<Float> {
     let (k, ho, wo) = (s.kernel, s.outHeight, s.outWidth)
-    for c in 0..<s.inPerGroup {
-      let plane = x + c * s.inPlane
-      for ky in 0..<k {
-        for kx in 0..<k {
-          let row = col + ((c * k + ky) * k + kx) * ho * wo
-          let (lo, hi) = validRange(offset: kx - s.padding, stride: s.stride, size: s.width, wo)
-          for oy in 0..<ho {
-            let out = row + oy * wo
-            let iy = oy * s.stride - s.padding + ky
-            guard iy >= 0 && iy < s.height, lo < hi else {
-              out.initialize(repeating: 0, count: wo)
-              continue
-            }
-            out.initialize(repeating: 0, count: lo)
-            let src = plane + iy * s.width + kx - s.padding
-            if s.stride == 1 {
-              for ox in lo..<hi { out[ox] = src[ox] }
-            } else {
-              for ox in lo..<hi { out[ox] = src[ox * s.stride] }
-            }
-            (out + hi).initialize(repeating: 0, count: wo - hi)
+    Parallel.forRanges(count: s.inPerGroup, costPerItem: k * k * ho * wo) { channels in
+      for c in channels { unfoldChannel(x + c * s.inPlane, c, s, into: col) }
+    }
+    return UnsafePointer(col)
+  }
+
+  private static func unfoldChannel(
+    _ plane: UnsafePointer<Float>, _ c: Int, _ s: ConvGeometry,
+    into col: UnsafeMutablePointer<Float>
+  ) {
+    let (k, ho, wo) = (s.kernel, s.outHeight, s.outWidth)
+    for ky in 0..<k {
+      for kx in 0..<k {
+        let row = col + ((c * k + ky) * k + kx) * ho * wo
+        let (lo, hi) = validRange(offset: kx - s.padding, stride: s.stride, size: s.width, wo)
+        for oy in 0..<ho {
+          let out = row + oy * wo
+          let iy = oy * s.stride - s.padding + ky
+          guard iy >= 0 && iy < s.height, lo < hi else {
+            out.initialize(repeating: 0, count: wo)
+            continue
           }
+          out.initialize(repeating: 0, count: lo)
+          let src = plane + iy * s.width + kx - s.padding
+          if s.stride == 1 {
+            for ox in lo..<hi { out[ox] = src[ox] }
+          } else {
+            for ox in lo..<hi { out[ox] = src[ox * s.stride] }
+          }
+          (out + hi).initialize(repeating: 0, count: wo - hi)
         }
       }
     }
-    return UnsafePointer(col)
   }
 
   /// col2im of one group, accumulated into `dx`.
@@ -213,23 +228,31 @@ enum ConvKernels {
     _ col: UnsafePointer<Float>, _ s: ConvGeometry, into dx: UnsafeMutablePointer<Float>
   ) {
     let (k, ho, wo) = (s.kernel, s.outHeight, s.outWidth)
-    for c in 0..<s.inPerGroup {
-      let plane = dx + c * s.inPlane
-      for ky in 0..<k {
-        for kx in 0..<k {
-          let row = col + ((c * k + ky) * k + kx) * ho * wo
-          let (lo, hi) = validRange(offset: kx - s.padding, stride: s.stride, size: s.width, wo)
-          guard lo < hi else { continue }
-          for oy in 0..<ho {
-            let iy = oy * s.stride - s.padding + ky
-            guard iy >= 0 && iy < s.height else { continue }
-            let src = row + oy * wo
-            let dst = plane + iy * s.width + kx - s.padding
-            if s.stride == 1 {
-              for ox in lo..<hi { dst[ox] += src[ox] }
-            } else {
-              for ox in lo..<hi { dst[ox * s.stride] += src[ox] }
-            }
+    // Each channel folds into its own plane, so channels run concurrently.
+    Parallel.forRanges(count: s.inPerGroup, costPerItem: k * k * ho * wo) { channels in
+      for c in channels { foldChannel(col, c, s, into: dx + c * s.inPlane) }
+    }
+  }
+
+  private static func foldChannel(
+    _ col: UnsafePointer<Float>, _ c: Int, _ s: ConvGeometry,
+    into plane: UnsafeMutablePointer<Float>
+  ) {
+    let (k, ho, wo) = (s.kernel, s.outHeight, s.outWidth)
+    for ky in 0..<k {
+      for kx in 0..<k {
+        let row = col + ((c * k + ky) * k + kx) * ho * wo
+        let (lo, hi) = validRange(offset: kx - s.padding, stride: s.stride, size: s.width, wo)
+        guard lo < hi else { continue }
+        for oy in 0..<ho {
+          let iy = oy * s.stride - s.padding + ky
+          guard iy >= 0 && iy < s.height else { continue }
+          let src = row + oy * wo
+          let dst = plane + iy * s.width + kx - s.padding
+          if s.stride == 1 {
+            for ox in lo..<hi { dst[ox] += src[ox] }
+          } else {
+            for ox in lo..<hi { dst[ox * s.stride] += src[ox] }
           }
         }
       }

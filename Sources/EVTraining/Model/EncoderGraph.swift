@@ -221,22 +221,19 @@ struct NodeRunner {
 
   func conv(_ c: ConvNode, _ x: Variable) -> Variable {
     let weight = parameters["\(c.prefix).conv.weight"]
-    let k = weight.shape[2]
-    var y = tape.conv2d(
+    let norm = "\(c.prefix).norm"
+    return tape.convLayer(
       x, weight: weight, bias: c.bias ? parameters["\(c.prefix).conv.bias"] : nil,
-      stride: c.stride, padding: k / 2, groups: c.depthwise ? x.shape[1] : 1)
-    if c.norm { y = batchNorm("\(c.prefix).norm", y) }
-    return c.activation == .identity ? y : tape.activation(y, c.activation)
-  }
-
-  func batchNorm(_ prefix: String, _ x: Variable) -> Variable {
-    tape.batchNorm2d(
-      x, weight: parameters["\(prefix).weight"], bias: parameters["\(prefix).bias"],
-      running: BatchNormStatistics(
-        mean: parameters["\(prefix).running_mean"],
-        variance: parameters["\(prefix).running_var"],
-        batchesTracked: parameters.variables["\(prefix).num_batches_tracked"]),
-      eps: EncoderGraph.eps, training: training)
+      norm: c.norm
+        ? BatchNormParameters(
+          weight: parameters["\(norm).weight"], bias: parameters["\(norm).bias"],
+          running: BatchNormStatistics(
+            mean: parameters["\(norm).running_mean"],
+            variance: parameters["\(norm).running_var"],
+            batchesTracked: parameters.variables["\(norm).num_batches_tracked"]),
+          eps: EncoderGraph.eps) : nil,
+      activation: c.activation, stride: c.stride, padding: weight.shape[2] / 2,
+      groups: c.depthwise ? x.shape[1] : 1, training: training)
   }
 
   /// `LiteMLA.forward`: q, k, v for every head from a 1×1 conv, more heads from each
