@@ -34,6 +34,10 @@ package final class Trainer {
     package var optimizer = AdamW.Settings()
     package var loss = MaskLoss.Settings()
     package var frozen: Set<ModelPart> = []
+    /// Train the IoU head as SAM does (`--iou-loss mse`): the mean squared error between its
+    /// predictions and the outputs' actual IoU, added to the mask loss. Off in the official
+    /// recipe.
+    package var iouLoss = false
     package var seed: UInt64 = 0
 
     package init() {}
@@ -71,6 +75,7 @@ package final class Trainer {
   }
 
   package struct StepResult {
+    /// The mask loss (plus the IoU loss when it is on).
     package var loss: Double
     package var lr: Double
     /// Low-res logits `[B, M, K, 256, 256]`.
@@ -94,8 +99,9 @@ package final class Trainer {
     self.config = config
     self.settings = settings
     let frozen = settings.frozen
+    let iouHead = settings.iouLoss
     parameters = Parameters(tensors) { key in
-      Self.isTrainable(key) && !frozen.contains { key.hasPrefix($0.keyPrefix) }
+      Self.isTrainable(key, iouHead: iouHead) && !frozen.contains { key.hasPrefix($0.keyPrefix) }
     }
     if frozen.contains(.encoder) {
       let reader = WeightReader(
@@ -111,10 +117,10 @@ package final class Trainer {
     rng = SplitMix64(seed: settings.seed)
   }
 
-  /// Whether the official recipe trains `key`: not the IoU head, not buffers (BatchNorm
-  /// statistics, the prompt encoder's random Fourier matrix).
-  package static func isTrainable(_ key: String) -> Bool {
-    !key.contains("iou_prediction_head") && !key.hasSuffix("running_mean")
+  /// Whether the official recipe trains `key`: not the IoU head (unless `iouHead`), not
+  /// buffers (BatchNorm statistics, the prompt encoder's random Fourier matrix).
+  package static func isTrainable(_ key: String, iouHead: Bool = false) -> Bool {
+    (iouHead || !key.contains("iou_prediction_head")) && !key.hasSuffix("running_mean")
       && !key.hasSuffix("running_var") && !key.hasSuffix("num_batches_tracked")
       && !key.contains("positional_encoding_gaussian_matrix")
   }
@@ -164,6 +170,7 @@ package final class Trainer {
     let decoder = MaskDecoderGraph(parameters: parameters)
     let imagePE = prompts.encoder.getDensePE()
     var outputs: [Variable] = []
+    var predictedIoU: [Variable] = []
     for (b, example) in batch.enumerated() {
       let sparse: Variable
       switch example.prompts {
@@ -177,11 +184,11 @@ package final class Trainer {
         sparse.shape[0] == masks, "image \(b): \(sparse.shape[0]) prompts, \(masks) masks")
       let own =
         batch.count == 1 ? embedding : tape.slice(embedding, axis: 0, range: b..<(b + 1))
-      outputs.append(
-        decoder(
-          tape, imageEmbedding: own, imagePE: imagePE, sparse: sparse,
-          dense: prompts.noMaskDense(tape, batch: masks), multimask: randomness.multimask
-        ).masks)
+      let out = decoder(
+        tape, imageEmbedding: own, imagePE: imagePE, sparse: sparse,
+        dense: prompts.noMaskDense(tape, batch: masks), multimask: randomness.multimask)
+      outputs.append(out.masks)
+      predictedIoU.append(out.iouPredictions)
     }
     let logits = outputs.count == 1 ? outputs[0] : tape.concat(outputs, axis: 0)
     let k = logits.shape[1]
@@ -193,8 +200,18 @@ package final class Trainer {
       logits: randomness.selectionLogits ?? ownLogits, targetSide: side, draws: randomness.draws)
     let result = lossFunction.evaluate(logits: ownLogits, targets: targets, points: points)
     parameters.zeroGradients()
+    var loss = result.loss
+    if settings.iouLoss {
+      let predictions =
+        predictedIoU.count == 1 ? predictedIoU[0] : tape.concat(predictedIoU, axis: 0)
+      let iou = IoULoss.meanSquaredError(
+        predictions: predictions.value, logits: logits.value,
+        targets: targets.reshaped([batch.count * masks, side, side]))
+      loss += iou.loss
+      predictions.accumulate(iou.gradient.storage)
+    }
     tape.backward(from: logits, gradient: result.gradient.storage)
-    return (result.loss, ownLogits)
+    return (loss, ownLogits)
   }
 
   /// Clips the gradients `computeGradients` left, takes the AdamW step at this step's
