@@ -43,52 +43,11 @@ package struct ConvGeometry: Sendable, Equatable {
   package var weightCount: Int { outChannels * patch }
 }
 
-/// The convolution's forward and backward passes for training. Dense and grouped convolutions
-/// are products of the weight with the unfolded input (im2col), through BLAS; depthwise ones
-/// run directly, row by row. `PlainGradients.conv2d*` are the float64 twins the tests hold
-/// these against.
+/// The convolution's backward passes for training (its forward is the inference engine's
+/// `conv2d`). Dense and grouped convolutions are products with the unfolded input (im2col),
+/// through BLAS; depthwise ones run directly, row by row. `PlainGradients.conv2d` is the
+/// float64 twin the tests hold these against.
 enum ConvKernels {
-  /// `y = conv(x, w)` (+ bias), `y` `[N, Cout, Ho, Wo]`.
-  static func forward(
-    _ x: UnsafePointer<Float>, weight: UnsafePointer<Float>, bias: UnsafePointer<Float>?,
-    _ s: ConvGeometry, into y: UnsafeMutablePointer<Float>
-  ) {
-    let op = s.outPlane
-    if s.isDepthwise {
-      y.initialize(repeating: 0, count: s.batch * s.outChannels * op)
-      let cost = op * s.kernel * s.kernel
-      Parallel.forRanges(count: s.batch * s.inChannels, costPerItem: cost) { planes in
-        for plane in planes {
-          let c = plane % s.inChannels
-          depthwisePlane(
-            x + plane * s.inPlane, weight + c * s.kernel * s.kernel, y + plane * op, s)
-        }
-      }
-    } else {
-      withColumns(s) { col in
-        for b in 0..<s.batch {
-          for g in 0..<s.groups {
-            let input = x + (b * s.inChannels + g * s.inPerGroup) * s.inPlane
-            let columns = s.isPointwise ? UnsafePointer(input) : unfold(input, s, into: col!)
-            BLAS.sgemm(
-              transA: false, transB: false, m: s.outPerGroup, n: op, k: s.patch, alpha: 1,
-              a: weight + g * s.outPerGroup * s.patch, lda: s.patch, b: columns, ldb: op,
-              beta: 0, c: y + (b * s.outChannels + g * s.outPerGroup) * op, ldc: op)
-          }
-        }
-      }
-    }
-    if let bias {
-      Parallel.forRanges(count: s.batch * s.outChannels, costPerItem: op) { planes in
-        for plane in planes {
-          let row = y + plane * op
-          let v = bias[plane % s.outChannels]
-          for i in 0..<op { row[i] += v }
-        }
-      }
-    }
-  }
-
   /// `dx += convᵀ(g, w)`.
   static func backwardInput(
     _ g: UnsafePointer<Float>, weight: UnsafePointer<Float>, _ s: ConvGeometry,

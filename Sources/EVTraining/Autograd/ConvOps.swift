@@ -21,25 +21,27 @@ extension Tape {
     precondition(
       weight.shape[1] * groups == s.inChannels && weight.shape[3] == s.kernel,
       "conv2d: input \(x.shape), weight \(weight.shape), groups \(groups)")
-    let y = Tensor(uninitializedShape: [s.batch, s.outChannels, s.outHeight, s.outWidth]) { out in
-      x.value.storage.withUnsafeBufferPointer { px in
-        weight.value.storage.withUnsafeBufferPointer { pw in
-          if let bias {
-            bias.value.storage.withUnsafeBufferPointer { pb in
-              ConvKernels.forward(
-                px.baseAddress!, weight: pw.baseAddress!, bias: pb.baseAddress!, s,
-                into: out.baseAddress!)
-            }
-          } else {
-            ConvKernels.forward(
-              px.baseAddress!, weight: pw.baseAddress!, bias: nil, s, into: out.baseAddress!)
-          }
-        }
-      }
-    }
+    // The forward pass is the inference engine's convolution (Winograd for the wide 3×3
+    // ones); `Reference.conv2d` is its plain twin in the tests.
+    let winograd = WinogradWeights.applies(
+      kernelSize: s.kernel, stride: stride, padding: padding, groups: groups,
+      inChannels: s.inChannels, outChannels: s.outChannels)
+    let y =
+      winograd
+      ? conv2dWinograd(x.value, weights: WinogradWeights(weight: weight.value), bias: bias?.value)
+      : EVTensor.conv2d(
+        x.value, weight: weight.value, bias: bias?.value, stride: stride, padding: padding,
+        groups: groups)
     return record(y, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
       g.withUnsafeBufferPointer { pg in
-        if x.requiresGrad {
+        if x.requiresGrad && winograd {
+          // A 3×3 "same" convolution's input gradient is the 3×3 convolution of the output
+          // gradient with the kernels flipped and their channels swapped.
+          let dx = conv2dWinograd(
+            Tensor(shape: y.shape, storage: g),
+            weights: WinogradWeights(weight: Self.flippedTransposed(weight.value)), bias: nil)
+          x.accumulate(dx.storage)
+        } else if x.requiresGrad {
           var dx = [Float](repeating: 0, count: x.count)
           dx.withUnsafeMutableBufferPointer { pdx in
             weight.value.storage.withUnsafeBufferPointer { pw in
@@ -66,6 +68,23 @@ extension Tape {
         if wantsBias { bias!.accumulate(db) }
       }
     }
+  }
+
+  /// `w[o, i, ky, kx]` → `w′[i, o, k−1−ky, k−1−kx]`.
+  static func flippedTransposed(_ w: Tensor) -> Tensor {
+    let (o, i, k) = (w.dim(0), w.dim(1), w.dim(2))
+    var out = [Float](repeating: 0, count: w.count)
+    for a in 0..<o {
+      for b in 0..<i {
+        for ky in 0..<k {
+          for kx in 0..<k {
+            out[((b * o + a) * k + (k - 1 - ky)) * k + (k - 1 - kx)] =
+              w.storage[((a * i + b) * k + ky) * k + kx]
+          }
+        }
+      }
+    }
+    return Tensor(shape: [i, o, k, k], storage: out)
   }
 
   /// `nn.BatchNorm2d`. In training it normalises with the batch's statistics (biased variance)
