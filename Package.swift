@@ -5,7 +5,8 @@ import PackageDescription
 // CBLAS ← EVTensor (tensor core, kernels) ← EVCheckpoint (.pt / safetensors, strict loading)
 //   ← EVModel (layers, image encoder, prompt encoder, mask decoder) ← EVPredictor ← evsam (CLI)
 // EVImage (decode / encode / PIL-exact resize) sits beside EVModel and feeds EVPredictor.
-// EVMask (COCO RLE) ← EVMaskGenerator, EVEvaluation ← evsam; EVServer (HTTP, Hummingbird) ← evsam serve.
+// EVMask (COCO RLE) ← EVMaskGenerator, EVEvaluation ← EVTraining (its data readers) ← evsam;
+// EVServer (HTTP, Hummingbird) ← evsam serve.
 let package = Package(
   name: "EfficientViTSAM",
   platforms: [.macOS(.v14)],
@@ -72,7 +73,9 @@ let package = Package(
       ]),
     // The trainer: its own differentiable path on plain layers, the official loss, AdamW and
     // the schedule; the inference kernels stay untouched.
-    .target(name: "EVTraining", dependencies: ["EVTensor", "EVCheckpoint", "EVModel"]),
+    .target(
+      name: "EVTraining",
+      dependencies: ["EVTensor", "EVCheckpoint", "EVModel", "EVImage", "EVMask", "EVEvaluation"]),
     .target(
       name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
     .testTarget(name: "EVTensorTests", dependencies: ["EVTensor", "TestSupport"]),

@@ -1,8 +1,5 @@
 import ArgumentParser
 import EVCheckpoint
-import EVEvaluation
-import EVImage
-import EVMask
 import EVModel
 import EVTensor
 import EVTraining
@@ -11,26 +8,44 @@ import Foundation
 struct TrainCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "train",
-    abstract: "Fine-tune the prompt encoder and mask decoder on COCO-format annotations.",
+    abstract: "Fine-tune the prompt encoder and mask decoder on SA-1B or COCO data.",
     discussion: """
       Trains as the official EfficientViT-SAM trainer does — its transforms (flip, antialiased \
       resize, soft masks), masks per image, box or point prompts, point-sampled 20×BCE + dice \
       loss with the minimum over outputs, value clipping, AdamW and the cosine schedule — with \
       the image encoder frozen (--freeze encoder, the only mode so far: the encoder's training \
-      path is not finished). Writes OUT/model.pt (torch.save format, loadable by PyTorch and \
-      the official code), OUT/model.safetensors and OUT/log.jsonl (step, loss, lr, images/s).
+      path is not finished). Validates as the official trainer does (box prompts, the best of \
+      three masks, mIoU at the input resolution) on a held-out share of the images.
+
+      OUT receives model.pt (torch.save format, loadable by PyTorch and the official code), \
+      model.safetensors, log.jsonl (step, loss, lr, images/s, val_miou), loss.png, and the \
+      training state (state.safetensors, state.json), all rewritten at every save. Ctrl-C \
+      finishes the current step, saves, and exits; --resume OUT continues the run exactly.
       """)
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Option(help: ArgumentHelp("COCO instances JSON (polygons or RLE).", valueName: "file"))
-  var annotations: String
+  @Option(
+    help: ArgumentHelp(
+      "Dataset folder: SA-1B (sa_N.jpg + sa_N.json, or images/ + masks/) or COCO (annotations/*.json + images).",
+      valueName: "dir"))
+  var data: String?
+
+  @Option(
+    help: ArgumentHelp("COCO instances JSON (polygons or RLE), with --images.", valueName: "file"))
+  var annotations: String?
 
   @Option(help: ArgumentHelp("Folder of the images the annotations name.", valueName: "dir"))
-  var images: String
+  var images: String?
 
-  @Option(help: "Optimiser steps (one image each).")
-  var steps = 1000
+  @Option(help: "Optimiser steps (default 1000); or give --epochs.")
+  var steps: Int?
+
+  @Option(help: "Passes over the training images, instead of --steps.")
+  var epochs: Int?
+
+  @Option(help: "Images per step.")
+  var batchSize = 1
 
   @Option(help: "Peak learning rate (cosine decay to 0).")
   var lr = 1e-4
@@ -41,158 +56,234 @@ struct TrainCommand: ParsableCommand {
   @Option(help: "Masks per image (the official trainer uses 64).")
   var masksPerImage = 64
 
-  @Option(help: "Prompts: mixed (boxes or points per image, as the official), box or points.")
+  @Option(help: "Prompts: mixed (boxes or points per image, as the official), boxes or points.")
   var prompts: TrainingPrompts.Kind = .mixed
 
-  @Option(help: "Which part stays fixed; only the encoder can be frozen so far.")
-  var freeze: String = "encoder"
+  @Option(
+    help: ArgumentHelp(
+      "Parts that stay fixed: encoder, decoder, prompt-encoder (repeat or separate by commas); only encoder so far.",
+      valueName: "parts"))
+  var freeze: [ModelParts] = []
 
-  @Option(help: "Seed of every random draw (images' order, flips, masks, prompts, points).")
+  @Option(help: "Seed of every random draw (split, images' order, flips, masks, prompts, points).")
   var seed: UInt64 = 0
 
-  @Option(name: .shortAndLong, help: ArgumentHelp("Output folder.", valueName: "dir"))
-  var output: String
+  @Option(help: "Share of the images held out for validation (0: none).")
+  var valFraction = 0.0
+
+  @Option(help: "Validate every N steps (and at the end); 0: only at the end.")
+  var valEvery = 0
+
+  @Option(help: "Save the model, the state, the log and loss.png every N steps (and at the end).")
+  var saveEvery = 500
+
+  @Option(help: ArgumentHelp("Continue the run saved in this folder.", valueName: "dir"))
+  var resume: String?
+
+  @Option(
+    name: .shortAndLong,
+    help: ArgumentHelp("Output folder (default: the --resume folder).", valueName: "dir"))
+  var output: String?
 
   @OptionGroup var quietOption: QuietOption
 
+  static let defaultSteps = 1000
+
   func validate() throws {
-    guard steps >= 1 else { throw CLIError("--steps must be at least 1") }
+    switch (data, annotations, images) {
+    case (.some, nil, nil), (nil, .some, .some): break
+    case (.some, _, _): throw CLIError("give either --data DIR or --annotations FILE --images DIR")
+    case (nil, nil, nil): throw CLIError("give the training data with --data DIR")
+    case (nil, _, _): throw CLIError("--annotations and --images go together")
+    }
+    if steps != nil && epochs != nil {
+      throw CLIError("give either --steps or --epochs, not both")
+    }
+    if let steps, steps < 1 { throw CLIError("--steps must be at least 1") }
+    if let epochs, epochs < 1 { throw CLIError("--epochs must be at least 1") }
+    guard batchSize >= 1 else { throw CLIError("--batch-size must be at least 1") }
     guard lr > 0, lr.isFinite else { throw CLIError("--lr must be a positive number") }
     guard warmupSteps >= 0 else { throw CLIError("--warmup-steps must be 0 or more") }
     guard masksPerImage >= 1 else { throw CLIError("--masks-per-image must be at least 1") }
-    guard freeze == "encoder" else {
+    guard valFraction >= 0, valFraction < 1 else {
+      throw CLIError("--val-fraction must be at least 0 and below 1")
+    }
+    guard valEvery >= 0 else { throw CLIError("--val-every must be 0 or more") }
+    guard saveEvery >= 1 else { throw CLIError("--save-every must be at least 1") }
+    guard frozen == [.encoder] else {
       throw CLIError(
-        "--freeze \(freeze): only --freeze encoder is available so far (the image encoder's training path is not finished)"
+        "--freeze \(frozen.map(\.rawValue).joined(separator: ",")): only --freeze encoder is available so far (the image encoder's training path is not finished)"
       )
+    }
+    guard output != nil || resume != nil else {
+      throw CLIError("give the output folder with -o DIR")
     }
   }
 
+  /// The parts `--freeze` names, in a fixed order; the encoder when none is named.
+  var frozen: [ModelPart] {
+    let named = Set(freeze.flatMap(\.parts))
+    return named.isEmpty ? [.encoder] : named.sorted()
+  }
+
   func run() throws {
-    let dataset = try COCODataset.load(contentsOf: URL(fileURLWithPath: annotations))
-    let byImage = Dictionary(grouping: dataset.annotations.filter { !$0.isCrowd }) { $0.imageID }
-    let usable = dataset.images.filter { byImage[$0.id] != nil }.sorted { $0.id < $1.id }
-    guard !usable.isEmpty else {
-      throw CLIError("\(annotations): no image has a non-crowd annotation to train on")
-    }
-    let outputURL = URL(fileURLWithPath: output)
-    try createFolder(outputURL)
-    // The checkpoint is read once: its tensors build the frozen model and seed the trainer.
+    let outputURL = URL(fileURLWithPath: output ?? resume!)
+    let resumeURL = resume.map { URL(fileURLWithPath: $0).standardizedFileURL }
+    if outputURL.standardizedFileURL != resumeURL { try TrainOutput.checkFresh(outputURL) }
+    let dataset = try openDataset()
     let (config, name) = try modelOptions.resolveConfig()
+    let (original, model) = try loadCheckpoint(config: config, name: name)
+    let split: DataSplit
+    do {
+      split = try DataSplit(
+        count: dataset.items.count, validationFraction: valFraction, seed: seed)
+    } catch {
+      throw CLIError(error.description)
+    }
+    let totalSteps =
+      epochs.map { ($0 * split.train.count + batchSize - 1) / batchSize } ?? steps
+      ?? Self.defaultSteps
+    let settings = RunSettings(
+      steps: totalSteps, batchSize: batchSize, lr: lr, warmupSteps: warmupSteps,
+      masksPerImage: masksPerImage, prompts: prompts, frozen: frozen, seed: seed,
+      validationFraction: valFraction, imageSize: config.imageSize,
+      weights: weightsFingerprint(original), data: dataset.fingerprint)
+
+    var records: [TrainingLogRecord] = []
+    let run: TrainingRun
+    do {
+      var saved: TrainingState? = nil
+      if let folder = resumeURL {
+        let state = try TrainingState.read(from: folder)
+        let log = folder.appendingPathComponent(TrainOutput.logFile)
+        if let text = try? String(contentsOf: log, encoding: .utf8) {
+          records = try TrainingLogRecord.parse(text, through: state.tuner.step, file: log.path)
+        }
+        saved = state
+      }
+      run = try TrainingRun(
+        settings: settings, model: model, tensors: original, dataset: dataset, split: split,
+        resuming: saved)
+    } catch {
+      throw CLIError("cannot resume from \(resume ?? ""): \(error.description)")
+    }
+    try createFolder(outputURL)
+    let files = TrainOutput(folder: outputURL, config: config, modelName: name)
+    guard run.step < totalSteps else {
+      try files.save(run, records: records)
+      printErr("the run in \(resume ?? output!) is already complete (\(totalSteps) steps)")
+      return
+    }
+    try train(run, records: &records, files: files)
+  }
+
+  private func train(_ run: TrainingRun, records: inout [TrainingLogRecord], files: TrainOutput)
+    throws
+  {
+    let total = run.settings.steps
+    let interrupt = InterruptFlag.install(
+      firstNotice: "stopping after this step and saving (Ctrl-C again to quit without saving)")
+    defer { interrupt.uninstall() }
+    let progress = ProgressLine(enabled: !quietOption.quiet)
+    let clock = ContinuousClock()
+    let start = clock.now
+    let firstStep = run.step
+    var lastValidation = records.last { $0.validationMIoU != nil }?.validationMIoU
+    while run.step < total {
+      let result: (loss: Double, lr: Double)
+      do {
+        result = try run.trainStep()
+      } catch {
+        throw CLIError(error.description)
+      }
+      let step = run.step
+      let elapsed = clock.now - start
+      let seconds =
+        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+      let rate = Double((step - firstStep) * batchSize) / max(seconds, 1e-9)
+      var record = TrainingLogRecord(
+        step: step, loss: result.loss, lr: result.lr, imagesPerSecond: rate)
+      if (valEvery > 0 && step % valEvery == 0) || step == total {
+        do {
+          record.validationMIoU = try run.validate()
+        } catch {
+          throw CLIError(error.description)
+        }
+        lastValidation = record.validationMIoU ?? lastValidation
+      }
+      records.append(record)
+      let interrupted = interrupt.isRaised
+      if step % saveEvery == 0 || step == total || interrupted {
+        try files.save(run, records: records)
+      }
+      if interrupted {
+        progress.finish(
+          "interrupted at step \(step)/\(total); model and training state saved in "
+            + "\(files.folder.path) (continue with --resume \(files.folder.path))",
+          isError: true)
+        throw ExitCode(130)
+      }
+      let eta = Double((total - step) * batchSize) / max(rate, 1e-9)
+      var line = String(
+        format: "step %d/%d  loss %.4f  lr %.3g  %.2f images/s", step, total, result.loss,
+        result.lr, rate)
+      if let v = lastValidation { line += String(format: "  val mIoU %.4f", v) }
+      progress.update(line + String(format: "  ETA %.0f s", eta))
+    }
+    var summary = "trained \(files.modelName) for \(total) steps → \(files.folder.path)/model.pt"
+    if let v = lastValidation { summary += String(format: " (val mIoU %.4f)", v) }
+    progress.finish(summary)
+  }
+
+  private func openDataset() throws -> TrainingDataset {
+    do {
+      if let data { return try TrainingDataset.open(folder: URL(fileURLWithPath: data)) }
+      return try TrainingDataset.coco(
+        annotations: URL(fileURLWithPath: annotations!), images: URL(fileURLWithPath: images!))
+    } catch {
+      throw CLIError(error.description)
+    }
+  }
+
+  /// The checkpoint, read once: its tensors build the frozen model and seed the trainer.
+  private func loadCheckpoint(config: ModelConfig, name: String) throws -> (
+    [String: Tensor], EfficientViTSAM
+  ) {
     guard let checkpoint = modelOptions.checkpoint else {
       throw CLIError("--checkpoint is required: training starts from the weights you bring")
     }
     try checkCheckpointFile(checkpoint)
     let declared = EfficientViTSAM.declaredParameters(config: config).declared
-    let original: [String: Tensor]
-    let model: EfficientViTSAM
     do {
-      original = try Checkpoint.load(
+      let original = try Checkpoint.load(
         contentsOf: URL(fileURLWithPath: checkpoint), expecting: declared)
       let reader = WeightReader(original, origin: checkpoint)
-      model = EfficientViTSAM(config: config, reader: reader)
+      let model = EfficientViTSAM(config: config, reader: reader)
       try reader.finish()
+      return (original, model)
     } catch {
       throw CLIError(summarize(error, modelName: name))
     }
-    let side = config.imageSize
-
-    var settings = DecoderFineTuner.Settings()
-    settings.lr = lr
-    settings.steps = steps
-    settings.warmupSteps = warmupSteps
-    settings.seed = seed
-    let tuner = DecoderFineTuner(tensors: original, settings: settings)
-    var rng = SplitMix64(seed: seed ^ 0xDA7A)
-    var log = ""
-    let clock = ContinuousClock()
-    let start = clock.now
-    let progress = ProgressLine(enabled: !quietOption.quiet)
-    var order: [COCOImage] = []
-    for step in 0..<steps {
-      if order.isEmpty { order = usable.shuffled(using: &rng) }
-      let image = order.removeLast()
-      let sample = try trainingSample(
-        image, annotations: byImage[image.id]!, side: side, rng: &rng)
-      let embedding = model.imageEncoder(
-        Tensor(shape: [1, 3, side, side], storage: sample.image))
-      let prompts = TrainingPrompts.draw(
-        masks: sample.masks, side: side, boxes: sample.boxes, kind: self.prompts, using: &rng)
-      let result = tuner.step(
-        embedding: embedding, prompts: prompts,
-        targets: Tensor(shape: [sample.maskCount, side, side], storage: sample.masks))
-      let elapsed = clock.now - start
-      let seconds =
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-      let rate = Double(step + 1) / max(seconds, 1e-9)
-      log += String(
-        format: "{\"step\": %d, \"loss\": %.6f, \"lr\": %.8g, \"images_per_s\": %.4f}\n", step + 1,
-        result.loss, result.lr, rate)
-      let eta = Double(steps - step - 1) / max(rate, 1e-9)
-      progress.update(
-        String(
-          format: "step %d/%d  loss %.4f  lr %.3g  %.2f images/s  ETA %.0f s", step + 1, steps,
-          result.loss, result.lr, rate, eta))
-    }
-    var trained = original
-    trained.merge(tuner.parameters.tensors) { _, new in new }
-    let entries = declared.map {
-      TorchWriter.Entry(key: $0.key, tensor: trained[$0.key]!, dtype: $0.dtype)
-    }
-    do {
-      try TorchWriter.write(entries, to: outputURL.appendingPathComponent("model.pt"))
-      try SafeTensors.write(
-        trained.filter { key, _ in declared.contains { $0.key == key } },
-        metadata: ["model": name, "trained_steps": "\(steps)"],
-        to: outputURL.appendingPathComponent("model.safetensors"))
-    } catch {
-      throw CLIError("cannot write the model: " + fileProblem(error, path: output))
-    }
-    try writeFile(Data(log.utf8), to: outputURL.appendingPathComponent("log.jsonl"))
-    progress.finish("trained \(name) for \(steps) steps → \(output)/model.pt")
   }
+}
 
-  /// One image as the official data provider makes it: masks chosen, flipped with p ½,
-  /// resized with its long side to `side`, normalised and padded.
-  private func trainingSample(
-    _ image: COCOImage, annotations: [COCOAnnotation], side: Int, rng: inout SplitMix64
-  ) throws -> TrainingSample {
-    guard let file = image.fileName else {
-      throw CLIError("image \(image.id) has no file_name")
-    }
-    let picture = try RGBImage(
-      contentsOf: URL(fileURLWithPath: images).appendingPathComponent(file),
-      applyEXIFOrientation: false)
-    let (h, w) = (picture.height, picture.width)
-    guard h == image.height, w == image.width else {
-      throw CLIError(
-        "\(file) is \(w)×\(h) but the annotations say \(image.width)×\(image.height)")
-    }
-    var planes = [Float](repeating: 0, count: 3 * h * w)
-    for p in 0..<(h * w) {
-      for c in 0..<3 { planes[c * h * w + p] = Float(picture.pixels[p * 3 + c]) }
-    }
-    let picked = selectMasks(count: annotations.count, wanted: masksPerImage, using: &rng)
-    var masks: [Float] = []
-    var boxes: [[Float]] = []
-    for i in picked {
-      let a = annotations[i]
-      guard let segmentation = a.segmentation else {
-        throw CLIError("annotation \(a.id) has no segmentation")
+/// `--freeze` values: one part or several separated by commas.
+struct ModelParts: ExpressibleByArgument {
+  var parts: [ModelPart]
+
+  init?(argument: String) {
+    var parts: [ModelPart] = []
+    for name in argument.split(separator: ",") {
+      guard let part = ModelPart(rawValue: name.trimmingCharacters(in: .whitespaces)) else {
+        return nil
       }
-      let rle = try segmentation.rle(height: h, width: w)
-      masks += rle.decodeRowMajor().map { Float($0) }
-      let box = a.bbox ?? rle.boundingBox
-      boxes.append([Float(box.x), Float(box.y), Float(box.width), Float(box.height)])
+      parts.append(part)
     }
-    var sample = TrainingSample(
-      image: planes, masks: masks, points: boxes.map { [$0[0], $0[1]] }, boxes: boxes,
-      height: h, width: w)
-    if Double.random(in: 0..<1, using: &rng) >= 0.5 {
-      sample = SampleTransforms.flipHorizontally(sample)
-    }
-    sample = SampleTransforms.resizeLongestSide(sample, target: side)
-    return SampleTransforms.normalizeAndPad(sample, target: side)
+    guard !parts.isEmpty else { return nil }
+    self.parts = parts
   }
+
+  static var allValueStrings: [String] { ModelPart.allCases.map(\.rawValue) }
 }
 
 extension TrainingPrompts.Kind: ExpressibleByArgument {}

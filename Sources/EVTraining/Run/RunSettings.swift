@@ -1,0 +1,88 @@
+import EVTensor
+
+/// The parts of the model a run can keep fixed (`--freeze`).
+package enum ModelPart: String, Sendable, Codable, CaseIterable, Comparable {
+  case encoder
+  case decoder
+  case promptEncoder = "prompt-encoder"
+
+  package static func < (a: ModelPart, b: ModelPart) -> Bool {
+    allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
+  }
+}
+
+extension TrainingPrompts.Kind: Codable {}
+
+/// What a run is: the settings that shape its result. A run resumes only with the same ones
+/// (`differences(from:)`); how often it validates, saves or prints may change.
+package struct RunSettings: Sendable, Equatable, Codable {
+  package var steps: Int
+  package var batchSize: Int
+  package var lr: Double
+  package var warmupSteps: Int
+  package var masksPerImage: Int
+  package var prompts: TrainingPrompts.Kind
+  package var frozen: [ModelPart]
+  package var seed: UInt64
+  package var validationFraction: Double
+  /// The side of the encoder's input.
+  package var imageSize: Int
+  /// `weightsFingerprint` of the checkpoint the run started from.
+  package var weights: String
+  /// `TrainingDataset.fingerprint` of its data.
+  package var data: String
+
+  package init(
+    steps: Int, batchSize: Int, lr: Double, warmupSteps: Int, masksPerImage: Int,
+    prompts: TrainingPrompts.Kind, frozen: [ModelPart], seed: UInt64, validationFraction: Double,
+    imageSize: Int, weights: String, data: String
+  ) {
+    self.steps = steps
+    self.batchSize = batchSize
+    self.lr = lr
+    self.warmupSteps = warmupSteps
+    self.masksPerImage = masksPerImage
+    self.prompts = prompts
+    self.frozen = frozen
+    self.seed = seed
+    self.validationFraction = validationFraction
+    self.imageSize = imageSize
+    self.weights = weights
+    self.data = data
+  }
+
+  /// One phrase per setting that differs from `saved`, named as on the command line.
+  package func differences(from saved: RunSettings) -> [String] {
+    var out: [String] = []
+    func compare<T: Equatable>(_ name: String, _ now: T, _ then: T, _ show: (T) -> String) {
+      if now != then { out.append("\(name) (saved \(show(then)), now \(show(now)))") }
+    }
+    compare("--steps/--epochs", steps, saved.steps) { "\($0) steps" }
+    compare("--batch-size", batchSize, saved.batchSize) { "\($0)" }
+    compare("--lr", lr, saved.lr) { "\($0)" }
+    compare("--warmup-steps", warmupSteps, saved.warmupSteps) { "\($0)" }
+    compare("--masks-per-image", masksPerImage, saved.masksPerImage) { "\($0)" }
+    compare("--prompts", prompts, saved.prompts) { $0.rawValue }
+    compare("--freeze", frozen, saved.frozen) { $0.map(\.rawValue).joined(separator: ",") }
+    compare("--seed", seed, saved.seed) { "\($0)" }
+    compare("--val-fraction", validationFraction, saved.validationFraction) { "\($0)" }
+    compare("the model's input size", imageSize, saved.imageSize) { "\($0)" }
+    compare("--checkpoint", weights, saved.weights) { "weights \($0)" }
+    compare("the training data", data, saved.data) { $0 }
+    return out
+  }
+}
+
+/// A hash of every tensor's key, shape and values: whether two runs start from the same
+/// weights, wherever the checkpoint file has moved.
+package func weightsFingerprint(_ tensors: [String: Tensor]) -> String {
+  var hash = FNV1a()
+  for key in tensors.keys.sorted() {
+    let t = tensors[key]!
+    hash.add(key + "\(t.shape)")
+    t.withUnsafeBufferPointer { values in
+      for v in values { hash.add(v.bitPattern) }
+    }
+  }
+  return hash.hex
+}

@@ -1,0 +1,114 @@
+import EVCheckpoint
+import EVModel
+import EVTensor
+
+/// A fine-tuning run with the image encoder frozen, step by step: the stream of training
+/// images (`EpochOrder`), each made into a sample and prompts as the official data provider
+/// and trainer do, the `DecoderFineTuner`, validation, and the state that lets another
+/// process continue the run bit for bit. Whoever drives it (the `evsam train` command)
+/// decides when to validate and save and shows the progress.
+package final class TrainingRun {
+  package let settings: RunSettings
+  package let dataset: TrainingDataset
+  package let split: DataSplit
+  /// The model the run started from; its encoder makes the embeddings (frozen).
+  let model: EfficientViTSAM
+  /// The starting checkpoint's tensors, which the trained ones replace in the output.
+  let original: [String: Tensor]
+  let tuner: DecoderFineTuner
+  private var order: EpochOrder
+  private var dataRNG: SplitMix64
+  /// Images taken from the stream so far.
+  package private(set) var imagesSeen: Int
+
+  /// - Parameters:
+  ///   - tensors: the starting checkpoint, the one `model` was built from.
+  ///   - state: a saved state to continue from; its settings must be `settings`.
+  package init(
+    settings: RunSettings, model: EfficientViTSAM, tensors: [String: Tensor],
+    dataset: TrainingDataset, split: DataSplit, resuming state: TrainingState? = nil
+  ) throws(TrainingStateError) {
+    precondition(settings.frozen == [.encoder], "TrainingRun trains with the encoder frozen")
+    self.settings = settings
+    self.model = model
+    self.dataset = dataset
+    self.split = split
+    original = tensors
+    var tunerSettings = DecoderFineTuner.Settings()
+    tunerSettings.lr = settings.lr
+    tunerSettings.steps = settings.steps
+    tunerSettings.warmupSteps = settings.warmupSteps
+    tunerSettings.seed = settings.seed
+    order = EpochOrder(count: split.train.count, seed: settings.seed)
+    if let state {
+      let differences = settings.differences(from: state.settings)
+      guard differences.isEmpty else {
+        throw TrainingStateError(
+          "the saved run has other settings: " + differences.joined(separator: "; "))
+      }
+      guard state.imagesSeen == state.tuner.step * settings.batchSize,
+        state.tuner.step <= settings.steps
+      else {
+        throw TrainingStateError(
+          "the saved state is inconsistent (step \(state.tuner.step), \(state.imagesSeen) images)")
+      }
+      tuner = DecoderFineTuner(tensors: tensors, settings: tunerSettings, resuming: state.tuner)
+      dataRNG = state.dataRNG
+      imagesSeen = state.imagesSeen
+    } else {
+      tuner = DecoderFineTuner(tensors: tensors, settings: tunerSettings)
+      dataRNG = SplitMix64(seed: settings.seed ^ 0xDA7A)
+      imagesSeen = 0
+    }
+  }
+
+  /// Steps taken so far (including those of the runs this one resumes).
+  package var step: Int { tuner.step }
+
+  /// One optimiser step on the next `batchSize` images of the stream.
+  package func trainStep() throws(TrainingDataError) -> (loss: Double, lr: Double) {
+    let side = model.config.imageSize
+    var batch: [DecoderFineTuner.Example] = []
+    for _ in 0..<settings.batchSize {
+      let index = split.train[order.image(at: imagesSeen)]
+      let sample = TrainingSample.training(
+        try dataset.load(index), masksPerImage: settings.masksPerImage, side: side,
+        using: &dataRNG)
+      let embedding = model.imageEncoder(
+        Tensor(shape: [1, 3, side, side], storage: sample.image))
+      let prompts = TrainingPrompts.draw(
+        masks: sample.masks, side: side, boxes: sample.boxes, kind: settings.prompts,
+        using: &dataRNG)
+      batch.append(
+        DecoderFineTuner.Example(
+          embedding: embedding, prompts: prompts,
+          targets: Tensor(shape: [sample.maskCount, side, side], storage: sample.masks)))
+      imagesSeen += 1
+    }
+    let result = tuner.step(batch)
+    return (result.loss, result.lr)
+  }
+
+  /// The official validation mIoU of the current weights, or nil when the run has no
+  /// validation images.
+  package func validate() throws(TrainingDataError) -> Double? {
+    guard !split.validation.isEmpty else { return nil }
+    let reader = WeightReader(trainedTensors, origin: "the trained weights")
+    let current = EfficientViTSAM(config: model.config, reader: reader)
+    do {
+      try reader.finish()
+    } catch {
+      preconditionFailure("the trained weights no longer build the model: \(error)")
+    }
+    return try Validation.meanIoU(model: current, dataset: dataset, items: split.validation)
+  }
+
+  /// The whole model's tensors: the starting checkpoint with the trained ones in place.
+  package var trainedTensors: [String: Tensor] {
+    original.merging(tuner.parameters.tensors) { _, trained in trained }
+  }
+
+  package var state: TrainingState {
+    TrainingState(settings: settings, tuner: tuner.state, dataRNG: dataRNG, imagesSeen: imagesSeen)
+  }
+}

@@ -1,0 +1,138 @@
+import EVCheckpoint
+import EVTensor
+import Foundation
+
+/// Everything `--resume` needs to continue a run exactly where it stopped: the fine-tuner's
+/// tensors, AdamW's moments and step, the step count, both random streams (the trainer's and
+/// the data's), the position in the run's stream of images, and the run's settings.
+///
+/// Stored as two files in the run's folder: `state.safetensors` (the tensors: `param/<key>`,
+/// `adam.m/<key>`, `adam.v/<key>`) and `state.json` (the scalars). Each is written whole
+/// under a temporary name and renamed into place; both carry the same `save_id`, so a pair
+/// torn apart by a crash between the two renames is recognised.
+package struct TrainingState: Sendable {
+  package static let tensorsFile = "state.safetensors"
+  package static let scalarsFile = "state.json"
+
+  package var settings: RunSettings
+  package var tuner: DecoderFineTuner.State
+  /// The data stream's generator (mask choice, flips, prompts).
+  package var dataRNG: SplitMix64
+  /// Images taken from the run's stream so far (`EpochOrder` position).
+  package var imagesSeen: Int
+
+  package init(
+    settings: RunSettings, tuner: DecoderFineTuner.State, dataRNG: SplitMix64, imagesSeen: Int
+  ) {
+    self.settings = settings
+    self.tuner = tuner
+    self.dataRNG = dataRNG
+    self.imagesSeen = imagesSeen
+  }
+
+  private struct Scalars: Codable {
+    var format = 1
+    var saveID: String
+    var step: Int
+    var imagesSeen: Int
+    var optimizerStep: Int
+    /// Generator states as 16 hex digits (JSON numbers lose bits above 2⁵³ in many readers).
+    var trainerRNG: String
+    var dataRNG: String
+    var settings: RunSettings
+
+    enum CodingKeys: String, CodingKey {
+      case format
+      case saveID = "save_id"
+      case step
+      case imagesSeen = "images_seen"
+      case optimizerStep = "optimizer_step"
+      case trainerRNG = "trainer_rng"
+      case dataRNG = "data_rng"
+      case settings
+    }
+  }
+
+  /// The two files' contents; `saveID` ties them together.
+  package func encoded(saveID: String) throws(CheckpointError) -> (tensors: Data, scalars: Data) {
+    var tensors: [String: Tensor] = [:]
+    for (key, value) in tuner.parameters { tensors["param/" + key] = value }
+    for (key, m) in tuner.firstMoment {
+      tensors["adam.m/" + key] = Tensor(shape: [m.count], storage: m)
+    }
+    for (key, v) in tuner.secondMoment {
+      tensors["adam.v/" + key] = Tensor(shape: [v.count], storage: v)
+    }
+    let data = try SafeTensors.encode(tensors, metadata: ["save_id": saveID])
+    let scalars = Scalars(
+      saveID: saveID, step: tuner.step, imagesSeen: imagesSeen,
+      optimizerStep: tuner.optimizerStep, trainerRNG: hex16(tuner.rng.state),
+      dataRNG: hex16(dataRNG.state), settings: settings)
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    // A Codable struct of numbers and strings always encodes.
+    let json = try! encoder.encode(scalars)
+    return (data, json + Data("\n".utf8))
+  }
+
+  /// Reads the state saved in `folder`.
+  package static func read(from folder: URL) throws(TrainingStateError) -> TrainingState {
+    let jsonURL = folder.appendingPathComponent(scalarsFile)
+    let tensorsURL = folder.appendingPathComponent(tensorsFile)
+    guard FileManager.default.fileExists(atPath: jsonURL.path) else {
+      throw TrainingStateError("\(folder.path) has no saved training state (\(scalarsFile))")
+    }
+    let scalars: Scalars
+    do {
+      scalars = try JSONDecoder().decode(Scalars.self, from: Data(contentsOf: jsonURL))
+    } catch {
+      throw TrainingStateError("\(jsonURL.path) is not a training state: \(error)")
+    }
+    guard scalars.format == 1 else {
+      throw TrainingStateError("\(jsonURL.path): unknown state format \(scalars.format)")
+    }
+    guard let trainerRNG = UInt64(scalars.trainerRNG, radix: 16),
+      let dataRNG = UInt64(scalars.dataRNG, radix: 16)
+    else {
+      throw TrainingStateError("\(jsonURL.path): a generator state is not 16 hex digits")
+    }
+    let tensors: [String: Tensor]
+    let metadata: [String: String]
+    do {
+      let loaded = try LoadedCheckpoint(contentsOf: tensorsURL)
+      tensors = loaded.tensors
+      metadata = loaded.metadata
+    } catch {
+      throw TrainingStateError(error.description)
+    }
+    guard metadata["save_id"] == scalars.saveID else {
+      throw TrainingStateError(
+        "\(tensorsURL.path) and \(jsonURL.path) are from different saves (a save was cut short); "
+          + "the run cannot be resumed from them")
+    }
+    var parameters: [String: Tensor] = [:]
+    var first: [String: [Float]] = [:]
+    var second: [String: [Float]] = [:]
+    for (key, value) in tensors {
+      if key.hasPrefix("param/") {
+        parameters[String(key.dropFirst(6))] = value
+      } else if key.hasPrefix("adam.m/") {
+        first[String(key.dropFirst(7))] = value.storage
+      } else if key.hasPrefix("adam.v/") {
+        second[String(key.dropFirst(7))] = value.storage
+      }
+    }
+    let tuner = DecoderFineTuner.State(
+      parameters: parameters, step: scalars.step, rng: SplitMix64(state: trainerRNG),
+      optimizerStep: scalars.optimizerStep, firstMoment: first, secondMoment: second)
+    return TrainingState(
+      settings: scalars.settings, tuner: tuner, dataRNG: SplitMix64(state: dataRNG),
+      imagesSeen: scalars.imagesSeen)
+  }
+}
+
+/// A saved state that cannot be used, in one line naming the file.
+package struct TrainingStateError: Error, CustomStringConvertible, Equatable {
+  package let description: String
+  package init(_ description: String) { self.description = description }
+}

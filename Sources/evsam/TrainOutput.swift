@@ -1,0 +1,73 @@
+import EVCheckpoint
+import EVModel
+import EVTraining
+import Foundation
+
+/// The files of a training run's folder, all rewritten at every save, each one whole (written
+/// under a temporary name and renamed into place): the model (`model.pt`,
+/// `model.safetensors`), the training state `--resume` reads, `log.jsonl` and `loss.png`.
+struct TrainOutput {
+  static let logFile = "log.jsonl"
+  static let plotFile = "loss.png"
+  /// Files a run writes; a folder holding any of them already holds a run.
+  static let runFiles = [
+    "model.pt", "model.safetensors", TrainingState.tensorsFile, TrainingState.scalarsFile,
+    logFile, plotFile,
+  ]
+
+  let folder: URL
+  let config: ModelConfig
+  let modelName: String
+
+  /// Refuses to start a new run over the files of another.
+  static func checkFresh(_ folder: URL) throws {
+    let present = runFiles.filter {
+      FileManager.default.fileExists(atPath: folder.appendingPathComponent($0).path)
+    }
+    guard present.isEmpty else {
+      throw CLIError(
+        "\(folder.path) already holds a training run (\(present.joined(separator: ", "))); "
+          + "continue it with --resume \(folder.path), or give a new folder with -o")
+    }
+  }
+
+  /// Writes everything. The state's tensors go before the scalars that name them, so a save
+  /// cut short leaves a pair `TrainingState.read` recognises as torn.
+  func save(_ run: TrainingRun, records: [TrainingLogRecord]) throws {
+    let trained = run.trainedTensors
+    let declared = EfficientViTSAM.declaredParameters(config: config).declared
+    let entries = declared.map {
+      TorchWriter.Entry(key: $0.key, tensor: trained[$0.key]!, dtype: $0.dtype)
+    }
+    let keys = Set(declared.map(\.key))
+    let saveID = "\(run.step)-\(UInt64.random(in: 0...UInt64.max))"
+    let model: Data
+    let state: (tensors: Data, scalars: Data)
+    do {
+      model = try SafeTensors.encode(
+        trained.filter { key, _ in keys.contains(key) },
+        metadata: ["model": modelName, "trained_steps": "\(run.step)"])
+      state = try run.state.encoded(saveID: saveID)
+    } catch {
+      throw CLIError("cannot encode the model: \(error.description)")
+    }
+    try writeFile(TorchWriter.archive(entries), to: url("model.pt"))
+    try writeFile(model, to: url("model.safetensors"))
+    try writeFile(state.tensors, to: url(TrainingState.tensorsFile))
+    try writeFile(state.scalars, to: url(TrainingState.scalarsFile))
+    try writeFile(Data(records.map(\.jsonLine).joined().utf8), to: url(Self.logFile))
+    let plot = LossPlot(
+      losses: records.map { ($0.step, $0.loss) },
+      validations: records.compactMap { r in r.validationMIoU.map { (r.step, $0) } },
+      totalSteps: run.settings.steps)
+    let png: Data
+    do {
+      png = try plot.render().pngData()
+    } catch {
+      throw CLIError("cannot draw \(Self.plotFile): \(error.description)")
+    }
+    try writeFile(png, to: url(Self.plotFile))
+  }
+
+  private func url(_ name: String) -> URL { folder.appendingPathComponent(name) }
+}
