@@ -2,22 +2,6 @@ import EVCheckpoint
 import EVModel
 import EVTensor
 
-/// The parts of the model a run can keep fixed (`--freeze`).
-package enum ModelPart: String, CaseIterable, Sendable, Codable {
-  case encoder
-  case promptEncoder = "prompt-encoder"
-  case decoder
-
-  /// The checkpoint keys of the part start with this.
-  package var keyPrefix: String {
-    switch self {
-    case .encoder: return "image_encoder."
-    case .promptEncoder: return "prompt_encoder."
-    case .decoder: return "mask_decoder."
-    }
-  }
-}
-
 /// One training step as the official `SAMTrainer.run_step` takes it: a batch of images
 /// through the image encoder in train mode (BatchNorm on the batch's statistics), each
 /// image's prompts through the prompt encoder and the mask decoder (multimask by a coin flip
@@ -44,7 +28,7 @@ package final class Trainer {
   }
 
   /// One image of a batch: preprocessed `[3, S, S]` (normalised, padded), its prompts and
-  /// its soft target masks `[M, S, S]`. Every image of a batch has the same M.
+  /// its soft target masks `[M, S, S]`, one per prompt.
   package struct Example {
     package var image: Tensor
     package var prompts: TrainingPrompts
@@ -61,7 +45,7 @@ package final class Trainer {
   package struct Randomness {
     package var multimask: Bool
     package var draws: [MaskLoss.Draws]
-    /// Logits `[B, M, K, 256, 256]` whose uncertainty picks the loss's points instead of the
+    /// Logits `[N, K, 256, 256]` (the batch's N masks in order) whose uncertainty picks the loss's points instead of the
     /// step's own. The points nearest the top-k boundary are a coin toss between two
     /// implementations whose logits differ by float rounding; replaying another's step
     /// exactly needs its choice.
@@ -78,7 +62,7 @@ package final class Trainer {
     /// The mask loss (plus the IoU loss when it is on).
     package var loss: Double
     package var lr: Double
-    /// Low-res logits `[B, M, K, 256, 256]`.
+    /// Low-res logits `[N, K, 256, 256]` of the batch's N masks, image by image.
     package var logits: Tensor
   }
 
@@ -92,10 +76,34 @@ package final class Trainer {
   /// The inference encoder, when the encoder is frozen.
   let frozenEncoder: ImageEncoder?
   package private(set) var step = 0
-  package var rng: SplitMix64
+  package private(set) var rng: SplitMix64
 
   /// `tensors`: every key of a `config` model (as `EfficientViTSAM.declaredParameters` lists).
-  package init(config: ModelConfig, tensors: [String: Tensor], settings: Settings) {
+  package convenience init(config: ModelConfig, tensors: [String: Tensor], settings: Settings) {
+    self.init(
+      config: config, tensors: tensors, settings: settings,
+      optimizer: AdamW(settings: settings.optimizer), step: 0,
+      rng: SplitMix64(seed: settings.seed))
+  }
+
+  /// Continues from a saved `state`: its tensors replace those of `tensors`, and the
+  /// optimiser, the step count and the random stream go on where they were.
+  package convenience init(
+    config: ModelConfig, tensors: [String: Tensor], settings: Settings, resuming state: State
+  ) {
+    self.init(
+      config: config, tensors: tensors.merging(state.parameters) { _, saved in saved },
+      settings: settings,
+      optimizer: AdamW(
+        settings: settings.optimizer, step: state.optimizerStep,
+        firstMoment: state.firstMoment, secondMoment: state.secondMoment),
+      step: state.step, rng: state.rng)
+  }
+
+  private init(
+    config: ModelConfig, tensors: [String: Tensor], settings: Settings, optimizer: AdamW,
+    step: Int, rng: SplitMix64
+  ) {
     self.config = config
     self.settings = settings
     let frozen = settings.frozen
@@ -110,11 +118,41 @@ package final class Trainer {
     } else {
       frozenEncoder = nil
     }
-    optimizer = AdamW(settings: settings.optimizer)
+    self.optimizer = optimizer
     schedule = CosineSchedule(
       baseLR: settings.lr, decaySteps: settings.steps, warmupSteps: settings.warmupSteps)
     lossFunction = MaskLoss(settings: settings.loss)
-    rng = SplitMix64(seed: settings.seed)
+    self.step = step
+    self.rng = rng
+  }
+
+  /// Everything a later run needs to continue this one exactly.
+  package struct State: Sendable {
+    /// Every tensor of the model (trained ones, BatchNorm statistics, frozen ones), by key.
+    package var parameters: [String: Tensor]
+    package var step: Int
+    package private(set) var rng: SplitMix64
+    package var optimizerStep: Int
+    package var firstMoment: [String: [Float]]
+    package var secondMoment: [String: [Float]]
+
+    package init(
+      parameters: [String: Tensor], step: Int, rng: SplitMix64, optimizerStep: Int,
+      firstMoment: [String: [Float]], secondMoment: [String: [Float]]
+    ) {
+      self.parameters = parameters
+      self.step = step
+      self.rng = rng
+      self.optimizerStep = optimizerStep
+      self.firstMoment = firstMoment
+      self.secondMoment = secondMoment
+    }
+  }
+
+  package var state: State {
+    State(
+      parameters: parameters.tensors, step: step, rng: rng, optimizerStep: optimizer.step,
+      firstMoment: optimizer.firstMoment, secondMoment: optimizer.secondMoment)
   }
 
   /// Whether the official recipe trains `key`: not the IoU head (unless `iouHead`), not
@@ -129,7 +167,7 @@ package final class Trainer {
   @discardableResult
   package func step(_ batch: [Example]) -> StepResult {
     let multimask = Double.random(in: 0..<1, using: &rng) >= 0.5
-    let masks = batch.count * (batch.first?.targets.dim(0) ?? 0)
+    let masks = batch.reduce(0) { $0 + $1.targets.dim(0) }
     let draws = (0..<(multimask ? 3 : 1)).map { _ in
       MaskLoss.Draws(masks: masks, settings: settings.loss, using: &rng)
     }
@@ -145,14 +183,12 @@ package final class Trainer {
   }
 
   /// Forward and backward: leaves ∂loss/∂parameter in `parameters` (before clipping) and
-  /// updates the BatchNorm running statistics. Returns the loss and the low-res logits.
+  /// updates the BatchNorm running statistics. Returns the loss and the low-res logits
+  /// `[N, K, 256, 256]`; the loss is the official mean over all N masks of the batch.
   package func computeGradients(_ batch: [Example], randomness: Randomness) -> (
     loss: Double, logits: Tensor
   ) {
     precondition(!batch.isEmpty, "a training step needs at least one image")
-    let masks = batch[0].targets.dim(0)
-    precondition(
-      batch.allSatisfy { $0.targets.dim(0) == masks }, "every image of a batch needs as many masks")
     let tape = Tape()
     let side = config.imageSize
     let images = Tensor(
@@ -180,6 +216,7 @@ package final class Trainer {
         let labels = [Int](repeating: 1, count: coords.shape[0] * coords.shape[1])
         sparse = prompts.sparse(tape, points: (coords, labels), boxes: nil)
       }
+      let masks = example.targets.dim(0)
       precondition(
         sparse.shape[0] == masks, "image \(b): \(sparse.shape[0]) prompts, \(masks) masks")
       let own =
@@ -191,13 +228,12 @@ package final class Trainer {
       predictedIoU.append(out.iouPredictions)
     }
     let logits = outputs.count == 1 ? outputs[0] : tape.concat(outputs, axis: 0)
-    let k = logits.shape[1]
-    let (lh, lw) = (logits.shape[2], logits.shape[3])
-    let targets = Tensor(
-      shape: [batch.count, masks, side, side], storage: batch.flatMap(\.targets.storage))
-    let ownLogits = logits.value.reshaped([batch.count, masks, k, lh, lw])
+    let (n, k, lh, lw) = (logits.shape[0], logits.shape[1], logits.shape[2], logits.shape[3])
+    let targets = Tensor(shape: [n, 1, side, side], storage: batch.flatMap(\.targets.storage))
+    let ownLogits = logits.value.reshaped([n, 1, k, lh, lw])
     let points = lossFunction.selectPoints(
-      logits: randomness.selectionLogits ?? ownLogits, targetSide: side, draws: randomness.draws)
+      logits: (randomness.selectionLogits ?? logits.value).reshaped([n, 1, k, lh, lw]),
+      targetSide: side, draws: randomness.draws)
     let result = lossFunction.evaluate(logits: ownLogits, targets: targets, points: points)
     parameters.zeroGradients()
     var loss = result.loss
@@ -206,12 +242,12 @@ package final class Trainer {
         predictedIoU.count == 1 ? predictedIoU[0] : tape.concat(predictedIoU, axis: 0)
       let iou = IoULoss.meanSquaredError(
         predictions: predictions.value, logits: logits.value,
-        targets: targets.reshaped([batch.count * masks, side, side]))
+        targets: targets.reshaped([n, side, side]))
       loss += iou.loss
       predictions.accumulate(iou.gradient.storage)
     }
     tape.backward(from: logits, gradient: result.gradient.storage)
-    return (loss, ownLogits)
+    return (loss, logits.value)
   }
 
   /// Clips the gradients `computeGradients` left, takes the AdamW step at this step's

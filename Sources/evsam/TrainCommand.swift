@@ -8,14 +8,16 @@ import Foundation
 struct TrainCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "train",
-    abstract: "Fine-tune the prompt encoder and mask decoder on SA-1B or COCO data.",
+    abstract: "Train or fine-tune EfficientViT-SAM on SA-1B or COCO data.",
     discussion: """
       Trains as the official EfficientViT-SAM trainer does — its transforms (flip, antialiased \
-      resize, soft masks), masks per image, box or point prompts, point-sampled 20×BCE + dice \
-      loss with the minimum over outputs, value clipping, AdamW and the cosine schedule — with \
-      the image encoder frozen (--freeze encoder, the only mode so far: the encoder's training \
-      path is not finished). Validates as the official trainer does (box prompts, the best of \
-      three masks, mIoU at the input resolution) on a held-out share of the images.
+      resize, soft masks), masks per image, box or point prompts, the image encoder in train \
+      mode (BatchNorm on the batch's statistics), point-sampled 20×BCE + dice loss with the \
+      minimum over outputs, value clipping, AdamW and the cosine schedule. Everything trains \
+      except the IoU head (--iou-loss mse trains it as SAM does) and the parts --freeze names; \
+      a frozen encoder runs the fast inference path. Validates as the official trainer does \
+      (box prompts, the best of three masks, mIoU at the input resolution) on a held-out share \
+      of the images.
 
       OUT receives model.pt (torch.save format, loadable by PyTorch and the official code), \
       model.safetensors, log.jsonl (step, loss, lr, images/s, val_miou), loss.png, and the \
@@ -61,9 +63,14 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
-      "Parts that stay fixed: encoder, decoder, prompt-encoder (repeat or separate by commas); only encoder so far.",
+      "Parts that stay fixed: encoder, decoder, prompt-encoder (repeat or separate by commas); none by default, as the official trainer.",
       valueName: "parts"))
   var freeze: [ModelParts] = []
+
+  @Option(
+    help:
+      "Loss on the IoU head: none (the official recipe: the head does not train) or mse (SAM's).")
+  var iouLoss: IoULossKind = .none
 
   @Option(help: "Seed of every random draw (split, images' order, flips, masks, prompts, points).")
   var seed: UInt64 = 0
@@ -110,21 +117,16 @@ struct TrainCommand: ParsableCommand {
     }
     guard valEvery >= 0 else { throw CLIError("--val-every must be 0 or more") }
     guard saveEvery >= 1 else { throw CLIError("--save-every must be at least 1") }
-    guard frozen == [.encoder] else {
-      throw CLIError(
-        "--freeze \(frozen.map(\.rawValue).joined(separator: ",")): only --freeze encoder is available so far (the image encoder's training path is not finished)"
-      )
+    guard frozen.count < ModelPart.allCases.count || iouLoss == .mse else {
+      throw CLIError("--freeze names every part: nothing would train")
     }
     guard output != nil || resume != nil else {
       throw CLIError("give the output folder with -o DIR")
     }
   }
 
-  /// The parts `--freeze` names, in a fixed order; the encoder when none is named.
-  var frozen: [ModelPart] {
-    let named = Set(freeze.flatMap(\.parts))
-    return named.isEmpty ? [.encoder] : named.sorted()
-  }
+  /// The parts `--freeze` names, in a fixed order.
+  var frozen: [ModelPart] { Set(freeze.flatMap(\.parts)).sorted() }
 
   func run() throws {
     let outputURL = URL(fileURLWithPath: output ?? resume!)
@@ -132,7 +134,7 @@ struct TrainCommand: ParsableCommand {
     if outputURL.standardizedFileURL != resumeURL { try TrainOutput.checkFresh(outputURL) }
     let dataset = try openDataset()
     let (config, name) = try modelOptions.resolveConfig()
-    let (original, model) = try loadCheckpoint(config: config, name: name)
+    let original = try loadCheckpoint(config: config, name: name)
     let split: DataSplit
     do {
       split = try DataSplit(
@@ -145,7 +147,8 @@ struct TrainCommand: ParsableCommand {
       ?? Self.defaultSteps
     let settings = RunSettings(
       steps: totalSteps, batchSize: batchSize, lr: lr, warmupSteps: warmupSteps,
-      masksPerImage: masksPerImage, prompts: prompts, frozen: frozen, seed: seed,
+      masksPerImage: masksPerImage, prompts: prompts, frozen: frozen,
+      iouLoss: iouLoss == .mse, seed: seed,
       validationFraction: valFraction, imageSize: config.imageSize,
       weights: weightsFingerprint(original), data: dataset.fingerprint)
 
@@ -157,12 +160,12 @@ struct TrainCommand: ParsableCommand {
         let state = try TrainingState.read(from: folder)
         let log = folder.appendingPathComponent(TrainOutput.logFile)
         if let text = try? String(contentsOf: log, encoding: .utf8) {
-          records = try TrainingLogRecord.parse(text, through: state.tuner.step, file: log.path)
+          records = try TrainingLogRecord.parse(text, through: state.trainer.step, file: log.path)
         }
         saved = state
       }
       run = try TrainingRun(
-        settings: settings, model: model, tensors: original, dataset: dataset, split: split,
+        settings: settings, config: config, tensors: original, dataset: dataset, split: split,
         resuming: saved)
     } catch {
       throw CLIError("cannot resume from \(resume ?? ""): \(error.description)")
@@ -245,10 +248,8 @@ struct TrainCommand: ParsableCommand {
     }
   }
 
-  /// The checkpoint, read once: its tensors build the frozen model and seed the trainer.
-  private func loadCheckpoint(config: ModelConfig, name: String) throws -> (
-    [String: Tensor], EfficientViTSAM
-  ) {
+  /// The checkpoint's tensors, every key of a `config` model, checked strictly.
+  private func loadCheckpoint(config: ModelConfig, name: String) throws -> [String: Tensor] {
     guard let checkpoint = modelOptions.checkpoint else {
       throw CLIError("--checkpoint is required: training starts from the weights you bring")
     }
@@ -258,9 +259,9 @@ struct TrainCommand: ParsableCommand {
       let original = try Checkpoint.load(
         contentsOf: URL(fileURLWithPath: checkpoint), expecting: declared)
       let reader = WeightReader(original, origin: checkpoint)
-      let model = EfficientViTSAM(config: config, reader: reader)
+      _ = EfficientViTSAM(config: config, reader: reader)
       try reader.finish()
-      return (original, model)
+      return original
     } catch {
       throw CLIError(summarize(error, modelName: name))
     }
@@ -287,3 +288,8 @@ struct ModelParts: ExpressibleByArgument {
 }
 
 extension TrainingPrompts.Kind: ExpressibleByArgument {}
+
+/// `--iou-loss`.
+enum IoULossKind: String, ExpressibleByArgument, CaseIterable {
+  case none, mse
+}

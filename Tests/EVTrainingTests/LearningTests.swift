@@ -96,5 +96,34 @@ import Testing
     )
     #expect(before < 0.5)
     #expect(after >= 0.85, "IoU \(before) → \(after) after \(losses.count) steps")
+
+    // model.pt as the official loader reads it: every key, in the official order.
+    let trained = trainer.parameters.tensors
+    let declared = EfficientViTSAM.declaredParameters(config: c.config).declared
+    let entries = try declared.map { d in
+      TorchWriter.Entry(key: d.key, tensor: try #require(trained[d.key]), dtype: d.dtype)
+    }
+    let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
+      "evsam-learning-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+    defer { try? FileManager.default.removeItem(at: folder) }
+    let url = folder.appendingPathComponent("model.pt")
+    try TorchWriter.write(entries, to: url)
+    let reloaded = try Checkpoint.load(contentsOf: url, expecting: declared)
+    #expect(try c.iou(reloaded).mask == c.iou(trained).mask)
+
+    // Point prompts drawn as the official trainer draws them train through the same step.
+    var rng = SplitMix64(seed: 9)
+    let points = TrainingPrompts.draw(
+      masks: c.sample.masks, side: c.config.imageSize, boxes: c.sample.boxes, kind: .points,
+      using: &rng)
+    guard case .points(let coords) = points else {
+      Issue.record("a 29 161-pixel mask must give points")
+      return
+    }
+    #expect(coords.shape[0] == 1)
+    var example = c.example
+    example.prompts = points
+    #expect(trainer.step([example]).loss.isFinite)
   }
 }

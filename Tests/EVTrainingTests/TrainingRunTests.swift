@@ -10,16 +10,13 @@ import Testing
 /// continues it bit for bit, and refusals to resume with other settings.
 @Suite struct TrainingRunTests {
   struct Setup {
-    let model: EfficientViTSAM
+    let config: ModelConfig
     let tensors: [String: Tensor]
     let dataset: TrainingDataset
 
     init() throws {
-      let config = try ModelConfig.load(json: Fixtures.url("models/tiny-l.json"))
+      config = try ModelConfig.load(json: Fixtures.url("models/tiny-l.json"))
       tensors = try Checkpoint.load(contentsOf: Fixtures.url("models/tiny-l.pt"))
-      let reader = WeightReader(tensors, origin: "tiny-l")
-      model = EfficientViTSAM(config: config, reader: reader)
-      try reader.finish()
       dataset = try TrainingDataset.coco(
         annotations: Fixtures.url("coco/gt.json"), images: Fixtures.url("images"))
     }
@@ -27,14 +24,14 @@ import Testing
     func settings(steps: Int = 6, lr: Double = 1e-3, valFraction: Double = 0.34) -> RunSettings {
       RunSettings(
         steps: steps, batchSize: 2, lr: lr, warmupSteps: 1, masksPerImage: 2, prompts: .mixed,
-        frozen: [.encoder], seed: 5, validationFraction: valFraction,
-        imageSize: model.config.imageSize, weights: weightsFingerprint(tensors),
+        frozen: [], seed: 5, validationFraction: valFraction,
+        imageSize: config.imageSize, weights: weightsFingerprint(tensors),
         data: dataset.fingerprint)
     }
 
     func run(_ settings: RunSettings, resuming state: TrainingState? = nil) throws -> TrainingRun {
       try TrainingRun(
-        settings: settings, model: model, tensors: tensors, dataset: dataset,
+        settings: settings, config: config, tensors: tensors, dataset: dataset,
         split: DataSplit(
           count: dataset.items.count, validationFraction: settings.validationFraction,
           seed: settings.seed), resuming: state)
@@ -100,30 +97,30 @@ import Testing
   /// those it gets alone), and the loss is the official mean over all the batch's masks.
   @Test func aBatchDecodesEachImageAndAveragesOverAllMasks() throws {
     let setup = try Setup()
-    let side = setup.model.config.imageSize
+    let side = setup.config.imageSize
     var rng = SplitMix64(seed: 11)
     let examples = try (0..<2).map { index in
       let sample = TrainingSample.training(
         try setup.dataset.load(index), masksPerImage: 3 - index, side: side, using: &rng)
-      return DecoderFineTuner.Example(
-        embedding: setup.model.imageEncoder(
-          Tensor(shape: [1, 3, side, side], storage: sample.image)),
+      return Trainer.Example(
+        image: Tensor(shape: [3, side, side], storage: sample.image),
         prompts: TrainingPrompts.draw(
           masks: sample.masks, side: side, boxes: sample.boxes, kind: .boxes, using: &rng),
         targets: Tensor(shape: [sample.maskCount, side, side], storage: sample.masks))
     }
-    var settings = DecoderFineTuner.Settings()
+    var settings = Trainer.Settings()
     settings.seed = 2
-    let batch = DecoderFineTuner(tensors: setup.tensors, settings: settings)
+    settings.frozen = [.encoder]
+    let batch = Trainer(config: setup.config, tensors: setup.tensors, settings: settings)
       .step(examples)
-    let alone = DecoderFineTuner(tensors: setup.tensors, settings: settings)
+    let alone = Trainer(config: setup.config, tensors: setup.tensors, settings: settings)
       .step([examples[0]])
     let k = batch.logits.shape[1]
     #expect(batch.logits.shape == [5, k, 256, 256])
     #expect(Array(batch.logits.storage.prefix(alone.logits.count)) == alone.logits.storage)
 
     // The same loss from MaskLoss on the concatenated logits and targets, with the draws the
-    // tuner makes after its multimask coin flip.
+    // trainer makes after its multimask coin flip.
     var stream = SplitMix64(seed: 2)
     _ = Double.random(in: 0..<1, using: &stream)
     let draws = (0..<k).map { _ in

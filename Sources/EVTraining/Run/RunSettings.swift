@@ -9,6 +9,15 @@ package enum ModelPart: String, Sendable, Codable, CaseIterable, Comparable {
   package static func < (a: ModelPart, b: ModelPart) -> Bool {
     allCases.firstIndex(of: a)! < allCases.firstIndex(of: b)!
   }
+
+  /// The checkpoint keys of the part start with this.
+  package var keyPrefix: String {
+    switch self {
+    case .encoder: return "image_encoder."
+    case .promptEncoder: return "prompt_encoder."
+    case .decoder: return "mask_decoder."
+    }
+  }
 }
 
 extension TrainingPrompts.Kind: Codable {}
@@ -23,6 +32,8 @@ package struct RunSettings: Sendable, Equatable, Codable {
   package var masksPerImage: Int
   package var prompts: TrainingPrompts.Kind
   package var frozen: [ModelPart]
+  /// SAM's MSE loss on the IoU head (`--iou-loss mse`).
+  package var iouLoss: Bool
   package var seed: UInt64
   package var validationFraction: Double
   /// The side of the encoder's input.
@@ -34,8 +45,8 @@ package struct RunSettings: Sendable, Equatable, Codable {
 
   package init(
     steps: Int, batchSize: Int, lr: Double, warmupSteps: Int, masksPerImage: Int,
-    prompts: TrainingPrompts.Kind, frozen: [ModelPart], seed: UInt64, validationFraction: Double,
-    imageSize: Int, weights: String, data: String
+    prompts: TrainingPrompts.Kind, frozen: [ModelPart], iouLoss: Bool = false, seed: UInt64,
+    validationFraction: Double, imageSize: Int, weights: String, data: String
   ) {
     self.steps = steps
     self.batchSize = batchSize
@@ -44,6 +55,7 @@ package struct RunSettings: Sendable, Equatable, Codable {
     self.masksPerImage = masksPerImage
     self.prompts = prompts
     self.frozen = frozen
+    self.iouLoss = iouLoss
     self.seed = seed
     self.validationFraction = validationFraction
     self.imageSize = imageSize
@@ -64,6 +76,7 @@ package struct RunSettings: Sendable, Equatable, Codable {
     compare("--masks-per-image", masksPerImage, saved.masksPerImage) { "\($0)" }
     compare("--prompts", prompts, saved.prompts) { $0.rawValue }
     compare("--freeze", frozen, saved.frozen) { $0.map(\.rawValue).joined(separator: ",") }
+    compare("--iou-loss", iouLoss, saved.iouLoss) { $0 ? "mse" : "none" }
     compare("--seed", seed, saved.seed) { "\($0)" }
     compare("--val-fraction", validationFraction, saved.validationFraction) { "\($0)" }
     compare("the model's input size", imageSize, saved.imageSize) { "\($0)" }

@@ -2,43 +2,43 @@ import EVCheckpoint
 import EVModel
 import EVTensor
 
-/// A fine-tuning run with the image encoder frozen, step by step: the stream of training
-/// images (`EpochOrder`), each made into a sample and prompts as the official data provider
-/// and trainer do, the `DecoderFineTuner`, validation, and the state that lets another
-/// process continue the run bit for bit. Whoever drives it (the `evsam train` command)
+/// A training run, step by step: the stream of training images (`EpochOrder`), each made
+/// into a sample and prompts as the official data provider and trainer do, the `Trainer`
+/// (the whole model, or with the parts in `settings.frozen` fixed), validation, and the state
+/// that lets another process continue the run bit for bit. Whoever drives it (the `evsam train` command)
 /// decides when to validate and save and shows the progress.
 package final class TrainingRun {
   package let settings: RunSettings
   package let dataset: TrainingDataset
   package let split: DataSplit
-  /// The model the run started from; its encoder makes the embeddings (frozen).
-  let model: EfficientViTSAM
+  let config: ModelConfig
   /// The starting checkpoint's tensors, which the trained ones replace in the output.
   let original: [String: Tensor]
-  let tuner: DecoderFineTuner
+  let trainer: Trainer
   private var order: EpochOrder
   private var dataRNG: SplitMix64
   /// Images taken from the stream so far.
   package private(set) var imagesSeen: Int
 
   /// - Parameters:
-  ///   - tensors: the starting checkpoint, the one `model` was built from.
+  ///   - tensors: the starting checkpoint, every key of a `config` model.
   ///   - state: a saved state to continue from; its settings must be `settings`.
   package init(
-    settings: RunSettings, model: EfficientViTSAM, tensors: [String: Tensor],
+    settings: RunSettings, config: ModelConfig, tensors: [String: Tensor],
     dataset: TrainingDataset, split: DataSplit, resuming state: TrainingState? = nil
   ) throws(TrainingStateError) {
-    precondition(settings.frozen == [.encoder], "TrainingRun trains with the encoder frozen")
     self.settings = settings
-    self.model = model
+    self.config = config
     self.dataset = dataset
     self.split = split
     original = tensors
-    var tunerSettings = DecoderFineTuner.Settings()
-    tunerSettings.lr = settings.lr
-    tunerSettings.steps = settings.steps
-    tunerSettings.warmupSteps = settings.warmupSteps
-    tunerSettings.seed = settings.seed
+    var trainerSettings = Trainer.Settings()
+    trainerSettings.lr = settings.lr
+    trainerSettings.steps = settings.steps
+    trainerSettings.warmupSteps = settings.warmupSteps
+    trainerSettings.seed = settings.seed
+    trainerSettings.frozen = Set(settings.frozen)
+    trainerSettings.iouLoss = settings.iouLoss
     order = EpochOrder(count: split.train.count, seed: settings.seed)
     if let state {
       let differences = settings.differences(from: state.settings)
@@ -46,46 +46,46 @@ package final class TrainingRun {
         throw TrainingStateError(
           "the saved run has other settings: " + differences.joined(separator: "; "))
       }
-      guard state.imagesSeen == state.tuner.step * settings.batchSize,
-        state.tuner.step <= settings.steps
+      guard state.imagesSeen == state.trainer.step * settings.batchSize,
+        state.trainer.step <= settings.steps
       else {
         throw TrainingStateError(
-          "the saved state is inconsistent (step \(state.tuner.step), \(state.imagesSeen) images)")
+          "the saved state is inconsistent (step \(state.trainer.step), \(state.imagesSeen) images)"
+        )
       }
-      tuner = DecoderFineTuner(tensors: tensors, settings: tunerSettings, resuming: state.tuner)
+      trainer = Trainer(
+        config: config, tensors: tensors, settings: trainerSettings, resuming: state.trainer)
       dataRNG = state.dataRNG
       imagesSeen = state.imagesSeen
     } else {
-      tuner = DecoderFineTuner(tensors: tensors, settings: tunerSettings)
+      trainer = Trainer(config: config, tensors: tensors, settings: trainerSettings)
       dataRNG = SplitMix64(seed: settings.seed ^ 0xDA7A)
       imagesSeen = 0
     }
   }
 
   /// Steps taken so far (including those of the runs this one resumes).
-  package var step: Int { tuner.step }
+  package var step: Int { trainer.step }
 
   /// One optimiser step on the next `batchSize` images of the stream.
   package func trainStep() throws(TrainingDataError) -> (loss: Double, lr: Double) {
-    let side = model.config.imageSize
-    var batch: [DecoderFineTuner.Example] = []
+    let side = config.imageSize
+    var batch: [Trainer.Example] = []
     for _ in 0..<settings.batchSize {
       let index = split.train[order.image(at: imagesSeen)]
       let sample = TrainingSample.training(
         try dataset.load(index), masksPerImage: settings.masksPerImage, side: side,
         using: &dataRNG)
-      let embedding = model.imageEncoder(
-        Tensor(shape: [1, 3, side, side], storage: sample.image))
       let prompts = TrainingPrompts.draw(
         masks: sample.masks, side: side, boxes: sample.boxes, kind: settings.prompts,
         using: &dataRNG)
       batch.append(
-        DecoderFineTuner.Example(
-          embedding: embedding, prompts: prompts,
+        Trainer.Example(
+          image: Tensor(shape: [3, side, side], storage: sample.image), prompts: prompts,
           targets: Tensor(shape: [sample.maskCount, side, side], storage: sample.masks)))
       imagesSeen += 1
     }
-    let result = tuner.step(batch)
+    let result = trainer.step(batch)
     return (result.loss, result.lr)
   }
 
@@ -94,7 +94,7 @@ package final class TrainingRun {
   package func validate() throws(TrainingDataError) -> Double? {
     guard !split.validation.isEmpty else { return nil }
     let reader = WeightReader(trainedTensors, origin: "the trained weights")
-    let current = EfficientViTSAM(config: model.config, reader: reader)
+    let current = EfficientViTSAM(config: config, reader: reader)
     do {
       try reader.finish()
     } catch {
@@ -105,10 +105,11 @@ package final class TrainingRun {
 
   /// The whole model's tensors: the starting checkpoint with the trained ones in place.
   package var trainedTensors: [String: Tensor] {
-    original.merging(tuner.parameters.tensors) { _, trained in trained }
+    original.merging(trainer.parameters.tensors) { _, trained in trained }
   }
 
   package var state: TrainingState {
-    TrainingState(settings: settings, tuner: tuner.state, dataRNG: dataRNG, imagesSeen: imagesSeen)
+    TrainingState(
+      settings: settings, trainer: trainer.state, dataRNG: dataRNG, imagesSeen: imagesSeen)
   }
 }

@@ -2,7 +2,7 @@ import EVCheckpoint
 import EVTensor
 import Foundation
 
-/// Everything `--resume` needs to continue a run exactly where it stopped: the fine-tuner's
+/// Everything `--resume` needs to continue a run exactly where it stopped: the model's
 /// tensors, AdamW's moments and step, the step count, both random streams (the trainer's and
 /// the data's), the position in the run's stream of images, and the run's settings.
 ///
@@ -15,17 +15,17 @@ package struct TrainingState: Sendable {
   package static let scalarsFile = "state.json"
 
   package var settings: RunSettings
-  package var tuner: DecoderFineTuner.State
+  package var trainer: Trainer.State
   /// The data stream's generator (mask choice, flips, prompts).
   package var dataRNG: SplitMix64
   /// Images taken from the run's stream so far (`EpochOrder` position).
   package var imagesSeen: Int
 
   package init(
-    settings: RunSettings, tuner: DecoderFineTuner.State, dataRNG: SplitMix64, imagesSeen: Int
+    settings: RunSettings, trainer: Trainer.State, dataRNG: SplitMix64, imagesSeen: Int
   ) {
     self.settings = settings
-    self.tuner = tuner
+    self.trainer = trainer
     self.dataRNG = dataRNG
     self.imagesSeen = imagesSeen
   }
@@ -56,17 +56,17 @@ package struct TrainingState: Sendable {
   /// The two files' contents; `saveID` ties them together.
   package func encoded(saveID: String) throws(CheckpointError) -> (tensors: Data, scalars: Data) {
     var tensors: [String: Tensor] = [:]
-    for (key, value) in tuner.parameters { tensors["param/" + key] = value }
-    for (key, m) in tuner.firstMoment {
+    for (key, value) in trainer.parameters { tensors["param/" + key] = value }
+    for (key, m) in trainer.firstMoment {
       tensors["adam.m/" + key] = Tensor(shape: [m.count], storage: m)
     }
-    for (key, v) in tuner.secondMoment {
+    for (key, v) in trainer.secondMoment {
       tensors["adam.v/" + key] = Tensor(shape: [v.count], storage: v)
     }
     let data = try SafeTensors.encode(tensors, metadata: ["save_id": saveID])
     let scalars = Scalars(
-      saveID: saveID, step: tuner.step, imagesSeen: imagesSeen,
-      optimizerStep: tuner.optimizerStep, trainerRNG: hex16(tuner.rng.state),
+      saveID: saveID, step: trainer.step, imagesSeen: imagesSeen,
+      optimizerStep: trainer.optimizerStep, trainerRNG: hex16(trainer.rng.state),
       dataRNG: hex16(dataRNG.state), settings: settings)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -122,11 +122,11 @@ package struct TrainingState: Sendable {
         second[String(key.dropFirst(7))] = value.storage
       }
     }
-    let tuner = DecoderFineTuner.State(
+    let trainer = Trainer.State(
       parameters: parameters, step: scalars.step, rng: SplitMix64(state: trainerRNG),
       optimizerStep: scalars.optimizerStep, firstMoment: first, secondMoment: second)
     return TrainingState(
-      settings: scalars.settings, tuner: tuner, dataRNG: SplitMix64(state: dataRNG),
+      settings: scalars.settings, trainer: trainer, dataRNG: SplitMix64(state: dataRNG),
       imagesSeen: scalars.imagesSeen)
   }
 }
