@@ -13,7 +13,7 @@ struct TrainCommand: ParsableCommand {
       Trains as the official EfficientViT-SAM trainer does — its transforms (flip, antialiased \
       resize, soft masks), masks per image, box or point prompts, the image encoder in train \
       mode (BatchNorm on the batch's statistics), point-sampled 20×BCE + dice loss with the \
-      minimum over outputs, value clipping, AdamW and the cosine schedule. Everything trains \
+      minimum over outputs (--loss focal: the paper's focal loss instead of BCE), value clipping, AdamW and the cosine schedule. Everything trains \
       except the IoU head (--iou-loss mse trains it as SAM does) and the parts --freeze names; \
       a frozen encoder runs the fast inference path. Validates as the official trainer does \
       (box prompts, the best of three masks, mIoU at the input resolution) on a held-out share \
@@ -69,6 +69,12 @@ struct TrainCommand: ParsableCommand {
 
   @Option(
     help:
+      "The mask loss's per-point term, weighted 20:1 against dice: bce (the official code) or focal (the paper's, α 0.25, γ 2)."
+  )
+  var loss: PointLoss = .bce
+
+  @Option(
+    help:
       "Loss on the IoU head: none (the official recipe: the head does not train) or mse (SAM's).")
   var iouLoss: IoULossKind = .none
 
@@ -117,7 +123,7 @@ struct TrainCommand: ParsableCommand {
     }
     guard valEvery >= 0 else { throw CLIError("--val-every must be 0 or more") }
     guard saveEvery >= 1 else { throw CLIError("--save-every must be at least 1") }
-    guard frozen.count < ModelPart.allCases.count || iouLoss == .mse else {
+    guard frozen.count < ModelPart.allCases.count else {
       throw CLIError("--freeze names every part: nothing would train")
     }
     guard output != nil || resume != nil else {
@@ -148,7 +154,7 @@ struct TrainCommand: ParsableCommand {
     let settings = RunSettings(
       steps: totalSteps, batchSize: batchSize, lr: lr, warmupSteps: warmupSteps,
       masksPerImage: masksPerImage, prompts: prompts, frozen: frozen,
-      iouLoss: iouLoss == .mse, seed: seed,
+      iouLoss: iouLoss == .mse, pointLoss: loss, seed: seed,
       validationFraction: valFraction, imageSize: config.imageSize,
       weights: weightsFingerprint(original), data: dataset.fingerprint)
 
@@ -288,6 +294,7 @@ struct ModelParts: ExpressibleByArgument {
 }
 
 extension TrainingPrompts.Kind: ExpressibleByArgument {}
+extension PointLoss: ExpressibleByArgument {}
 
 /// `--iou-loss`.
 enum IoULossKind: String, ExpressibleByArgument, CaseIterable {

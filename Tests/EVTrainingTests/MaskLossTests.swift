@@ -41,9 +41,31 @@ import Testing
 /// The backward pass of the loss (through the point sampling and the bilinear upsampling)
 /// against central differences of the forward, which runs in double precision.
 @Suite struct MaskLossGradientTests {
-  @Test func gradientMatchesFiniteDifferences() {
+  /// torchvision's `sigmoid_focal_loss` (α 0.25, γ 2) at a few points, by hand:
+  /// `α_t·(1 − p_t)²·BCE`.
+  @Test func focalTermIsTorchvisions() {
+    var settings = MaskLoss.Settings()
+    settings.pointLoss = .focal
+    for (x, t) in [(0.3, 1.0), (-1.2, 0.0), (2.0, 0.4), (0.0, 0.5)] {
+      let p = 1 / (1 + exp(-x))
+      let ce = -(t * log(p) + (1 - t) * log(1 - p))
+      let pt = p * t + (1 - p) * (1 - t)
+      let expected = (0.25 * t + 0.75 * (1 - t)) * (1 - pt) * (1 - pt) * ce
+      let term = settings.pointTerm(x, t)
+      #expect(abs(term.value - expected) <= 1e-12, "x \(x) t \(t)")
+      let h = 1e-6
+      let numeric =
+        (settings.pointTerm(x + h, t).value - settings.pointTerm(x - h, t).value)
+        / (2 * h)
+      #expect(abs(term.slope - numeric) <= 1e-7, "x \(x) t \(t)")
+    }
+  }
+
+  @Test(arguments: [PointLoss.bce, .focal])
+  func gradientMatchesFiniteDifferences(_ pointLoss: PointLoss) {
     var rng = Fuzz.Generator(seed: 16)
     var settings = MaskLoss.Settings()
+    settings.pointLoss = pointLoss
     settings.points = 24
     let loss = MaskLoss(settings: settings)
     let (b, m, k, h, side) = (1, 2, 3, 6, 14)

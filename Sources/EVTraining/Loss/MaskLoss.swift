@@ -13,6 +13,12 @@ package struct MaskLoss {
     package var oversampleRatio = 3
     package var importanceRatio = 0.75
     package var bceWeight = 20.0
+    /// The per-point term weighted by `bceWeight`: BCE as the official code, or the paper's
+    /// (and SAM's) focal loss.
+    package var pointLoss = PointLoss.bce
+    /// The focal loss's α and γ (RetinaNet's, as SAM uses them).
+    package var focalAlpha = 0.25
+    package var focalGamma = 2.0
 
     package init() {}
 
@@ -132,7 +138,7 @@ package struct MaskLoss {
                   truth[y * side + x]
                 })
             }
-            (bce[output][mask], dice[output][mask]) = Self.losses(xs, ts)
+            (bce[output][mask], dice[output][mask]) = settings.losses(xs, ts)
             sampled[output][mask] = (xs, ts)
           }
         }
@@ -159,7 +165,7 @@ package struct MaskLoss {
       for mask in 0..<n {
         let output = chosen[mask]
         let (xs, ts) = sampled[output][mask]
-        let dx = Self.gradients(xs, ts, bceWeight: weight, scale: 1 / Double(n))
+        let dx = settings.gradients(xs, ts, scale: 1 / Double(n))
         let plane = g.baseAddress! + (mask * k + output) * h * w
         let p = points[output][mask]
         for j in 0..<xs.count {
@@ -181,29 +187,60 @@ package struct MaskLoss {
     let k = logits.dim(-3)
     return (logits.count / (k * logits.dim(-2) * logits.dim(-1)), k, logits.dim(-2), logits.dim(-1))
   }
+}
 
-  /// Mean BCE-with-logits (`max(x, 0) − x·t + log(1 + e^−|x|)`) and the dice loss
-  /// `1 − (2Σσ(x)t + 1) / (Σσ(x) + Σt + 1)` of one mask's points.
-  static func losses(_ x: [Double], _ t: [Double]) -> (bce: Double, dice: Double) {
-    var bce = 0.0
+@inline(__always)
+func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }
+
+/// The per-point classification term of the mask loss.
+package enum PointLoss: String, Sendable, Codable, CaseIterable {
+  /// `BCE-with-logits`, as the official EfficientViT-SAM code trains.
+  case bce
+  /// The sigmoid focal loss `α_t·(1 − p_t)^γ·BCE` the paper (after SAM) names.
+  case focal
+}
+
+extension MaskLoss.Settings {
+  /// The per-point term and its derivative by the logit, at logit `x` against the soft label
+  /// `t`.
+  @inline(__always)
+  package func pointTerm(_ x: Double, _ t: Double) -> (value: Double, slope: Double) {
+    let ce = max(x, 0) - x * t + log1p(exp(-abs(x)))
+    let p = sigmoid(x)
+    switch pointLoss {
+    case .bce:
+      return (ce, p - t)
+    case .focal:
+      // torchvision's sigmoid_focal_loss, which reads soft labels the same way.
+      let pt = p * t + (1 - p) * (1 - t)
+      let alphaT = focalAlpha * t + (1 - focalAlpha) * (1 - t)
+      let modulation = pow(1 - pt, focalGamma)
+      let dModulation =
+        -focalGamma * pow(1 - pt, focalGamma - 1) * p * (1 - p) * (2 * t - 1)
+      return (alphaT * modulation * ce, alphaT * (dModulation * ce + modulation * (p - t)))
+    }
+  }
+
+  /// The mean point term and the dice loss `1 − (2Σσ(x)t + 1) / (Σσ(x) + Σt + 1)` of one
+  /// mask's points.
+  func losses(_ x: [Double], _ t: [Double]) -> (bce: Double, dice: Double) {
+    var term = 0.0
     var overlap = 0.0
     var predicted = 0.0
     var truth = 0.0
     for j in x.indices {
-      bce += max(x[j], 0) - x[j] * t[j] + log1p(exp(-abs(x[j])))
+      term += pointTerm(x[j], t[j]).value
       let p = sigmoid(x[j])
       overlap += p * t[j]
       predicted += p
       truth += t[j]
     }
     let dice = 1 - (2 * overlap + 1) / (predicted + truth + 1)
-    return (bce / Double(x.count), dice)
+    return (term / Double(x.count), dice)
   }
 
-  /// ∂(w·bce + dice)/∂x_j · `scale` for one mask's points.
-  static func gradients(_ x: [Double], _ t: [Double], bceWeight: Double, scale: Double)
-    -> [Double]
-  {
+  /// ∂(w·term + dice)/∂x_j · `scale` for one mask's points.
+  func gradients(_ x: [Double], _ t: [Double], scale: Double) -> [Double] {
     var overlap = 0.0
     var predicted = 0.0
     var truth = 0.0
@@ -220,10 +257,7 @@ package struct MaskLoss {
       let slope = p[j] * (1 - p[j])
       let dDice =
         -(2 * t[j] * slope * denominator - numerator * slope) / (denominator * denominator)
-      return scale * (bceWeight * (p[j] - t[j]) / count + dDice)
+      return scale * (bceWeight * pointTerm(x[j], t[j]).slope / count + dDice)
     }
   }
 }
-
-@inline(__always)
-func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + exp(-x)) : exp(x) / (1 + exp(x)) }

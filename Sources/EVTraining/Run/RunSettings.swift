@@ -34,6 +34,8 @@ package struct RunSettings: Sendable, Equatable, Codable {
   package var frozen: [ModelPart]
   /// SAM's MSE loss on the IoU head (`--iou-loss mse`).
   package var iouLoss: Bool
+  /// The mask loss's per-point term (`--loss`).
+  package var pointLoss: PointLoss
   package var seed: UInt64
   package var validationFraction: Double
   /// The side of the encoder's input.
@@ -45,7 +47,8 @@ package struct RunSettings: Sendable, Equatable, Codable {
 
   package init(
     steps: Int, batchSize: Int, lr: Double, warmupSteps: Int, masksPerImage: Int,
-    prompts: TrainingPrompts.Kind, frozen: [ModelPart], iouLoss: Bool = false, seed: UInt64,
+    prompts: TrainingPrompts.Kind, frozen: [ModelPart], iouLoss: Bool = false,
+    pointLoss: PointLoss = .bce, seed: UInt64,
     validationFraction: Double, imageSize: Int, weights: String, data: String
   ) {
     self.steps = steps
@@ -56,6 +59,7 @@ package struct RunSettings: Sendable, Equatable, Codable {
     self.prompts = prompts
     self.frozen = frozen
     self.iouLoss = iouLoss
+    self.pointLoss = pointLoss
     self.seed = seed
     self.validationFraction = validationFraction
     self.imageSize = imageSize
@@ -77,6 +81,7 @@ package struct RunSettings: Sendable, Equatable, Codable {
     compare("--prompts", prompts, saved.prompts) { $0.rawValue }
     compare("--freeze", frozen, saved.frozen) { $0.map(\.rawValue).joined(separator: ",") }
     compare("--iou-loss", iouLoss, saved.iouLoss) { $0 ? "mse" : "none" }
+    compare("--loss", pointLoss, saved.pointLoss) { $0.rawValue }
     compare("--seed", seed, saved.seed) { "\($0)" }
     compare("--val-fraction", validationFraction, saved.validationFraction) { "\($0)" }
     compare("the model's input size", imageSize, saved.imageSize) { "\($0)" }

@@ -39,6 +39,7 @@ package final class TrainingRun {
     trainerSettings.seed = settings.seed
     trainerSettings.frozen = Set(settings.frozen)
     trainerSettings.iouLoss = settings.iouLoss
+    trainerSettings.loss.pointLoss = settings.pointLoss
     order = EpochOrder(count: split.train.count, seed: settings.seed)
     if let state {
       let differences = settings.differences(from: state.settings)
