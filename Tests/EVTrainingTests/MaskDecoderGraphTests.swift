@@ -124,4 +124,81 @@ import Testing
       "mask token 1: |g| \(norm), directional \(directional)")
     #expect(s.parameters["mask_decoder.iou_prediction_head.layers.0.weight"].grad == nil)
   }
+
+  /// Several prompts on one image, as training runs them (the embedding and the dense prompt
+  /// at batch 1, so the first token→image attention projects the image once for all): each
+  /// prompt's masks are the oracle's, and every parameter's gradient is the sum of what the
+  /// prompts give one at a time (through the folded attentions only).
+  @Test func promptsOfOneImageShareTheImageSide() throws {
+    let s = try Setup()
+    let boxes = Tensor(
+      shape: [3, 4], storage: [150, 40, 700, 520, 20, 300, 400, 900, 500, 500, 1000, 1000])
+    let prompts = s.promptEncoder(points: nil, boxes: boxes, masks: nil)
+    let expected = s.oracle(
+      imageEmbedding: s.embedding, imagePE: s.promptEncoder.getDensePE(), sparse: prompts.sparse,
+      dense: prompts.dense.materialized(batch: 3), multimask: true)
+    let graph = MaskDecoderGraph(parameters: s.parameters)
+    let dense = prompts.dense.materialized(batch: 1)
+    var rng = Fuzz.Generator(seed: 6)
+    let r = (0..<(3 * 3 * 256 * 256)).map { _ in Float.random(in: -1...1, using: &rng) }
+    func gradients(of rows: Range<Int>) -> (Tensor, [String: Tensor]) {
+      s.parameters.zeroGradients()
+      let tape = Tape()
+      let out = graph(
+        tape, imageEmbedding: Variable(s.embedding), imagePE: s.promptEncoder.getDensePE(),
+        sparse: Variable(Reference.slice(prompts.sparse, axis: 0, range: rows)),
+        dense: Variable(dense), multimask: true)
+      let plane = 3 * 256 * 256
+      tape.backward(
+        from: out.masks, gradient: Array(r[(rows.lowerBound * plane)..<(rows.upperBound * plane)]))
+      return (out.masks.value, s.parameters.gradients)
+    }
+    let (masks, together) = gradients(of: 0..<3)
+    #expect(relativeL2Error(masks, expected.masks) <= 1e-6)
+    var summed: [String: [Double]] = [:]
+    for i in 0..<3 {
+      for (key, g) in gradients(of: i..<(i + 1)).1 {
+        let d = g.storage.map(Double.init)
+        summed[key] = summed[key].map { zip($0, d).map { $0 + $1 } } ?? d
+      }
+    }
+    #expect(Set(summed.keys) == Set(together.keys))
+    // Gradients through the scores of a 4096-key softmax are differences of nearly equal
+    // sums, so float rounding shows at 1e-4 of them; a key bias's is rounding noise alone (a
+    // bias added to every key shifts each row of scores, which the softmax ignores). Mistakes
+    // in the shared path would be of the order of the gradients themselves.
+    let largest = summed.values.map { v in v.reduce(0) { $0 + $1 * $1 }.squareRoot() }.max() ?? 0
+    for (key, g) in together {
+      let reference = try #require(summed[key])
+      var difference = 0.0
+      var norm = 0.0
+      for (a, b) in zip(g.storage, reference) {
+        difference += (Double(a) - b) * (Double(a) - b)
+        norm += b * b
+      }
+      #expect(
+        difference.squareRoot() <= 1e-3 * norm.squareRoot() + 1e-5 * largest,
+        "\(key): |Δ| \(difference.squareRoot()) against |g| \(norm.squareRoot())")
+    }
+    // And the shared path against central differences, along the gradient of the first
+    // token→image attention's key projection (the one its image side feeds).
+    let key = "mask_decoder.transformer.layers.0.cross_attn_token_to_image.k_proj.weight"
+    let weight = s.parameters[key]
+    let g = try #require(together[key]).storage.map(Double.init)
+    let norm = g.reduce(0) { $0 + $1 * $1 }.squareRoot()
+    let saved = weight.value.storage
+    func shifted(_ epsilon: Double) -> Double {
+      for i in g.indices {
+        weight.value.storage[i] = Float(Double(saved[i]) + epsilon * g[i] / norm)
+      }
+      defer { weight.value.storage = saved }
+      let out = graph(
+        Tape(), imageEmbedding: Variable(s.embedding), imagePE: s.promptEncoder.getDensePE(),
+        sparse: Variable(prompts.sparse), dense: Variable(dense), multimask: true)
+      return zip(out.masks.value.storage, r).reduce(0) { $0 + Double($1.0) * Double($1.1) }
+    }
+    let epsilon = 1e-2
+    let directional = (shifted(epsilon) - shifted(-epsilon)) / (2 * epsilon)
+    #expect(abs(directional - norm) <= 2e-2 * norm, "|g| \(norm), directional \(directional)")
+  }
 }

@@ -114,6 +114,86 @@ import Testing
   }
 }
 
+/// The ops added for batches of prompts on one image.
+@Suite struct SharedBatchGradientTests {
+  @Test func broadcastingAddAndProducts() {
+    var rng = Fuzz.Generator(seed: 30)
+    let a = OpGradientTests.random([3, 4, 5], &rng)
+    let shared = OpGradientTests.random([1, 4, 5], &rng)
+    OpGradientTests.check([a, shared]) { t, v in t.add(v[0], v[1]) }
+    OpGradientTests.check([shared, a]) { t, v in t.add(v[0], v[1]) }
+    let p = OpGradientTests.random([3, 4, 6], &rng)
+    let q = OpGradientTests.random([1, 6, 5], &rng)
+    OpGradientTests.check([p, q]) { t, v in t.matmul(v[0], v[1]) }
+    let qt = OpGradientTests.random([1, 5, 6], &rng)
+    OpGradientTests.check([p, qt]) { t, v in t.matmul(v[0], v[1], transposeB: true) }
+  }
+
+  @Test func multiHeadAttention() {
+    var rng = Fuzz.Generator(seed: 31)
+    for (bq, nq, bk, nk) in [(2, 3, 2, 5), (2, 3, 1, 5), (1, 5, 2, 3)] {
+      let q = OpGradientTests.random([bq, nq, 8], &rng, range: -1...1)
+      let k = OpGradientTests.random([bk, nk, 8], &rng, range: -1...1)
+      let v = OpGradientTests.random([bk, nk, 8], &rng)
+      OpGradientTests.check([q, k, v], samples: 24) { t, x in
+        t.attention(q: x[0], k: x[1], v: x[2], heads: 2)
+      }
+    }
+  }
+
+  @Test func headProductsAndRows() {
+    var rng = Fuzz.Generator(seed: 33)
+    let x = OpGradientTests.random([2, 3, 6], &rng)
+    let w = OpGradientTests.random([6, 5], &rng)
+    let wt = OpGradientTests.random([5, 6], &rng)
+    OpGradientTests.check([x, w]) { t, v in
+      t.headProjection(v[0], weight: v[1], heads: 2, scale: 0.7)
+    }
+    OpGradientTests.check([x, wt]) { t, v in
+      t.headProjection(v[0], weight: v[1], heads: 3, transposedWeight: true)
+    }
+    let c = OpGradientTests.random([2, 6, 5], &rng)
+    OpGradientTests.check([c, w]) { t, v in t.headMerge(v[0], weight: v[1], heads: 2) }
+    let rows = OpGradientTests.random([2, 1, 6], &rng)
+    let shared = OpGradientTests.random([1, 1, 6], &rng)
+    OpGradientTests.check([x, rows]) { t, v in t.addRows(v[0], v[1]) }
+    OpGradientTests.check([x, shared]) { t, v in t.addRows(v[0], v[1]) }
+    let image = OpGradientTests.random([1, 6, 4], &rng, range: -1...1)
+    let tokens = OpGradientTests.random([2, 4, 4], &rng, range: -1...1)
+    let offsets = OpGradientTests.random([2, 1, 4], &rng)
+    OpGradientTests.check([tokens, image]) { t, v in t.softmaxOfProduct(v[0], v[1]) }
+    OpGradientTests.check([image, tokens, offsets]) { t, v in
+      t.softmaxOfProduct(v[0], v[1], adding: v[2], group: 2)
+    }
+    let a = OpGradientTests.random([2, 3, 4], &rng)
+    let b = OpGradientTests.random([2, 5, 4], &rng)
+    let addend = OpGradientTests.random([1, 3, 5], &rng)
+    OpGradientTests.check([a, b, addend]) { t, v in
+      t.matmul(v[0], v[1], transposeB: true, adding: v[2])
+    }
+  }
+
+  @Test func normalisationThenActivation() {
+    var rng = Fuzz.Generator(seed: 34)
+    let x = OpGradientTests.random([2, 3, 6], &rng)
+    let g = OpGradientTests.random([6], &rng)
+    let b = OpGradientTests.random([6], &rng)
+    OpGradientTests.check([x, g, b]) { t, v in
+      t.layerNorm(v[0], weight: v[1], bias: v[2], eps: 1e-6, then: .geluErf)
+    }
+  }
+
+  @Test func channelsLastUpscaling() {
+    var rng = Fuzz.Generator(seed: 32)
+    let pixels = OpGradientTests.random([2, 6, 4], &rng)
+    let weight = OpGradientTests.random([4, 3, 2, 2], &rng)
+    let bias = OpGradientTests.random([3], &rng)
+    OpGradientTests.check([pixels, weight, bias]) { t, v in
+      t.convTranspose2x2ChannelsLast(v[0], weight: v[1], bias: v[2])
+    }
+  }
+}
+
 /// The prompt encoder's learned rows receive the gradients of the tokens that use them.
 @Suite struct PromptEncoderGraphTests {
   @Test func learnedRowsCollectTheirTokensGradients() throws {

@@ -15,6 +15,15 @@ PyTorch and ONNX Runtime each run in a process of their own, so peak memory is t
 Inputs match `evsam bench`: the same synthetic 600×400 image (or --image), the same prompts.
 Writes <out>/reference.json.
 
+--train: the training step instead (train_step.py: the official trainer's step rebuilt on the
+packaged model): per model a full step, an encoder-only distillation step and the decoder part
+with the encoder frozen, --images images × --masks-per-image box prompts, multimask, each part in
+its own process with its peak memory from the first step on. Writes <out>/reference-train.json
+for `evsam bench-train --reference`.
+
+--serve-train full|encoder|decoder --one MODEL: the same for one training step of that part
+(`evsam bench-train --interleave`), with --images and --masks-per-image.
+
 --serve pytorch|onnxruntime --one MODEL: an encoder server for `evsam bench`'s interleaved
 timing. It loads the weights (and ONNX file) a previous run saved in --out, warms up, prints
 "evsam-bench ready" and then answers each "run" line on stdin with "evsam-bench time SECONDS"
@@ -221,15 +230,69 @@ def serve(args):
             session.run(None, feed)
 
     encode()
+    answer_runs(encode, peak_rss_mb)
+
+
+def answer_runs(work, peak):
+    """The servers' protocol: "ready", then one timed `work()` per "run" line until "quit" or
+    the end of input, then the peak memory `peak()` reports."""
     print("evsam-bench ready", flush=True)
     for line in sys.stdin:
         if line.strip() == "quit":
             break
         if line.strip() == "run":
             start = time.perf_counter()
-            encode()
+            work()
             print(f"evsam-bench time {time.perf_counter() - start:.6f}", flush=True)
-    print(f"evsam-bench peak_rss_mb {peak_rss_mb():.1f}", flush=True)
+    print(f"evsam-bench peak_rss_mb {peak():.1f}", flush=True)
+
+
+def run_train_part(args):
+    import torch
+
+    import train_step
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.one, args.seed)
+    part = args.mode.removeprefix("train-")
+    result = train_step.run_part(
+        model, part, args.images, args.masks_per_image, args.runs, args.warmup, args.seed
+    )
+    result["model"] = args.one
+    return result
+
+
+def serve_train(args):
+    """One training step of --serve-train PART per "run" line, for `evsam bench-train
+    --interleave`; the same protocol as `serve` (peak RSS counted from before the warm-up)."""
+    import torch
+
+    import train_step
+
+    torch.set_num_threads(args.threads)
+    model = build_model(args.one, args.seed)
+    step = train_step.prepare_part(model, args.serve_train, args.images, args.masks_per_image, args.seed)
+    train_step.reset_peak_rss()
+    step()
+    answer_runs(step, train_step.peak_rss_mb)
+
+
+def train_document(args, models):
+    document = {
+        "tool": "scripts/reference-bench --train", "threads": args.threads, "runs": args.runs,
+        "warmup": args.warmup, "machine": platform.processor() or platform.machine(), "train": {},
+    }
+    with open("/proc/loadavg") as f:
+        document["load_average_at_start"] = f.read().split()[:3]
+    for model in models:
+        entry = {
+            "images": args.images, "masks_per_image": args.masks_per_image, "prompts": "boxes",
+            "multimask": True,
+        }
+        for part in args.parts.split(","):
+            entry[part] = child(args, f"train-{part}", model)
+        document["train"][model] = entry
+    return document
 
 
 def child(args, mode, model):
@@ -238,6 +301,8 @@ def child(args, mode, model):
         sys.executable, os.path.abspath(__file__), "--one", model, "--mode", mode,
         "--threads", str(args.threads), "--runs", str(args.runs),
         "--decoder-runs", str(args.decoder_runs), "--out", args.out, "--seed", str(args.seed),
+        "--images", str(args.images), "--masks-per-image", str(args.masks_per_image),
+        "--warmup", str(args.warmup),
     ]
     if args.image:
         cmd += ["--image", args.image]
@@ -263,6 +328,14 @@ def main():
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=["pytorch", "onnxruntime"], help="encoder server (needs --one)")
+    parser.add_argument("--train", action="store_true", help="time the training step (see above)")
+    parser.add_argument(
+        "--serve-train", choices=["full", "encoder", "decoder"],
+        help="a training-step server for `evsam bench-train --interleave` (needs --one)")
+    parser.add_argument("--parts", default="full,encoder,decoder", help="with --train: which parts")
+    parser.add_argument("--images", type=int, default=2, help="with --train: images per step")
+    parser.add_argument("--masks-per-image", type=int, default=16, help="with --train: box prompts per image")
+    parser.add_argument("--warmup", type=int, default=1, help="with --train: untimed steps first")
     args = parser.parse_args()
     args.out = os.path.abspath(args.out)
     os.makedirs(args.out, exist_ok=True)
@@ -270,15 +343,33 @@ def main():
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(args.threads)
 
+    if args.serve_train:
+        if not args.one:
+            parser.error("--serve-train needs --one MODEL")
+        serve_train(args)
+        return
     if args.serve:
         if not args.one:
             parser.error("--serve needs --one MODEL")
         serve(args)
         return
     if args.one:
-        result = run_pytorch(args) if args.mode == "pytorch" else run_onnxruntime(args)
+        if args.mode.startswith("train-"):
+            result = run_train_part(args)
+        elif args.mode == "pytorch":
+            result = run_pytorch(args)
+        else:
+            result = run_onnxruntime(args)
         with open(os.path.join(args.out, f"{args.one}.{args.mode}.json"), "w") as f:
             json.dump(result, f, indent=1)
+        return
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.train:
+        path = os.path.join(args.out, "reference-train.json")
+        with open(path, "w") as f:
+            json.dump(train_document(args, models), f, indent=1)
+        print(f"reference-bench: wrote {path}", file=sys.stderr)
         return
 
     document = {
@@ -288,7 +379,7 @@ def main():
     }
     with open("/proc/loadavg") as f:
         document["load_average_at_start"] = f.read().split()[:3]
-    for model in [m.strip() for m in args.models.split(",") if m.strip()]:
+    for model in models:
         entry = {"pytorch": child(args, "pytorch", model), "weights": os.path.join(args.out, f"{model}.pt")}
         if not args.skip_onnx:
             entry["onnxruntime"] = child(args, "onnxruntime", model)

@@ -11,6 +11,11 @@
 #          [--decoder-runs 20] [--image FILE] [--skip-everything] [--skip-onnx] [--out DIR]
 #        scripts/reference-bench/run.sh --serve pytorch|onnxruntime --one MODEL [--out DIR]
 #          (an encoder server for `evsam bench`'s interleaved timing; see bench.py)
+#        scripts/reference-bench/run.sh --train [--models l0,xl1] [--runs 3] [--images 2]
+#          [--masks-per-image 16] [--parts full,encoder,decoder] [--out DIR]
+#          (the official training step, for `evsam bench-train --reference`; see train_step.py)
+#        scripts/reference-bench/run.sh --serve-train decoder --one MODEL [--images 2]
+#          [--masks-per-image 16] (a training-step server for `evsam bench-train --interleave`)
 set -euo pipefail
 
 if [ -n "${CI:-}" ]; then

@@ -1,36 +1,82 @@
 import EVTensor
-import Foundation
 
-// Differentiable ops: each forward is the textbook definition (plain loops with double
-// accumulation as in `Reference`, or `BLAS.sgemm` for the products), each backward its
-// derivative. Tests hold every backward against central differences of the forward and the
-// products against their `Reference` twins.
+// Differentiable ops: forwards through the inference library's general kernels (its GEMM,
+// permutes, concatenation, activations; never the folded decoder schedules), backwards as
+// tight loops over raw storage and products that add straight into the inputs' gradients.
+// `PlainOps` keeps the first, element-by-element version of every op; `FastOpTests` holds each
+// op here against it, and `OpGradientTests` against central differences.
 
 extension Tape {
-  /// `a + b`, same shapes.
+  /// `a + b`. The shapes agree, or differ only in the leading axis where one side has 1: that
+  /// side is shared by every batch of the other (its gradient is the sum over the batch).
   package func add(_ a: Variable, _ b: Variable) -> Variable {
-    precondition(a.shape == b.shape, "add: \(a.shape) vs \(b.shape)")
-    var y = a.value
-    for i in y.storage.indices { y.storage[i] += b.value.storage[i] }
+    if a.shape == b.shape {
+      return record(a.value + b.value, inputs: [a, b]) { g in
+        a.accumulate(g)
+        b.accumulate(g)
+      }
+    }
+    let (big, small) = a.dim(0) >= b.dim(0) ? (a, b) : (b, a)
+    precondition(
+      small.dim(0) == 1 && big.shape.dropFirst() == small.shape.dropFirst(),
+      "add: \(a.shape) vs \(b.shape)")
+    let (batch, count) = (big.dim(0), small.count)
+    let y = Tensor(uninitializedShape: big.shape) { out in
+      big.value.withUnsafeBufferPointer { pb in
+        small.value.withUnsafeBufferPointer { ps in
+          let (x, s, o) = (pb.baseAddress!, ps.baseAddress!, out.baseAddress!)
+          Parallel.forRanges(count: count, costPerItem: batch) { r in
+            for i in 0..<batch {
+              let (xi, oi) = (x + i * count, o + i * count)
+              for j in r { oi[j] = xi[j] + s[j] }
+            }
+          }
+        }
+      }
+    }
     return record(y, inputs: [a, b]) { g in
-      a.accumulate(g)
-      b.accumulate(g)
+      big.accumulate(g)
+      g.withUnsafeBufferPointer { gp in
+        small.addToGradient { dst, fresh in
+          Loops.sumOverBatch(
+            gp.baseAddress!, batch: batch, count: count, into: dst, accumulate: !fresh)
+        }
+      }
     }
   }
 
   /// `x · s` for a constant `s`.
   package func scale(_ x: Variable, _ s: Float) -> Variable {
-    var y = x.value
-    for i in y.storage.indices { y.storage[i] *= s }
-    return record(y, inputs: [x]) { g in x.accumulate(g.map { $0 * s }) }
+    record(x.value * s, inputs: [x]) { g in
+      g.withUnsafeBufferPointer { gp in
+        x.addToGradient { dst, fresh in
+          Loops.scale(gp.baseAddress!, by: s, into: dst, count: gp.count, accumulate: !fresh)
+        }
+      }
+    }
   }
 
   /// An elementwise activation (ReLU, exact or tanh GELU).
   package func activation(_ x: Variable, _ kind: Activation) -> Variable {
-    let y = Reference.activate(x.value, kind)
+    let y = Tensor(uninitializedShape: x.shape) { out in
+      x.value.withUnsafeBufferPointer { px in
+        if out.count > 0 {
+          Loops.activate(kind, px.baseAddress!, into: out.baseAddress!, count: out.count)
+        }
+      }
+    }
     return record(y, inputs: [x]) { g in
-      let input = x.value.storage
-      x.accumulate(input.indices.map { Double(g[$0]) * activationSlope(Double(input[$0]), kind) })
+      x.value.withUnsafeBufferPointer { px in
+        y.withUnsafeBufferPointer { py in
+          g.withUnsafeBufferPointer { gp in
+            x.addToGradient { dst, fresh in
+              Loops.activationBackward(
+                kind, x: px.baseAddress!, y: py.baseAddress!, g: gp.baseAddress!, into: dst,
+                count: gp.count, accumulate: !fresh)
+            }
+          }
+        }
+      }
     }
   }
 
@@ -42,17 +88,17 @@ extension Tape {
 
   /// Axes permuted (`torch.permute`).
   package func permute(_ x: Variable, _ perm: [Int]) -> Variable {
-    let y = Reference.permute(x.value, perm)
+    let y = EVTensor.permute(x.value, perm)
     var inverse = [Int](repeating: 0, count: perm.count)
     for (d, p) in perm.enumerated() { inverse[p] = d }
     let outShape = y.shape
     return record(y, inputs: [x]) { g in
-      x.accumulate(Reference.permute(Tensor(shape: outShape, storage: g), inverse).storage)
+      x.accumulate(EVTensor.permute(Tensor(shape: outShape, storage: g), inverse).storage)
     }
   }
 
   package func concat(_ xs: [Variable], axis: Int) -> Variable {
-    let y = Reference.concat(xs.map(\.value), axis: axis)
+    let y = EVTensor.concat(xs.map(\.value), axis: axis)
     let a = axis < 0 ? axis + y.rank : axis
     let outShape = y.shape
     return record(y, inputs: xs) { g in
@@ -61,7 +107,7 @@ extension Tape {
       for x in xs {
         let size = x.shape[a]
         if x.requiresGrad {
-          x.accumulate(Reference.slice(grad, axis: a, range: start..<(start + size)).storage)
+          x.accumulate(EVTensor.slice(grad, axis: a, range: start..<(start + size)).storage)
         }
         start += size
       }
@@ -69,25 +115,24 @@ extension Tape {
   }
 
   package func slice(_ x: Variable, axis: Int, range: Range<Int>) -> Variable {
-    let y = Reference.slice(x.value, axis: axis, range: range)
+    let y = EVTensor.slice(x.value, axis: axis, range: range)
     let a = axis < 0 ? axis + x.value.rank : axis
-    let inShape = x.shape
-    let outShape = y.shape
+    let outer = x.shape[..<a].reduce(1, *)
+    let inner = x.shape[(a + 1)...].reduce(1, *)
+    let (block, stride) = (range.count * inner, x.shape[a] * inner)
     return record(y, inputs: [x]) { g in
-      // Zeros around the slice, by concatenation.
-      var parts: [Tensor] = []
-      if range.lowerBound > 0 {
-        var s = inShape
-        s[a] = range.lowerBound
-        parts.append(Tensor(zeros: s))
+      // The slice's gradient back in its place, zeros around it.
+      g.withUnsafeBufferPointer { gp in
+        x.addToZeroedGradient { dst in
+          let base = dst + range.lowerBound * inner
+          Parallel.forRanges(count: outer, costPerItem: block) { rows in
+            for o in rows {
+              let (d, s) = (base + o * stride, gp.baseAddress! + o * block)
+              for i in 0..<block { d[i] += s[i] }
+            }
+          }
+        }
       }
-      parts.append(Tensor(shape: outShape, storage: g))
-      if range.upperBound < inShape[a] {
-        var s = inShape
-        s[a] = inShape[a] - range.upperBound
-        parts.append(Tensor(zeros: s))
-      }
-      x.accumulate(Reference.concat(parts, axis: a).storage)
     }
   }
 
@@ -101,231 +146,132 @@ extension Tape {
       bias: bias?.value.storage)
     let value = Tensor(shape: Array(x.shape.dropLast()) + [outF], storage: y)
     return record(value, inputs: [x, weight] + (bias.map { [$0] } ?? [])) { g in
-      // dx = g·W, dW = gᵀ·x, db = Σ rows of g.
-      if x.requiresGrad {
-        x.accumulate(Products.gemm(g, weight.value.storage, m: rows, n: inF, k: outF))
-      }
-      if weight.requiresGrad {
-        weight.accumulate(
-          Products.gemm(g, x.value.storage, m: outF, n: inF, k: rows, transA: true))
-      }
-      if let bias, bias.requiresGrad {
-        var db = [Double](repeating: 0, count: outF)
-        for r in 0..<rows { for o in 0..<outF { db[o] += Double(g[r * outF + o]) } }
-        bias.accumulate(db)
-      }
-    }
-  }
-
-  /// Batched `a · b` (or `a · bᵀ`) over the last two axes; the leading axes must agree.
-  package func matmul(_ a: Variable, _ b: Variable, transposeB: Bool = false) -> Variable {
-    precondition(a.shape.dropLast(2) == b.shape.dropLast(2), "matmul: \(a.shape) · \(b.shape)")
-    let y = Products.batched(a.value, b.value, transB: transposeB)
-    let outShape = y.shape
-    return record(y, inputs: [a, b]) { g in
-      let grad = Tensor(shape: outShape, storage: g)
-      // dA = dY·Bᵀ (or dY·B); dB = Aᵀ·dY (or dYᵀ·A).
-      if a.requiresGrad {
-        a.accumulate(Products.batched(grad, b.value, transB: !transposeB).storage)
-      }
-      if b.requiresGrad {
-        let db =
-          transposeB
-          ? Products.batched(grad, a.value, transA: true)
-          : Products.batched(a.value, grad, transA: true)
-        b.accumulate(db.storage)
-      }
-    }
-  }
-
-  /// Softmax over the last axis.
-  package func softmax(_ x: Variable) -> Variable {
-    let y = Reference.softmax(x.value)
-    let d = x.shape.last!
-    return record(y, inputs: [x]) { g in
-      var dx = [Double](repeating: 0, count: y.count)
-      for r in 0..<(y.count / d) {
-        var dot = 0.0
-        for i in 0..<d { dot += Double(g[r * d + i]) * Double(y.storage[r * d + i]) }
-        for i in 0..<d {
-          dx[r * d + i] = Double(y.storage[r * d + i]) * (Double(g[r * d + i]) - dot)
+      g.withUnsafeBufferPointer { gp in
+        let g = gp.baseAddress!
+        // dx = g·W, dW = gᵀ·x, db = Σ rows of g.
+        weight.value.withUnsafeBufferPointer { pw in
+          x.addToGradient { dx, fresh in
+            Products.gemm(
+              g, pw.baseAddress!, into: dx, m: rows, n: inF, k: outF, accumulate: !fresh)
+          }
+        }
+        x.value.withUnsafeBufferPointer { px in
+          weight.addToGradient { dw, fresh in
+            Products.gemm(
+              g, px.baseAddress!, into: dw, m: outF, n: inF, k: rows, transA: true,
+              accumulate: !fresh)
+          }
+        }
+        bias?.addToZeroedGradient { db in
+          Loops.addColumnSums(g, rows: rows, cols: outF, into: db)
         }
       }
-      x.accumulate(dx)
     }
   }
 
-  /// LayerNorm over the last axis (`nn.LayerNorm`, biased variance).
-  package func layerNorm(_ x: Variable, weight: Variable, bias: Variable, eps: Float) -> Variable {
-    let d = x.shape.last!
-    return normalize(
-      x, weight: weight, bias: bias, eps: eps, groups: x.count / d, size: d,
-      index: { group, i in group * d + i }, channel: { _, i in i })
+  /// Batched `a · b` (or `a · bᵀ`) over the last two axes; the leading axes must agree, or one
+  /// side has a batch of 1 that every batch of the other shares.
+  package func matmul(_ a: Variable, _ b: Variable, transposeB: Bool = false) -> Variable {
+    product(a, b, transposeB: transposeB, adding: nil)
   }
 
-  /// `LayerNorm2d` of SAM: over the channels of each pixel of N × C × H × W.
-  package func layerNorm2d(_ x: Variable, weight: Variable, bias: Variable, eps: Float)
+  /// `matmul`, started from a copy of `addend` when there is one (same shape as the product,
+  /// or a batch of 1 for every batch).
+  func product(_ a: Variable, _ b: Variable, transposeB: Bool, adding addend: Variable?)
     -> Variable
   {
-    let (c, plane) = (x.shape[1], x.shape[2] * x.shape[3])
-    return normalize(
-      x, weight: weight, bias: bias, eps: eps, groups: x.count / c, size: c,
-      index: { group, i in ((group / plane) * c + i) * plane + group % plane },
-      channel: { _, i in i })
-  }
-
-  /// Normalisation of `groups` groups of `size` values (`index(group, i)` locates them),
-  /// then an affine map by channel.
-  private func normalize(
-    _ x: Variable, weight: Variable, bias: Variable, eps: Float, groups: Int, size: Int,
-    index: @escaping (Int, Int) -> Int, channel: @escaping (Int, Int) -> Int
-  ) -> Variable {
-    var y = x.value
-    var normalised = [Double](repeating: 0, count: x.count)
-    var inverseStd = [Double](repeating: 0, count: groups)
-    let xs = x.value.storage
-    for group in 0..<groups {
-      var mean = 0.0
-      for i in 0..<size { mean += Double(xs[index(group, i)]) }
-      mean /= Double(size)
-      var variance = 0.0
-      for i in 0..<size {
-        let d = Double(xs[index(group, i)]) - mean
-        variance += d * d
-      }
-      variance /= Double(size)
-      let inv = 1 / (variance + Double(eps)).squareRoot()
-      inverseStd[group] = inv
-      for i in 0..<size {
-        let at = index(group, i)
-        let n = (Double(xs[at]) - mean) * inv
-        normalised[at] = n
-        let c = channel(group, i)
-        y.storage[at] = Float(n * Double(weight.value.storage[c]) + Double(bias.value.storage[c]))
-      }
+    let (batchA, batchB) = (a.shape.dropLast(2).reduce(1, *), b.shape.dropLast(2).reduce(1, *))
+    precondition(
+      a.shape.dropLast(2) == b.shape.dropLast(2) || batchA == 1 || batchB == 1,
+      "matmul: \(a.shape) · \(b.shape)")
+    let (m, k) = (a.dim(-2), a.dim(-1))
+    let n = transposeB ? b.dim(-2) : b.dim(-1)
+    let batch = max(batchA, batchB)
+    let shape = Array((batchA >= batchB ? a : b).shape.dropLast(2)) + [m, n]
+    let sharedAddend = addend.map { $0.count == m * n && batch > 1 } ?? false
+    if let addend {
+      precondition(
+        addend.shape == shape || (sharedAddend && addend.dim(0) == 1),
+        "matmul: adding \(addend.shape) to \(shape)")
     }
-    return record(y, inputs: [x, weight, bias]) { g in
-      let w = weight.value.storage
-      var dw = [Double](repeating: 0, count: w.count)
-      var db = [Double](repeating: 0, count: w.count)
-      var dx = [Double](repeating: 0, count: xs.count)
-      for group in 0..<groups {
-        // dx = inv·(ĝ − mean(ĝ) − n·mean(ĝ·n)) with ĝ = g·w.
-        var sum = 0.0
-        var sumN = 0.0
-        for i in 0..<size {
-          let at = index(group, i)
-          let c = channel(group, i)
-          let gi = Double(g[at])
-          dw[c] += gi * normalised[at]
-          db[c] += gi
-          let gh = gi * Double(w[c])
-          sum += gh
-          sumN += gh * normalised[at]
+    let y: Tensor
+    if let addend, batch * m * n > 0 {
+      y = Tensor(uninitializedShape: shape) { out in
+        addend.value.withUnsafeBufferPointer { pc in
+          for i in 0..<(sharedAddend ? batch : 1) {
+            (out.baseAddress! + i * m * n).update(
+              from: pc.baseAddress!, count: sharedAddend ? m * n : out.count)
+          }
         }
-        let m = Double(size)
-        for i in 0..<size {
-          let at = index(group, i)
-          let gh = Double(g[at]) * Double(w[channel(group, i)])
-          dx[at] = inverseStd[group] * (gh - sum / m - normalised[at] * sumN / m)
-        }
-      }
-      x.accumulate(dx)
-      weight.accumulate(dw)
-      bias.accumulate(db)
-    }
-  }
-
-  /// `nn.ConvTranspose2d(kernel 2, stride 2)`: weight `[in, out, 2, 2]`. Each of the four
-  /// kernel taps is a product `W_tᵀ·X` (out × pixels) written to every other row and column
-  /// of the output; `Reference.convTranspose2x2` is its plain twin.
-  package func convTranspose2x2(_ x: Variable, weight: Variable, bias: Variable) -> Variable {
-    let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
-    let cout = weight.shape[1]
-    let hw = h * w
-    // W_t as cin × cout matrices, one per tap (dy·2 + dx).
-    func taps(_ ws: [Float]) -> [[Float]] {
-      (0..<4).map { t in
-        var m = [Float](repeating: 0, count: cin * cout)
-        for ci in 0..<cin {
-          for co in 0..<cout { m[ci * cout + co] = ws[(ci * cout + co) * 4 + t] }
-        }
-        return m
-      }
-    }
-    let wt = taps(weight.value.storage)
-    let xs = x.value.storage
-    var y = [Float](repeating: 0, count: n * cout * 4 * hw)
-    for b in 0..<n {
-      for t in 0..<4 {
-        let (dy, dx) = (t / 2, t % 2)
-        let yt = Products.gemm(
-          wt[t], xs, m: cout, n: hw, k: cin, transA: true, bOffset: b * cin * hw)
-        for co in 0..<cout {
-          let bias = bias.value.storage[co]
-          for py in 0..<h {
-            for px in 0..<w {
-              y[((b * cout + co) * 2 * h + 2 * py + dy) * 2 * w + 2 * px + dx] =
-                yt[co * hw + py * w + px] + bias
+        a.value.withUnsafeBufferPointer { pa in
+          b.value.withUnsafeBufferPointer { pb in
+            for i in 0..<batch {
+              Products.gemm(
+                pa.baseAddress! + (batchA == 1 ? 0 : i) * m * k,
+                pb.baseAddress! + (batchB == 1 ? 0 : i) * k * n, into: out.baseAddress! + i * m * n,
+                m: m, n: n, k: k, transB: transposeB, accumulate: true)
             }
           }
         }
       }
+    } else {
+      y = Products.batched(a.value, b.value, transB: transposeB)
     }
-    let value = Tensor(shape: [n, cout, 2 * h, 2 * w], storage: y)
-    return record(value, inputs: [x, weight, bias]) { g in
-      var dx = [Float](repeating: 0, count: xs.count)
-      var dw = [Double](repeating: 0, count: weight.count)
-      var db = [Double](repeating: 0, count: cout)
-      for b in 0..<n {
-        for t in 0..<4 {
-          let (dy, dxTap) = (t / 2, t % 2)
-          // The output gradient at this tap's positions, cout × pixels.
-          var gt = [Float](repeating: 0, count: cout * hw)
-          for co in 0..<cout {
-            for py in 0..<h {
-              for px in 0..<w {
-                let v = g[((b * cout + co) * 2 * h + 2 * py + dy) * 2 * w + 2 * px + dxTap]
-                gt[co * hw + py * w + px] = v
-                db[co] += Double(v)
-              }
+    return record(y, inputs: [a, b] + (addend.map { [$0] } ?? []), name: "matmul") { g in
+      g.withUnsafeBufferPointer { gp in
+        let g = gp.baseAddress!
+        if let addend {
+          addend.addToGradient { dc, fresh in
+            if sharedAddend {
+              Loops.sumOverBatch(g, batch: batch, count: m * n, into: dc, accumulate: !fresh)
+            } else if fresh {
+              dc.update(from: g, count: batch * m * n)
+            } else {
+              Loops.add(g, into: dc, count: batch * m * n)
             }
           }
-          if x.requiresGrad {
-            let part = Products.gemm(wt[t], gt, m: cin, n: hw, k: cout)
-            for i in 0..<(cin * hw) { dx[b * cin * hw + i] += part[i] }
+        }
+        // dA = dY·Bᵀ (or dY·B); dB = Aᵀ·dY (or dYᵀ·A). A shared side sums over the batch.
+        b.value.withUnsafeBufferPointer { pb in
+          a.addToBatchedGradient(batch: batch, shared: batchA == 1) { i, da, accumulate in
+            Products.gemm(
+              g + i * m * n, pb.baseAddress! + (batchB == 1 ? 0 : i) * k * n, into: da, m: m,
+              n: k, k: n, transB: !transposeB, accumulate: accumulate)
           }
-          if weight.requiresGrad {
-            let part = Products.gemm(
-              xs, gt, m: cin, n: cout, k: hw, transB: true, aOffset: b * cin * hw)
-            for ci in 0..<cin {
-              for co in 0..<cout { dw[(ci * cout + co) * 4 + t] += Double(part[ci * cout + co]) }
+        }
+        a.value.withUnsafeBufferPointer { pa in
+          b.addToBatchedGradient(batch: batch, shared: batchB == 1) { i, db, accumulate in
+            let ai = pa.baseAddress! + (batchA == 1 ? 0 : i) * m * k
+            if transposeB {
+              Products.gemm(
+                g + i * m * n, ai, into: db, m: n, n: k, k: m, transA: true,
+                accumulate: accumulate)
+            } else {
+              Products.gemm(
+                ai, g + i * m * n, into: db, m: k, n: n, k: m, transA: true,
+                accumulate: accumulate)
             }
           }
         }
       }
-      x.accumulate(dx)
-      weight.accumulate(dw)
-      bias.accumulate(db)
     }
   }
 }
 
-/// d activation / dx at x.
-func activationSlope(_ x: Double, _ kind: Activation) -> Double {
-  switch kind {
-  case .identity: return 1
-  case .relu: return x > 0 ? 1 : 0
-  case .geluErf:
-    let cdf = 0.5 * erfc(-x / 2.0.squareRoot())
-    let pdf = exp(-0.5 * x * x) / (2 * Double.pi).squareRoot()
-    return cdf + x * pdf
-  case .geluTanh:
-    let k = (2 / Double.pi).squareRoot()
-    let u = k * (x + 0.044715 * x * x * x)
-    let t = tanh(u)
-    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x)
-  case .hardswish:
-    return x < -3 ? 0 : x > 3 ? 1 : (2 * x + 3) / 6
+extension Variable {
+  /// Adds a batched product's contribution to this operand's gradient, batch item by batch
+  /// item (`body(i, target, accumulate)` writes item i's part to `target`): into item i's
+  /// own block, or, when this operand is `shared` by the whole batch, every item into the
+  /// one block.
+  func addToBatchedGradient(
+    batch: Int, shared: Bool,
+    _ body: (_ item: Int, _ target: UnsafeMutablePointer<Float>, _ accumulate: Bool) -> Void
+  ) {
+    addToGradient { g, fresh in
+      let block = shared ? 0 : count / batch
+      for i in 0..<batch {
+        body(i, g + i * block, !fresh || (shared && i > 0))
+      }
+    }
   }
 }

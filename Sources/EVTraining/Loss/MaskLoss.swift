@@ -72,78 +72,97 @@ package struct MaskLoss {
 
   package init(settings: Settings = Settings()) { self.settings = settings }
 
-  /// The points of every output and mask: `points[k][n]`, (x, y) pairs.
+  /// The points of every output and mask: `points[k][n]`, (x, y) pairs. The pairs are
+  /// independent and run in parallel.
   package func selectPoints(logits: Tensor, targetSide: Int, draws: [Draws]) -> [[[Float]]] {
     let (n, k, h, w) = Self.dimensions(logits)
     precondition(draws.count == k, "MaskLoss: \(draws.count) draws for \(k) outputs")
     let view = UpsampledLogits(inputHeight: h, inputWidth: w, side: targetSide)
     let s = settings
-    return logits.storage.withUnsafeBufferPointer { all in
-      (0..<k).map { output in
-        (0..<n).map { mask in
-          let plane = all.baseAddress! + (mask * k + output) * h * w
-          let over = draws[output].oversampled[
-            (mask * s.oversampled * 2)..<((mask + 1) * s.oversampled * 2)]
-          let extra = draws[output].extra[(mask * s.extra * 2)..<((mask + 1) * s.extra * 2)]
-          return uncertainPoints(
-            oversampled: over, extra: extra, importantCount: s.important
-          ) { px, py in
-            let taps = PointSample.taps(x: px, y: py, height: targetSide, width: targetSide)
-            return PointSample.value(taps, height: targetSide, width: targetSide) { y, x in
-              view.value(plane, y: y, x: x)
-            }
+    let flat = Self.perPair(outputs: k, masks: n, cost: 40 * s.oversampled) { output, mask in
+      logits.storage.withUnsafeBufferPointer { all in
+        let plane = all.baseAddress! + (mask * k + output) * h * w
+        let over = draws[output].oversampled[
+          (mask * s.oversampled * 2)..<((mask + 1) * s.oversampled * 2)]
+        let extra = draws[output].extra[(mask * s.extra * 2)..<((mask + 1) * s.extra * 2)]
+        return uncertainPoints(
+          oversampled: over, extra: extra, importantCount: s.important
+        ) { px, py in
+          let taps = PointSample.taps(x: px, y: py, height: targetSide, width: targetSide)
+          return PointSample.value(taps, height: targetSide, width: targetSide) { y, x in
+            view.value(plane, y: y, x: x)
           }
         }
       }
     }
+    return (0..<k).map { output in Array(flat[(output * n)..<((output + 1) * n)]) }
+  }
+
+  /// `body(output, mask)` for every pair, spread over the cores, in the order output-major.
+  static func perPair<T>(
+    outputs k: Int, masks n: Int, cost: Int, _ body: (Int, Int) -> T
+  ) -> [T] {
+    var results = [T?](repeating: nil, count: k * n)
+    results.withUnsafeMutableBufferPointer { slots in
+      let slots = slots.baseAddress!
+      Parallel.forRanges(count: k * n, costPerItem: cost) { pairs in
+        for pair in pairs { slots[pair] = body(pair / n, pair % n) }
+      }
+    }
+    return results.map { $0! }
   }
 
   /// Loss and gradient of `logits` (B × M × K × h × w, or N × K × h × w) against `targets`
-  /// (B × M × S × S soft masks) with fresh `draws` (one per output).
-  package func callAsFunction(logits: Tensor, targets: Tensor, draws: [Draws]) -> Result {
+  /// (B × M × S × S soft masks) with fresh `draws` (one per output). `meanOver` is the number
+  /// of masks the mean runs over (default: these N): each mask's loss is its own, so a step
+  /// may take its masks in parts, each part with the step's total here.
+  package func callAsFunction(
+    logits: Tensor, targets: Tensor, draws: [Draws], meanOver: Int? = nil
+  ) -> Result {
     let side = targets.dim(-1)
     let points = selectPoints(logits: logits, targetSide: side, draws: draws)
-    return evaluate(logits: logits, targets: targets, points: points)
+    return evaluate(logits: logits, targets: targets, points: points, meanOver: meanOver)
   }
 
   /// The loss at fixed points (the point selection has no gradient, as in the official code).
-  package func evaluate(logits: Tensor, targets: Tensor, points: [[[Float]]]) -> Result {
+  package func evaluate(
+    logits: Tensor, targets: Tensor, points: [[[Float]]], meanOver: Int? = nil
+  ) -> Result {
     let (n, k, h, w) = Self.dimensions(logits)
+    let meanCount = Double(meanOver ?? n)
     let side = targets.dim(-1)
     precondition(targets.dim(-2) == side && targets.count == n * side * side)
     let view = UpsampledLogits(inputHeight: h, inputWidth: w, side: side)
-    var bce = [[Double]](repeating: [Double](repeating: 0, count: n), count: k)
-    var dice = bce
-    // Per output and mask: logits and labels at the points, for the backward pass.
-    var sampled = [[(x: [Double], t: [Double])]](
-      repeating: Array(repeating: ([], []), count: n), count: k)
-    logits.storage.withUnsafeBufferPointer { all in
-      targets.storage.withUnsafeBufferPointer { target in
-        for output in 0..<k {
-          for mask in 0..<n {
-            let plane = all.baseAddress! + (mask * k + output) * h * w
-            let truth = target.baseAddress! + mask * side * side
-            let p = points[output][mask]
-            let count = p.count / 2
-            var xs = [Double](repeating: 0, count: count)
-            var ts = [Double](repeating: 0, count: count)
-            for j in 0..<count {
-              let taps = PointSample.taps(x: p[2 * j], y: p[2 * j + 1], height: side, width: side)
-              xs[j] = Double(
-                PointSample.value(taps, height: side, width: side) { y, x in
-                  view.value(plane, y: y, x: x)
-                })
-              ts[j] = Double(
-                PointSample.value(taps, height: side, width: side) { y, x in
-                  truth[y * side + x]
-                })
-            }
-            (bce[output][mask], dice[output][mask]) = settings.losses(xs, ts)
-            sampled[output][mask] = (xs, ts)
+    // Per output and mask: the losses, and the logits and labels at the points for the
+    // backward pass.
+    let perPair = Self.perPair(outputs: k, masks: n, cost: 60 * (points.first?.first?.count ?? 1)) {
+      output, mask in
+      logits.storage.withUnsafeBufferPointer { all in
+        targets.storage.withUnsafeBufferPointer { target in
+          let plane = all.baseAddress! + (mask * k + output) * h * w
+          let truth = target.baseAddress! + mask * side * side
+          let p = points[output][mask]
+          let count = p.count / 2
+          var xs = [Double](repeating: 0, count: count)
+          var ts = [Double](repeating: 0, count: count)
+          for j in 0..<count {
+            let taps = PointSample.taps(x: p[2 * j], y: p[2 * j + 1], height: side, width: side)
+            xs[j] = Double(
+              PointSample.value(taps, height: side, width: side) { y, x in
+                view.value(plane, y: y, x: x)
+              })
+            ts[j] = Double(
+              PointSample.value(taps, height: side, width: side) { y, x in
+                truth[y * side + x]
+              })
           }
+          let (bce, dice) = settings.losses(xs, ts)
+          return (bce: bce, dice: dice, xs: xs, ts: ts)
         }
       }
     }
+    let bce = (0..<k).map { output in (0..<n).map { perPair[output * n + $0].bce } }
+    let dice = (0..<k).map { output in (0..<n).map { perPair[output * n + $0].dice } }
     let weight = settings.bceWeight
     var chosen = [Int](repeating: 0, count: n)
     var total = 0.0
@@ -159,26 +178,30 @@ package struct MaskLoss {
       total += weight * bce[best][mask] + dice[best][mask]
     }
 
-    // Backward: only the chosen output of each mask carries gradient.
-    var gradient = [Double](repeating: 0, count: logits.count)
+    // Backward: only the chosen output of each mask carries gradient; masks in parallel,
+    // each into its own planes.
+    var gradient = [Float](repeating: 0, count: logits.count)
     gradient.withUnsafeMutableBufferPointer { g in
-      for mask in 0..<n {
-        let output = chosen[mask]
-        let (xs, ts) = sampled[output][mask]
-        let dx = settings.gradients(xs, ts, scale: 1 / Double(n))
-        let plane = g.baseAddress! + (mask * k + output) * h * w
-        let p = points[output][mask]
-        for j in 0..<xs.count {
-          let taps = PointSample.taps(x: p[2 * j], y: p[2 * j + 1], height: side, width: side)
-          PointSample.scatter(taps, height: side, width: side) { y, x, tapWeight in
-            view.accumulate(dx[j] * Double(tapWeight), into: plane, y: y, x: x)
+      let g = g.baseAddress!
+      Parallel.forRanges(count: n, costPerItem: 40 * (points.first?.first?.count ?? 1)) { masks in
+        for mask in masks {
+          let output = chosen[mask]
+          let pair = perPair[output * n + mask]
+          let dx = settings.gradients(pair.xs, pair.ts, scale: 1 / meanCount)
+          let plane = g + (mask * k + output) * h * w
+          let p = points[output][mask]
+          for j in 0..<pair.xs.count {
+            let taps = PointSample.taps(x: p[2 * j], y: p[2 * j + 1], height: side, width: side)
+            PointSample.scatter(taps, height: side, width: side) { y, x, tapWeight in
+              view.accumulate(dx[j] * Double(tapWeight), into: plane, y: y, x: x)
+            }
           }
         }
       }
     }
     return Result(
-      loss: total / Double(n), bce: bce, dice: dice, chosen: chosen,
-      gradient: Tensor(shape: logits.shape, storage: gradient.map { Float($0) }))
+      loss: total / meanCount, bce: bce, dice: dice, chosen: chosen,
+      gradient: Tensor(shape: logits.shape, storage: gradient))
   }
 
   /// N (masks), K (outputs), h, w of B × M × K × h × w or N × K × h × w logits.

@@ -56,16 +56,17 @@ package struct UpsampledLogits {
     return h0 * top + h1 * bottom
   }
 
-  /// Adds `g · ∂pixel(y, x)/∂plane` into `gradient` (one low-res plane).
+  /// Adds `g · ∂pixel(y, x)/∂plane` into `gradient` (one low-res plane; a handful of points
+  /// reach each of its pixels, so float sums lose nothing that matters).
   @inline(__always)
-  func accumulate(_ g: Double, into gradient: UnsafeMutablePointer<Double>, y: Int, x: Int) {
+  func accumulate(_ g: Double, into gradient: UnsafeMutablePointer<Float>, y: Int, x: Int) {
     let (y0, y1, h1) = (Int(rows.low[y]), Int(rows.high[y]), Double(rows.weight[y]))
     let (x0, x1, w1) = (Int(columns.low[x]), Int(columns.high[x]), Double(columns.weight[x]))
     let h0 = 1 - h1
     let w0 = 1 - w1
-    gradient[y0 * inputWidth + x0] += g * h0 * w0
-    gradient[y0 * inputWidth + x1] += g * h0 * w1
-    gradient[y1 * inputWidth + x0] += g * h1 * w0
-    gradient[y1 * inputWidth + x1] += g * h1 * w1
+    gradient[y0 * inputWidth + x0] += Float(g * h0 * w0)
+    gradient[y0 * inputWidth + x1] += Float(g * h0 * w1)
+    gradient[y1 * inputWidth + x0] += Float(g * h1 * w0)
+    gradient[y1 * inputWidth + x1] += Float(g * h1 * w1)
   }
 }

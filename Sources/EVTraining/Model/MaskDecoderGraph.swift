@@ -3,6 +3,18 @@ import EVTensor
 
 /// SAM's mask decoder on the tape: the same computation as `ReferenceMaskDecoder` (and so as
 /// `mask_decoder.py`), with gradients for every `mask_decoder.*` parameter.
+///
+/// Arranged for a batch of prompts on one image (docs/PERFORMANCE.md, "Training step"):
+/// - Until the first block's image→token attention, the image side is the same for every
+///   prompt (embedding + dense prompt + positional encoding), so the first token→image
+///   attention projects it once, at batch 1, and broadcasts; its gradients sum over the
+///   prompts.
+/// - Every other attention with the image folds the image side's projections into the
+///   token side (as the inference decoder does): a 4096 × 256 → 128 projection per prompt
+///   becomes a product of the 4096 image tokens with 8·T token rows.
+/// - The upscaling stays channels-last: each transposed convolution is one product over the
+///   whole batch, its LayerNorm runs over contiguous channels, and the pixels are put in image
+///   order only once, on the four low-res masks.
 package struct MaskDecoderGraph {
   static let heads = 8
   static let eps: Float = 1e-6
@@ -21,24 +33,63 @@ package struct MaskDecoderGraph {
     tape.layerNorm(x, weight: p(name + ".weight"), bias: p(name + ".bias"), eps: Self.eps)
   }
 
-  /// `Attention`: 8 heads, softmax of `q·kᵀ / √(head dim)`.
+  /// `Attention`: projections, 8 heads, softmax of `q·kᵀ / √(head dim)`, output projection;
+  /// as written, for the tokens' self-attention and for a token→image attention whose image
+  /// side (`k`, `v` at batch 1) every prompt shares.
   private func attention(
     _ tape: Tape, q: Variable, k: Variable, v: Variable, _ name: String
   ) -> Variable {
-    func heads(_ x: Variable) -> Variable {
-      let (b, n, c) = (x.shape[0], x.shape[1], x.shape[2])
-      return tape.permute(tape.reshape(x, [b, n, Self.heads, c / Self.heads]), [0, 2, 1, 3])
-    }
-    let qh = heads(linear(tape, q, name + ".q_proj"))
-    let kh = heads(linear(tape, k, name + ".k_proj"))
-    let vh = heads(linear(tape, v, name + ".v_proj"))
-    let headDim = qh.shape[3]
-    let scores = tape.scale(
-      tape.matmul(qh, kh, transposeB: true), 1 / Float(headDim).squareRoot())
-    let out = tape.matmul(tape.softmax(scores), vh)
-    let (b, h, n, c) = (out.shape[0], out.shape[1], out.shape[2], out.shape[3])
-    let merged = tape.reshape(tape.permute(out, [0, 2, 1, 3]), [b, n, h * c])
-    return linear(tape, merged, name + ".out_proj")
+    let heads = tape.attention(
+      q: linear(tape, q, name + ".q_proj"), k: linear(tape, k, name + ".k_proj"),
+      v: linear(tape, v, name + ".v_proj"), heads: Self.heads)
+    return linear(tape, heads, name + ".out_proj")
+  }
+
+  /// 1/√(head dim) of the cross attentions (256 / 2 channels over 8 heads).
+  static let crossScale = 1 / Float(16).squareRoot()
+
+  /// Token→image `Attention` with the image side folded into the token side: per head,
+  /// `softmax(q_h·(W_k,h x + b_k,h)ᵀ)·(x W_v,hᵀ + b_v,h)` = `softmax((q_h W_k,h)·xᵀ)·x · W_v,hᵀ
+  /// + b_v,h` (the key bias shifts a row of scores, which the softmax removes; a row of
+  /// probabilities sums to 1). `keys`, `values` `[B, N, 256]` per prompt.
+  private func tokenToImage(
+    _ tape: Tape, q: Variable, keys: Variable, values: Variable, _ name: String
+  ) -> Variable {
+    let query = linear(tape, q, name + ".q_proj")
+    let folded = tape.headProjection(
+      query, weight: p(name + ".k_proj.weight"), heads: Self.heads, scale: Self.crossScale)
+    let probabilities = tape.ignoring(
+      p(name + ".k_proj.bias"), tape.softmaxOfProduct(folded, keys))
+    let mixed = tape.matmul(probabilities, values)  // [B, 8T, 256]
+    let merged = tape.headMerge(mixed, weight: p(name + ".v_proj.weight"), heads: Self.heads)
+    let out = tape.addRows(merged, tape.reshape(p(name + ".v_proj.bias"), [1, 1, merged.dim(2)]))
+    return linear(tape, out, name + ".out_proj")
+  }
+
+  /// `residual + Attention(q: image, k: tokens, v: tokens)`, folded the other way: the
+  /// image's query projection goes into the keys, `(x W_q,hᵀ + b_q,h)·k_hᵀ = x·(k_h W_q,h)ᵀ +
+  /// b_q,h·k_h`, and the output projection into the values, `Σ_h P_h·(v_h W_o,hᵀ) + b_o`
+  /// (b_o split over the heads, whose probabilities each sum to 1). `image` `[1 or B, N, 256]`.
+  private func imageToToken(
+    _ tape: Tape, image: Variable, tokens: Variable, values: Variable, residual: Variable,
+    _ name: String
+  ) -> Variable {
+    let (b, t) = (tokens.dim(0), tokens.dim(1))
+    let keys = linear(tape, tokens, name + ".k_proj")
+    let folded = tape.headProjection(
+      keys, weight: p(name + ".q_proj.weight"), heads: Self.heads, scale: Self.crossScale)
+    let queryBias = tape.headProjection(
+      keys, weight: tape.reshape(p(name + ".q_proj.bias"), [keys.dim(2), 1]), heads: Self.heads,
+      scale: Self.crossScale)
+    let probabilities = tape.softmaxOfProduct(
+      image, folded, adding: tape.reshape(queryBias, [b, 1, Self.heads * t]), group: t)
+    let bias = p(name + ".out_proj.bias")
+    let projected = tape.addRows(
+      tape.headProjection(
+        linear(tape, values, name + ".v_proj"), weight: p(name + ".out_proj.weight"),
+        heads: Self.heads, transposedWeight: true),
+      tape.reshape(tape.scale(bias, 1 / Float(Self.heads)), [1, 1, bias.count]))
+    return tape.matmul(probabilities, projected, adding: residual)
   }
 
   private func block(
@@ -46,7 +97,6 @@ package struct MaskDecoderGraph {
   ) -> (Variable, Variable) {
     let name = "transformer.layers.\(i)"
     var queries = queries
-    var keys = keys
     if i == 0 {
       queries = attention(tape, q: queries, k: queries, v: queries, name + ".self_attn")
     } else {
@@ -55,19 +105,23 @@ package struct MaskDecoderGraph {
     }
     queries = norm(tape, queries, name + ".norm1")
     var q = tape.add(queries, queryPE)
-    var k = tape.add(keys, keyPE)
-    queries = norm(
-      tape,
-      tape.add(queries, attention(tape, q: q, k: k, v: keys, name + ".cross_attn_token_to_image")),
-      name + ".norm2")
+    // The keys do not change until the block's last attention: one sum serves both.
+    let k = tape.add(keys, keyPE)
+    let t2i = name + ".cross_attn_token_to_image"
+    let attended =
+      keys.dim(0) == 1 && queries.dim(0) > 1
+      ? attention(tape, q: q, k: k, v: keys, t2i)
+      : tokenToImage(tape, q: q, keys: k, values: keys, t2i)
+    queries = norm(tape, tape.add(queries, attended), name + ".norm2")
     let hidden = tape.activation(linear(tape, queries, name + ".mlp.lin1"), .relu)
     queries = norm(
       tape, tape.add(queries, linear(tape, hidden, name + ".mlp.lin2")), name + ".norm3")
     q = tape.add(queries, queryPE)
-    k = tape.add(keys, keyPE)
-    keys = norm(
+    let keys = norm(
       tape,
-      tape.add(keys, attention(tape, q: k, k: q, v: queries, name + ".cross_attn_image_to_token")),
+      imageToToken(
+        tape, image: k, tokens: q, values: queries, residual: keys,
+        name + ".cross_attn_image_to_token"),
       name + ".norm4")
     return (queries, keys)
   }
@@ -84,7 +138,8 @@ package struct MaskDecoderGraph {
   /// Low-res logits `[B, C, 256, 256]` and IoU predictions `[B, C]` (C = 3 with `multimask`,
   /// tokens 1…3; else token 0), from the image embedding `[1, 256, 64, 64]` (or one per
   /// prompt, `[B, …]`), the dense positional encoding, sparse `[B, N, 256]` and dense
-  /// `[B, 256, 64, 64]` prompt embeddings.
+  /// `[B, 256, 64, 64]` prompt embeddings (or `[1, …]`, one for every prompt, as the dense
+  /// embedding without a mask input is).
   package func callAsFunction(
     _ tape: Tape, imageEmbedding: Variable, imagePE: Tensor, sparse: Variable, dense: Variable,
     multimask: Bool
@@ -96,45 +151,41 @@ package struct MaskDecoderGraph {
     let outputBatch = tape.concat(
       Array(repeating: tape.reshape(output, [1, 1 + tokenCount, e]), count: b), axis: 0)
     let tokens = tape.concat([outputBatch, sparse], axis: 1)
-    let embedding =
-      imageEmbedding.shape[0] == b
-      ? imageEmbedding : tape.concat(Array(repeating: imageEmbedding, count: b), axis: 0)
-    let image = tape.add(embedding, dense)
+    // Embedding and dense prompt at batch 1 when both are shared by every prompt.
+    let image = tape.add(imageEmbedding, dense)
     let (h, w) = (image.shape[2], image.shape[3])
-    let pe = Variable(Reference.concat(Array(repeating: imagePE, count: b), axis: 0))
-    let keyPE = tape.permute(tape.reshape(pe, [b, e, h * w]), [0, 2, 1])
-    var keys = tape.permute(tape.reshape(image, [b, e, h * w]), [0, 2, 1])
+    let keyPE = tape.permute(Variable(imagePE.reshaped([1, e, h * w])), [0, 2, 1])
+    var keys = tape.permute(tape.reshape(image, [image.dim(0), e, h * w]), [0, 2, 1])
     var queries = tokens
     for i in 0..<2 {
       (queries, keys) = block(tape, i, queries: queries, keys: keys, queryPE: tokens, keyPE: keyPE)
     }
-    let q = tape.add(queries, tokens)
-    let k = tape.add(keys, keyPE)
-    queries = norm(
-      tape,
-      tape.add(
-        queries, attention(tape, q: q, k: k, v: keys, "transformer.final_attn_token_to_image")),
-      "transformer.norm_final_attn")
+    let final = tokenToImage(
+      tape, q: tape.add(queries, tokens), keys: tape.add(keys, keyPE), values: keys,
+      "transformer.final_attn_token_to_image")
+    queries = norm(tape, tape.add(queries, final), "transformer.norm_final_attn")
 
-    let src = tape.reshape(tape.permute(keys, [0, 2, 1]), [b, e, h, w])
-    var up = tape.convTranspose2x2(
-      src, weight: p("output_upscaling.0.weight"), bias: p("output_upscaling.0.bias"))
-    up = tape.layerNorm2d(
+    // Upscaling, channels-last: pixel order (image pixel, first tap, second tap).
+    var up = tape.convTranspose2x2ChannelsLast(
+      keys, weight: p("output_upscaling.0.weight"), bias: p("output_upscaling.0.bias"))
+    up = tape.layerNorm(
       up, weight: p("output_upscaling.1.weight"), bias: p("output_upscaling.1.bias"),
-      eps: Self.eps)
-    up = tape.activation(up, .geluErf)
-    up = tape.convTranspose2x2(
+      eps: Self.eps, then: .geluErf)
+    up = tape.convTranspose2x2ChannelsLast(
       up, weight: p("output_upscaling.3.weight"), bias: p("output_upscaling.3.bias"))
     up = tape.activation(up, .geluErf)
-    let (c2, uh, uw) = (up.shape[1], up.shape[2], up.shape[3])
     let hyper = tape.concat(
       (0..<tokenCount).map { i in
         mlp(
           tape, tape.slice(queries, axis: 1, range: (1 + i)..<(2 + i)),
           "output_hypernetworks_mlps.\(i)", depth: 3)
       }, axis: 1)
+    // [B, 4, pixels] in upscaling order → [B, 4, 4h, 4w]: pixel (y, x, t1, t2) sits at row
+    // 4y + 2·dy1 + dy2, column 4x + 2·dx1 + dx2 (t = dy·2 + dx).
+    let scrambled = tape.reshape(
+      tape.matmul(hyper, up, transposeB: true), [b, tokenCount, h, w, 2, 2, 2, 2])
     let masks = tape.reshape(
-      tape.matmul(hyper, tape.reshape(up, [b, c2, uh * uw])), [b, tokenCount, uh, uw])
+      tape.permute(scrambled, [0, 1, 2, 4, 6, 3, 5, 7]), [b, tokenCount, 4 * h, 4 * w])
     let iou = tape.reshape(
       mlp(tape, tape.slice(queries, axis: 1, range: 0..<1), "iou_prediction_head", depth: 3),
       [b, tokenCount])

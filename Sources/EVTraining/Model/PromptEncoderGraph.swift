@@ -72,24 +72,27 @@ package struct PromptEncoderGraph {
   }
 
   /// The dense embedding without a mask input: `no_mask_embed` at every pixel of
-  /// `[B, 256, 64, 64]`.
+  /// `[B, 256, 64, 64]`. It is the same for every prompt, so `batch: 1` gives the one map
+  /// that `MaskDecoderGraph` shares across a batch of prompts.
   package func noMaskDense(_ tape: Tape, batch b: Int) -> Variable {
     let table = parameters["prompt_encoder.no_mask_embed.weight"]
     let side = PromptEncoder.embeddingSide
-    let e = table.count
-    var value = [Float](repeating: 0, count: b * e * side * side)
-    for prompt in 0..<b {
-      for c in 0..<e {
-        let base = (prompt * e + c) * side * side
-        for i in 0..<(side * side) { value[base + i] = table.value.storage[c] }
-      }
-    }
-    return tape.record(Tensor(shape: [b, e, side, side], storage: value), inputs: [table]) { g in
-      var d = [Double](repeating: 0, count: e)
+    let (e, plane) = (table.count, side * side)
+    let value = Tensor(uninitializedShape: [b, e, side, side]) { out in
       for prompt in 0..<b {
         for c in 0..<e {
-          let base = (prompt * e + c) * side * side
-          for i in 0..<(side * side) { d[c] += Double(g[base + i]) }
+          (out.baseAddress! + (prompt * e + c) * plane).initialize(
+            repeating: table.value.storage[c], count: plane)
+        }
+      }
+    }
+    return tape.record(value, inputs: [table]) { g in
+      var d = [Double](repeating: 0, count: e)
+      g.withUnsafeBufferPointer { gp in
+        for prompt in 0..<b {
+          for c in 0..<e {
+            d[c] += Double(Loops.sum(gp.baseAddress! + (prompt * e + c) * plane, plane))
+          }
         }
       }
       table.accumulate(d)
