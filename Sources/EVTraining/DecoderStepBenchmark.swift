@@ -102,7 +102,13 @@ package enum DecoderStepBenchmark {
         loss +=
           pass.run(
             parameters: parameters, embedding: Variable(embedding), prompts: batch.prompts[image],
-            targets: batch.targets[image], meanOver: totalMasks, using: &rng
+            targets: batch.targets[image], meanOver: totalMasks,
+            draws: { rows, outputs in
+              (0..<outputs).map { _ in
+                MaskLoss.Draws(
+                  masks: rows.count, settings: self.pass.loss.settings, using: &self.rng)
+              }
+            }
           ).loss
       }
       let optimizerStart = TapeProfile.now()

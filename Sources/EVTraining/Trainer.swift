@@ -23,6 +23,9 @@ package final class Trainer {
     /// recipe.
     package var iouLoss = false
     package var seed: UInt64 = 0
+    /// Masks per forward and backward pass of the decoder: the tape holds one part at a time
+    /// (the result is the same up to float summation order).
+    package var masksPerPass = 8
 
     package init() {}
   }
@@ -33,11 +36,17 @@ package final class Trainer {
     package var image: Tensor
     package var prompts: TrainingPrompts
     package var targets: Tensor
+    /// The image's embedding `[1, 256, 64, 64]` when it is known; used (instead of the
+    /// image) only when the encoder is frozen.
+    package var embedding: Tensor?
 
-    package init(image: Tensor, prompts: TrainingPrompts, targets: Tensor) {
+    package init(
+      image: Tensor, prompts: TrainingPrompts, targets: Tensor, embedding: Tensor? = nil
+    ) {
       self.image = image
       self.prompts = prompts
       self.targets = targets
+      self.embedding = embedding
     }
   }
 
@@ -189,65 +198,66 @@ package final class Trainer {
     loss: Double, logits: Tensor
   ) {
     precondition(!batch.isEmpty, "a training step needs at least one image")
+    parameters.zeroGradients()
     let tape = Tape()
     let side = config.imageSize
-    let images = Tensor(
-      shape: [batch.count, 3, side, side], storage: batch.flatMap(\.image.storage))
-    let embedding: Variable
+    // The image embeddings: on the tape in train mode, or from the frozen inference encoder
+    // (or given).
+    var embeddings: [Variable]
+    var encoderOutput: Variable?
     if let frozenEncoder {
-      embedding = Variable(
-        Reference.concat(
-          batch.map { frozenEncoder($0.image.reshaped([1, 3, side, side])) }, axis: 0))
-    } else {
-      embedding = EncoderGraph(config: config, parameters: parameters)(
-        tape, Variable(images), training: true)
-    }
-    let prompts = PromptEncoderGraph(parameters: parameters)
-    let decoder = MaskDecoderGraph(parameters: parameters)
-    let imagePE = prompts.encoder.getDensePE()
-    var outputs: [Variable] = []
-    var predictedIoU: [Variable] = []
-    for (b, example) in batch.enumerated() {
-      let sparse: Variable
-      switch example.prompts {
-      case .boxes(let boxes):
-        sparse = prompts.sparse(tape, points: nil, boxes: boxes)
-      case .points(let coords):
-        let labels = [Int](repeating: 1, count: coords.shape[0] * coords.shape[1])
-        sparse = prompts.sparse(tape, points: (coords, labels), boxes: nil)
+      embeddings = batch.map { example in
+        Variable(example.embedding ?? frozenEncoder(example.image.reshaped([1, 3, side, side])))
       }
-      let masks = example.targets.dim(0)
-      precondition(
-        sparse.shape[0] == masks, "image \(b): \(sparse.shape[0]) prompts, \(masks) masks")
-      let own =
-        batch.count == 1 ? embedding : tape.slice(embedding, axis: 0, range: b..<(b + 1))
-      let out = decoder(
-        tape, imageEmbedding: own, imagePE: imagePE, sparse: sparse,
-        dense: prompts.noMaskDense(tape, batch: masks), multimask: randomness.multimask)
-      outputs.append(out.masks)
-      predictedIoU.append(out.iouPredictions)
+    } else {
+      let images = Tensor(
+        shape: [batch.count, 3, side, side], storage: batch.flatMap(\.image.storage))
+      let embedding = EncoderGraph(config: config, parameters: parameters)(
+        tape, Variable(images), training: true)
+      encoderOutput = embedding
+      embeddings =
+        batch.count == 1
+        ? [embedding]
+        : (0..<batch.count).map { tape.slice(embedding, axis: 0, range: $0..<($0 + 1)) }
     }
-    let logits = outputs.count == 1 ? outputs[0] : tape.concat(outputs, axis: 0)
-    let (n, k, lh, lw) = (logits.shape[0], logits.shape[1], logits.shape[2], logits.shape[3])
-    let targets = Tensor(shape: [n, 1, side, side], storage: batch.flatMap(\.targets.storage))
-    let ownLogits = logits.value.reshaped([n, 1, k, lh, lw])
-    let points = lossFunction.selectPoints(
-      logits: (randomness.selectionLogits ?? logits.value).reshaped([n, 1, k, lh, lw]),
-      targetSide: side, draws: randomness.draws)
-    let result = lossFunction.evaluate(logits: ownLogits, targets: targets, points: points)
-    parameters.zeroGradients()
-    var loss = result.loss
-    if settings.iouLoss {
-      let predictions =
-        predictedIoU.count == 1 ? predictedIoU[0] : tape.concat(predictedIoU, axis: 0)
-      let iou = IoULoss.meanSquaredError(
-        predictions: predictions.value, logits: logits.value,
-        targets: targets.reshaped([n, side, side]))
-      loss += iou.loss
-      predictions.accumulate(iou.gradient.storage)
+    // Each image's masks through the decoder and the loss, in parts (each mask's loss is its
+    // own), the gradients flowing into the parameters and the embeddings.
+    var pass = DecoderPass(
+      multimask: randomness.multimask, loss: lossFunction, partSize: settings.masksPerPass)
+    pass.iouLoss = settings.iouLoss
+    let total = batch.reduce(0) { $0 + $1.targets.dim(0) }
+    var loss = 0.0
+    var logits: [Tensor] = []
+    var offset = 0
+    for (b, example) in batch.enumerated() {
+      let first = offset
+      let result = pass.run(
+        parameters: parameters, embedding: embeddings[b], prompts: example.prompts,
+        targets: example.targets, meanOver: total,
+        draws: { rows, outputs in
+          precondition(outputs == randomness.draws.count, "draws for \(outputs) outputs")
+          return randomness.draws.map {
+            $0.masks(
+              (first + rows.lowerBound)..<(first + rows.upperBound),
+              settings: self.lossFunction.settings)
+          }
+        },
+        selectionLogits: randomness.selectionLogits.map {
+          let k = $0.count / ($0.dim(-1) * $0.dim(-2) * total)
+          return Reference.slice(
+            $0.reshaped([total, k, $0.dim(-2), $0.dim(-1)]), axis: 0,
+            range: first..<(first + example.targets.dim(0)))
+        })
+      loss += result.loss
+      logits.append(result.logits)
+      offset += example.targets.dim(0)
     }
-    tape.backward(from: logits, gradient: result.gradient.storage)
-    return (loss, logits.value)
+    if let encoderOutput {
+      // The embeddings' gradients are in place; the encoder's backward pass runs from them.
+      tape.backward(
+        from: encoderOutput, gradient: [Float](repeating: 0, count: encoderOutput.count))
+    }
+    return (loss, Reference.concat(logits, axis: 0))
   }
 
   /// Clips the gradients `computeGradients` left, takes the AdamW step at this step's

@@ -130,6 +130,7 @@ import Testing
     let loss = MaskLoss()(
       logits: batch.logits.reshaped([5, 1, k, 256, 256]),
       targets: Tensor(shape: [5, 1, side, side], storage: targets), draws: draws)
-    #expect(loss.loss == batch.loss)
+    // Equal up to the order of the sum (the trainer adds the masks' losses part by part).
+    #expect(abs(loss.loss - batch.loss) <= 1e-12 * abs(loss.loss))
   }
 }

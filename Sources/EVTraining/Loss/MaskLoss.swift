@@ -33,6 +33,14 @@ package struct MaskLoss {
     package var oversampled: [Float]
     package var extra: [Float]
 
+    /// The draws of masks `range` alone.
+    package func masks(_ range: Range<Int>, settings: Settings) -> Draws {
+      let (o, e) = (settings.oversampled * 2, settings.extra * 2)
+      return Draws(
+        oversampled: Array(oversampled[(range.lowerBound * o)..<(range.upperBound * o)]),
+        extra: Array(extra[(range.lowerBound * e)..<(range.upperBound * e)]))
+    }
+
     package init(oversampled: [Float], extra: [Float]) {
       self.oversampled = oversampled
       self.extra = extra

@@ -28,8 +28,13 @@ package struct DecoderPass {
     self.profile = profile
   }
 
+  /// Trains the IoU head too: SAM's mean squared error between its predictions and the
+  /// outputs' actual IoU (`IoULoss`), averaged over the step's masks and outputs.
+  package var iouLoss = false
+
   package struct Result {
-    /// This image's share of the step's loss (its masks' losses summed, divided by `meanOver`).
+    /// This image's share of the step's loss (its masks' losses summed, divided by `meanOver`;
+    /// with `iouLoss`, its share of that loss added).
     package var loss: Double
     /// The low-res logits of the forward pass, `[M, K, 256, 256]`.
     package var logits: Tensor
@@ -40,9 +45,13 @@ package struct DecoderPass {
   ///   - prompts: M boxes or point sets in the 1024 prompt frame.
   ///   - targets: M soft masks `[M, S, S]` at the encoder's padded input size.
   ///   - meanOver: the step's number of masks (over all its images).
+  ///   - draws: the loss's point draws for masks `rows` of this image and `outputs` outputs.
+  ///   - selectionLogits: `[M, K, 256, 256]` logits whose uncertainty picks the points instead
+  ///     of the pass's own (to replay another implementation's step exactly).
   package func run(
     parameters: Parameters, embedding: Variable, prompts: TrainingPrompts, targets: Tensor,
-    meanOver: Int, using rng: inout some RandomNumberGenerator
+    meanOver: Int, draws: (_ rows: Range<Int>, _ outputs: Int) -> [MaskLoss.Draws],
+    selectionLogits: Tensor? = nil
   ) -> Result {
     let masks = targets.dim(0)
     let part = max(1, min(partSize ?? masks, masks))
@@ -70,16 +79,26 @@ package struct DecoderPass {
         dense: promptGraph.noMaskDense(tape, batch: 1), multimask: multimask)
       let (b, k) = (out.masks.dim(0), out.masks.dim(1))
       logitShape[1...] = out.masks.shape[1...]
-      let draws = (0..<k).map { _ in
-        MaskLoss.Draws(masks: b, settings: loss.settings, using: &rng)
-      }
       let partTargets = Reference.slice(targets, axis: 0, range: rows)
       let lossStart = TapeProfile.now()
-      let result = loss(
-        logits: out.masks.value.reshaped([b, 1, k, out.masks.dim(2), out.masks.dim(3)]),
-        targets: partTargets.reshaped([b, 1, targets.dim(-2), targets.dim(-1)]), draws: draws,
+      let shape = [b, 1, k, out.masks.dim(2), out.masks.dim(3)]
+      let ownLogits = out.masks.value.reshaped(shape)
+      let side = targets.dim(-1)
+      let points = loss.selectPoints(
+        logits: selectionLogits.map { Reference.slice($0, axis: 0, range: rows).reshaped(shape) }
+          ?? ownLogits, targetSide: side, draws: draws(rows, k))
+      let result = loss.evaluate(
+        logits: ownLogits, targets: partTargets.reshaped([b, 1, side, side]), points: points,
         meanOver: meanOver)
       profile?.add("MaskLoss", forward: TapeProfile.now() - lossStart)
+      if iouLoss {
+        let iou = IoULoss.meanSquaredError(
+          predictions: out.iouPredictions.value, logits: out.masks.value, targets: partTargets)
+        // Its mean over this part's b·K entries, rescaled to the step's meanOver·K.
+        let share = Double(b) / Double(meanOver)
+        total += iou.loss * share
+        out.iouPredictions.accumulate(iou.gradient.storage.map { $0 * Float(share) })
+      }
       tape.backward(from: out.masks, gradient: result.gradient.storage)
       total += result.loss
       logits += out.masks.value.storage
