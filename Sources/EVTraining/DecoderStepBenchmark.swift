@@ -61,6 +61,26 @@ package enum DecoderStepBenchmark {
     package var loss: Double
   }
 
+  /// Times `step`, which returns its loss.
+  package static func timed(_ step: () -> Double) -> Run {
+    let cpu0 = TapeProfile.now()
+    let start = ContinuousClock.now
+    let loss = step()
+    return Run(
+      wall: (ContinuousClock.now - start).seconds, cpu: TapeProfile.now() - cpu0, loss: loss)
+  }
+
+  /// Seeded preprocessed images `[3, S, S]` (uniform in ±2, the normalised range) for the
+  /// steps that run the encoder.
+  package static func syntheticImages(count: Int, side: Int, seed: UInt64) -> [Tensor] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<count).map { _ in
+      Tensor(
+        shape: [3, side, side],
+        storage: (0..<(3 * side * side)).map { _ in Float.random(in: -2...2, using: &rng) })
+    }
+  }
+
   /// The weights, the optimiser and the inputs of repeated steps (the weights change from
   /// step to step, as in training). `tensors` holds at least the `prompt_encoder.*` and
   /// `mask_decoder.*` keys.

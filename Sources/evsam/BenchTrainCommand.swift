@@ -10,14 +10,17 @@ import Foundation
 struct BenchTrainCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "bench-train",
-    abstract: "Time a training step (the decoder part for now); report peak memory.",
+    abstract: "Time a training step (full, encoder only, or the decoder part); report peak memory.",
     discussion: """
-      The decoder part is what a step does besides the image encoder: for every image the \
-      prompt encoder, the mask decoder on its box prompts, the official loss and the backward \
-      pass, then one clipped AdamW update of the prompt encoder and the mask decoder. The \
-      embeddings are seeded random inputs (the encoder frozen), the targets the boxes' \
-      rectangles. Without --checkpoint the weights are seeded random ones, which run exactly as \
-      fast as trained ones.
+      --part full is the official step on the whole model: the encoder in train mode on the \
+      batch of images (seeded random preprocessed ones), for every image the prompt encoder and \
+      the mask decoder on its box prompts, the official loss, the backward pass through \
+      everything and one clipped AdamW update. --part encoder is a distillation step: the \
+      encoder alone in train mode, the mean squared error to target embeddings, backward and \
+      AdamW. --part decoder is what a step does besides the image encoder, the embeddings \
+      being seeded random inputs (the encoder frozen). The targets are the boxes' rectangles. \
+      Without --checkpoint the weights are seeded random ones, which run exactly as fast as \
+      trained ones.
 
       Peak memory is measured from just before the first step (the kernel's high-water mark is \
       reset there), so it is the step's working set plus what was resident: the weights and the \
@@ -29,6 +32,14 @@ struct BenchTrainCommand: ParsableCommand {
 
   enum Part: String, ExpressibleByArgument, CaseIterable {
     case decoder, full, encoder
+
+    var description: String {
+      switch self {
+      case .decoder: return "decoder part of a training step (encoder frozen)"
+      case .full: return "a training step (the whole model)"
+      case .encoder: return "an encoder-only (distillation) step"
+      }
+    }
   }
 
   @Option(
@@ -116,11 +127,6 @@ struct BenchTrainCommand: ParsableCommand {
   }
 
   func run() throws {
-    guard part == .decoder else {
-      throw CLIError(
-        "--part \(part.rawValue) is not yet available: the image encoder's training path is "
-          + "still being built; --part decoder times the step with the encoder frozen")
-    }
     ComputeThreads.set(threads)
     let (config, name, variant) = try resolveModel()
     let tensors = try loadTensors(config: config, name: name)
@@ -128,15 +134,15 @@ struct BenchTrainCommand: ParsableCommand {
       images: images, masks: masks, side: config.imageSize, seed: 1)
     FileHandle.standardError.write(
       Data(
-        "bench-train: \(name), decoder part, \(images) × \(masks) masks, \(runs) runs…\n".utf8))
+        "bench-train: \(name), \(part.description), \(images) × \(masks) masks, \(runs) runs…\n"
+          .utf8))
     var theirs = try referenceFile(variant: variant)
     let server = try interleave ? startReferenceServer(variant: variant) : nil
     resetPeakResident()
     let resident = Double(currentResidentBytes()) / 1_048_576
     let opTimes = profile ? TapeProfile() : nil
-    let session = DecoderStepBenchmark.Session(
-      tensors: tensors, batch: batch, multimask: !singleMask, partSize: masksPerPass)
-    for _ in 0..<warmup { _ = session.step() }
+    let step = makeStep(config: config, tensors: tensors, batch: batch, profile: opTimes)
+    for _ in 0..<warmup { _ = step() }
     var timed: [DecoderStepBenchmark.Run] = []
     var serverTimes: [Double] = []
     for round in 0..<runs {
@@ -145,7 +151,7 @@ struct BenchTrainCommand: ParsableCommand {
       for side in (round % 2 == 0 ? [0, 1] : [1, 0]) {
         if side == 0 {
           if server != nil { Thread.sleep(forTimeInterval: 0.25) }
-          timed.append(session.step(profile: opTimes))
+          timed.append(step())
         } else if let server {
           Thread.sleep(forTimeInterval: 0.25)
           serverTimes.append(try server.run())
@@ -172,7 +178,7 @@ struct BenchTrainCommand: ParsableCommand {
       ("of which resident before it (weights, inputs)", resident, theirs?.residentMB, "MB"),
     ]
     print(
-      "\(name), decoder part of a training step: \(images) images × \(masks) masks, box prompts, "
+      "\(name), \(part.description): \(images) images × \(masks) masks, box prompts, "
         + "\(singleMask ? "single mask" : "multimask"), \(ComputeThreads.count) threads"
         + (server != nil ? ", interleaved with PyTorch" : ""))
     print("| | evsam | PyTorch | ratio |")
@@ -212,6 +218,49 @@ struct BenchTrainCommand: ParsableCommand {
       let data = try JSONSerialization.data(
         withJSONObject: document, options: [.prettyPrinted, .sortedKeys])
       try data.write(to: URL(fileURLWithPath: json))
+    }
+  }
+
+  /// One timed step of `part`, on state that persists from step to step as in training.
+  private func makeStep(
+    config: ModelConfig, tensors: [String: Tensor], batch: DecoderStepBenchmark.Batch,
+    profile: TapeProfile?
+  ) -> () -> DecoderStepBenchmark.Run {
+    switch part {
+    case .decoder:
+      let session = DecoderStepBenchmark.Session(
+        tensors: tensors, batch: batch, multimask: !singleMask, partSize: masksPerPass)
+      return { session.step(profile: profile) }
+    case .full:
+      var settings = Trainer.Settings()
+      settings.masksPerPass = masksPerPass
+      let trainer = Trainer(config: config, tensors: tensors, settings: settings)
+      let pictures = DecoderStepBenchmark.syntheticImages(
+        count: images, side: config.imageSize, seed: 2)
+      let examples = (0..<images).map {
+        Trainer.Example(image: pictures[$0], prompts: batch.prompts[$0], targets: batch.targets[$0])
+      }
+      let draws = MaskLoss.Settings()
+      var rng = SplitMix64(seed: 3)
+      return {
+        DecoderStepBenchmark.timed {
+          let randomness = Trainer.Randomness(
+            multimask: !singleMask,
+            draws: (0..<(singleMask ? 1 : 3)).map { _ in
+              MaskLoss.Draws(masks: images * masks, settings: draws, using: &rng)
+            })
+          return trainer.step(examples, randomness: randomness).loss
+        }
+      }
+    case .encoder:
+      let distiller = Distiller(config: config, tensors: tensors, settings: Distiller.Settings())
+      let side = config.imageSize
+      let pictures = DecoderStepBenchmark.syntheticImages(count: images, side: side, seed: 2)
+      let input = Tensor(shape: [images, 3, side, side], storage: pictures.flatMap(\.storage))
+      let targets = Tensor(
+        shape: [images, 256, 64, 64],
+        storage: batch.embeddings.flatMap(\.storage))
+      return { DecoderStepBenchmark.timed { distiller.step(images: input, targets: targets).loss } }
     }
   }
 
