@@ -59,9 +59,9 @@ package struct DecoderPass {
       switch prompts {
       case .boxes(let boxes):
         sparse = promptGraph.sparse(
-          tape, points: nil, boxes: Reference.slice(boxes, axis: 0, range: rows))
+          tape, points: nil, boxes: EVTensor.slice(boxes, axis: 0, range: rows))
       case .points(let coords):
-        let chosen = Reference.slice(coords, axis: 0, range: rows)
+        let chosen = EVTensor.slice(coords, axis: 0, range: rows)
         let labels = [Int](repeating: 1, count: chosen.dim(0) * chosen.dim(1))
         sparse = promptGraph.sparse(tape, points: (chosen, labels), boxes: nil)
       }
@@ -73,7 +73,7 @@ package struct DecoderPass {
       let draws = (0..<k).map { _ in
         MaskLoss.Draws(masks: b, settings: loss.settings, using: &rng)
       }
-      let partTargets = Reference.slice(targets, axis: 0, range: rows)
+      let partTargets = EVTensor.slice(targets, axis: 0, range: rows)
       let lossStart = TapeProfile.now()
       let result = loss(
         logits: out.masks.value.reshaped([b, 1, k, out.masks.dim(2), out.masks.dim(3)]),
