@@ -69,7 +69,7 @@ struct BenchTrainCommand: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
-      "Masks per forward and backward pass of the decoder (default 8; their loss is separable).",
+      "Masks per forward and backward pass of the decoder (each mask's loss is its own, so parts give the same gradients).",
       valueName: "n"))
   var masksPerPass: Int = 8
 
@@ -94,7 +94,7 @@ struct BenchTrainCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Write the results as JSON here.", valueName: "file"))
   var json: String?
 
-  @Flag(help: "Also print the time of every op of the timed steps (forward and backward).")
+  @Flag(help: "Also print the CPU time of every op of the timed steps (forward and backward).")
   var profile = false
 
   @Flag(
@@ -129,9 +129,14 @@ struct BenchTrainCommand: ParsableCommand {
   func run() throws {
     ComputeThreads.set(threads)
     let (config, name, variant) = try resolveModel()
-    let tensors = try loadTensors(config: config, name: name)
-    let batch = DecoderStepBenchmark.syntheticBatch(
-      images: images, masks: masks, side: config.imageSize, seed: 1)
+    // The step keeps the weights its part needs (the decoder's alone for the decoder part);
+    // the rest are gone before the peak memory is measured.
+    let opTimes = profile ? TapeProfile() : nil
+    let step = makeStep(
+      config: config, tensors: try loadTensors(config: config, name: name),
+      batch: DecoderStepBenchmark.syntheticBatch(
+        images: images, masks: masks, side: config.imageSize, seed: 1),
+      profile: opTimes)
     FileHandle.standardError.write(
       Data(
         "bench-train: \(name), \(part.description), \(images) × \(masks) masks, \(runs) runs…\n"
@@ -140,8 +145,6 @@ struct BenchTrainCommand: ParsableCommand {
     let server = try interleave ? startReferenceServer(variant: variant) : nil
     resetPeakResident()
     let resident = Double(currentResidentBytes()) / 1_048_576
-    let opTimes = profile ? TapeProfile() : nil
-    let step = makeStep(config: config, tensors: tensors, batch: batch, profile: opTimes)
     for _ in 0..<warmup { _ = step() }
     var timed: [DecoderStepBenchmark.Run] = []
     var serverTimes: [Double] = []
@@ -362,9 +365,12 @@ func currentResidentBytes() -> Int {
   return 0
 }
 
-/// Resets the kernel's peak-RSS mark (VmHWM) to the current resident size, so that the next
-/// `peakResidentBytes()` measures from here (Linux `clear_refs` code 5; a no-op elsewhere).
+/// Gives the heap's free pages back (the tool keeps freed memory, `HeapPolicy`), so that what
+/// stays resident is what is live, then resets the kernel's peak-RSS mark (VmHWM) to the
+/// current resident size, so that the next `peakResidentBytes()` measures from here (Linux
+/// `clear_refs` code 5; a no-op elsewhere).
 func resetPeakResident() {
+  HeapPolicy.releaseFreeMemory()
   guard let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return }
   handle.write(Data("5".utf8))
   try? handle.close()

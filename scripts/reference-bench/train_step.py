@@ -17,6 +17,7 @@ Three parts, each in its own process so that its peak memory is its own:
            the rest as in `full` (what `evsam bench-train --part decoder` times).
 """
 
+import ctypes
 import os
 import statistics
 import time
@@ -189,7 +190,13 @@ def peak_rss_mb():
 
 
 def reset_peak_rss():
-    """Resets the kernel's high-water mark to the current RSS (Linux clear_refs code 5)."""
+    """Gives freed heap pages back (glibc's malloc_trim, so that what stays resident is what
+    is live), then resets the kernel's high-water mark to the current RSS (Linux clear_refs
+    code 5). `evsam bench-train` does the same."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")

@@ -281,7 +281,7 @@ extension Tape {
         Loops.activate(kind, pn.baseAddress!, into: out.baseAddress!, count: out.count)
       }
     }
-    return record(y, inputs: [x, weight, bias]) { g in
+    return record(y, inputs: [x, weight, bias], name: "layerNorm+activation") { g in
       var dw = [Double](repeating: 0, count: d)
       var db = [Double](repeating: 0, count: d)
       // Blocks of rows in parallel; in each, the normalised values again, the activation's

@@ -100,16 +100,28 @@ extension Tape {
   package func concat(_ xs: [Variable], axis: Int) -> Variable {
     let y = EVTensor.concat(xs.map(\.value), axis: axis)
     let a = axis < 0 ? axis + y.rank : axis
-    let outShape = y.shape
+    let outer = y.shape[..<a].reduce(1, *)
+    let inner = y.shape[(a + 1)...].reduce(1, *)
+    let rowLength = y.shape[a] * inner
     return record(y, inputs: xs) { g in
-      let grad = Tensor(shape: outShape, storage: g)
-      var start = 0
-      for x in xs {
-        let size = x.shape[a]
-        if x.requiresGrad {
-          x.accumulate(EVTensor.slice(grad, axis: a, range: start..<(start + size)).storage)
+      // Each input's blocks straight out of the output's gradient rows.
+      g.withUnsafeBufferPointer { gp in
+        var offset = 0
+        for x in xs {
+          let block = x.shape[a] * inner
+          let source = gp.baseAddress! + offset
+          x.addToGradient { dst, fresh in
+            for o in 0..<outer {
+              let (d, s) = (dst + o * block, source + o * rowLength)
+              if fresh {
+                d.update(from: s, count: block)
+              } else {
+                for i in 0..<block { d[i] += s[i] }
+              }
+            }
+          }
+          offset += block
         }
-        start += size
       }
     }
   }

@@ -68,9 +68,9 @@ package struct DecoderPass {
       switch prompts {
       case .boxes(let boxes):
         sparse = promptGraph.sparse(
-          tape, points: nil, boxes: Reference.slice(boxes, axis: 0, range: rows))
+          tape, points: nil, boxes: EVTensor.slice(boxes, axis: 0, range: rows))
       case .points(let coords):
-        let chosen = Reference.slice(coords, axis: 0, range: rows)
+        let chosen = EVTensor.slice(coords, axis: 0, range: rows)
         let labels = [Int](repeating: 1, count: chosen.dim(0) * chosen.dim(1))
         sparse = promptGraph.sparse(tape, points: (chosen, labels), boxes: nil)
       }
@@ -79,13 +79,13 @@ package struct DecoderPass {
         dense: promptGraph.noMaskDense(tape, batch: 1), multimask: multimask)
       let (b, k) = (out.masks.dim(0), out.masks.dim(1))
       logitShape[1...] = out.masks.shape[1...]
-      let partTargets = Reference.slice(targets, axis: 0, range: rows)
+      let partTargets = EVTensor.slice(targets, axis: 0, range: rows)
       let lossStart = TapeProfile.now()
       let shape = [b, 1, k, out.masks.dim(2), out.masks.dim(3)]
       let ownLogits = out.masks.value.reshaped(shape)
       let side = targets.dim(-1)
       let points = loss.selectPoints(
-        logits: selectionLogits.map { Reference.slice($0, axis: 0, range: rows).reshaped(shape) }
+        logits: selectionLogits.map { EVTensor.slice($0, axis: 0, range: rows).reshaped(shape) }
           ?? ownLogits, targetSide: side, draws: draws(rows, k))
       let result = loss.evaluate(
         logits: ownLogits, targets: partTargets.reshaped([b, 1, side, side]), points: points,
