@@ -629,7 +629,7 @@ func peakResidentBytes() -> Int {
     return 0
   }
   for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
-    let kb = line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first
+    let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first
     return (kb.flatMap { Int($0) } ?? 0) * 1024
   }
   return 0
