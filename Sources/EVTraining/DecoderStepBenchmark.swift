@@ -132,11 +132,7 @@ package enum DecoderStepBenchmark {
           ).loss
       }
       let optimizerStart = TapeProfile.now()
-      var gradients = parameters.gradients
-      clipGradientValues(&gradients, limit: 2)
-      var values = parameters.tensors
-      optimizer.update(&values, gradients: gradients, lr: 1e-4)
-      parameters.assign(values)
+      parameters.applyAdamW(optimizer, lr: 1e-4, clip: 2)
       profile?.add("clip + AdamW", forward: TapeProfile.now() - optimizerStart)
       return Run(
         wall: (ContinuousClock.now - start).seconds, cpu: TapeProfile.now() - cpu0, loss: loss)

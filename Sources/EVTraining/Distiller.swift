@@ -52,12 +52,8 @@ package final class Distiller {
   @discardableResult
   package func step(images: Tensor, targets: Tensor) -> (loss: Double, lr: Double) {
     let loss = computeGradients(images: images, targets: targets)
-    var gradients = parameters.gradients
-    clipGradientValues(&gradients, limit: settings.gradientClip)
     let lr = schedule.lr(at: step)
-    var values = parameters.tensors
-    optimizer.update(&values, gradients: gradients, lr: lr)
-    parameters.assign(values)
+    parameters.applyAdamW(optimizer, lr: lr, clip: settings.gradientClip)
     step += 1
     return (loss, lr)
   }

@@ -264,12 +264,8 @@ package final class Trainer {
   /// learning rate and advances the schedule. Returns the learning rate used.
   @discardableResult
   package func applyGradients() -> Double {
-    var gradients = parameters.gradients
-    clipGradientValues(&gradients, limit: settings.gradientClip)
     let lr = schedule.lr(at: step)
-    var values = parameters.tensors
-    optimizer.update(&values, gradients: gradients, lr: lr)
-    parameters.assign(values)
+    parameters.applyAdamW(optimizer, lr: lr, clip: settings.gradientClip)
     step += 1
     return lr
   }

@@ -624,11 +624,15 @@ func syntheticImage(width: Int, height: Int) -> RGBImage {
 }
 
 /// Peak resident set size of this process so far (VmHWM), in bytes.
-func peakResidentBytes() -> Int {
+func peakResidentBytes() -> Int { processStatusBytes("VmHWM:") }
+
+/// A kB field of /proc/self/status (`VmHWM:`, `VmRSS:`, …) in bytes; 0 where there is none.
+/// The value follows a tab and is padded to 8 columns, so wider values have no space before.
+func processStatusBytes(_ field: String) -> Int {
   guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
     return 0
   }
-  for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+  for line in status.split(separator: "\n") where line.hasPrefix(field) {
     let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first
     return (kb.flatMap { Int($0) } ?? 0) * 1024
   }

@@ -354,16 +354,7 @@ private func format(_ value: Double, _ unit: String) -> String {
 }
 
 /// Resident set size of this process now (VmRSS), in bytes.
-func currentResidentBytes() -> Int {
-  guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else {
-    return 0
-  }
-  for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
-    let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first
-    return (kb.flatMap { Int($0) } ?? 0) * 1024
-  }
-  return 0
-}
+func currentResidentBytes() -> Int { processStatusBytes("VmRSS:") }
 
 /// Gives the heap's free pages back (the tool keeps freed memory, `HeapPolicy`), so that what
 /// stays resident is what is live, then resets the kernel's peak-RSS mark (VmHWM) to the

@@ -48,17 +48,12 @@ extension Tape {
             }
           }
         }
-        // The running statistics move towards the batch's, the variance unbiased.
-        let m = norm.momentum
         for ch in 0..<c {
-          let variance = stats[ch].variance
-          let unbiased = count > 1 ? variance * Double(count) / Double(count - 1) : variance
-          let rm = norm.running.mean.value.storage[ch]
-          let rv = norm.running.variance.value.storage[ch]
-          norm.running.mean.value.storage[ch] = Float(m * stats[ch].mean + (1 - m) * Double(rm))
-          norm.running.variance.value.storage[ch] = Float(m * unbiased + (1 - m) * Double(rv))
+          norm.running.moveTowards(
+            channel: ch, mean: stats[ch].mean, variance: stats[ch].variance, count: count,
+            momentum: norm.momentum)
         }
-        if let tracked = norm.running.batchesTracked { tracked.value.storage[0] += 1 }
+        norm.running.countBatch()
       } else {
         for ch in 0..<c {
           stats[ch] = (

@@ -120,11 +120,8 @@ extension Tape {
           let variance = squares / Double(count)
           mean[ch] = m
           inverseStd[ch] = 1 / (variance + Double(eps)).squareRoot()
-          let unbiased = count > 1 ? squares / Double(count - 1) : variance
-          running.mean.value.storage[ch] = Float(
-            momentum * m + (1 - momentum) * Double(running.mean.value.storage[ch]))
-          running.variance.value.storage[ch] = Float(
-            momentum * unbiased + (1 - momentum) * Double(running.variance.value.storage[ch]))
+          running.moveTowards(
+            channel: ch, mean: m, variance: variance, count: count, momentum: momentum)
         } else {
           mean[ch] = Double(running.mean.value.storage[ch])
           inverseStd[ch] =
@@ -132,9 +129,7 @@ extension Tape {
         }
       }
     }
-    if training, let tracked = running.batchesTracked {
-      tracked.value.storage[0] += 1
-    }
+    if training { running.countBatch() }
     let gamma = weight.value.storage
     let beta = bias.value.storage
     let y = Tensor(uninitializedShape: x.shape) { out in
@@ -334,6 +329,20 @@ package struct BatchNormStatistics {
     self.variance = variance
     self.batchesTracked = batchesTracked
   }
+
+  /// Moves channel `ch`'s statistics towards a batch's (`count` values, biased `variance`) by
+  /// `momentum`, the variance made unbiased, as PyTorch's training pass does.
+  func moveTowards(channel ch: Int, mean m: Double, variance: Double, count: Int, momentum: Double)
+  {
+    let unbiased = count > 1 ? variance * Double(count) / Double(count - 1) : variance
+    let rm = Double(mean.value.storage[ch])
+    let rv = Double(self.variance.value.storage[ch])
+    mean.value.storage[ch] = Float(momentum * m + (1 - momentum) * rm)
+    self.variance.value.storage[ch] = Float(momentum * unbiased + (1 - momentum) * rv)
+  }
+
+  /// One more training pass (`num_batches_tracked`).
+  func countBatch() { batchesTracked?.value.storage[0] += 1 }
 }
 
 /// The four source indices (clamped into the input) and cubic-convolution weights (A = −0.75)

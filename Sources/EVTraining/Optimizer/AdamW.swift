@@ -77,6 +77,18 @@ package final class AdamW {
   }
 }
 
+extension Parameters {
+  /// The end of every official step: the collected gradients clipped by value to ±`clip`
+  /// (`clip_grad_value_`), then one `optimizer` update at `lr`, written back.
+  package func applyAdamW(_ optimizer: AdamW, lr: Double, clip: Float) {
+    var clipped = gradients
+    clipGradientValues(&clipped, limit: clip)
+    var values = tensors
+    optimizer.update(&values, gradients: clipped, lr: lr)
+    assign(values)
+  }
+}
+
 /// `torch.nn.utils.clip_grad_value_`: every gradient value clamped to [−limit, limit].
 package func clipGradientValues(_ gradients: inout [String: Tensor], limit: Float) {
   for (name, g) in gradients {
