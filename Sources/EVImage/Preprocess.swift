@@ -17,28 +17,51 @@ public func promptFrameSize(originalHeight: Int, originalWidth: Int, longSide: I
   )
 }
 
-/// Per-channel normalisation constants as torchvision holds them: float32 tensors made from
-/// the double-precision quotients in the official transform.
-private let normalizationMean: [Float] = [
-  Float(123.675 / 255), Float(116.28 / 255), Float(103.53 / 255),
-]
-private let normalizationStd: [Float] = [
-  Float(58.395 / 255), Float(57.12 / 255), Float(57.375 / 255),
-]
+/// How pixel bytes become the encoder's input values. The constants are SAM's mean and std on
+/// the 0–255 scale in both cases; the two official transforms apply them differently, which
+/// changes the float32 result in the last bits.
+public enum PixelNormalization: Sendable, Equatable {
+  /// EfficientViT-SAM's `ToTensor` then `Normalize`: `(v/255 − mean/255) / (std/255)`, the
+  /// quotients formed in double and held as float32, as torchvision does.
+  case unitRange
+  /// segment-anything's `Sam.preprocess`: `(v − mean) / std` in float32 on the 0–255 scale.
+  case byteRange
 
-/// `(x / 255 - mean) / std` in float32, as `ToTensor` then `Normalize` compute it, for each
-/// channel and byte value.
-private let normalizedValues: [[Float]] = (0..<3).map { c in
-  (0..<256).map { v in (Float(v) / Float(255) - normalizationMean[c]) / normalizationStd[c] }
+  /// The normalised value of each byte, per channel.
+  fileprivate var table: [[Float]] {
+    switch self {
+    case .unitRange: unitRangeValues
+    case .byteRange: byteRangeValues
+    }
+  }
 }
 
-/// The official EfficientViT-SAM image transform: `SamResize(targetSize)` (PIL bilinear,
-/// long side to `targetSize`, skipped when it already is), `ToTensor`, `Normalize` with SAM's
-/// mean/std, then `SamPad` (zeros bottom/right) to a square. `targetSize` is 512 for the L
-/// models and 1024 for XL. Returns a 1×3×S×S tensor and the size of the unpadded content.
+private let samMean: [Double] = [123.675, 116.28, 103.53]
+private let samStd: [Double] = [58.395, 57.12, 57.375]
+
+private let unitRangeValues: [[Float]] = (0..<3).map { c in
+  let mean = Float(samMean[c] / 255)
+  let std = Float(samStd[c] / 255)
+  return (0..<256).map { v in (Float(v) / Float(255) - mean) / std }
+}
+
+private let byteRangeValues: [[Float]] = (0..<3).map { c in
+  let mean = Float(samMean[c])
+  let std = Float(samStd[c])
+  return (0..<256).map { v in (Float(v) - mean) / std }
+}
+
+/// The official image transform: `SamResize(targetSize)` (PIL bilinear, long side to
+/// `targetSize`, skipped when it already is), the normalisation (EfficientViT-SAM's
+/// `ToTensor` + `Normalize`, or SAM's own on the 0–255 scale), then `SamPad` (zeros
+/// bottom/right) to a square. `targetSize` is 512 for the L models and 1024 for XL and SAM's
+/// ViTs. Returns a 1×3×S×S tensor and the size of the unpadded content.
 /// `order` picks the Pillow generation to match; they differ by at most one grey level, and
 /// only for images more than about twice as tall as wide.
-public func preprocess(_ image: RGBImage, targetSize: Int, order: PILPassOrder = .pillow13) -> (
+public func preprocess(
+  _ image: RGBImage, targetSize: Int, normalization: PixelNormalization = .unitRange,
+  order: PILPassOrder = .pillow13
+) -> (
   tensor: Tensor, resizedHeight: Int, resizedWidth: Int
 ) {
   precondition(image.width > 0 && image.height > 0, "empty image")
@@ -52,6 +75,7 @@ public func preprocess(_ image: RGBImage, targetSize: Int, order: PILPassOrder =
   let h = resized.height
   let w = resized.width
   let s = targetSize
+  let normalizedValues = normalization.table
   let tensor = Tensor(uninitializedShape: [1, 3, s, s]) { out in
     out.initialize(repeating: 0)
     resized.pixels.withUnsafeBufferPointer { pixels in

@@ -16,9 +16,11 @@ import EVTensor
 public final class SamPredictor {
   public let promptEncoder: PromptEncoder
   public let maskDecoder: MaskDecoder
-  public let imageEncoder: ImageEncoder?
-  /// Side of the square the image encoder sees: 512 for L models, 1024 for XL.
+  public let imageEncoder: (any ImageEncoding)?
+  /// Side of the square the image encoder sees: 512 for L models, 1024 for XL and SAM's ViTs.
   public let encoderInputSize: Int
+  /// How the image's pixels are normalised for the encoder (SAM's ViTs differ from EfficientViT).
+  public let pixelNormalization: PixelNormalization
 
   public private(set) var originalSize: (height: Int, width: Int)?
   /// The image's extent in the 1024 prompt frame (the official `input_size`).
@@ -30,19 +32,26 @@ public final class SamPredictor {
   private var postprocessing: MaskPostprocessing.Plan?
 
   public init(
-    promptEncoder: PromptEncoder, maskDecoder: MaskDecoder, imageEncoder: ImageEncoder? = nil,
-    encoderInputSize: Int
+    promptEncoder: PromptEncoder, maskDecoder: MaskDecoder,
+    imageEncoder: (any ImageEncoding)? = nil, encoderInputSize: Int,
+    pixelNormalization: PixelNormalization = .unitRange
   ) {
     self.promptEncoder = promptEncoder
     self.maskDecoder = maskDecoder
     self.imageEncoder = imageEncoder
     self.encoderInputSize = encoderInputSize
+    self.pixelNormalization = pixelNormalization
+  }
+
+  public convenience init(model: SegmentAnythingModel) {
+    self.init(
+      promptEncoder: model.promptEncoder, maskDecoder: model.maskDecoder,
+      imageEncoder: model.imageEncoder, encoderInputSize: model.imageEncoder.inputSize,
+      pixelNormalization: model.architecture.pixelNormalization)
   }
 
   public convenience init(model: EfficientViTSAM) {
-    self.init(
-      promptEncoder: model.promptEncoder, maskDecoder: model.maskDecoder,
-      imageEncoder: model.imageEncoder, encoderInputSize: model.config.imageSize)
+    self.init(model: SegmentAnythingModel(model))
   }
 
   public var isImageSet: Bool { prepared != nil }
@@ -54,7 +63,9 @@ public final class SamPredictor {
       throw .emptyImage(height: image.height, width: image.width)
     }
     resetImage()
-    let input = preprocess(image, targetSize: encoderInputSize).tensor
+    let input = preprocess(
+      image, targetSize: encoderInputSize, normalization: pixelNormalization
+    ).tensor
     let embedding = imageEncoder(input)
     try setEmbedding(embedding, originalSize: (image.height, image.width))
   }
@@ -293,4 +304,14 @@ private func nonFiniteCount(_ values: UnsafeBufferPointer<Float>) -> Int {
   var count = 0
   for v in values { count &+= v.bitPattern & 0x7F80_0000 == 0x7F80_0000 ? 1 : 0 }
   return count
+}
+
+extension Architecture {
+  /// The normalisation the architecture's official preprocessing applies.
+  public var pixelNormalization: PixelNormalization {
+    switch self {
+    case .efficientViT: .unitRange
+    case .samViT: .byteRange
+    }
+  }
 }

@@ -42,10 +42,11 @@ struct GoldenCases {
   let image: String
   let cases: [Case]
 
-  init(_ file: String) throws {
-    tensors = try Fixtures.golden(file)
+  /// `folder`: `golden` for EfficientViT-SAM's files, `sam/golden` for SAM's ViT.
+  init(_ file: String, folder: String = "golden") throws {
+    tensors = try SafeTensors.read(contentsOf: Fixtures.url("\(folder)/\(file).safetensors"))
     let json = try #require(
-      JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("golden/\(file).json")))
+      JSONSerialization.jsonObject(with: Data(contentsOf: Fixtures.url("\(folder)/\(file).json")))
         as? [String: Any])
     let size = try #require(json["original_size"] as? [Int])
     originalSize = (size[0], size[1])
@@ -145,6 +146,29 @@ struct PredictorGoldenTests {
     let predictor = SamPredictor(model: sam)
     try predictor.setImage(RGBImage(contentsOf: Fixtures.url("images/\(golden.image)")))
     #expect(predictor.originalSize! == golden.originalSize)
+    try golden.check(predictor, label: "\(file) end-to-end")
+  }
+}
+
+@Suite("SAM ViT predictor against segment-anything's golden outputs")
+struct SamViTPredictorGoldenTests {
+  static func model() throws -> SegmentAnythingModel {
+    let architecture = try Architecture.load(json: Fixtures.url("sam/models/tiny-sam-vit.json"))
+    return try SegmentAnythingModel.load(
+      architecture: architecture, checkpoint: Fixtures.url("sam/models/tiny-sam-vit.pth"))
+  }
+
+  /// Image file → SAM's preprocessing → ViT → prompts → masks, for every prompt case.
+  @Test(arguments: ["tiny-sam-vit__astronaut", "tiny-sam-vit__coffee"])
+  func fromImageFile(file: String) throws {
+    let golden = try GoldenCases(file, folder: "sam/golden")
+    let predictor = SamPredictor(model: try Self.model())
+    #expect(predictor.pixelNormalization == .byteRange)
+    #expect(predictor.encoderInputSize == 1024)
+    try predictor.setImage(RGBImage(contentsOf: Fixtures.url("images/\(golden.image)")))
+    let embeddingError = relativeL2Error(
+      try #require(predictor.imageEmbedding), try #require(golden.tensors["embedding"]))
+    #expect(embeddingError <= 1e-4, "\(file): embedding rel L2 \(embeddingError)")
     try golden.check(predictor, label: "\(file) end-to-end")
   }
 }

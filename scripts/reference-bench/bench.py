@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Reference timings of the official EfficientViT-SAM on this machine, for `evsam bench`.
+"""Reference timings of the official EfficientViT-SAM (and of SAM's original ViT image encoders) on
+this machine, for `evsam bench`.
 
 For each model: build the official model (PyPI `efficientsam`) with seeded random weights and
 non-trivial BatchNorm statistics, save them as <out>/<model>.pt (so `evsam bench` runs the very
@@ -15,6 +16,16 @@ PyTorch and ONNX Runtime each run in a process of their own, so peak memory is t
 Inputs match `evsam bench`: the same synthetic 600×400 image (or --image), the same prompts.
 Writes <out>/reference.json.
 
+SAM's original ViT image encoders (PyPI `segment-anything`, models sam-vit-b, sam-vit-l,
+sam-vit-h) are timed the same way in PyTorch eager: built by sam_model_registry["vit_b"|"vit_l"|
+"vit_h"] with seeded random weights (saved as <out>/<model>.pt, segment-anything's own state-dict
+format), the bench image preprocessed as SamPredictor.set_image does it (ResizeLongestSide(1024)
+on uint8, then Sam.preprocess: normalise on the 0–255 scale, pad to 1024×1024), and
+image_encoder(input) timed alone; the decoder cases and everything mode run SAM's own
+SamPredictor and SamAutomaticMaskGenerator (on the embedding the encoder timing computed). No ONNX
+Runtime for them: ViT-H's weights (2.5 GB) exceed ONNX's 2 GB protobuf limit, so all three are
+skipped and their entry in reference.json says so ("onnxruntime_skipped").
+
 --train: the training step instead (train_step.py: the official trainer's step rebuilt on the
 packaged model): per model a full step, an encoder-only distillation step and the decoder part
 with the encoder frozen, --images images × --masks-per-image box prompts, multimask, each part in
@@ -27,8 +38,10 @@ for `evsam bench-train --reference`.
 --serve pytorch|onnxruntime --one MODEL: an encoder server for `evsam bench`'s interleaved
 timing. It loads the weights (and ONNX file) a previous run saved in --out, warms up, prints
 "evsam-bench ready" and then answers each "run" line on stdin with "evsam-bench time SECONDS"
-(one encoder pass) until "quit" or end of input. `evsam bench` alternates such servers with its
-own run by run, so that a machine whose speed drifts over minutes slows every side alike.
+(one encoder pass) until "quit" or end of input, then "evsam-bench peak_rss_mb MB". `evsam bench`
+alternates such servers with its own run by run, so that a machine whose speed drifts over minutes
+slows every side alike. For sam-vit-b/l/h only --serve pytorch exists (no ONNX, see above); their
+saved weights are memory-mapped rather than copied, so the peak memory is the model's once.
 """
 
 import argparse
@@ -78,9 +91,42 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+# SAM's original ViT models (PyPI `segment-anything`): our name → sam_model_registry key.
+SAM_VIT = {"sam-vit-b": "vit_b", "sam-vit-l": "vit_l", "sam-vit-h": "vit_h"}
+SAM_ONNX_SKIPPED = (
+    "not timed: SAM ViT-H's weights (2.5 GB) exceed ONNX's 2 GB protobuf limit, so ONNX Runtime is "
+    "skipped for every SAM ViT model"
+)
+
+
+def build_sam_vit(name, seed):
+    """SAM's original model (image encoder ImageEncoderViT), seeded random weights, float32."""
+    import torch
+    from segment_anything import sam_model_registry
+
+    torch.manual_seed(seed)
+    return sam_model_registry[SAM_VIT[name]](checkpoint=None).float().eval()
+
+
+def sam_encoder_input(model, image):
+    """The image encoder's input exactly as SamPredictor.set_image makes it: ResizeLongestSide to
+    the encoder's size on the uint8 picture, then Sam.preprocess (normalise on the 0–255 scale, pad
+    to a square). Returns the input and the resized size (the predictor's input_size)."""
+    import torch
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    resized = ResizeLongestSide(model.image_encoder.img_size).apply_image(image)
+    pixels = torch.as_tensor(resized).permute(2, 0, 1).contiguous()[None, :, :, :]
+    with torch.no_grad():
+        return model.preprocess(pixels), tuple(pixels.shape[-2:])
+
+
 def build_model(name, seed):
     import torch
     import torch.nn as nn
+
+    if name in SAM_VIT:
+        return build_sam_vit(name, seed)
     from efficientsam.sam_model_zoo import create_efficientvit_sam_model
 
     torch.manual_seed(seed)
@@ -113,6 +159,8 @@ def run_pytorch(args):
     )
 
     torch.set_num_threads(args.threads)
+    if args.one in SAM_VIT:
+        return run_pytorch_sam(args)
     model = build_model(args.one, args.seed)
     torch.save(model.state_dict(), os.path.join(args.out, f"{args.one}.pt"))
     image = load_image(args.image)
@@ -152,6 +200,75 @@ def run_pytorch(args):
 
     if not args.skip_everything:
         generator = EfficientViTSamAutomaticMaskGenerator(model)
+        start = time.perf_counter()
+        masks = generator.generate(image)
+        result["everything_s"] = time.perf_counter() - start
+        result["everything_masks"] = len(masks)
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def run_pytorch_sam(args):
+    """run_pytorch for SAM's ViT models, with segment-anything's own predictor and generator:
+    the same cases, the same prompts, the same result fields."""
+    from importlib.metadata import version
+
+    import torch
+    from segment_anything import SamAutomaticMaskGenerator, SamPredictor
+
+    model = build_model(args.one, args.seed)
+    torch.save(model.state_dict(), os.path.join(args.out, f"{args.one}.pt"))
+    image = load_image(args.image)
+    h, w = image.shape[:2]
+    x, input_size = sam_encoder_input(model, image)
+    result = {
+        "model": args.one, "threads": args.threads, "torch": torch.__version__,
+        "segment_anything": version("segment-anything"),
+    }
+
+    last = {}
+
+    def encode():
+        last["features"] = model.image_encoder(x)
+
+    with torch.inference_mode():
+        enc = time_runs(encode, args.runs)
+    result["encoder_s"] = summary(enc)
+    result["peak_rss_after_encode_mb"] = peak_rss_mb()
+
+    # SamPredictor.set_torch_image's state, from the embedding just timed (set_image would encode
+    # once more: ViT-H's ~45 s for nothing).
+    predictor = SamPredictor(model)
+    predictor.reset_image()
+    predictor.original_size = (h, w)
+    predictor.input_size = input_size
+    predictor.features = last.pop("features")
+    predictor.is_image_set = True
+    point = np.array([[w * 0.45, h * 0.55]])
+    box = np.array([w * 0.2, h * 0.25, w * 0.7, h * 0.8])
+    grid = np.array(
+        [[[((i % 8) + 0.5) * w / 8, ((i // 8) + 0.5) * h / 8]] for i in range(64)], dtype=np.float64
+    )
+    coords = torch.as_tensor(predictor.transform.apply_coords(grid, (h, w)), dtype=torch.float)
+    labels = torch.ones((64, 1), dtype=torch.int)
+
+    def one_point():
+        predictor.predict(point_coords=point, point_labels=np.array([1]), multimask_output=True)
+
+    def one_box():
+        predictor.predict(box=box, multimask_output=False)
+
+    def batch64():
+        predictor.predict_torch(coords, labels, multimask_output=True, return_logits=True)
+
+    result["decoder_point_ms"] = summary([t * 1000 for t in time_runs(one_point, args.decoder_runs)])
+    result["decoder_box_ms"] = summary([t * 1000 for t in time_runs(one_box, args.decoder_runs)])
+    result["decoder_batch64_ms"] = summary(
+        [t * 1000 for t in time_runs(batch64, max(3, args.decoder_runs // 4))]
+    )
+
+    if not args.skip_everything:
+        generator = SamAutomaticMaskGenerator(model)
         start = time.perf_counter()
         masks = generator.generate(image)
         result["everything_s"] = time.perf_counter() - start
@@ -211,6 +328,22 @@ def serve(args):
     weights = os.path.join(args.out, f"{args.one}.pt")
     if not os.path.exists(weights):
         sys.exit(f"reference-bench: {weights} missing: run the reference once without --serve first")
+    if args.one in SAM_VIT:
+        if args.serve != "pytorch":
+            sys.exit(f"reference-bench: {args.one}: no ONNX Runtime server ({SAM_ONNX_SKIPPED})")
+        model = build_model(args.one, args.seed)
+        # Memory-mapped and assigned, not copied: ViT-H's 2.5 GB are resident once, not twice.
+        model.load_state_dict(torch.load(weights, map_location="cpu", mmap=True), assign=True)
+        model.eval()
+        x, _ = sam_encoder_input(model, image)
+
+        def encode():
+            with torch.inference_mode():
+                model.image_encoder(x)
+
+        encode()
+        answer_runs(encode, peak_rss_mb)
+        return
     model = build_model(args.one, args.seed)
     model.load_state_dict(torch.load(weights, map_location="cpu"))
     x = model.transform(image).unsqueeze(0)
@@ -316,7 +449,9 @@ def child(args, mode, model):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--models", default="l0", help="comma-separated: l0,l1,l2,xl0,xl1")
+    parser.add_argument(
+        "--models", default="l0",
+        help="comma-separated: l0,l1,l2,xl0,xl1 and SAM's sam-vit-b,sam-vit-l,sam-vit-h")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--decoder-runs", type=int, default=20)
@@ -346,6 +481,8 @@ def main():
     if args.serve_train:
         if not args.one:
             parser.error("--serve-train needs --one MODEL")
+        if args.one in SAM_VIT:
+            parser.error(f"--serve-train: {args.one} has no training step (EfficientViT-SAM only)")
         serve_train(args)
         return
     if args.serve:
@@ -366,6 +503,8 @@ def main():
 
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if args.train:
+        if any(m in SAM_VIT for m in models):
+            parser.error("--train: the SAM ViT models have no training step (EfficientViT-SAM only)")
         path = os.path.join(args.out, "reference-train.json")
         with open(path, "w") as f:
             json.dump(train_document(args, models), f, indent=1)
@@ -381,7 +520,11 @@ def main():
         document["load_average_at_start"] = f.read().split()[:3]
     for model in models:
         entry = {"pytorch": child(args, "pytorch", model), "weights": os.path.join(args.out, f"{model}.pt")}
-        if not args.skip_onnx:
+        if model in SAM_VIT:
+            entry["onnxruntime_skipped"] = SAM_ONNX_SKIPPED
+            if not args.skip_onnx:
+                print(f"reference-bench: {model}: ONNX Runtime {SAM_ONNX_SKIPPED}", file=sys.stderr)
+        elif not args.skip_onnx:
             entry["onnxruntime"] = child(args, "onnxruntime", model)
         document["models"][model] = entry
     path = os.path.join(args.out, "reference.json")

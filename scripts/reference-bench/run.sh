@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Times the official EfficientViT-SAM (PyPI package `efficientsam`) in PyTorch eager and in ONNX
-# Runtime, for `evsam bench --with-reference` (or by hand; then pass the JSON to
-# `evsam bench --reference FILE`).
+# Runtime, and SAM's original ViT encoders (PyPI package `segment-anything`: sam-vit-b, sam-vit-l,
+# sam-vit-h; PyTorch eager only, ViT-H being beyond ONNX's 2 GB limit), for
+# `evsam bench --with-reference` (or by hand; then pass the JSON to `evsam bench --reference FILE`).
 #
 # ON REQUEST ONLY: the first run creates a Python virtual environment (default
 # <repo>/.venv-ref, override with EVSAM_REFERENCE_VENV) and installs torch, onnxruntime and the
-# official package from PyPI into it — several GB. It refuses to run under CI.
+# official packages from PyPI into it — several GB. It refuses to run under CI.
 #
-# Usage: scripts/reference-bench/run.sh [--models l0,xl1] [--threads 2] [--runs 5]
+# Usage: scripts/reference-bench/run.sh [--models l0,xl1,sam-vit-b] [--threads 2] [--runs 5]
 #          [--decoder-runs 20] [--image FILE] [--skip-everything] [--skip-onnx] [--out DIR]
+#          (models: l0 l1 l2 xl0 xl1 sam-vit-b sam-vit-l sam-vit-h)
 #        scripts/reference-bench/run.sh --serve pytorch|onnxruntime --one MODEL [--out DIR]
-#          (an encoder server for `evsam bench`'s interleaved timing; see bench.py)
+#          (an encoder server for `evsam bench`'s interleaved timing; see bench.py;
+#          sam-vit-* with pytorch only)
 #        scripts/reference-bench/run.sh --train [--models l0,xl1] [--runs 3] [--images 2]
 #          [--masks-per-image 16] [--parts full,encoder,decoder] [--out DIR]
 #          (the official training step, for `evsam bench-train --reference`; see train_step.py)
@@ -27,8 +30,8 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
 venv="${EVSAM_REFERENCE_VENV:-$root/.venv-ref}"
 
-if ! "$venv/bin/python" -c "import efficientsam, torch, onnxruntime, onnx" >/dev/null 2>&1; then
-  echo "reference-bench: setting up $venv (PyTorch, ONNX Runtime, efficientsam; this takes a while)" >&2
+if ! "$venv/bin/python" -c "import efficientsam, segment_anything, torch, onnxruntime, onnx" >/dev/null 2>&1; then
+  echo "reference-bench: setting up $venv (PyTorch, ONNX Runtime, efficientsam, segment-anything; this takes a while)" >&2
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet -r "$here/requirements.txt"

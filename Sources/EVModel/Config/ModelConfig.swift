@@ -296,14 +296,14 @@ public struct ModelConfig: Sendable, Equatable {
 // MARK: - JSON
 
 /// Any JSON object key, used to reject fields the official builders do not take.
-private struct AnyKey: CodingKey {
+struct AnyKey: CodingKey {
   var stringValue: String
   var intValue: Int? { nil }
   init(stringValue: String) { self.stringValue = stringValue }
   init?(intValue: Int) { nil }
 }
 
-private func rejectUnknownKeys(
+func rejectUnknownKeys(
   _ decoder: any Decoder, allowed: [String], in object: String
 ) throws {
   let container = try decoder.container(keyedBy: AnyKey.self)

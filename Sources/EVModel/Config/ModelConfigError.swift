@@ -23,7 +23,7 @@ public enum ModelConfigError: Error, Sendable, Equatable, CustomStringConvertibl
     case .unknownVariant(let name):
       let known = Variant.allCases.map(\.rawValue).joined(separator: ", ")
       return
-        "unknown model variant \"\(name)\"; expected one of \(known) (optionally prefixed by efficientvit-sam-)"
+        "unknown model variant \"\(name)\"; expected one of \(known) (optionally prefixed by efficientvit-sam-), or SAM's sam-vit-b, sam-vit-l, sam-vit-h"
     }
   }
 
