@@ -75,7 +75,9 @@ let package = Package(
     // the schedule; the inference kernels stay untouched.
     .target(
       name: "EVTraining",
-      dependencies: ["EVTensor", "EVCheckpoint", "EVModel", "EVImage", "EVMask", "EVEvaluation"]),
+      dependencies: [
+        "EVTensor", "EVCheckpoint", "EVModel", "EVImage", "EVMask", "EVEvaluation", "EVPredictor",
+      ]),
     .target(
       name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),
     .testTarget(name: "EVTensorTests", dependencies: ["EVTensor", "TestSupport"]),

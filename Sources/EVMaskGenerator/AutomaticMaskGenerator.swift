@@ -91,10 +91,16 @@ public final class AutomaticMaskGenerator {
     pointGrids = try settings.layerPointGrids()
   }
 
-  public convenience init(model: EfficientViTSAM, settings: MaskGeneratorSettings = .init())
+  public convenience init(model: SegmentAnythingModel, settings: MaskGeneratorSettings = .init())
     throws(MaskGeneratorError)
   {
     try self.init(predictor: SamPredictor(model: model), settings: settings)
+  }
+
+  public convenience init(model: EfficientViTSAM, settings: MaskGeneratorSettings = .init())
+    throws(MaskGeneratorError)
+  {
+    try self.init(model: SegmentAnythingModel(model), settings: settings)
   }
 
   /// All masks of `image`, as SAM's `generate` returns them (same order).

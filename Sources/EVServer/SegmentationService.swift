@@ -14,7 +14,7 @@ import Synchronization
 /// validate input and wait, so the server answers health checks and refusals while the
 /// workers are busy.
 public final class SegmentationService: Sendable {
-  public let model: EfficientViTSAM
+  public let model: SegmentAnythingModel
   public let modelName: String
   public let configuration: ServerConfiguration
   public let cache: EmbeddingCache
@@ -34,7 +34,7 @@ public final class SegmentationService: Sendable {
   private let everythingTurn = Mutex(())
 
   public init(
-    model: EfficientViTSAM, modelName: String, configuration: ServerConfiguration,
+    model: SegmentAnythingModel, modelName: String, configuration: ServerConfiguration,
     logger: Logger = Logger(label: "evsam.server")
   ) {
     self.model = model
@@ -44,6 +44,15 @@ public final class SegmentationService: Sendable {
     cache = EmbeddingCache(limitBytes: configuration.cacheBytes)
     compute = ComputeQueue(workers: configuration.workers, capacity: configuration.queueCapacity)
     connections = ConnectionCounter(limit: configuration.maxConnections)
+  }
+
+  public convenience init(
+    model: EfficientViTSAM, modelName: String, configuration: ServerConfiguration,
+    logger: Logger = Logger(label: "evsam.server")
+  ) {
+    self.init(
+      model: SegmentAnythingModel(model), modelName: modelName, configuration: configuration,
+      logger: logger)
   }
 
   /// Stops the workers after the work already queued.
@@ -379,7 +388,7 @@ public final class SegmentationService: Sendable {
   /// Runs the generator and encodes its answer; everything it made but the JSON is freed on
   /// return.
   private func everythingDocument(
-    entry: CachedImage, settings: MaskGeneratorSettings, model: EfficientViTSAM,
+    entry: CachedImage, settings: MaskGeneratorSettings, model: SegmentAnythingModel,
     modelName: String
   ) throws -> Data {
     let result = try everythingTurn.withLock { _ in
@@ -505,7 +514,7 @@ public final class SegmentationService: Sendable {
     let side = ModelConfig.embeddingSize
     return ModelsResponse(models: [
       ModelInfo(
-        name: modelName, encoderInputSize: model.config.imageSize,
+        name: modelName, encoderInputSize: model.imageEncoder.inputSize,
         promptFrameSize: EfficientViTSAM.promptFrameSize,
         embeddingShape: [1, ModelConfig.embeddingChannels, side, side],
         lowResMaskSize: CachedImage.lowResSide)

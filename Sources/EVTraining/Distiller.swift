@@ -24,15 +24,48 @@ package final class Distiller {
   package private(set) var step = 0
 
   /// `tensors`: at least every `image_encoder.*` key of a `config` model.
-  package init(config: ModelConfig, tensors: [String: Tensor], settings: Settings) {
+  package convenience init(config: ModelConfig, tensors: [String: Tensor], settings: Settings) {
+    self.init(
+      config: config, tensors: tensors, settings: settings,
+      optimizer: AdamW(settings: settings.optimizer), step: 0)
+  }
+
+  /// Continues from a saved `state` (its `rng` is unused: a distillation step draws nothing).
+  package convenience init(
+    config: ModelConfig, tensors: [String: Tensor], settings: Settings,
+    resuming state: Trainer.State
+  ) {
+    self.init(
+      config: config, tensors: tensors.merging(state.parameters) { _, saved in saved },
+      settings: settings,
+      optimizer: AdamW(
+        settings: settings.optimizer, step: state.optimizerStep,
+        firstMoment: state.firstMoment, secondMoment: state.secondMoment),
+      step: state.step)
+  }
+
+  private init(
+    config: ModelConfig, tensors: [String: Tensor], settings: Settings, optimizer: AdamW,
+    step: Int
+  ) {
     self.config = config
     self.settings = settings
     parameters = Parameters(tensors.filter { $0.key.hasPrefix("image_encoder.") }) {
       Trainer.isTrainable($0)
     }
-    optimizer = AdamW(settings: settings.optimizer)
+    self.optimizer = optimizer
     schedule = CosineSchedule(
       baseLR: settings.lr, decaySteps: settings.steps, warmupSteps: settings.warmupSteps)
+    self.step = step
+  }
+
+  /// Everything a later run needs to continue this one exactly: the encoder's tensors,
+  /// AdamW's moments and the step.
+  package var state: Trainer.State {
+    Trainer.State(
+      parameters: parameters.tensors, step: step, rng: SplitMix64(seed: 0),
+      optimizerStep: optimizer.step, firstMoment: optimizer.firstMoment,
+      secondMoment: optimizer.secondMoment)
   }
 
   /// Forward and backward on preprocessed `images` `[B, 3, S, S]` against the teacher's

@@ -32,7 +32,8 @@ struct BenchCommand: ParsableCommand {
 
   @Option(
     help: ArgumentHelp(
-      "Variant(s): l0, l1, l2, xl0, xl1, a comma-separated list, or all.", valueName: "name"))
+      "Model(s): l0, l1, l2, xl0, xl1, sam-vit-b, sam-vit-l, sam-vit-h, a comma-separated list, or all (the five EfficientViT-SAM variants).",
+      valueName: "name"))
   var model: String = "l0"
 
   @Option(help: "Compute threads (default: all cores).")
@@ -101,11 +102,11 @@ struct BenchCommand: ParsableCommand {
     _ = try variants()
   }
 
-  func variants() throws -> [Variant] {
-    if model.lowercased() == "all" { return Variant.allCases }
+  func variants() throws -> [BenchModel] {
+    if model.lowercased() == "all" { return Variant.allCases.map(BenchModel.efficientViT) }
     return try model.split(separator: ",").map {
       do {
-        return try Variant.parse(String($0).trimmingCharacters(in: .whitespaces))
+        return try BenchModel(parsing: String($0).trimmingCharacters(in: .whitespaces))
       } catch {
         throw ValidationError("\(error)")
       }
@@ -126,14 +127,14 @@ struct BenchCommand: ParsableCommand {
     }
 
     var referenceDocument: [String: Any]?
-    var referenceWeights: [Variant: String] = [:]
+    var referenceWeights: [BenchModel: String] = [:]
     let referenceFile = withReference ? try runReferenceScript(variants) : reference
     if let referenceFile {
       referenceDocument = try readJSON(referenceFile)
       // The script saves the weights it timed beside its JSON: run the very same models.
       let folder = URL(fileURLWithPath: referenceFile).deletingLastPathComponent()
       for v in variants {
-        let weights = folder.appendingPathComponent("\(v.rawValue).pt").path
+        let weights = folder.appendingPathComponent("\(v.key).pt").path
         if FileManager.default.fileExists(atPath: weights) { referenceWeights[v] = weights }
       }
     }
@@ -149,7 +150,7 @@ struct BenchCommand: ParsableCommand {
       var result = try measureInChild(v, checkpointPath: weights)
       if withReference {
         let hasONNX =
-          ((referenceDocument?["models"] as? [String: Any])?[v.rawValue] as? [String: Any])?[
+          ((referenceDocument?["models"] as? [String: Any])?[v.key] as? [String: Any])?[
             "onnxruntime"] != nil
         result["interleaved"] = try interleavedEncoders(
           v, weights: weights, resultsFolder: referenceResultsFolder, onnx: hasONNX)
@@ -166,15 +167,14 @@ struct BenchCommand: ParsableCommand {
 
   // MARK: - Measuring one model
 
-  private func measure(_ variant: Variant, checkpointPath: String?) throws -> [String: Any] {
+  private func measure(_ variant: BenchModel, checkpointPath: String?) throws -> [String: Any] {
     ComputeThreads.set(threads)
     let clock = ContinuousClock()
-    let config = ModelConfig.preset(variant)
     let loadStart = clock.now
     let model = try loadModel(variant, checkpointPath: checkpointPath)
     let loadTime = seconds(clock.now - loadStart)
     let picture = try benchImage()
-    let input = preprocess(picture, targetSize: config.imageSize).tensor
+    let input = benchInput(picture, model)
 
     // Encoder: one warm-up run (first-touch page faults, BLAS buffers), then the timed runs.
     var embedding = model.imageEncoder(input)
@@ -190,7 +190,13 @@ struct BenchCommand: ParsableCommand {
     let rssAfterEncode = peakResidentBytes()
 
     var profileRows: [[String: Any]] = []
-    if profile { profileRows = profileEncoder(model.imageEncoder, input) }
+    if profile {
+      if let encoder = model.imageEncoder as? ImageEncoder {
+        profileRows = profileEncoder(encoder, input)
+      } else if let encoder = model.imageEncoder as? SamViTEncoder {
+        profileRows = profileEncoder(encoder, input)
+      }
+    }
 
     // Decoder cases, on the embedding just computed. Setting it prepares the decoder's
     // per-image state (done once per image, like the encoder; timed separately).
@@ -221,7 +227,7 @@ struct BenchCommand: ParsableCommand {
     }
 
     var result: [String: Any] = [
-      "model": variant.rawValue, "model_name": variant.modelName,
+      "model": variant.key, "model_name": variant.modelName,
       "threads": ComputeThreads.count, "weights": checkpointPath ?? "random (seed 0)",
       "image": image ?? "synthetic 600x400", "image_size": [picture.height, picture.width],
       "load_s": loadTime,
@@ -256,28 +262,39 @@ struct BenchCommand: ParsableCommand {
   }
 
   /// The weights at `checkpointPath`, or seeded random ones (as fast as trained weights).
-  private func loadModel(_ variant: Variant, checkpointPath: String?) throws -> EfficientViTSAM {
-    let config = ModelConfig.preset(variant)
+  private func loadModel(_ variant: BenchModel, checkpointPath: String?) throws
+    -> SegmentAnythingModel
+  {
+    let architecture = variant.architecture
     if let checkpointPath {
       do {
-        return try EfficientViTSAM.load(
-          config: config, checkpoint: URL(fileURLWithPath: checkpointPath))
+        return try SegmentAnythingModel.load(
+          architecture: architecture, checkpoint: URL(fileURLWithPath: checkpointPath))
       } catch {
         throw CLIError(summarize(error, modelName: variant.modelName))
       }
     }
-    let reader = WeightReader(randomWeights(config: config, seed: 0), origin: "random weights")
-    let model = EfficientViTSAM(config: config, reader: reader)
+    let reader = WeightReader(
+      randomWeights(architecture: architecture, seed: 0), origin: "random weights")
+    let model = SegmentAnythingModel(architecture: architecture, reader: reader)
     try reader.finish()
     return model
   }
 
+  /// The bench picture preprocessed as the model's official pipeline does.
+  private func benchInput(_ picture: RGBImage, _ model: SegmentAnythingModel) -> Tensor {
+    preprocess(
+      picture, targetSize: model.imageEncoder.inputSize,
+      normalization: model.architecture.pixelNormalization
+    ).tensor
+  }
+
   /// `--serve-encoder`: the model resident, one timed encoder pass per `run` line on stdin
   /// (protocol in InterleavedTiming.swift).
-  private func serveEncoderRuns(_ variant: Variant, checkpointPath: String?) throws {
+  private func serveEncoderRuns(_ variant: BenchModel, checkpointPath: String?) throws {
     ComputeThreads.set(threads)
     let model = try loadModel(variant, checkpointPath: checkpointPath)
-    let input = preprocess(try benchImage(), targetSize: model.config.imageSize).tensor
+    let input = benchInput(try benchImage(), model)
     _ = model.imageEncoder(input)
     let clock = ContinuousClock()
     // Unbuffered: the parent waits for each line.
@@ -297,17 +314,17 @@ struct BenchCommand: ParsableCommand {
   /// The encoders of evsam, PyTorch and (if timed before) ONNX Runtime, resident side by side
   /// and run one pass each in turn for `runs` rounds.
   private func interleavedEncoders(
-    _ variant: Variant, weights: String?, resultsFolder folder: String, onnx: Bool
+    _ variant: BenchModel, weights: String?, resultsFolder folder: String, onnx: Bool
   ) throws -> [String: Any] {
     status("timing \(variant.modelName)'s encoders interleaved (\(runs) rounds)…")
     let threadCount = threads ?? ComputeThreads.count
-    var ours = ["bench", "--model", variant.rawValue, "--serve-encoder"]
+    var ours = ["bench", "--model", variant.key, "--serve-encoder"]
     ours += ["--threads", "\(threadCount)"]
     if let weights { ours += ["--checkpoint", weights] }
     if let image { ours += ["--image", image] }
     func reference(_ runtime: String) -> [String] {
       var arguments = [
-        referenceScript, "--serve", runtime, "--one", variant.rawValue, "--out", folder,
+        referenceScript, "--serve", runtime, "--one", variant.key, "--out", folder,
         "--threads", "\(threadCount)",
       ]
       if let image { arguments += ["--image", image] }
@@ -339,13 +356,14 @@ struct BenchCommand: ParsableCommand {
 
   /// Runs the measurement in a fresh process of this executable, so that peak memory and warm
   /// caches belong to one model only.
-  private func measureInChild(_ variant: Variant, checkpointPath: String?) throws -> [String: Any] {
+  private func measureInChild(_ variant: BenchModel, checkpointPath: String?) throws -> [String: Any]
+  {
     let output = FileManager.default.temporaryDirectory
       .appendingPathComponent(
-        "evsam-bench-\(ProcessInfo.processInfo.processIdentifier)-\(variant.rawValue).json")
+        "evsam-bench-\(ProcessInfo.processInfo.processIdentifier)-\(variant.key).json")
     defer { try? FileManager.default.removeItem(at: output) }
     var arguments = [
-      "bench", "--model", variant.rawValue, "--runs", "\(runs)", "--decoder-runs", "\(decoderRuns)",
+      "bench", "--model", variant.key, "--runs", "\(runs)", "--decoder-runs", "\(decoderRuns)",
       "--child-output", output.path,
     ]
     if let threads { arguments += ["--threads", "\(threads)"] }
@@ -417,6 +435,12 @@ struct BenchCommand: ParsableCommand {
       neck = encoder.neck(stageOutputs)
     }
     timed("layernorm", macs: 0) { _ = encoder.norm(neck) }
+    printProfile(rows)
+    return rows.map { ["op": $0.0, "seconds": $0.1, "cpu_seconds": $0.2, "macs": $0.3] }
+  }
+
+  /// The profile table: (op, wall s, CPU s, MACs) rows, the costliest in CPU time first.
+  private func printProfile(_ rows: [(String, Double, Double, Int)]) {
     let total = rows.reduce(0) { $0 + $1.1 }
     let totalCPU = rows.reduce(0) { $0 + $1.2 }
     print(
@@ -430,6 +454,32 @@ struct BenchCommand: ParsableCommand {
           + "  \(pad(String(format: "%.2f GMAC", Double(row.3) / 1e9), 11, right: true))"
           + "  \(pad(String(format: "%.0f GFLOP/CPU-s", rate), 16, right: true))")
     }
+  }
+
+  /// The ViT's patch embedding, each block and the neck timed once, slowest first.
+  private func profileEncoder(_ encoder: SamViTEncoder, _ input: Tensor) -> [[String: Any]] {
+    let clock = ContinuousClock()
+    var rows: [(String, Double, Double, Int)] = []
+    let side = encoder.config.gridSide
+    var tokens = Tensor(zeros: [0])
+    func timed(_ name: String, macs: Int, _ body: () -> Void) {
+      let cpu0 = processCPUSeconds()
+      let start = clock.now
+      body()
+      rows.append((name, seconds(clock.now - start), processCPUSeconds() - cpu0, macs))
+    }
+    let parts = Dictionary(uniqueKeysWithValues: encoder.multiplyAccumulatesByPart())
+    timed("patch_embed + positions", macs: parts["patch_embed"]!) {
+      tokens = encoder.embedPatches(input, image: 0)
+    }
+    for (i, block) in encoder.blocks.enumerated() {
+      let kind = block.windowSize == nil ? "global" : "window"
+      timed("block\(i) (\(kind))", macs: block.multiplyAccumulates(side: side)) {
+        tokens = block(tokens, side: side)
+      }
+    }
+    timed("neck", macs: parts["neck"]!) { _ = encoder.neck(tokens) }
+    printProfile(rows)
     return rows.map { ["op": $0.0, "seconds": $0.1, "cpu_seconds": $0.2, "macs": $0.3] }
   }
 
@@ -443,14 +493,14 @@ struct BenchCommand: ParsableCommand {
       .appendingPathComponent(".venv-ref/results").path
   }
 
-  private func runReferenceScript(_ variants: [Variant]) throws -> String {
+  private func runReferenceScript(_ variants: [BenchModel]) throws -> String {
     guard FileManager.default.fileExists(atPath: referenceScript) else {
       throw CLIError(
         "\(referenceScript) not found: run from the repository root or pass --reference-script")
     }
     let folder = referenceResultsFolder
     var arguments = [
-      referenceScript, "--models", variants.map(\.rawValue).joined(separator: ","),
+      referenceScript, "--models", variants.map(\.key).joined(separator: ","),
       "--runs", "\(runs)", "--decoder-runs", "\(decoderRuns)", "--out", folder,
       "--threads", "\(threads ?? ComputeThreads.count)",
     ]
@@ -568,12 +618,53 @@ struct BenchCommand: ParsableCommand {
 
 // MARK: - Helpers
 
+/// A published model `bench` can time: an EfficientViT-SAM variant or one of SAM's ViTs.
+enum BenchModel: Hashable {
+  case efficientViT(Variant)
+  case samViT(SamViTVariant)
+
+  init(parsing name: String) throws {
+    if let sam = SamViTVariant(name: name) {
+      self = .samViT(sam)
+    } else {
+      self = .efficientViT(try Variant.parse(name))
+    }
+  }
+
+  /// The name in the reference script's documents and weight files: `l0`, `sam-vit-h`.
+  var key: String {
+    switch self {
+    case .efficientViT(let v): v.rawValue
+    case .samViT(let v): v.modelName
+    }
+  }
+
+  var modelName: String {
+    switch self {
+    case .efficientViT(let v): v.modelName
+    case .samViT(let v): v.modelName
+    }
+  }
+
+  var architecture: Architecture {
+    switch self {
+    case .efficientViT(let v): .efficientViT(.preset(v))
+    case .samViT(let v): .samViT(.preset(v))
+    }
+  }
+}
+
 /// Seeded random weights for every key `config` declares: weights uniform in ±1/√fan_in (the
 /// scale of PyTorch's default init), BatchNorm and LayerNorm with non-trivial statistics.
 func randomWeights(config: ModelConfig, seed: UInt64) -> [String: Tensor] {
+  randomWeights(architecture: .efficientViT(config), seed: seed)
+}
+
+/// `randomWeights(config:seed:)` for any architecture.
+func randomWeights(architecture: Architecture, seed: UInt64) -> [String: Tensor] {
   var rng = SplitMix64(seed: seed)
   var tensors: [String: Tensor] = [:]
-  for d in EfficientViTSAM.declaredParameters(config: config).declared {
+  for d in SegmentAnythingModel.declaredParameters(architecture: architecture).declared {
     let count = d.shape.reduce(1, *)
     let name = d.key.split(separator: ".").last.map(String.init) ?? d.key
     let (lo, hi): (Float, Float)
@@ -588,9 +679,9 @@ func randomWeights(config: ModelConfig, seed: UInt64) -> [String: Tensor] {
       let bound = 1 / Float(max(1, fanIn)).squareRoot()
       (lo, hi) = (-bound, bound)
     }
-    var storage = [Float](repeating: 0, count: count)
-    if hi > lo {
-      for i in 0..<count { storage[i] = lo + (hi - lo) * rng.nextUnitFloat() }
+    let storage = [Float](unsafeUninitializedCapacity: count) { buffer, initialised in
+      for i in 0..<count { buffer[i] = hi > lo ? lo + (hi - lo) * rng.nextUnitFloat() : lo }
+      initialised = count
     }
     tensors[d.key] = Tensor(shape: d.shape, storage: storage)
   }

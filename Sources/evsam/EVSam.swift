@@ -15,6 +15,7 @@ struct EVSam: ParsableCommand {
       InfoCommand.self, EmbedCommand.self, SegmentCommand.self, EverythingCommand.self,
       BenchCommand.self, BenchEverythingCommand.self,
       EvalCommand.self, CocoEvalCommand.self, MergeCommand.self, TrainCommand.self,
+      DistillCommand.self,
       BenchTrainCommand.self,
     ] + serverCommands)
 

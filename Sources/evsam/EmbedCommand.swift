@@ -1,32 +1,53 @@
 import ArgumentParser
 import EVCheckpoint
+import EVEvaluation
 import EVImage
 import EVModel
 import EVPredictor
+import EVTraining
 import Foundation
 
 struct EmbedCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "embed",
-    abstract: "Encode an image and write its embedding (image_embeddings, 1×256×64×64).")
+    abstract: "Encode an image, or a folder of images, and write the embeddings (1×256×64×64).",
+    discussion: """
+      With an image, OUTPUT is one safetensors file (key image_embeddings). With a folder,       OUTPUT is a folder of teacher embeddings for `evsam distill --teacher-embeddings`:       teacher.json (the model, a hash of its encoder's weights, its preprocessing) and       <image file name>.safetensors per image. Such a folder only ever holds one teacher's       embeddings; images already done are skipped, so an interrupted run continues where it       stopped, and --shard I/N lets N processes (or machines sharing the folder) split the       images: process I takes the images at positions I, I+N, I+2N, … of the sorted list.
+      """)
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Argument(help: "PNG or JPEG image.")
+  @Argument(help: "PNG or JPEG image, or a folder of them.")
   var image: String
 
-  @Option(name: .shortAndLong, help: ArgumentHelp("Output safetensors file.", valueName: "file"))
+  @Option(
+    name: .shortAndLong,
+    help: ArgumentHelp("Output safetensors file (a folder for a folder of images).", valueName: "path"))
   var output: String
+
+  @Option(help: ArgumentHelp("With a folder: this process's share, I/N (0 ≤ I < N).", valueName: "I/N"))
+  var shard: String?
 
   @OptionGroup var quietOption: QuietOption
 
   func run() throws {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: image, isDirectory: &isDirectory),
+      isDirectory.boolValue
+    {
+      try embedFolder()
+      return
+    }
+    if shard != nil { throw CLIError("--shard goes with a folder of images") }
     let picture = try RGBImage(contentsOf: URL(fileURLWithPath: image))
     try checkWritableFile(output)
     let (model, name) = try modelOptions.loadModel()
     let clock = ContinuousClock()
     let start = clock.now
-    let input = preprocess(picture, targetSize: model.config.imageSize).tensor
+    let size = model.imageEncoder.inputSize
+    let input = preprocess(
+      picture, targetSize: size, normalization: model.architecture.pixelNormalization
+    ).tensor
     let embedding = model.imageEncoder(input)
     let elapsed = clock.now - start
     do {
@@ -34,7 +55,7 @@ struct EmbedCommand: ParsableCommand {
         ["image_embeddings": embedding],
         metadata: [
           "model": name, "original_size": "\(picture.height),\(picture.width)",
-          "input_size": "\(model.config.imageSize)",
+          "input_size": "\(size)",
         ],
         to: URL(fileURLWithPath: output))
     } catch {
@@ -44,6 +65,69 @@ struct EmbedCommand: ParsableCommand {
     printErr(
       "encoded \(picture.width)×\(picture.height) with \(name) in \(formatDuration(elapsed)) → \(output)"
     )
+  }
+}
+
+extension EmbedCommand {
+  /// Every image of the folder (this shard's share) not yet in the output folder.
+  private func embedFolder() throws {
+    let folder = URL(fileURLWithPath: image)
+    let all: [URL]
+    do {
+      all = try imageFiles(in: folder)
+    } catch {
+      throw CLIError("cannot list " + fileProblem(error, path: folder.path))
+    }
+    guard !all.isEmpty else { throw CLIError("\(folder.path) holds no PNG or JPEG images") }
+    let shard: Shard
+    do {
+      shard = try self.shard.map { text throws(EvaluationError) in try Shard(parsing: text) } ?? .whole
+    } catch {
+      throw CLIError(error.description)
+    }
+    let mine = all.enumerated().filter { $0.offset % shard.count == shard.index }.map(\.element)
+    let (model, name, tensors) = try modelOptions.loadModelAndTensors()
+    let identity = TeacherIdentity(model: model, name: name, tensors: tensors)
+    let cache: EmbeddingFolder
+    do {
+      cache = try EmbeddingFolder(preparing: URL(fileURLWithPath: output), for: identity)
+    } catch {
+      throw CLIError(error.description)
+    }
+    let todo = mine.filter { !cache.contains($0) }
+    let progress = ProgressLine(enabled: !quietOption.quiet)
+    let clock = ContinuousClock()
+    let start = clock.now
+    let interrupt = InterruptFlag.install(
+      firstNotice: "stopping after this image (the ones done are kept; run again to continue)")
+    defer { interrupt.uninstall() }
+    for (i, url) in todo.enumerated() {
+      do {
+        let picture = try readImage(url)
+        let embedding = model.imageEncoder(ModelTeacher.input(picture, model: model))
+        try cache.write(embedding, for: url, originalSize: (picture.height, picture.width))
+      } catch {
+        throw CLIError(error.description)
+      }
+      let elapsed = clock.now - start
+      let seconds =
+        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+      let per = seconds / Double(i + 1)
+      if interrupt.isRaised {
+        progress.finish(
+          "interrupted after \(i + 1) of \(todo.count) images; run the same command to continue",
+          isError: true)
+        throw ExitCode(130)
+      }
+      progress.update(
+        String(
+          format: "embedded %d/%d (%@)  %.1f s/image  ETA %.0f s", i + 1, todo.count,
+          url.lastPathComponent, per, per * Double(todo.count - i - 1)))
+    }
+    progress.finish(
+      "\(name): \(todo.count) images embedded, \(mine.count - todo.count) already there"
+        + (shard.count > 1 ? " (shard \(shard.index)/\(shard.count) of \(all.count) images)" : "")
+        + " → \(output)")
   }
 }
 

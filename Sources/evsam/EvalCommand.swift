@@ -76,7 +76,7 @@ struct EvalCommand: ParsableCommand {
       try ResultsFile.load(contentsOf: URL(fileURLWithPath: $0))
     }
     let kind = dataset?.value ?? (groundTruth.looksLikeLVIS ? .lvis : .coco)
-    let (_, modelName) = try modelOptions.resolveConfig()
+    let (_, modelName) = try modelOptions.resolveArchitecture()
     let configuration = ZeroShotConfiguration(
       model: modelName, checkpoint: modelOptions.checkpoint.map(absolutePath),
       annotations: absolutePath(annotations), images: absolutePath(images), prompt: prompt.value,

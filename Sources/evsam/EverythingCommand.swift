@@ -193,7 +193,7 @@ struct EverythingCommand: ParsableCommand {
       jobs = [(inputURL, URL(fileURLWithPath: output), overlay.map { URL(fileURLWithPath: $0) })]
     }
 
-    let (_, modelName) = try modelOptions.resolveConfig()
+    let (_, modelName) = try modelOptions.resolveArchitecture()
     let run = EverythingRun(
       model: modelName, checkpoint: modelOptions.checkpoint, settings: settings)
     var pending: [(image: URL, json: URL, overlay: URL?)] = []
@@ -364,7 +364,7 @@ private func canonical(_ value: Any?) -> Data? {
 }
 
 /// Images in a folder (not recursive), by name.
-private func imageFiles(in folder: URL) throws -> [URL] {
+func imageFiles(in folder: URL) throws -> [URL] {
   let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
   return names.filter {
     ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased())

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EVCheckpoint
 import EVModel
+import EVTensor
 import Foundation
 
 /// How every subcommand names the architecture and its weights.
@@ -8,14 +9,14 @@ struct ModelOptions: ParsableArguments {
   @Option(
     name: .long,
     help: ArgumentHelp(
-      "Published variant: efficientvit-sam-l0 … efficientvit-sam-xl1 (or l0, l1, l2, xl0, xl1).",
+      "Published model: efficientvit-sam-l0 … efficientvit-sam-xl1 (or l0, l1, l2, xl0, xl1), or SAM's sam-vit-b, sam-vit-l, sam-vit-h.",
       valueName: "name"))
   var model: String?
 
   @Option(
     name: .long,
     help: ArgumentHelp(
-      "Architecture as JSON (the form of the tiny fixture models), instead of --model.",
+      "Architecture as JSON instead of --model: an EfficientViT-SAM config (backbone, neck, image_size) or the constructor arguments of SAM's ImageEncoderViT (embed_dim, depth, …).",
       valueName: "file.json"))
   var config: String?
 
@@ -36,25 +37,50 @@ struct ModelOptions: ParsableArguments {
   }
 
   /// The architecture and a display name for it.
-  func resolveConfig() throws -> (config: ModelConfig, name: String) {
+  func resolveArchitecture() throws -> (architecture: Architecture, name: String) {
     if let model {
-      let variant = try Variant.parse(model)
-      return (ModelConfig.preset(variant), variant.modelName)
+      let (architecture, name) = try Architecture.named(model)
+      return (architecture, name)
     }
     let path = config!
-    return (try ModelConfig.load(json: URL(fileURLWithPath: path)), path)
+    return (try Architecture.load(json: URL(fileURLWithPath: path)), path)
+  }
+
+  /// The EfficientViT-SAM architecture, for the commands that only run EfficientViT-SAM
+  /// (training, its benchmarks); `purpose` completes "… is for EfficientViT-SAM models".
+  func resolveConfig(for purpose: String) throws -> (config: ModelConfig, name: String) {
+    let (architecture, name) = try resolveArchitecture()
+    guard case .efficientViT(let config) = architecture else {
+      throw CLIError(
+        "\(name) is one of SAM's ViT models; \(purpose) is for EfficientViT-SAM models (l0 … xl1, or an EfficientViT-SAM --config)"
+      )
+    }
+    return (config, name)
   }
 
   /// Loads and strictly verifies the checkpoint; `--checkpoint` is required.
-  func loadModel() throws -> (model: EfficientViTSAM, name: String) {
-    let (config, name) = try resolveConfig()
+  func loadModel() throws -> (model: SegmentAnythingModel, name: String) {
+    let (model, name, _) = try loadModelAndTensors()
+    return (model, name)
+  }
+
+  /// `loadModel`, also returning the checkpoint's tensors by key.
+  func loadModelAndTensors() throws -> (
+    model: SegmentAnythingModel, name: String, tensors: [String: Tensor]
+  ) {
+    let (architecture, name) = try resolveArchitecture()
     guard let checkpoint else {
       throw ValidationError("--checkpoint is required: the weights are brought by the user")
     }
     try checkCheckpointFile(checkpoint)
     let url = URL(fileURLWithPath: checkpoint)
     do {
-      return (try EfficientViTSAM.load(config: config, checkpoint: url), name)
+      let declared = SegmentAnythingModel.declaredParameters(architecture: architecture).declared
+      let tensors = try Checkpoint.load(contentsOf: url, expecting: declared)
+      let reader = WeightReader(tensors, origin: url.path)
+      let model = SegmentAnythingModel(architecture: architecture, reader: reader)
+      try reader.finish()
+      return (model, name, tensors)
     } catch {
       throw CLIError(summarize(error, modelName: name))
     }

@@ -139,7 +139,7 @@ struct TrainCommand: ParsableCommand {
     let resumeURL = resume.map { URL(fileURLWithPath: $0).standardizedFileURL }
     if outputURL.standardizedFileURL != resumeURL { try TrainOutput.checkFresh(outputURL) }
     let dataset = try openDataset()
-    let (config, name) = try modelOptions.resolveConfig()
+    let (config, name) = try modelOptions.resolveConfig(for: "evsam train")
     let original = try loadCheckpoint(config: config, name: name)
     let split: DataSplit
     do {

@@ -1,5 +1,6 @@
 import EVCheckpoint
 import EVModel
+import EVTensor
 import EVTraining
 import Foundation
 
@@ -34,20 +35,37 @@ struct TrainOutput {
   /// Writes everything. The state's tensors go before the scalars that name them, so a save
   /// cut short leaves a pair `TrainingState.read` recognises as torn.
   func save(_ run: TrainingRun, records: [TrainingLogRecord]) throws {
-    let trained = run.trainedTensors
+    try save(
+      trained: run.trainedTensors, step: run.step, records: records,
+      totalSteps: run.settings.steps
+    ) { saveID throws(CheckpointError) in try run.state.encoded(saveID: saveID) }
+  }
+
+  /// `save` for a distillation run.
+  func save(_ run: DistillationRun, records: [TrainingLogRecord]) throws {
+    try save(
+      trained: run.trainedTensors, step: run.step, records: records,
+      totalSteps: run.settings.steps
+    ) { saveID throws(CheckpointError) in try run.state.encoded(saveID: saveID) }
+  }
+
+  private func save(
+    trained: [String: Tensor], step: Int, records: [TrainingLogRecord], totalSteps: Int,
+    state encodeState: (String) throws(CheckpointError) -> (tensors: Data, scalars: Data)
+  ) throws {
     let declared = EfficientViTSAM.declaredParameters(config: config).declared
     let entries = declared.map {
       TorchWriter.Entry(key: $0.key, tensor: trained[$0.key]!, dtype: $0.dtype)
     }
     let keys = Set(declared.map(\.key))
-    let saveID = "\(run.step)-\(UInt64.random(in: 0...UInt64.max))"
+    let saveID = "\(step)-\(UInt64.random(in: 0...UInt64.max))"
     let model: Data
     let state: (tensors: Data, scalars: Data)
-    do {
+    do throws(CheckpointError) {
       model = try SafeTensors.encode(
         trained.filter { key, _ in keys.contains(key) },
-        metadata: ["model": modelName, "trained_steps": "\(run.step)"])
-      state = try run.state.encoded(saveID: saveID)
+        metadata: ["model": modelName, "trained_steps": "\(step)"])
+      state = try encodeState(saveID)
     } catch {
       throw CLIError("cannot encode the model: \(error.description)")
     }
@@ -59,7 +77,7 @@ struct TrainOutput {
     let plot = LossPlot(
       losses: records.map { ($0.step, $0.loss) },
       validations: records.compactMap { r in r.validationMIoU.map { (r.step, $0) } },
-      totalSteps: run.settings.steps)
+      totalSteps: totalSteps)
     let png: Data
     do {
       png = try plot.render().pngData()

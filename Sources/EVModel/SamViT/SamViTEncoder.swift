@@ -59,15 +59,31 @@ public struct SamViTEncoder: Sendable {
   private func encode(_ x: Tensor, image: Int, record: ((String, Tensor) -> Void)?) -> Tensor {
     let side = config.gridSide
     let dim = config.embedDim
-    var tokens = linear(patches(x, image: image), weight: patchWeight, bias: patchBias)
-    record?("patch_embed", tokens.reshaped([1, side, side, dim]))
-    if let positions { addInPlace(&tokens, positions.reshaped([side * side, dim])) }
+    var tokens = embedPatches(x, image: image, record: record)
     for (i, block) in blocks.enumerated() {
       tokens = block(tokens, side: side)
       record?("block.\(i)", tokens.reshaped([1, side, side, dim]))
     }
+    return neck(tokens)
+  }
+
+  /// Image `image` of the batch as tokens `[side², C]`: the patch embedding (a strided
+  /// convolution, here one matrix product) plus the absolute positions.
+  package func embedPatches(
+    _ x: Tensor, image: Int, record: ((String, Tensor) -> Void)? = nil
+  ) -> Tensor {
+    let side = config.gridSide
+    let dim = config.embedDim
+    var tokens = linear(patches(x, image: image), weight: patchWeight, bias: patchBias)
+    record?("patch_embed", tokens.reshaped([1, side, side, dim]))
+    if let positions { addInPlace(&tokens, positions.reshaped([side * side, dim])) }
+    return tokens
+  }
+
+  /// The neck on the last block's tokens: the `1×256×side×side` embedding.
+  package func neck(_ tokens: Tensor) -> Tensor {
     let projected = neckNorm1(linear(tokens, weight: neckProjection, bias: nil))
-    let map = channelsFirst(projected, side: side)
+    let map = channelsFirst(projected, side: config.gridSide)
     return neckNorm2(conv2d(map, weight: neckConv, bias: nil, padding: 1))
   }
 

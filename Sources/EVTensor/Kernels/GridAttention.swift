@@ -19,7 +19,7 @@ import CKernels
 ///
 /// Queries run in blocks of whole grid rows, each (group, head, block) a task on its own
 /// thread, so a global block's 4096² score matrix never exists at once: a task holds its rows'
-/// scores only. The softmax's 1/Σ is applied to the output rows, which are shorter.
+/// scores only.
 public func gridAttention(
   qkv: Tensor, groups: Int, side: Int, heads: Int, relH: Tensor?, relW: Tensor?, scale: Float
 ) -> Tensor {
@@ -48,7 +48,7 @@ public func gridAttention(
     let chunks = Parallel.chunkCount(count: taskCount, costPerItem: maxRows * tokens * d)
     let scoreSize = maxRows * tokens
     let relSize = relative ? 2 * maxRows * side : 0
-    var scratch = [Float](repeating: 0, count: chunks * (scoreSize + relSize + maxRows))
+    var scratch = [Float](repeating: 0, count: chunks * (scoreSize + relSize))
     scratch.withUnsafeMutableBufferPointer { scratchBuffer in
       qkv.withUnsafeBufferPointer { pqkv in
         withOptionalPointer(reversedH) { revH in
@@ -57,9 +57,8 @@ public func gridAttention(
             let o = out.baseAddress!
             let work = scratchBuffer.baseAddress!
             Parallel.forChunks(count: taskCount, chunks: chunks) { chunk, range in
-              let s = work + chunk * (scoreSize + relSize + maxRows)
+              let s = work + chunk * (scoreSize + relSize)
               let rel = s + scoreSize
-              let rowSums = rel + relSize
               for task in range {
                 let block = task % blocks
                 let head = (task / blocks) % heads
@@ -79,16 +78,11 @@ public func gridAttention(
                     scores: s, q: q, width: width, y0: y0, y1: y1, side: side, d: d,
                     revH: revH, revW: revW, scratch: rel)
                 }
-                softmaxRowsUnnormalised(s, rows: rows, cols: tokens, sums: rowSums)
-                let target = o + (groupRow + y0 * side) * channels + head * d
+                softmaxRows(s, rows: rows, cols: tokens)
                 BLAS.serialSgemm(
                   transA: false, transB: false, m: rows, n: d, k: tokens, alpha: 1,
-                  a: s, lda: tokens, b: v, ldb: width, beta: 0, c: target, ldc: channels)
-                for r in 0..<rows {
-                  let row = target + r * channels
-                  let inv = 1 / rowSums[r]
-                  for c in 0..<d { row[c] *= inv }
-                }
+                  a: s, lda: tokens, b: v, ldb: width, beta: 0,
+                  c: o + (groupRow + y0 * side) * channels + head * d, ldc: channels)
               }
             }
           }
@@ -136,15 +130,16 @@ private func addRelativePositions(
   }
 }
 
-/// Each row becomes e^(x − max) in place; `sums[r]` receives its total.
-private func softmaxRowsUnnormalised(
-  _ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int, sums: UnsafeMutablePointer<Float>
-) {
+/// Softmax of each row in place: the vector kernel where the CPU has one, else the same
+/// computation in plain loops.
+private func softmaxRows(_ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
+  if evk_softmax_rows(s, rows, cols, cols, 1) != 0 { return }
   for r in 0..<rows {
     let p = s + r * cols
     let m = maximum(p, cols)
     for j in 0..<cols { p[j] = fastExp(p[j] - m) }
-    sums[r] = sum(p, cols)
+    let inv = 1 / sum(p, cols)
+    for j in 0..<cols { p[j] *= inv }
   }
 }
 

@@ -10,11 +10,11 @@ import Foundation
 /// `adam.m/<key>`, `adam.v/<key>`) and `state.json` (the scalars). Each is written whole
 /// under a temporary name and renamed into place; both carry the same `save_id`, so a pair
 /// torn apart by a crash between the two renames is recognised.
-package struct TrainingState: Sendable {
-  package static let tensorsFile = "state.safetensors"
-  package static let scalarsFile = "state.json"
+package struct RunState<Settings: Codable & Sendable>: Sendable {
+  package static var tensorsFile: String { "state.safetensors" }
+  package static var scalarsFile: String { "state.json" }
 
-  package var settings: RunSettings
+  package var settings: Settings
   package var trainer: Trainer.State
   /// The data stream's generator (mask choice, flips, prompts).
   package var dataRNG: SplitMix64
@@ -22,7 +22,7 @@ package struct TrainingState: Sendable {
   package var imagesSeen: Int
 
   package init(
-    settings: RunSettings, trainer: Trainer.State, dataRNG: SplitMix64, imagesSeen: Int
+    settings: Settings, trainer: Trainer.State, dataRNG: SplitMix64, imagesSeen: Int
   ) {
     self.settings = settings
     self.trainer = trainer
@@ -39,7 +39,7 @@ package struct TrainingState: Sendable {
     /// Generator states as 16 hex digits (JSON numbers lose bits above 2⁵³ in many readers).
     var trainerRNG: String
     var dataRNG: String
-    var settings: RunSettings
+    var settings: Settings
 
     enum CodingKeys: String, CodingKey {
       case format
@@ -76,7 +76,7 @@ package struct TrainingState: Sendable {
   }
 
   /// Reads the state saved in `folder`.
-  package static func read(from folder: URL) throws(TrainingStateError) -> TrainingState {
+  package static func read(from folder: URL) throws(TrainingStateError) -> RunState {
     let jsonURL = folder.appendingPathComponent(scalarsFile)
     let tensorsURL = folder.appendingPathComponent(tensorsFile)
     guard FileManager.default.fileExists(atPath: jsonURL.path) else {
@@ -125,11 +125,17 @@ package struct TrainingState: Sendable {
     let trainer = Trainer.State(
       parameters: parameters, step: scalars.step, rng: SplitMix64(state: trainerRNG),
       optimizerStep: scalars.optimizerStep, firstMoment: first, secondMoment: second)
-    return TrainingState(
+    return RunState(
       settings: scalars.settings, trainer: trainer, dataRNG: SplitMix64(state: dataRNG),
       imagesSeen: scalars.imagesSeen)
   }
 }
+
+/// The state of an `evsam train` run.
+package typealias TrainingState = RunState<RunSettings>
+
+/// The state of an `evsam distill` run (its trainer state holds the encoder's tensors only).
+package typealias DistillationState = RunState<DistillationSettings>
 
 /// A saved state that cannot be used, in one line naming the file.
 package struct TrainingStateError: Error, CustomStringConvertible, Equatable {

@@ -1,0 +1,195 @@
+import EVCheckpoint
+import EVImage
+import EVModel
+import EVTensor
+import Foundation
+
+/// What must match for a distillation run to be resumed.
+package struct DistillationSettings: Codable, Sendable, Equatable {
+  package var steps: Int
+  package var batchSize: Int
+  package var lr: Double
+  package var warmupSteps: Int
+  package var seed: UInt64
+  /// The student's input size.
+  package var imageSize: Int
+  package var teacher: TeacherIdentity
+  /// `weightsFingerprint` of the starting weights.
+  package var weights: String
+  /// A hash of the image names, in order.
+  package var data: String
+
+  package init(
+    steps: Int, batchSize: Int, lr: Double, warmupSteps: Int, seed: UInt64, imageSize: Int,
+    teacher: TeacherIdentity, weights: String, data: String
+  ) {
+    self.steps = steps
+    self.batchSize = batchSize
+    self.lr = lr
+    self.warmupSteps = warmupSteps
+    self.seed = seed
+    self.imageSize = imageSize
+    self.teacher = teacher
+    self.weights = weights
+    self.data = data
+  }
+
+  /// One phrase per setting that differs from `saved`, named as on the command line.
+  package func differences(from saved: DistillationSettings) -> [String] {
+    var out: [String] = []
+    func compare<T: Equatable>(_ name: String, _ now: T, _ then: T, _ show: (T) -> String) {
+      if now != then { out.append("\(name) (saved \(show(then)), now \(show(now)))") }
+    }
+    compare("--steps/--epochs", steps, saved.steps) { "\($0) steps" }
+    compare("--batch-size", batchSize, saved.batchSize) { "\($0)" }
+    compare("--lr", lr, saved.lr) { "\($0)" }
+    compare("--warmup-steps", warmupSteps, saved.warmupSteps) { "\($0)" }
+    compare("--seed", seed, saved.seed) { "\($0)" }
+    compare("the student's input size", imageSize, saved.imageSize) { "\($0)" }
+    if !teacher.givesTheSameEmbeddings(as: saved.teacher) {
+      out.append("the teacher (saved \(saved.teacher), now \(teacher))")
+    }
+    compare("--checkpoint", weights, saved.weights) { "weights \($0)" }
+    compare("the images", data, saved.data) { $0 }
+    return out
+  }
+
+  /// The hash `data` holds for `images`.
+  package static func fingerprint(_ images: [URL]) -> String {
+    var hash = FNV1a()
+    for image in images { hash.add(image.lastPathComponent + "\n") }
+    return "\(images.count) images, names \(hash.hex)"
+  }
+}
+
+/// A distillation run, step by step: each step takes the next `batchSize` images of a seeded
+/// shuffled stream (a new order every epoch), preprocesses them for the student as its
+/// official pipeline does, asks the teacher for their embeddings (1024 input), and takes one
+/// `Distiller` step (the student's encoder in train mode, MSE, AdamW, cosine schedule).
+package final class DistillationRun {
+  package let settings: DistillationSettings
+  package let images: [URL]
+  let teacher: any EmbeddingTeacher
+  let config: ModelConfig
+  /// The starting checkpoint's tensors; the encoder's are replaced by the trained ones.
+  let original: [String: Tensor]
+  let distiller: Distiller
+  private var order: EpochOrder
+  package private(set) var imagesSeen: Int
+
+  package init(
+    settings: DistillationSettings, config: ModelConfig, tensors: [String: Tensor],
+    images: [URL], teacher: any EmbeddingTeacher, resuming state: DistillationState? = nil
+  ) throws(TrainingStateError) {
+    precondition(!images.isEmpty, "a distillation needs images")
+    self.settings = settings
+    self.config = config
+    self.images = images
+    self.teacher = teacher
+    original = tensors
+    var distillerSettings = Distiller.Settings()
+    distillerSettings.lr = settings.lr
+    distillerSettings.steps = settings.steps
+    distillerSettings.warmupSteps = settings.warmupSteps
+    order = EpochOrder(count: images.count, seed: settings.seed)
+    if let state {
+      let differences = settings.differences(from: state.settings)
+      guard differences.isEmpty else {
+        throw TrainingStateError(
+          "the saved run has other settings: " + differences.joined(separator: "; "))
+      }
+      guard state.imagesSeen == state.trainer.step * settings.batchSize,
+        state.trainer.step <= settings.steps
+      else {
+        throw TrainingStateError(
+          "the saved state is inconsistent (step \(state.trainer.step), \(state.imagesSeen) images)"
+        )
+      }
+      distiller = Distiller(
+        config: config, tensors: tensors, settings: distillerSettings, resuming: state.trainer)
+      imagesSeen = state.imagesSeen
+    } else {
+      distiller = Distiller(config: config, tensors: tensors, settings: distillerSettings)
+      imagesSeen = 0
+    }
+  }
+
+  package var step: Int { distiller.step }
+
+  /// One optimiser step on the next `batchSize` images. Returns the MSE and the learning rate.
+  package func distillStep() throws(DistillationError) -> (loss: Double, lr: Double) {
+    let side = config.imageSize
+    var inputs: [Float] = []
+    var targets: [Float] = []
+    inputs.reserveCapacity(settings.batchSize * 3 * side * side)
+    for _ in 0..<settings.batchSize {
+      let image = images[order.image(at: imagesSeen)]
+      let picture = try readImage(image)
+      inputs += preprocess(picture, targetSize: side, normalization: .unitRange).tensor.storage
+      targets += try teacher.embedding(for: image).storage
+      imagesSeen += 1
+    }
+    let b = settings.batchSize
+    return distiller.step(
+      images: Tensor(shape: [b, 3, side, side], storage: inputs),
+      targets: Tensor(shape: [b, 256, 64, 64], storage: targets))
+  }
+
+  /// The whole model's tensors: the starting ones with the distilled encoder in place.
+  package var trainedTensors: [String: Tensor] {
+    original.merging(distiller.parameters.tensors) { _, trained in trained }
+  }
+
+  package var state: DistillationState {
+    DistillationState(
+      settings: settings, trainer: distiller.state, dataRNG: SplitMix64(seed: settings.seed),
+      imagesSeen: imagesSeen)
+  }
+}
+
+/// Starting weights for a model trained from scratch, as PyTorch initialises its layers:
+/// convolution and linear weights and biases uniform in ±1/√fan_in (`kaiming_uniform_` with
+/// a = √5), normalisation weights 1 and biases 0, BatchNorm statistics 0 and 1, and SAM's
+/// Fourier matrix and embeddings standard normal. Seeded.
+package func initialWeights(declared: [WeightReader.Declared], seed: UInt64) -> [String: Tensor] {
+  var rng = SplitMix64(seed: seed)
+  var tensors: [String: Tensor] = [:]
+  for d in declared {
+    let count = d.shape.reduce(1, *)
+    let name = d.key.split(separator: ".").last.map(String.init) ?? d.key
+    let stem = d.key.dropLast(name.count)
+    // A rank-1 weight is a normalisation's scale (convolutions and linears have rank ≥ 2).
+    let weight = declared.first { $0.key == stem + "weight" }
+    let isNorm = weight?.shape.count == 1
+    let fill: (inout SplitMix64) -> Float
+    switch name {
+    case "num_batches_tracked", "running_mean": fill = { _ in 0 }
+    case "running_var": fill = { _ in 1 }
+    case "weight" where isNorm: fill = { _ in 1 }
+    case "bias" where isNorm: fill = { _ in 0 }
+    case "positional_encoding_gaussian_matrix":
+      fill = { rng in standardNormal(&rng) }
+    case "weight" where d.shape.count == 2 && d.shape[0] == 1:
+      // nn.Embedding rows (SAM's point and mask embeddings).
+      fill = { rng in standardNormal(&rng) }
+    default:
+      let shape = name == "bias" ? weight?.shape ?? d.shape : d.shape
+      let fanIn = shape.count >= 2 ? shape.dropFirst().reduce(1, *) : count
+      let bound = 1 / Float(max(1, fanIn)).squareRoot()
+      fill = { rng in bound * (2 * Float(rng.next() >> 40) / Float(1 << 24) - 1) }
+    }
+    let storage = [Float](unsafeUninitializedCapacity: count) { buffer, initialised in
+      for i in 0..<count { buffer[i] = fill(&rng) }
+      initialised = count
+    }
+    tensors[d.key] = Tensor(shape: d.shape, storage: storage)
+  }
+  return tensors
+}
+
+/// One standard normal sample (Box–Muller).
+private func standardNormal(_ rng: inout SplitMix64) -> Float {
+  let u1 = max(Double(rng.next() >> 11) / Double(1 << 53), 1e-300)
+  let u2 = Double(rng.next() >> 11) / Double(1 << 53)
+  return Float((-2 * log(u1)).squareRoot() * cos(2 * Double.pi * u2))
+}

@@ -1,0 +1,223 @@
+import EVCheckpoint
+import EVImage
+import EVModel
+import EVPredictor
+import EVTensor
+import Foundation
+
+/// Where a distillation's target embeddings come from: a teacher model run on each image, or
+/// a folder of embeddings it wrote earlier (`evsam embed --model sam-vit-h DIR -o CACHE`).
+package protocol EmbeddingTeacher: Sendable {
+  /// What produced the embeddings: the teacher's weights and preprocessing. Two teachers with
+  /// the same identity give the same embeddings.
+  var identity: TeacherIdentity { get }
+  /// The `1×256×64×64` embedding of the image at `image`.
+  func embedding(for image: URL) throws(DistillationError) -> Tensor
+}
+
+/// A teacher's name, a hash of its image encoder's weights, and its preprocessing.
+package struct TeacherIdentity: Codable, Sendable, Equatable, CustomStringConvertible {
+  package var model: String
+  package var weights: String
+  package var preprocessing: String
+
+  package init(model: String, weights: String, preprocessing: String) {
+    self.model = model
+    self.weights = weights
+    self.preprocessing = preprocessing
+  }
+
+  /// The identity of `model`'s image encoder.
+  package init(model: SegmentAnythingModel, name: String, tensors: [String: Tensor]) {
+    let side = model.imageEncoder.inputSize
+    let scale =
+      model.architecture.pixelNormalization == .byteRange ? "(v − mean)/std on 0–255" : "v/255 then mean/std"
+    self.init(
+      model: name,
+      weights: weightsFingerprint(tensors.filter { $0.key.hasPrefix("image_encoder.") }),
+      preprocessing: "long side to \(side) (PIL bilinear), \(scale), zero pad to \(side)²")
+  }
+
+  package var description: String { "\(model) (weights \(weights); \(preprocessing))" }
+
+  /// The same weights and preprocessing, whatever name each was given by.
+  package func givesTheSameEmbeddings(as other: TeacherIdentity) -> Bool {
+    weights == other.weights && preprocessing == other.preprocessing
+  }
+}
+
+/// A distillation input or teacher that cannot be used, in one line.
+package struct DistillationError: Error, CustomStringConvertible, Equatable {
+  package let description: String
+  package init(_ description: String) { self.description = description }
+}
+
+/// The teacher model itself, run on every image (tens of seconds per image for ViT-H on a
+/// CPU: for more than a few steps, cache its embeddings with `evsam embed` first).
+package struct ModelTeacher: EmbeddingTeacher {
+  package let model: SegmentAnythingModel
+  package let identity: TeacherIdentity
+
+  package init(model: SegmentAnythingModel, identity: TeacherIdentity) {
+    self.model = model
+    self.identity = identity
+  }
+
+  package func embedding(for image: URL) throws(DistillationError) -> Tensor {
+    model.imageEncoder(Self.input(try readImage(image), model: model))
+  }
+
+  /// `picture` preprocessed as `model`'s official pipeline does.
+  package static func input(_ picture: RGBImage, model: SegmentAnythingModel) -> Tensor {
+    preprocess(
+      picture, targetSize: model.imageEncoder.inputSize,
+      normalization: model.architecture.pixelNormalization
+    ).tensor
+  }
+}
+
+/// A folder of cached teacher embeddings: `teacher.json` (the teacher's identity) and one
+/// `<image file name>.safetensors` per image holding `image_embeddings` (1×256×64×64), each
+/// also naming its teacher, so a folder never mixes embeddings of different teachers or
+/// preprocessing.
+package struct EmbeddingFolder: EmbeddingTeacher {
+  package static let manifestFile = "teacher.json"
+  package static let tensorKey = "image_embeddings"
+
+  package let url: URL
+  package let identity: TeacherIdentity
+
+  /// Opens an existing folder, reading its teacher's identity.
+  package init(opening url: URL) throws(DistillationError) {
+    self.url = url
+    let manifest = url.appendingPathComponent(Self.manifestFile)
+    guard let data = FileManager.default.contents(atPath: manifest.path) else {
+      throw DistillationError(
+        "\(url.path) holds no teacher embeddings (no \(Self.manifestFile)); write them with `evsam embed --model sam-vit-h IMAGES -o \(url.path)`"
+      )
+    }
+    do {
+      identity = try JSONDecoder().decode(TeacherIdentity.self, from: data)
+    } catch {
+      throw DistillationError("\(manifest.path) is not a teacher manifest: \(error)")
+    }
+  }
+
+  /// Opens `url` for writing `identity`'s embeddings: creates it, or checks that the
+  /// embeddings already there are that teacher's.
+  package init(preparing url: URL, for identity: TeacherIdentity) throws(DistillationError) {
+    let manifest = url.appendingPathComponent(Self.manifestFile)
+    if FileManager.default.fileExists(atPath: manifest.path) {
+      let existing = try EmbeddingFolder(opening: url)
+      guard existing.identity.givesTheSameEmbeddings(as: identity) else {
+        throw DistillationError(
+          "\(url.path) holds embeddings of another teacher or preprocessing: \(existing.identity), not \(identity); give another folder"
+        )
+      }
+    } else {
+      do {
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try atomicWrite(try encoder.encode(identity), to: manifest)
+      } catch let error as DistillationError {
+        throw error
+      } catch {
+        throw DistillationError("cannot create \(manifest.path): \(error.localizedDescription)")
+      }
+    }
+    self.url = url
+    self.identity = identity
+  }
+
+  /// Where the embedding of the image at `image` is kept: named after the image's file name,
+  /// extension included, so `a.jpg` and `a.png` do not collide.
+  package func file(for image: URL) -> URL {
+    url.appendingPathComponent(image.lastPathComponent + ".safetensors")
+  }
+
+  /// Whether a complete embedding of `image` by this teacher is already there.
+  package func contains(_ image: URL) -> Bool {
+    (try? read(file(for: image))) != nil
+  }
+
+  package func embedding(for image: URL) throws(DistillationError) -> Tensor {
+    let file = file(for: image)
+    guard FileManager.default.fileExists(atPath: file.path) else {
+      throw DistillationError(
+        "no teacher embedding for \(image.lastPathComponent) in \(url.path); compute the missing ones with `evsam embed` over the images"
+      )
+    }
+    return try read(file)
+  }
+
+  private func read(_ file: URL) throws(DistillationError) -> Tensor {
+    let loaded: LoadedCheckpoint
+    do {
+      loaded = try LoadedCheckpoint(contentsOf: file)
+    } catch {
+      throw DistillationError(error.description)
+    }
+    guard loaded.metadata["teacher_weights"] == identity.weights,
+      loaded.metadata["teacher_preprocessing"] == identity.preprocessing
+    else {
+      throw DistillationError(
+        "\(file.path) was written by another teacher than \(url.path)'s (\(identity.model))")
+    }
+    guard let tensor = loaded.tensors[Self.tensorKey], tensor.shape == [1, 256, 64, 64] else {
+      throw DistillationError("\(file.path) holds no 1×256×64×64 \(Self.tensorKey)")
+    }
+    return tensor
+  }
+
+  /// Stores `embedding` for `image` (whole, under a temporary name renamed into place).
+  package func write(_ embedding: Tensor, for image: URL, originalSize: (height: Int, width: Int))
+    throws(DistillationError)
+  {
+    let file = file(for: image)
+    do {
+      let data = try SafeTensors.encode(
+        [Self.tensorKey: embedding],
+        metadata: [
+          "teacher": identity.model, "teacher_weights": identity.weights,
+          "teacher_preprocessing": identity.preprocessing,
+          "original_size": "\(originalSize.height),\(originalSize.width)",
+        ])
+      try atomicWrite(data, to: file)
+    } catch let error as CheckpointError {
+      throw DistillationError("cannot encode \(file.path): \(error.description)")
+    } catch let error as DistillationError {
+      throw error
+    } catch {
+      throw DistillationError("cannot write \(file.path): \(error.localizedDescription)")
+    }
+  }
+}
+
+/// Reads an image as stored (no EXIF rotation: annotations and caches refer to stored pixels).
+package func readImage(_ url: URL) throws(DistillationError) -> RGBImage {
+  do {
+    return try RGBImage(contentsOf: url, applyEXIFOrientation: false)
+  } catch {
+    throw DistillationError(error.description)
+  }
+}
+
+/// Writes `data` under a temporary name beside `url`, then renames it into place.
+package func atomicWrite(_ data: Data, to url: URL) throws(DistillationError) {
+  let temporary = url.deletingLastPathComponent().appendingPathComponent(
+    ".\(url.lastPathComponent).partial-\(ProcessInfo.processInfo.processIdentifier)")
+  do {
+    try data.write(to: temporary)
+    if rename(temporary.path, url.path) != 0 {
+      throw DistillationError(
+        "cannot rename \(temporary.path) to \(url.path): \(String(cString: strerror(errno)))")
+    }
+  } catch let error as DistillationError {
+    try? FileManager.default.removeItem(at: temporary)
+    throw error
+  } catch {
+    try? FileManager.default.removeItem(at: temporary)
+    throw DistillationError("cannot write \(url.path): \(error.localizedDescription)")
+  }
+}
