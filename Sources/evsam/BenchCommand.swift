@@ -356,7 +356,8 @@ struct BenchCommand: ParsableCommand {
 
   /// Runs the measurement in a fresh process of this executable, so that peak memory and warm
   /// caches belong to one model only.
-  private func measureInChild(_ variant: BenchModel, checkpointPath: String?) throws -> [String: Any]
+  private func measureInChild(_ variant: BenchModel, checkpointPath: String?) throws -> [String:
+    Any]
   {
     let output = FileManager.default.temporaryDirectory
       .appendingPathComponent(

@@ -8,7 +8,8 @@ import Foundation
 struct DistillCommand: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "distill",
-    abstract: "Distil a teacher's image embeddings (SAM ViT-H in the paper) into an EfficientViT-SAM encoder.",
+    abstract:
+      "Distil a teacher's image embeddings (SAM ViT-H in the paper) into an EfficientViT-SAM encoder.",
     discussion: """
       The first stage of EfficientViT-SAM's training: the student's image encoder, in train \
       mode, learns to reproduce the teacher's 1×256×64×64 image embedding (student at its own \
@@ -31,18 +32,22 @@ struct DistillCommand: ParsableCommand {
   @OptionGroup(title: "Student") var modelOptions: ModelOptions
 
   @Option(
-    help: ArgumentHelp("Teacher model: sam-vit-b, sam-vit-l, sam-vit-h (or any --model name).",
+    help: ArgumentHelp(
+      "Teacher model: sam-vit-b, sam-vit-l, sam-vit-h (or any --model name).",
       valueName: "name"))
   var teacher: String?
 
-  @Option(help: ArgumentHelp("Teacher architecture as JSON, instead of --teacher.", valueName: "file.json"))
+  @Option(
+    help: ArgumentHelp(
+      "Teacher architecture as JSON, instead of --teacher.", valueName: "file.json"))
   var teacherConfig: String?
 
   @Option(help: ArgumentHelp("The teacher's weights.", valueName: "path"))
   var teacherCheckpoint: String?
 
   @Option(
-    help: ArgumentHelp("A folder of teacher embeddings from `evsam embed`, instead of a teacher model.",
+    help: ArgumentHelp(
+      "A folder of teacher embeddings from `evsam embed`, instead of a teacher model.",
       valueName: "dir"))
   var teacherEmbeddings: String?
 
@@ -53,11 +58,13 @@ struct DistillCommand: ParsableCommand {
   var images: String?
 
   @Option(
-    help: ArgumentHelp("Dataset folder (SA-1B or COCO, as `evsam train --data`): its images.",
+    help: ArgumentHelp(
+      "Dataset folder (SA-1B or COCO, as `evsam train --data`): its images.",
       valueName: "dir"))
   var data: String?
 
-  @Option(help: ArgumentHelp("COCO instances JSON naming the images, with --images.", valueName: "file"))
+  @Option(
+    help: ArgumentHelp("COCO instances JSON naming the images, with --images.", valueName: "file"))
   var annotations: String?
 
   @Option(help: "Optimiser steps (default 1000); or give --epochs.")
@@ -97,7 +104,8 @@ struct DistillCommand: ParsableCommand {
       throw CLIError("give either a teacher model (--teacher) or --teacher-embeddings, not both")
     case (false, false):
       throw CLIError(
-        "give the teacher: --teacher sam-vit-h --teacher-checkpoint FILE, or --teacher-embeddings DIR")
+        "give the teacher: --teacher sam-vit-h --teacher-checkpoint FILE, or --teacher-embeddings DIR"
+      )
     default: break
     }
     if teacher != nil && teacherConfig != nil {
@@ -288,4 +296,3 @@ struct DistillCommand: ParsableCommand {
     }
   }
 }
-

@@ -22,10 +22,12 @@ struct EmbedCommand: ParsableCommand {
 
   @Option(
     name: .shortAndLong,
-    help: ArgumentHelp("Output safetensors file (a folder for a folder of images).", valueName: "path"))
+    help: ArgumentHelp(
+      "Output safetensors file (a folder for a folder of images).", valueName: "path"))
   var output: String
 
-  @Option(help: ArgumentHelp("With a folder: this process's share, I/N (0 ≤ I < N).", valueName: "I/N"))
+  @Option(
+    help: ArgumentHelp("With a folder: this process's share, I/N (0 ≤ I < N).", valueName: "I/N"))
   var shard: String?
 
   @OptionGroup var quietOption: QuietOption
@@ -81,7 +83,8 @@ extension EmbedCommand {
     guard !all.isEmpty else { throw CLIError("\(folder.path) holds no PNG or JPEG images") }
     let shard: Shard
     do {
-      shard = try self.shard.map { text throws(EvaluationError) in try Shard(parsing: text) } ?? .whole
+      shard =
+        try self.shard.map { text throws(EvaluationError) in try Shard(parsing: text) } ?? .whole
     } catch {
       throw CLIError(error.description)
     }

@@ -38,11 +38,15 @@ struct InfoCommand: ParsableCommand {
     case .samViT(let config):
       encoder = SamViTEncoder(config: config, WeightReader.declaringOnly().root)
       let global = (0..<config.depth).filter { config.isGlobal(block: $0) }
-      print("ViT              \(config.depth) blocks × \(config.embedDim) channels, \(config.numHeads) heads, MLP \(config.mlpDim)")
+      print(
+        "ViT              \(config.depth) blocks × \(config.embedDim) channels, \(config.numHeads) heads, MLP \(config.mlpDim)"
+      )
       print(
         "attention        \(config.windowSize)×\(config.windowSize) windows; global in blocks \(global.map(String.init).joined(separator: ", "))"
           + (config.useRelativePositions ? "; relative positions" : ""))
-      print("patches          \(config.patchSize)×\(config.patchSize) px, pixels normalised on the 0–255 scale")
+      print(
+        "patches          \(config.patchSize)×\(config.patchSize) px, pixels normalised on the 0–255 scale"
+      )
     }
     print("")
     print("parameters")

@@ -35,7 +35,9 @@ struct SamViTGoldenTests {
       input.withUnsafeBufferPointer { src in
         for c in 0..<3 {
           for y in 0..<64 {
-            for x in 0..<64 { out[(c * 64 + y) * 64 + x] = src[(c * 1024 + y * 16) * 1024 + x * 16] }
+            for x in 0..<64 {
+              out[(c * 64 + y) * 64 + x] = src[(c * 1024 + y * 16) * 1024 + x * 16]
+            }
           }
         }
       }

@@ -54,9 +54,10 @@ struct DistillationRunTests {
         try RGBImage(contentsOf: image, applyEXIFOrientation: false),
         targetSize: model.config.imageSize
       ).tensor
-      total += DistillationLoss.meanSquaredError(
-        model.imageEncoder(input), target: try cache.embedding(for: image)
-      ).loss
+      total +=
+        DistillationLoss.meanSquaredError(
+          model.imageEncoder(input), target: try cache.embedding(for: image)
+        ).loss
     }
     return total / Double(images.count)
   }

@@ -130,7 +130,9 @@ public struct SamViTEncoder: Sendable {
     let per = images[0].count
     return Tensor(uninitializedShape: [images.count] + shape.dropFirst()) { out in
       for (i, t) in images.enumerated() {
-        t.withUnsafeBufferPointer { (out.baseAddress! + i * per).update(from: $0.baseAddress!, count: per) }
+        t.withUnsafeBufferPointer {
+          (out.baseAddress! + i * per).update(from: $0.baseAddress!, count: per)
+        }
       }
     }
   }

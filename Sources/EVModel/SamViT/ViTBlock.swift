@@ -25,22 +25,39 @@ public struct ViTBlock: Sendable {
   }
 
   /// `x`: one image's tokens, `[side², embedDim]` in row-major grid order.
+  ///
+  /// A windowed block projects only the grid's tokens: the official code projects the
+  /// zero-padded grid, whose padding rows come out of `qkv` as its bias exactly (0·W + b), and
+  /// drops them after `proj`; here they are filled with that bias after the projection.
   public func callAsFunction(_ x: Tensor, side: Int) -> Tensor {
     var x = x
-    let normed = norm1(x)
+    let projected = attention.qkv(norm1(x))
     if let windowSize {
-      let windows = partitionWindows(normed, side: side, window: windowSize)
-      let attended = attention(windows.tokens, groups: windows.count, side: windowSize)
-      addWindows(attended, into: &x, side: side, window: windowSize)
+      let windows = partitionWindows(
+        projected, side: side, window: windowSize, padding: attention.qkv.bias)
+      let attended = attention.attend(windows.tokens, groups: windows.count, side: windowSize)
+      addInPlace(&x, attention.proj(mergeWindows(attended, side: side, window: windowSize)))
     } else {
-      addInPlace(&x, attention(normed, groups: 1, side: side))
+      addInPlace(&x, attention.proj(attention.attend(projected, groups: 1, side: side)))
     }
-    let hidden = lin1(norm2(x), activation: .geluErf)
+    var hidden = linear(norm2(x), weight: lin1.weight, bias: nil)
+    if let bias = lin1.bias {
+      let (rows, cols) = (hidden.dim(0), hidden.dim(1))
+      hidden.withUnsafeMutableBufferPointer { h in
+        bias.withUnsafeBufferPointer { b in
+          RowOps.biasGELU(
+            h.baseAddress!, rows: rows, cols: cols, stride: cols, bias: b.baseAddress!)
+        }
+      }
+    } else {
+      activateInPlace(&hidden, .geluErf)
+    }
     addInPlace(&x, lin2(hidden))
     return x
   }
 
-  /// Multiply-accumulates for one image on a `side`² grid.
+  /// Multiply-accumulates for one image on a `side`² grid, as the official code does them:
+  /// a windowed block projects the zero-padded grid.
   public func multiplyAccumulates(side: Int) -> Int {
     let padded = windowSize.map { w in ((side + w - 1) / w * w) } ?? side
     let tokens = side * side
@@ -80,14 +97,13 @@ public struct ViTAttention: Sendable {
     }
   }
 
-  /// `tokens`: `[groups · side², dim]`, each group (window) in row-major order.
-  public func callAsFunction(_ tokens: Tensor, groups: Int, side: Int) -> Tensor {
-    let headDim = qkv.inFeatures / heads
-    let q = qkv(tokens)
-    let attended = gridAttention(
-      qkv: q, groups: groups, side: side, heads: heads, relH: relH, relW: relW,
+  /// Multi-head attention over `qkv`'s projections, `[groups · side², 3·dim]`, each group (window)
+  /// in row-major order; returns the heads side by side, `[groups · side², dim]` (`proj`'s input).
+  public func attend(_ qkv: Tensor, groups: Int, side: Int) -> Tensor {
+    let headDim = self.qkv.inFeatures / heads
+    return gridAttention(
+      qkv: qkv, groups: groups, side: side, heads: heads, relH: relH, relW: relW,
       scale: 1 / Float(headDim).squareRoot())
-    return proj(attended)
   }
 
   /// Multiply-accumulates over `tokens` (padded) tokens: the projections, the scores and the
@@ -121,12 +137,16 @@ package func resizedRelativePositions(_ table: Tensor, length: Int) -> Tensor {
   }
 }
 
-/// `window_partition`: the grid zero-padded to a multiple of `window` and cut into windows,
-/// each window's tokens contiguous and row-major.
-func partitionWindows(_ x: Tensor, side: Int, window: Int) -> (tokens: Tensor, count: Int) {
+/// `window_partition`: the grid padded to a multiple of `window` (with `padding` rows, zeros
+/// when nil) and cut into windows, each window's tokens contiguous and row-major.
+func partitionWindows(_ x: Tensor, side: Int, window: Int, padding: Tensor? = nil) -> (
+  tokens: Tensor, count: Int
+) {
   let perSide = (side + window - 1) / window
   let count = perSide * perSide
   let dim = x.dim(1)
+  let padRow = padding?.storage ?? [Float](repeating: 0, count: dim)
+  precondition(padRow.count == dim, "partitionWindows: padding of \(padRow.count) for \(dim)")
   let tokens = Tensor(uninitializedShape: [count * window * window, dim]) { out in
     x.withUnsafeBufferPointer { src in
       let (s, o) = (src.baseAddress!, out.baseAddress!)
@@ -139,7 +159,7 @@ func partitionWindows(_ x: Tensor, side: Int, window: Int) -> (tokens: Tensor, c
             if y < side && x < side {
               row.update(from: s + (y * side + x) * dim, count: dim)
             } else {
-              row.update(repeating: 0, count: dim)
+              padRow.withUnsafeBufferPointer { row.update(from: $0.baseAddress!, count: dim) }
             }
           }
         }
@@ -149,21 +169,20 @@ func partitionWindows(_ x: Tensor, side: Int, window: Int) -> (tokens: Tensor, c
   return (tokens, count)
 }
 
-/// `window_unpartition` followed by the residual add: each window token that lies on the grid
-/// is added to `x`; the padding is dropped.
-func addWindows(_ windows: Tensor, into x: inout Tensor, side: Int, window: Int) {
+/// `window_unpartition`: the windows' tokens that lie on the grid, back in grid order; the
+/// padding is dropped.
+func mergeWindows(_ windows: Tensor, side: Int, window: Int) -> Tensor {
   let perSide = (side + window - 1) / window
-  let dim = x.dim(1)
-  windows.withUnsafeBufferPointer { src in
-    x.withUnsafeMutableBufferPointer { dst in
-      let (s, o) = (src.baseAddress!, dst.baseAddress!)
+  let dim = windows.dim(1)
+  return Tensor(uninitializedShape: [side * side, dim]) { out in
+    windows.withUnsafeBufferPointer { src in
+      let (s, o) = (src.baseAddress!, out.baseAddress!)
       Parallel.forEach(count: side, costPerItem: side * dim) { y in
         for x in 0..<side {
           let (wy, ty, wx, tx) = (y / window, y % window, x / window, x % window)
           let w = wy * perSide + wx
-          let from = s + ((w * window + ty) * window + tx) * dim
-          let to = o + (y * side + x) * dim
-          for c in 0..<dim { to[c] += from[c] }
+          (o + (y * side + x) * dim).update(
+            from: s + ((w * window + ty) * window + tx) * dim, count: dim)
         }
       }
     }

@@ -31,7 +31,8 @@ package struct TeacherIdentity: Codable, Sendable, Equatable, CustomStringConver
   package init(model: SegmentAnythingModel, name: String, tensors: [String: Tensor]) {
     let side = model.imageEncoder.inputSize
     let scale =
-      model.architecture.pixelNormalization == .byteRange ? "(v − mean)/std on 0–255" : "v/255 then mean/std"
+      model.architecture.pixelNormalization == .byteRange
+      ? "(v − mean)/std on 0–255" : "v/255 then mean/std"
     self.init(
       model: name,
       weights: weightsFingerprint(tensors.filter { $0.key.hasPrefix("image_encoder.") }),
