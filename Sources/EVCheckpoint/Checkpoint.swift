@@ -136,10 +136,10 @@ public struct LoadedCheckpoint: Sendable {
     contentsOf url: URL, verifyChecksums: Bool = true,
     expecting declared: [WeightReader.Declared]? = nil, allowNonFinite: Bool = false
   ) throws(CheckpointError) {
-    let data = try mapFile(url)
+    let (data, fileBacked) = try mapFile(url)
     try self.init(
-      data: data, file: url.path, verifyChecksums: verifyChecksums, expecting: declared,
-      allowNonFinite: allowNonFinite)
+      data: data, fileBacked: fileBacked, file: url.path, verifyChecksums: verifyChecksums,
+      expecting: declared, allowNonFinite: allowNonFinite)
   }
 
   /// Reads a checkpoint held in memory; `file` names it in errors. The options are those of
@@ -148,8 +148,18 @@ public struct LoadedCheckpoint: Sendable {
     data: Data, file: String, verifyChecksums: Bool = true,
     expecting declared: [WeightReader.Declared]? = nil, allowNonFinite: Bool = false
   ) throws(CheckpointError) {
+    try self.init(
+      data: data, fileBacked: false, file: file, verifyChecksums: verifyChecksums,
+      expecting: declared, allowNonFinite: allowNonFinite)
+  }
+
+  private init(
+    data: Data, fileBacked: Bool, file: String, verifyChecksums: Bool,
+    expecting declared: [WeightReader.Declared]?, allowNonFinite: Bool
+  ) throws(CheckpointError) {
     let expectation = declared.map(Expectation.init)
-    self = try withBytes(of: data) { (bytes) throws(CheckpointError) -> LoadedCheckpoint in
+    self = try withBytes(of: data, fileBacked: fileBacked) {
+      (bytes) throws(CheckpointError) -> LoadedCheckpoint in
       switch try Self.detectFormat(bytes, file: file) {
       case .pytorch:
         return try TorchArchive.load(

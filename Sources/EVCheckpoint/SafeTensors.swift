@@ -12,8 +12,10 @@ public enum SafeTensors {
 
   /// All tensors of the file, converted to float32. The file is memory-mapped while reading.
   public static func read(contentsOf url: URL) throws(CheckpointError) -> [String: Tensor] {
-    let data = try mapFile(url)
-    return try read(data, file: url.path)
+    let (data, fileBacked) = try mapFile(url)
+    return try withBytes(of: data, fileBacked: fileBacked) { (bytes) throws(CheckpointError) in
+      try load(bytes, file: url.path, expecting: nil, requireFinite: false).tensors
+    }
   }
 
   public static func read(_ data: Data, file: String) throws(CheckpointError) -> [String: Tensor] {
@@ -187,6 +189,7 @@ public enum SafeTensors {
             n = entry.count
           }
           if requireFinite { nonFinite[i] = decoded[i].withUnsafeBufferPointer(nonFiniteCount) }
+          bytes.slice(dataStart + entry.begin, length: entry.end - entry.begin)?.releasePages()
         }
       }
     }

@@ -205,6 +205,7 @@ enum TorchArchive {
                 nonFinite[i] = decoded[i].withUnsafeBufferPointer(nonFiniteCount)
               }
             }
+            group.data.releasePages()
           }
         }
       }
