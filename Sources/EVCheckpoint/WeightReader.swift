@@ -62,8 +62,21 @@ public final class WeightReader {
     precondition(!seen.contains(key), "model declares \(key) twice")
     seen.insert(key)
     declared.append(Declared(key: key, shape: shape, dtype: dtype, isBuffer: buffer))
-    guard verify, let t = source[key], t.shape == shape else { return Tensor(zeros: shape) }
+    guard verify else { return Tensor(shape: shape, storage: sharedZeros(shape.reduce(1, *))) }
+    guard let t = source[key], t.shape == shape else { return Tensor(zeros: shape) }
     return t
+  }
+
+  /// A declaring-only reader's zeros, one array per element count: a model's repeated blocks
+  /// share them (copy-on-write), so declaring ViT-H touches tens of megabytes, not 2.5 GB that
+  /// would then stay in the heap beside the weights a load decodes next.
+  private var zeros: [Int: [Float]] = [:]
+
+  private func sharedZeros(_ count: Int) -> [Float] {
+    if let cached = zeros[count] { return cached }
+    let array = [Float](repeating: 0, count: count)
+    zeros[count] = array
+    return array
   }
 
   /// Throws one error listing every missing key, unexpected key and shape mismatch.
