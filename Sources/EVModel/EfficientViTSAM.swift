@@ -35,12 +35,9 @@ public struct EfficientViTSAM: Sendable {
   public static func load(config: ModelConfig, checkpoint url: URL) throws(CheckpointError)
     -> EfficientViTSAM
   {
-    let declared = declaredParameters(config: config).declared
-    let tensors = try Checkpoint.load(contentsOf: url, expecting: declared)
-    let reader = WeightReader(tensors, origin: url.path)
-    let model = EfficientViTSAM(config: config, reader: reader)
-    try reader.finish()
-    return model
+    try loadStrictly(url, declared: declaredParameters(config: config).declared) {
+      EfficientViTSAM(config: config, reader: $0)
+    }
   }
 
   /// Every key, shape and dtype the architecture declares, in declaration order, without
@@ -50,4 +47,16 @@ public struct EfficientViTSAM: Sendable {
     _ = EfficientViTSAM(config: config, reader: reader)
     return reader
   }
+}
+
+/// Reads the checkpoint at `url`, which must hold exactly `declared`, and builds a model from
+/// it with `build`; every problem is one error listing all of them.
+func loadStrictly<Model>(
+  _ url: URL, declared: [WeightReader.Declared], build: (WeightReader) -> Model
+) throws(CheckpointError) -> Model {
+  let tensors = try Checkpoint.load(contentsOf: url, expecting: declared)
+  let reader = WeightReader(tensors, origin: url.path)
+  let model = build(reader)
+  try reader.finish()
+  return model
 }

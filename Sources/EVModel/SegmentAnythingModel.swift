@@ -115,12 +115,9 @@ public struct SegmentAnythingModel: Sendable {
   public static func load(architecture: Architecture, checkpoint url: URL) throws(CheckpointError)
     -> SegmentAnythingModel
   {
-    let declared = declaredParameters(architecture: architecture).declared
-    let tensors = try Checkpoint.load(contentsOf: url, expecting: declared)
-    let reader = WeightReader(tensors, origin: url.path)
-    let model = SegmentAnythingModel(architecture: architecture, reader: reader)
-    try reader.finish()
-    return model
+    try loadStrictly(url, declared: declaredParameters(architecture: architecture).declared) {
+      SegmentAnythingModel(architecture: architecture, reader: $0)
+    }
   }
 
   /// Every key, shape and dtype the architecture declares, in declaration order.

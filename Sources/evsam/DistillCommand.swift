@@ -67,34 +67,7 @@ struct DistillCommand: ParsableCommand {
     help: ArgumentHelp("COCO instances JSON naming the images, with --images.", valueName: "file"))
   var annotations: String?
 
-  @Option(help: "Optimiser steps (default 1000); or give --epochs.")
-  var steps: Int?
-
-  @Option(help: "Passes over the images, instead of --steps.")
-  var epochs: Int?
-
-  @Option(help: "Images per step.")
-  var batchSize = 1
-
-  @Option(help: "Peak learning rate (cosine decay to 0).")
-  var lr = 1e-4
-
-  @Option(help: "Linear warm-up steps before the cosine decay.")
-  var warmupSteps = 0
-
-  @Option(help: "Seed of the images' order (and of the initial weights without --checkpoint).")
-  var seed: UInt64 = 0
-
-  @Option(help: "Save the model, the state, the log and loss.png every N steps (and at the end).")
-  var saveEvery = 500
-
-  @Option(help: ArgumentHelp("Continue the run saved in this folder.", valueName: "dir"))
-  var resume: String?
-
-  @Option(
-    name: .shortAndLong,
-    help: ArgumentHelp("Output folder (default: the --resume folder).", valueName: "dir"))
-  var output: String?
+  @OptionGroup var runOptions: RunOptions
 
   @OptionGroup var quietOption: QuietOption
 
@@ -120,110 +93,60 @@ struct DistillCommand: ParsableCommand {
     case (nil, .some, nil): throw CLIError("--annotations goes with --images")
     case (nil, nil, nil): throw CLIError("give the images with --images DIR or --data DIR")
     }
-    if steps != nil && epochs != nil { throw CLIError("give either --steps or --epochs, not both") }
-    if let steps, steps < 1 { throw CLIError("--steps must be at least 1") }
-    if let epochs, epochs < 1 { throw CLIError("--epochs must be at least 1") }
-    guard batchSize >= 1 else { throw CLIError("--batch-size must be at least 1") }
-    guard lr > 0, lr.isFinite else { throw CLIError("--lr must be a positive number") }
-    guard warmupSteps >= 0 else { throw CLIError("--warmup-steps must be 0 or more") }
-    guard saveEvery >= 1 else { throw CLIError("--save-every must be at least 1") }
-    guard output != nil || resume != nil else {
-      throw CLIError("give the output folder with -o DIR")
-    }
   }
 
   func run() throws {
-    let outputURL = URL(fileURLWithPath: output ?? resume!)
-    let resumeURL = resume.map { URL(fileURLWithPath: $0).standardizedFileURL }
-    if outputURL.standardizedFileURL != resumeURL { try TrainOutput.checkFresh(outputURL) }
+    let options = runOptions
+    try options.checkOutput()
     let imageList = try listImages()
     let (config, name) = try modelOptions.resolveConfig(for: "evsam distill's student")
     let (teacherSource, teacherTensors) = try openTeacher()
     let original = try studentWeights(config: config, name: name, teacher: teacherTensors)
-    let totalSteps =
-      epochs.map { ($0 * imageList.count + batchSize - 1) / batchSize } ?? steps ?? 1000
+    let totalSteps = options.totalSteps(images: imageList.count)
     let settings = DistillationSettings(
-      steps: totalSteps, batchSize: batchSize, lr: lr, warmupSteps: warmupSteps, seed: seed,
-      imageSize: config.imageSize, teacher: teacherSource.identity,
-      weights: weightsFingerprint(original),
+      steps: totalSteps, batchSize: options.batchSize, lr: options.lr,
+      warmupSteps: options.warmupSteps, seed: options.seed, imageSize: config.imageSize,
+      teacher: teacherSource.identity, weights: weightsFingerprint(original),
       data: DistillationSettings.fingerprint(imageList))
 
     var records: [TrainingLogRecord] = []
     let run: DistillationRun
     do {
-      var saved: DistillationState? = nil
-      if let folder = resumeURL {
-        let state = try DistillationState.read(from: folder)
-        let log = folder.appendingPathComponent(TrainOutput.logFile)
-        if let text = try? String(contentsOf: log, encoding: .utf8) {
-          records = try TrainingLogRecord.parse(text, through: state.trainer.step, file: log.path)
-        }
-        saved = state
-      }
+      let saved = try options.resumeURL.map(DistillationState.read)
+      records = try options.resumedRecords(through: saved?.trainer.step ?? 0)
       run = try DistillationRun(
         settings: settings, config: config, tensors: original, images: imageList,
         teacher: teacherSource, resuming: saved)
     } catch {
-      throw CLIError("cannot resume from \(resume ?? ""): \(error.description)")
+      throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
-    try createFolder(outputURL)
-    let files = TrainOutput(folder: outputURL, config: config, modelName: name)
+    try createFolder(options.outputURL)
+    let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
     guard run.step < totalSteps else {
       try files.save(run, records: records)
-      printErr("the run in \(resume ?? output!) is already complete (\(totalSteps) steps)")
+      printErr("the run in \(options.outputURL.path) is already complete (\(totalSteps) steps)")
       return
     }
-    try distill(run, records: &records, files: files)
-  }
-
-  private func distill(
-    _ run: DistillationRun, records: inout [TrainingLogRecord], files: TrainOutput
-  ) throws {
-    let total = run.settings.steps
-    let interrupt = InterruptFlag.install(
-      firstNotice: "stopping after this step and saving (Ctrl-C again to quit without saving)")
-    defer { interrupt.uninstall() }
-    let progress = ProgressLine(enabled: !quietOption.quiet)
-    let clock = ContinuousClock()
-    let start = clock.now
-    let firstStep = run.step
-    var firstLoss: Double?
-    while run.step < total {
-      let result: (loss: Double, lr: Double)
-      do {
-        result = try run.distillStep()
-      } catch {
-        throw CLIError(error.description)
-      }
-      firstLoss = firstLoss ?? result.loss
-      let step = run.step
-      let elapsed = clock.now - start
-      let seconds =
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-      let rate = Double((step - firstStep) * batchSize) / max(seconds, 1e-9)
-      records.append(
-        TrainingLogRecord(step: step, loss: result.loss, lr: result.lr, imagesPerSecond: rate))
-      let interrupted = interrupt.isRaised
-      if step % saveEvery == 0 || step == total || interrupted {
-        try files.save(run, records: records)
-      }
-      if interrupted {
-        progress.finish(
-          "interrupted at step \(step)/\(total); model and state saved in \(files.folder.path) "
-            + "(continue with --resume \(files.folder.path))", isError: true)
-        throw ExitCode(130)
-      }
-      let eta = Double((total - step) * batchSize) / max(rate, 1e-9)
-      progress.update(
-        String(
-          format: "step %d/%d  mse %.5f  lr %.3g  %.2f images/s  ETA %.0f s", step, total,
-          result.loss, result.lr, rate, eta))
-    }
-    let last = records.last?.loss ?? 0
+    let firstLoss = records.first?.loss
+    let loop = StepLoop(
+      total: totalSteps, batchSize: options.batchSize, saveEvery: options.saveEvery,
+      quiet: quietOption.quiet, folder: files.folder)
+    let progress = try loop.run(
+      records: &records, currentStep: { run.step },
+      step: {
+        do throws(DistillationError) {
+          return try run.distillStep()
+        } catch {
+          throw CLIError(error.description)
+        }
+      },
+      complete: { String(format: "mse %.5f", $0.loss) },
+      save: { try files.save(run, records: $0) })
+    let first = firstLoss ?? records.first?.loss
     progress.finish(
-      "distilled \(files.modelName) for \(total) steps (mse "
-        + (firstLoss.map { String(format: "%.5f → ", $0) } ?? "")
-        + String(format: "%.5f", last) + ") → \(files.folder.path)/model.pt")
+      "distilled \(files.modelName) for \(totalSteps) steps (mse "
+        + (first.map { String(format: "%.5f → ", $0) } ?? "")
+        + String(format: "%.5f", records.last?.loss ?? 0) + ") → \(files.folder.path)/model.pt")
   }
 
   /// The images, in a fixed order (the run shuffles them per epoch from --seed).
@@ -275,7 +198,7 @@ struct DistillCommand: ParsableCommand {
   {
     let declared = EfficientViTSAM.declaredParameters(config: config).declared
     guard let checkpoint = modelOptions.checkpoint else {
-      var tensors = initialWeights(declared: declared, seed: seed)
+      var tensors = initialWeights(declared: declared, seed: runOptions.seed)
       if let teacher {
         for key in tensors.keys where !key.hasPrefix("image_encoder.") {
           if let t = teacher[key], t.shape == tensors[key]!.shape { tensors[key] = t }

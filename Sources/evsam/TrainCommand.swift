@@ -40,21 +40,6 @@ struct TrainCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Folder of the images the annotations name.", valueName: "dir"))
   var images: String?
 
-  @Option(help: "Optimiser steps (default 1000); or give --epochs.")
-  var steps: Int?
-
-  @Option(help: "Passes over the training images, instead of --steps.")
-  var epochs: Int?
-
-  @Option(help: "Images per step.")
-  var batchSize = 1
-
-  @Option(help: "Peak learning rate (cosine decay to 0).")
-  var lr = 1e-4
-
-  @Option(help: "Linear warm-up steps before the cosine decay.")
-  var warmupSteps = 0
-
   @Option(help: "Masks per image (the official trainer uses 64).")
   var masksPerImage = 64
 
@@ -78,29 +63,15 @@ struct TrainCommand: ParsableCommand {
       "Loss on the IoU head: none (the official recipe: the head does not train) or mse (SAM's).")
   var iouLoss: IoULossKind = .none
 
-  @Option(help: "Seed of every random draw (split, images' order, flips, masks, prompts, points).")
-  var seed: UInt64 = 0
-
   @Option(help: "Share of the images held out for validation (0: none).")
   var valFraction = 0.0
 
   @Option(help: "Validate every N steps (and at the end); 0: only at the end.")
   var valEvery = 0
 
-  @Option(help: "Save the model, the state, the log and loss.png every N steps (and at the end).")
-  var saveEvery = 500
-
-  @Option(help: ArgumentHelp("Continue the run saved in this folder.", valueName: "dir"))
-  var resume: String?
-
-  @Option(
-    name: .shortAndLong,
-    help: ArgumentHelp("Output folder (default: the --resume folder).", valueName: "dir"))
-  var output: String?
+  @OptionGroup var runOptions: RunOptions
 
   @OptionGroup var quietOption: QuietOption
-
-  static let defaultSteps = 1000
 
   func validate() throws {
     switch (data, annotations, images) {
@@ -109,25 +80,13 @@ struct TrainCommand: ParsableCommand {
     case (nil, nil, nil): throw CLIError("give the training data with --data DIR")
     case (nil, _, _): throw CLIError("--annotations and --images go together")
     }
-    if steps != nil && epochs != nil {
-      throw CLIError("give either --steps or --epochs, not both")
-    }
-    if let steps, steps < 1 { throw CLIError("--steps must be at least 1") }
-    if let epochs, epochs < 1 { throw CLIError("--epochs must be at least 1") }
-    guard batchSize >= 1 else { throw CLIError("--batch-size must be at least 1") }
-    guard lr > 0, lr.isFinite else { throw CLIError("--lr must be a positive number") }
-    guard warmupSteps >= 0 else { throw CLIError("--warmup-steps must be 0 or more") }
     guard masksPerImage >= 1 else { throw CLIError("--masks-per-image must be at least 1") }
     guard valFraction >= 0, valFraction < 1 else {
       throw CLIError("--val-fraction must be at least 0 and below 1")
     }
     guard valEvery >= 0 else { throw CLIError("--val-every must be 0 or more") }
-    guard saveEvery >= 1 else { throw CLIError("--save-every must be at least 1") }
     guard frozen.count < ModelPart.allCases.count else {
       throw CLIError("--freeze names every part: nothing would train")
-    }
-    guard output != nil || resume != nil else {
-      throw CLIError("give the output folder with -o DIR")
     }
   }
 
@@ -135,111 +94,72 @@ struct TrainCommand: ParsableCommand {
   var frozen: [ModelPart] { Set(freeze.flatMap(\.parts)).sorted() }
 
   func run() throws {
-    let outputURL = URL(fileURLWithPath: output ?? resume!)
-    let resumeURL = resume.map { URL(fileURLWithPath: $0).standardizedFileURL }
-    if outputURL.standardizedFileURL != resumeURL { try TrainOutput.checkFresh(outputURL) }
+    let options = runOptions
+    try options.checkOutput()
     let dataset = try openDataset()
     let (config, name) = try modelOptions.resolveConfig(for: "evsam train")
     let original = try loadCheckpoint(config: config, name: name)
     let split: DataSplit
     do {
       split = try DataSplit(
-        count: dataset.items.count, validationFraction: valFraction, seed: seed)
+        count: dataset.items.count, validationFraction: valFraction, seed: options.seed)
     } catch {
       throw CLIError(error.description)
     }
-    let totalSteps =
-      epochs.map { ($0 * split.train.count + batchSize - 1) / batchSize } ?? steps
-      ?? Self.defaultSteps
+    let totalSteps = options.totalSteps(images: split.train.count)
     let settings = RunSettings(
-      steps: totalSteps, batchSize: batchSize, lr: lr, warmupSteps: warmupSteps,
-      masksPerImage: masksPerImage, prompts: prompts, frozen: frozen,
-      iouLoss: iouLoss == .mse, pointLoss: loss, seed: seed,
+      steps: totalSteps, batchSize: options.batchSize, lr: options.lr,
+      warmupSteps: options.warmupSteps, masksPerImage: masksPerImage, prompts: prompts,
+      frozen: frozen, iouLoss: iouLoss == .mse, pointLoss: loss, seed: options.seed,
       validationFraction: valFraction, imageSize: config.imageSize,
       weights: weightsFingerprint(original), data: dataset.fingerprint)
 
     var records: [TrainingLogRecord] = []
     let run: TrainingRun
     do {
-      var saved: TrainingState? = nil
-      if let folder = resumeURL {
-        let state = try TrainingState.read(from: folder)
-        let log = folder.appendingPathComponent(TrainOutput.logFile)
-        if let text = try? String(contentsOf: log, encoding: .utf8) {
-          records = try TrainingLogRecord.parse(text, through: state.trainer.step, file: log.path)
-        }
-        saved = state
-      }
+      let saved = try options.resumeURL.map(TrainingState.read)
+      records = try options.resumedRecords(through: saved?.trainer.step ?? 0)
       run = try TrainingRun(
         settings: settings, config: config, tensors: original, dataset: dataset, split: split,
         resuming: saved)
     } catch {
-      throw CLIError("cannot resume from \(resume ?? ""): \(error.description)")
+      throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
-    try createFolder(outputURL)
-    let files = TrainOutput(folder: outputURL, config: config, modelName: name)
+    try createFolder(options.outputURL)
+    let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
     guard run.step < totalSteps else {
       try files.save(run, records: records)
-      printErr("the run in \(resume ?? output!) is already complete (\(totalSteps) steps)")
+      printErr("the run in \(options.outputURL.path) is already complete (\(totalSteps) steps)")
       return
     }
-    try train(run, records: &records, files: files)
-  }
-
-  private func train(_ run: TrainingRun, records: inout [TrainingLogRecord], files: TrainOutput)
-    throws
-  {
-    let total = run.settings.steps
-    let interrupt = InterruptFlag.install(
-      firstNotice: "stopping after this step and saving (Ctrl-C again to quit without saving)")
-    defer { interrupt.uninstall() }
-    let progress = ProgressLine(enabled: !quietOption.quiet)
-    let clock = ContinuousClock()
-    let start = clock.now
-    let firstStep = run.step
     var lastValidation = records.last { $0.validationMIoU != nil }?.validationMIoU
-    while run.step < total {
-      let result: (loss: Double, lr: Double)
-      do {
-        result = try run.trainStep()
-      } catch {
-        throw CLIError(error.description)
-      }
-      let step = run.step
-      let elapsed = clock.now - start
-      let seconds =
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-      let rate = Double((step - firstStep) * batchSize) / max(seconds, 1e-9)
-      var record = TrainingLogRecord(
-        step: step, loss: result.loss, lr: result.lr, imagesPerSecond: rate)
-      if (valEvery > 0 && step % valEvery == 0) || step == total {
-        do {
-          record.validationMIoU = try run.validate()
+    let loop = StepLoop(
+      total: totalSteps, batchSize: options.batchSize, saveEvery: options.saveEvery,
+      quiet: quietOption.quiet, folder: files.folder)
+    let progress = try loop.run(
+      records: &records, currentStep: { run.step },
+      step: {
+        do throws(TrainingDataError) {
+          return try run.trainStep()
         } catch {
           throw CLIError(error.description)
         }
-        lastValidation = record.validationMIoU ?? lastValidation
-      }
-      records.append(record)
-      let interrupted = interrupt.isRaised
-      if step % saveEvery == 0 || step == total || interrupted {
-        try files.save(run, records: records)
-      }
-      if interrupted {
-        progress.finish(
-          "interrupted at step \(step)/\(total); model and training state saved in "
-            + "\(files.folder.path) (continue with --resume \(files.folder.path))",
-          isError: true)
-        throw ExitCode(130)
-      }
-      let eta = Double((total - step) * batchSize) / max(rate, 1e-9)
-      var line = String(
-        format: "step %d/%d  loss %.4f  lr %.3g  %.2f images/s", step, total, result.loss,
-        result.lr, rate)
-      if let v = lastValidation { line += String(format: "  val mIoU %.4f", v) }
-      progress.update(line + String(format: "  ETA %.0f s", eta))
-    }
-    var summary = "trained \(files.modelName) for \(total) steps → \(files.folder.path)/model.pt"
+      },
+      complete: { record in
+        if (valEvery > 0 && record.step % valEvery == 0) || record.step == totalSteps {
+          do throws(TrainingDataError) {
+            record.validationMIoU = try run.validate()
+          } catch {
+            throw CLIError(error.description)
+          }
+          lastValidation = record.validationMIoU ?? lastValidation
+        }
+        return String(format: "loss %.4f", record.loss)
+          + (lastValidation.map { String(format: "  val mIoU %.4f", $0) } ?? "")
+      },
+      save: { try files.save(run, records: $0) })
+    var summary =
+      "trained \(files.modelName) for \(totalSteps) steps → \(files.folder.path)/model.pt"
     if let v = lastValidation { summary += String(format: " (val mIoU %.4f)", v) }
     progress.finish(summary)
   }

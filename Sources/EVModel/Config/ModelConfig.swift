@@ -198,15 +198,7 @@ public struct ModelConfig: Sendable, Equatable {
 
   /// Decodes and validates a JSON configuration.
   public static func decode(_ json: Data) throws(ModelConfigError) -> ModelConfig {
-    do {
-      return try JSONDecoder().decode(ModelConfig.self, from: json)
-    } catch let error as ModelConfigError {
-      throw error
-    } catch let error as DecodingError {
-      throw .malformed(file: nil, reason: describe(error))
-    } catch {
-      throw .malformed(file: nil, reason: error.localizedDescription)
-    }
+    try decodeConfig(ModelConfig.self, from: json)
   }
 
   /// Checks that the configuration describes an encoder the official code can build and run.
@@ -294,6 +286,19 @@ public struct ModelConfig: Sendable, Equatable {
 }
 
 // MARK: - JSON
+
+/// Decodes a configuration, every failure as one `ModelConfigError` naming the field.
+func decodeConfig<T: Decodable>(_ type: T.Type, from json: Data) throws(ModelConfigError) -> T {
+  do {
+    return try JSONDecoder().decode(type, from: json)
+  } catch let error as ModelConfigError {
+    throw error
+  } catch let error as DecodingError {
+    throw .malformed(file: nil, reason: describe(error))
+  } catch {
+    throw .malformed(file: nil, reason: error.localizedDescription)
+  }
+}
 
 /// Any JSON object key, used to reject fields the official builders do not take.
 struct AnyKey: CodingKey {

@@ -125,16 +125,7 @@ public struct SamViTConfig: Sendable, Equatable {
 
   /// Reads a JSON of `ImageEncoderViT`'s constructor arguments.
   public static func decode(_ json: Data) throws(ModelConfigError) -> SamViTConfig {
-    let config: SamViTConfig
-    do {
-      config = try JSONDecoder().decode(SamViTConfig.self, from: json)
-    } catch let error as ModelConfigError {
-      throw error
-    } catch let error as DecodingError {
-      throw .malformed(file: nil, reason: describe(error))
-    } catch {
-      throw .malformed(file: nil, reason: error.localizedDescription)
-    }
+    let config = try decodeConfig(SamViTConfig.self, from: json)
     try config.validate()
     return config
   }

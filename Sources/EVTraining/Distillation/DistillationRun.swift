@@ -35,23 +35,22 @@ package struct DistillationSettings: Codable, Sendable, Equatable {
   }
 
   /// One phrase per setting that differs from `saved`, named as on the command line.
-  package func differences(from saved: DistillationSettings) -> [String] {
-    var out: [String] = []
-    func compare<T: Equatable>(_ name: String, _ now: T, _ then: T, _ show: (T) -> String) {
-      if now != then { out.append("\(name) (saved \(show(then)), now \(show(now)))") }
-    }
-    compare("--steps/--epochs", steps, saved.steps) { "\($0) steps" }
-    compare("--batch-size", batchSize, saved.batchSize) { "\($0)" }
-    compare("--lr", lr, saved.lr) { "\($0)" }
-    compare("--warmup-steps", warmupSteps, saved.warmupSteps) { "\($0)" }
-    compare("--seed", seed, saved.seed) { "\($0)" }
-    compare("the student's input size", imageSize, saved.imageSize) { "\($0)" }
-    if !teacher.givesTheSameEmbeddings(as: saved.teacher) {
-      out.append("the teacher (saved \(saved.teacher), now \(teacher))")
-    }
-    compare("--checkpoint", weights, saved.weights) { "weights \($0)" }
-    compare("the images", data, saved.data) { $0 }
-    return out
+  package func differences(from saved: DistillationSettings) -> SettingDifferences {
+    var differences = SettingDifferences()
+    differences.compare("--steps/--epochs", steps, saved.steps) { "\($0) steps" }
+    differences.compare("--batch-size", batchSize, saved.batchSize) { "\($0)" }
+    differences.compare("--lr", lr, saved.lr) { "\($0)" }
+    differences.compare("--warmup-steps", warmupSteps, saved.warmupSteps) { "\($0)" }
+    differences.compare("--seed", seed, saved.seed) { "\($0)" }
+    differences.compare("the student's input size", imageSize, saved.imageSize) { "\($0)" }
+    // The name a teacher was given by does not change its embeddings.
+    differences.compare(
+      "the teacher", teacher.givesTheSameEmbeddings(as: saved.teacher) ? saved.teacher : teacher,
+      saved.teacher
+    ) { $0.description }
+    differences.compare("--checkpoint", weights, saved.weights) { "weights \($0)" }
+    differences.compare("the images", data, saved.data) { $0 }
+    return differences
   }
 
   /// The hash `data` holds for `images`.
@@ -93,18 +92,9 @@ package final class DistillationRun {
     distillerSettings.warmupSteps = settings.warmupSteps
     order = EpochOrder(count: images.count, seed: settings.seed)
     if let state {
-      let differences = settings.differences(from: state.settings)
-      guard differences.isEmpty else {
-        throw TrainingStateError(
-          "the saved run has other settings: " + differences.joined(separator: "; "))
-      }
-      guard state.imagesSeen == state.trainer.step * settings.batchSize,
-        state.trainer.step <= settings.steps
-      else {
-        throw TrainingStateError(
-          "the saved state is inconsistent (step \(state.trainer.step), \(state.imagesSeen) images)"
-        )
-      }
+      try settings.differences(from: state.settings).checkResumable(
+        step: state.trainer.step, imagesSeen: state.imagesSeen, batchSize: settings.batchSize,
+        steps: settings.steps)
       distiller = Distiller(
         config: config, tensors: tensors, settings: distillerSettings, resuming: state.trainer)
       imagesSeen = state.imagesSeen

@@ -68,10 +68,10 @@ package struct RunSettings: Sendable, Equatable, Codable {
   }
 
   /// One phrase per setting that differs from `saved`, named as on the command line.
-  package func differences(from saved: RunSettings) -> [String] {
-    var out: [String] = []
+  package func differences(from saved: RunSettings) -> SettingDifferences {
+    var differences = SettingDifferences()
     func compare<T: Equatable>(_ name: String, _ now: T, _ then: T, _ show: (T) -> String) {
-      if now != then { out.append("\(name) (saved \(show(then)), now \(show(now)))") }
+      differences.compare(name, now, then, show)
     }
     compare("--steps/--epochs", steps, saved.steps) { "\($0) steps" }
     compare("--batch-size", batchSize, saved.batchSize) { "\($0)" }
@@ -87,7 +87,36 @@ package struct RunSettings: Sendable, Equatable, Codable {
     compare("the model's input size", imageSize, saved.imageSize) { "\($0)" }
     compare("--checkpoint", weights, saved.weights) { "weights \($0)" }
     compare("the training data", data, saved.data) { $0 }
-    return out
+    return differences
+  }
+}
+
+/// A run's settings against a saved run's, one phrase per setting that differs, named as on
+/// the command line: `--lr (saved 0.001, now 0.0001)`.
+package struct SettingDifferences {
+  package private(set) var phrases: [String] = []
+
+  package init() {}
+
+  package mutating func compare<T: Equatable>(
+    _ name: String, _ now: T, _ then: T, _ show: (T) -> String
+  ) {
+    if now != then { phrases.append("\(name) (saved \(show(then)), now \(show(now)))") }
+  }
+
+  /// Throws unless a saved state can continue this run: the same settings, and a position
+  /// (`step` steps, `imagesSeen` images) that a run of `steps` steps of `batchSize` reaches.
+  package func checkResumable(step: Int, imagesSeen: Int, batchSize: Int, steps: Int)
+    throws(TrainingStateError)
+  {
+    guard phrases.isEmpty else {
+      throw TrainingStateError(
+        "the saved run has other settings: " + phrases.joined(separator: "; "))
+    }
+    guard imagesSeen == step * batchSize, step <= steps else {
+      throw TrainingStateError(
+        "the saved state is inconsistent (step \(step), \(imagesSeen) images)")
+    }
   }
 }
 

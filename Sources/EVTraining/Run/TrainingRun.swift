@@ -42,18 +42,9 @@ package final class TrainingRun {
     trainerSettings.loss.pointLoss = settings.pointLoss
     order = EpochOrder(count: split.train.count, seed: settings.seed)
     if let state {
-      let differences = settings.differences(from: state.settings)
-      guard differences.isEmpty else {
-        throw TrainingStateError(
-          "the saved run has other settings: " + differences.joined(separator: "; "))
-      }
-      guard state.imagesSeen == state.trainer.step * settings.batchSize,
-        state.trainer.step <= settings.steps
-      else {
-        throw TrainingStateError(
-          "the saved state is inconsistent (step \(state.trainer.step), \(state.imagesSeen) images)"
-        )
-      }
+      try settings.differences(from: state.settings).checkResumable(
+        step: state.trainer.step, imagesSeen: state.imagesSeen, batchSize: settings.batchSize,
+        steps: settings.steps)
       trainer = Trainer(
         config: config, tensors: tensors, settings: trainerSettings, resuming: state.trainer)
       dataRNG = state.dataRNG
