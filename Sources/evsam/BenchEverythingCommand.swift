@@ -23,7 +23,9 @@ struct BenchEverythingCommand: ParsableCommand {
       the worst case where every mask is upscaled and encoded.
       """)
 
-  @Option(help: ArgumentHelp("Variant(s): l0 … xl1, comma-separated.", valueName: "names"))
+  @Option(
+    help: ArgumentHelp(
+      "Model(s): l0 … xl1 or sam-vit-b|l|h, comma-separated.", valueName: "names"))
   var model: String = "l0,xl1"
 
   @Option(
@@ -67,7 +69,7 @@ struct BenchEverythingCommand: ParsableCommand {
   }
 
   func run() throws {
-    let variants = try model.split(separator: ",").map { try Variant.parse(String($0)) }
+    let variants = try model.split(separator: ",").map { try BenchModel(parsing: String($0)) }
     let settings = try generatorOptions.settings()
     let picture =
       try image.map { try RGBImage(contentsOf: URL(fileURLWithPath: $0)) }
@@ -78,18 +80,19 @@ struct BenchEverythingCommand: ParsableCommand {
     )
     var results: [[String: Any]] = []
     for variant in variants {
-      let config = ModelConfig.preset(variant)
-      let loaded: EfficientViTSAM
+      let architecture = variant.architecture
+      let loaded: SegmentAnythingModel
       if let checkpoint {
         do {
-          loaded = try EfficientViTSAM.load(
-            config: config, checkpoint: URL(fileURLWithPath: checkpoint))
+          loaded = try SegmentAnythingModel.load(
+            architecture: architecture, checkpoint: URL(fileURLWithPath: checkpoint))
         } catch {
           throw CLIError(summarize(error, modelName: variant.modelName))
         }
       } else {
-        let reader = WeightReader(randomWeights(config: config, seed: 0), origin: "random weights")
-        loaded = EfficientViTSAM(config: config, reader: reader)
+        let reader = WeightReader(
+          randomWeights(architecture: architecture, seed: 0), origin: "random weights")
+        loaded = SegmentAnythingModel(architecture: architecture, reader: reader)
         try reader.finish()
       }
       let generator = try AutomaticMaskGenerator(model: loaded, settings: settings)
@@ -105,7 +108,7 @@ struct BenchEverythingCommand: ParsableCommand {
         timings.append(g.timing)
         generation = g
         status(
-          "  \(variant.rawValue) run \(r + 1): \(describe(g.timing)), \(String(format: "%.1f", cpu[r])) s CPU, \(g.masks.count) masks"
+          "  \(variant.key) run \(r + 1): \(describe(g.timing)), \(String(format: "%.1f", cpu[r])) s CPU, \(g.masks.count) masks"
         )
       }
       let parts: [(String, KeyPath<GenerationTiming, Duration>)] = [
@@ -126,7 +129,7 @@ struct BenchEverythingCommand: ParsableCommand {
           medians["postprocess"]!, medians["filtering"]!, medians["cpu"]!, g.candidates / 3,
           g.candidates, g.masks.count))
       results.append([
-        "model": variant.rawValue, "median_s": medians,
+        "model": variant.key, "median_s": medians,
         "runs_cpu_s": cpu,
         "runs_s": timings.map { t in
           Dictionary(uniqueKeysWithValues: parts.map { ($0.0, seconds(t[keyPath: $0.1])) })
