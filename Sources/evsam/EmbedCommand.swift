@@ -26,9 +26,7 @@ struct EmbedCommand: ParsableCommand {
       "Output safetensors file (a folder for a folder of images).", valueName: "path"))
   var output: String
 
-  @Option(
-    help: ArgumentHelp("With a folder: this process's share, I/N (0 ≤ I < N).", valueName: "I/N"))
-  var shard: String?
+  @OptionGroup(title: "Shards (with a folder)") var shardOptions: ShardOptions
 
   @OptionGroup var quietOption: QuietOption
 
@@ -40,7 +38,7 @@ struct EmbedCommand: ParsableCommand {
       try embedFolder()
       return
     }
-    if shard != nil { throw CLIError("--shard goes with a folder of images") }
+    if shardOptions.shard != nil { throw CLIError("--shard goes with a folder of images") }
     let picture = try RGBImage(contentsOf: URL(fileURLWithPath: image))
     try checkWritableFile(output)
     let (model, name) = try modelOptions.loadModel()
@@ -81,14 +79,9 @@ extension EmbedCommand {
       throw CLIError("cannot list " + fileProblem(error, path: folder.path))
     }
     guard !all.isEmpty else { throw CLIError("\(folder.path) holds no PNG or JPEG images") }
-    let shard: Shard
-    do {
-      shard =
-        try self.shard.map { text throws(EvaluationError) in try Shard(parsing: text) } ?? .whole
-    } catch {
-      throw CLIError(error.description)
-    }
-    let mine = all.enumerated().filter { $0.offset % shard.count == shard.index }.map(\.element)
+    let (shard, source) = try shardOptions.resolve()
+    if let source, !quietOption.quiet { printErr("shard \(shard) from \(source)") }
+    let mine = shard.take(all)
     let (model, name, tensors) = try modelOptions.loadModelAndTensors()
     let identity = TeacherIdentity(model: model, name: name, tensors: tensors)
     let cache: EmbeddingFolder

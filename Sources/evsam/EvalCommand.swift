@@ -15,7 +15,7 @@ struct EvalCommand: ParsableCommand {
       over all / large / medium / small objects, as the official script prints it.
 
       Finished images are appended to OUT.partial.jsonl: rerun the same command to resume after \
-      an interruption. --shard I/N evaluates every N-th image; `evsam merge` combines the shards.
+      an interruption. --shard I/N evaluates every N-th image (--shard auto: the index and count from Slurm, a Kubernetes Indexed Job or mpirun); `evsam merge` combines the shards.
       """)
 
   @OptionGroup var modelOptions: ModelOptions
@@ -48,10 +48,7 @@ struct EvalCommand: ParsableCommand {
   @Option(help: ArgumentHelp("Evaluate only the first N images (ascending id).", valueName: "n"))
   var limit: Int?
 
-  @Option(
-    help: ArgumentHelp(
-      "Evaluate shard I of N (every N-th image from the I-th, 0-based).", valueName: "I/N"))
-  var shard: String = "0/1"
+  @OptionGroup(title: "Shards") var shardOptions: ShardOptions
 
   @Flag(help: "Skip images whose file is missing (counted and reported) instead of stopping.")
   var skipMissingImages = false
@@ -77,11 +74,13 @@ struct EvalCommand: ParsableCommand {
     }
     let kind = dataset?.value ?? (groundTruth.looksLikeLVIS ? .lvis : .coco)
     let (_, modelName) = try modelOptions.resolveArchitecture()
+    let (shard, shardSource) = try shardOptions.resolve()
+    if let shardSource { printError("shard \(shard) from \(shardSource)") }
     let configuration = ZeroShotConfiguration(
       model: modelName, checkpoint: modelOptions.checkpoint.map(absolutePath),
       annotations: absolutePath(annotations), images: absolutePath(images), prompt: prompt.value,
       clicks: clickCounts, detections: detections.map(absolutePath), dataset: kind, limit: limit,
-      shard: try Shard(parsing: shard), skipMissingImages: skipMissingImages)
+      shard: shard, skipMissingImages: skipMissingImages)
     // Everything about the data is checked before the (slow) model load.
     let evaluator = try ZeroShotEvaluator(
       configuration: configuration, dataset: groundTruth, detections: detectionList,

@@ -163,6 +163,8 @@ struct EverythingCommand: ParsableCommand {
   @Flag(help: "Redo images whose output already exists.")
   var overwrite = false
 
+  @OptionGroup(title: "Shards (with a folder)") var shardOptions: ShardOptions
+
   @OptionGroup var quietOption: QuietOption
 
   func run() throws {
@@ -174,10 +176,13 @@ struct EverythingCommand: ParsableCommand {
     }
     let jobs: [(image: URL, json: URL, overlay: URL?)]
     if isDirectory.boolValue {
-      let images = try imageFiles(in: inputURL)
-      guard !images.isEmpty else {
+      let all = try imageFiles(in: inputURL)
+      guard !all.isEmpty else {
         throw CLIError("\(input): no .png/.jpg/.jpeg images in this folder")
       }
+      let (shard, source) = try shardOptions.resolve()
+      if let source, !quietOption.quiet { printErr("shard \(shard) from \(source)") }
+      let images = shard.take(all)
       let outDir = URL(fileURLWithPath: output)
       let overlayDir = overlay.map { URL(fileURLWithPath: $0) }
       try createFolder(outDir)
@@ -190,6 +195,7 @@ struct EverythingCommand: ParsableCommand {
         )
       }
     } else {
+      if shardOptions.shard != nil { throw CLIError("--shard goes with a folder of images") }
       jobs = [(inputURL, URL(fileURLWithPath: output), overlay.map { URL(fileURLWithPath: $0) })]
     }
 

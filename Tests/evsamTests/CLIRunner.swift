@@ -28,10 +28,20 @@ struct CLIRunner {
     var description: String { "evsam binary not found in \(searched)" }
   }
 
-  static func run(_ arguments: [String]) throws -> Result {
+  /// `environment`: variables set for the child on top of this process's (scheduler variables
+  /// of the parent, such as a CI runner's, are removed first so they cannot leak into a test).
+  static func run(_ arguments: [String], environment: [String: String]? = nil) throws -> Result {
     let process = Process()
     process.executableURL = try binary
     process.arguments = arguments
+    if let environment {
+      let schedulerPrefixes = ["SLURM_", "OMPI_", "JOB_COMPLETION_INDEX", "EVSAM_SHARD_COUNT"]
+      var merged = ProcessInfo.processInfo.environment.filter { key, _ in
+        !schedulerPrefixes.contains { key.hasPrefix($0) }
+      }
+      merged.merge(environment) { _, new in new }
+      process.environment = merged
+    }
     let out = Pipe()
     let err = Pipe()
     process.standardOutput = out
