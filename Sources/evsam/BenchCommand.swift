@@ -149,11 +149,10 @@ struct BenchCommand: ParsableCommand {
         "benchmarking \(v.modelName)\(weights.map { " (weights \($0))" } ?? " (random weights)")…")
       var result = try measureInChild(v, checkpointPath: weights)
       if withReference {
-        let hasONNX =
-          ((referenceDocument?["models"] as? [String: Any])?[v.key] as? [String: Any])?[
-            "onnxruntime"] != nil
+        let timed = (referenceDocument?["models"] as? [String: Any])?[v.key] as? [String: Any]
         result["interleaved"] = try interleavedEncoders(
-          v, weights: weights, resultsFolder: referenceResultsFolder, onnx: hasONNX)
+          v, weights: weights, resultsFolder: referenceResultsFolder,
+          runtimes: ReferenceRuntime.allCases.filter { timed?[$0.rawValue] != nil })
       }
       results.append(result)
     }
@@ -311,10 +310,11 @@ struct BenchCommand: ParsableCommand {
     reply("evsam-bench peak_rss_mb \(Double(peakResidentBytes()) / 1_048_576)")
   }
 
-  /// The encoders of evsam, PyTorch and (if timed before) ONNX Runtime, resident side by side
-  /// and run one pass each in turn for `runs` rounds.
+  /// The encoders of evsam and of the reference runtimes timed before (PyTorch, ONNX Runtime,
+  /// OpenVINO), resident side by side and run one pass each in turn for `runs` rounds.
   private func interleavedEncoders(
-    _ variant: BenchModel, weights: String?, resultsFolder folder: String, onnx: Bool
+    _ variant: BenchModel, weights: String?, resultsFolder folder: String,
+    runtimes: [ReferenceRuntime]
   ) throws -> [String: Any] {
     status("timing \(variant.modelName)'s encoders interleaved (\(runs) rounds)…")
     let threadCount = threads ?? ComputeThreads.count
@@ -335,13 +335,12 @@ struct BenchCommand: ParsableCommand {
       try EncoderServer(
         name: "evsam",
         executable: Bundle.main.executableURL ?? URL(fileURLWithPath: CommandLine.arguments[0]),
-        arguments: ours),
-      try EncoderServer(name: "pytorch", executable: bash, arguments: reference("pytorch")),
+        arguments: ours)
     ]
-    if onnx {
+    for runtime in runtimes {
       servers.append(
         try EncoderServer(
-          name: "onnxruntime", executable: bash, arguments: reference("onnxruntime")))
+          name: runtime.rawValue, executable: bash, arguments: reference(runtime.rawValue)))
     }
     defer { for s in servers { s.quit() } }
     let times = try interleavedEncoderTimes(servers, rounds: runs, progress: status)
@@ -524,72 +523,77 @@ struct BenchCommand: ParsableCommand {
   /// Prints the table and returns the JSON document.
   private func report(_ results: [[String: Any]], reference: [String: Any]?) -> [String: Any] {
     let refModels = reference?["models"] as? [String: Any] ?? [:]
+    // The table's columns: PyTorch and ONNX Runtime always, OpenVINO when the reference
+    // timed it for some model.
+    let columns = ReferenceRuntime.allCases.filter { runtime in
+      runtime == .pytorch || runtime == .onnxruntime
+        || refModels.values.contains { ($0 as? [String: Any])?[runtime.rawValue] != nil }
+    }
     var rows: [[String]] = []
     for r in results {
       let name = r["model"] as? String ?? "?"
       let ref = refModels[name] as? [String: Any]
-      let torch = ref?["pytorch"] as? [String: Any]
-      let ort = ref?["onnxruntime"] as? [String: Any]
       func ours(_ key: String) -> Double? { (r[key] as? [String: Any])?["median"] as? Double }
-      func theirs(_ d: [String: Any]?, _ key: String) -> Double? {
+      /// A reference value: a number, or a summary's `stat`.
+      func theirs(_ runtime: ReferenceRuntime, _ key: String, _ stat: String = "median") -> Double?
+      {
+        let d = ref?[runtime.rawValue] as? [String: Any]
         if let v = d?[key] as? Double { return v }
-        return (d?[key] as? [String: Any])?["median"] as? Double
+        return (d?[key] as? [String: Any])?[stat] as? Double
       }
       func add(
-        _ label: String, _ value: Double?, unit: String, _ torchValue: Double?, _ ortValue: Double?
+        _ label: String, _ value: Double?, unit: String, _ values: [ReferenceRuntime: Double]
       ) {
         guard let value else { return }
         let fmt = unit == "s" ? "%.3f s" : (unit == "MB" ? "%.0f MB" : "%.1f ms")
-        rows.append([
-          "\(name) \(label)", String(format: fmt, value),
-          torchValue.map { String(format: fmt, $0) } ?? "—",
-          torchValue.map { String(format: "%.2f×", value / $0) } ?? "—",
-          ortValue.map { String(format: fmt, $0) } ?? "—",
-          ortValue.map { String(format: "%.2f×", value / $0) } ?? "—",
-        ])
+        var row = ["\(name) \(label)", String(format: fmt, value)]
+        for runtime in columns {
+          let theirs = values[runtime]
+          row.append(theirs.map { String(format: fmt, $0) } ?? "—")
+          row.append(theirs.map { String(format: "%.2f×", value / $0) } ?? "—")
+        }
+        rows.append(row)
+      }
+      func all(_ key: String, _ stat: String = "median") -> [ReferenceRuntime: Double] {
+        var values: [ReferenceRuntime: Double] = [:]
+        for runtime in columns { values[runtime] = theirs(runtime, key, stat) }
+        return values
       }
       if let inter = r["interleaved"] as? [String: Any] {
-        // The drift-proof comparison: the three encoders took turns, pass by pass.
+        // The drift-proof comparison: the encoders took turns, pass by pass.
         func stat(_ side: String, _ key: String) -> Double? {
           (inter[side] as? [String: Any])?[key] as? Double
         }
         for key in ["median", "min"] {
-          add(
-            "encoder, interleaved (\(key))", stat("evsam", key), unit: "s",
-            stat("pytorch", key), stat("onnxruntime", key))
+          var values: [ReferenceRuntime: Double] = [:]
+          for runtime in columns { values[runtime] = stat(runtime.rawValue, key) }
+          add("encoder, interleaved (\(key))", stat("evsam", key), unit: "s", values)
         }
-        add(
-          "encoder, own process (median)", ours("encoder_s"), unit: "s",
-          theirs(torch, "encoder_s"), theirs(ort, "encoder_s"))
+        add("encoder, own process (median)", ours("encoder_s"), unit: "s", all("encoder_s"))
       } else {
-        add(
-          "encoder (median)", ours("encoder_s"), unit: "s", theirs(torch, "encoder_s"),
-          theirs(ort, "encoder_s"))
+        add("encoder (median)", ours("encoder_s"), unit: "s", all("encoder_s"))
         add(
           "encoder (min)", (r["encoder_s"] as? [String: Any])?["min"] as? Double, unit: "s",
-          (torch?["encoder_s"] as? [String: Any])?["min"] as? Double,
-          (ort?["encoder_s"] as? [String: Any])?["min"] as? Double)
+          all("encoder_s", "min"))
       }
-      add("encoder CPU time (median)", ours("encoder_cpu_s"), unit: "s", nil, nil)
-      add("decoder per-image preparation", ours("decoder_prepare_ms"), unit: "ms", nil, nil)
-      add(
-        "decoder, 1 point", ours("decoder_point_ms"), unit: "ms", theirs(torch, "decoder_point_ms"),
-        nil)
-      add(
-        "decoder, 1 box", ours("decoder_box_ms"), unit: "ms", theirs(torch, "decoder_box_ms"), nil)
+      func torchOnly(_ key: String) -> [ReferenceRuntime: Double] {
+        theirs(.pytorch, key).map { [.pytorch: $0] } ?? [:]
+      }
+      add("encoder CPU time (median)", ours("encoder_cpu_s"), unit: "s", [:])
+      add("decoder per-image preparation", ours("decoder_prepare_ms"), unit: "ms", [:])
+      add("decoder, 1 point", ours("decoder_point_ms"), unit: "ms", torchOnly("decoder_point_ms"))
+      add("decoder, 1 box", ours("decoder_box_ms"), unit: "ms", torchOnly("decoder_box_ms"))
       add(
         "decoder, 64 points", ours("decoder_batch64_ms"), unit: "ms",
-        theirs(torch, "decoder_batch64_ms"), nil)
-      add("decoder CPU time, 1 point", ours("decoder_point_cpu_ms"), unit: "ms", nil, nil)
-      add("decoder CPU time, 64 points", ours("decoder_batch64_cpu_ms"), unit: "ms", nil, nil)
-      add(
-        "everything mode", r["everything_s"] as? Double, unit: "s", theirs(torch, "everything_s"),
-        nil)
+        torchOnly("decoder_batch64_ms"))
+      add("decoder CPU time, 1 point", ours("decoder_point_cpu_ms"), unit: "ms", [:])
+      add("decoder CPU time, 64 points", ours("decoder_batch64_cpu_ms"), unit: "ms", [:])
+      add("everything mode", r["everything_s"] as? Double, unit: "s", torchOnly("everything_s"))
       add(
         "peak RSS after encode", r["peak_rss_after_encode_mb"] as? Double, unit: "MB",
-        theirs(torch, "peak_rss_after_encode_mb"), theirs(ort, "peak_rss_after_encode_mb"))
+        all("peak_rss_after_encode_mb"))
     }
-    let header = ["", "evsam", "PyTorch", "ratio", "ONNX Runtime", "ratio"]
+    let header = ["", "evsam"] + columns.flatMap { [$0.title, "ratio"] }
     let widths = (0..<header.count).map { c in ([header] + rows).map { $0[c].count }.max()! }
     func line(_ cells: [String]) -> String {
       "| "
@@ -618,6 +622,23 @@ struct BenchCommand: ParsableCommand {
 }
 
 // MARK: - Helpers
+
+/// A runtime the reference script times the official model in, as its documents name it.
+enum ReferenceRuntime: String, CaseIterable {
+  case pytorch
+  case onnxruntime
+  case openVINOFP32 = "openvino-fp32"
+  case openVINO = "openvino"
+
+  var title: String {
+    switch self {
+    case .pytorch: "PyTorch"
+    case .onnxruntime: "ONNX Runtime"
+    case .openVINOFP32: "OpenVINO fp32"
+    case .openVINO: "OpenVINO default"
+    }
+  }
+}
 
 /// A published model `bench` can time: an EfficientViT-SAM variant or one of SAM's ViTs.
 enum BenchModel: Hashable {
