@@ -122,26 +122,22 @@ struct DistillCommand: ParsableCommand {
     }
     try createFolder(options.outputURL)
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
-    guard run.step < totalSteps else {
-      try files.save(run, records: records)
-      printErr("the run in \(options.outputURL.path) is already complete (\(totalSteps) steps)")
-      return
-    }
     let firstLoss = records.first?.loss
     let loop = StepLoop(
-      total: totalSteps, batchSize: options.batchSize, saveEvery: options.saveEvery,
-      quiet: quietOption.quiet, folder: files.folder)
-    let progress = try loop.run(
-      records: &records, currentStep: { run.step },
-      step: {
-        do throws(DistillationError) {
-          return try run.distillStep()
-        } catch {
-          throw CLIError(error.description)
-        }
-      },
-      complete: { String(format: "mse %.5f", $0.loss) },
-      save: { try files.save(run, records: $0) })
+      options: options, total: totalSteps, quiet: quietOption.quiet, folder: files.folder)
+    guard
+      let progress = try loop.run(
+        records: &records, currentStep: { run.step },
+        step: {
+          do throws(DistillationError) {
+            return try run.distillStep()
+          } catch {
+            throw CLIError(error.description)
+          }
+        },
+        complete: { String(format: "mse %.5f", $0.loss) },
+        save: { try files.save(run, records: $0) })
+    else { return }
     let first = firstLoss ?? records.first?.loss
     progress.finish(
       "distilled \(files.modelName) for \(totalSteps) steps (mse "

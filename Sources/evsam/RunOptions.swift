@@ -86,15 +86,29 @@ struct StepLoop {
   let quiet: Bool
   let folder: URL
 
+  init(options: RunOptions, total: Int, quiet: Bool, folder: URL) {
+    self.total = total
+    batchSize = options.batchSize
+    saveEvery = options.saveEvery
+    self.quiet = quiet
+    self.folder = folder
+  }
+
   /// Runs from `currentStep()` to `total`. `step` takes one optimiser step; `complete` adds
   /// what else the record holds (a validation) and returns its part of the progress line;
-  /// `save` writes every file. Returns the progress line for the caller's summary.
+  /// `save` writes every file. Returns the progress line for the caller's summary, or nil
+  /// when the run was complete already (its files are then written again, and it says so).
   func run(
     records: inout [TrainingLogRecord], currentStep: () -> Int,
     step: () throws -> (loss: Double, lr: Double),
     complete: (inout TrainingLogRecord) throws -> String,
     save: ([TrainingLogRecord]) throws -> Void
-  ) throws -> ProgressLine {
+  ) throws -> ProgressLine? {
+    guard currentStep() < total else {
+      try save(records)
+      printErr("the run in \(folder.path) is already complete (\(total) steps)")
+      return nil
+    }
     let interrupt = InterruptFlag.install(
       firstNotice: "stopping after this step and saving (Ctrl-C again to quit without saving)")
     defer { interrupt.uninstall() }

@@ -127,37 +127,33 @@ struct TrainCommand: ParsableCommand {
     }
     try createFolder(options.outputURL)
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
-    guard run.step < totalSteps else {
-      try files.save(run, records: records)
-      printErr("the run in \(options.outputURL.path) is already complete (\(totalSteps) steps)")
-      return
-    }
     var lastValidation = records.last { $0.validationMIoU != nil }?.validationMIoU
     let loop = StepLoop(
-      total: totalSteps, batchSize: options.batchSize, saveEvery: options.saveEvery,
-      quiet: quietOption.quiet, folder: files.folder)
-    let progress = try loop.run(
-      records: &records, currentStep: { run.step },
-      step: {
-        do throws(TrainingDataError) {
-          return try run.trainStep()
-        } catch {
-          throw CLIError(error.description)
-        }
-      },
-      complete: { record in
-        if (valEvery > 0 && record.step % valEvery == 0) || record.step == totalSteps {
+      options: options, total: totalSteps, quiet: quietOption.quiet, folder: files.folder)
+    guard
+      let progress = try loop.run(
+        records: &records, currentStep: { run.step },
+        step: {
           do throws(TrainingDataError) {
-            record.validationMIoU = try run.validate()
+            return try run.trainStep()
           } catch {
             throw CLIError(error.description)
           }
-          lastValidation = record.validationMIoU ?? lastValidation
-        }
-        return String(format: "loss %.4f", record.loss)
-          + (lastValidation.map { String(format: "  val mIoU %.4f", $0) } ?? "")
-      },
-      save: { try files.save(run, records: $0) })
+        },
+        complete: { record in
+          if (valEvery > 0 && record.step % valEvery == 0) || record.step == totalSteps {
+            do throws(TrainingDataError) {
+              record.validationMIoU = try run.validate()
+            } catch {
+              throw CLIError(error.description)
+            }
+            lastValidation = record.validationMIoU ?? lastValidation
+          }
+          return String(format: "loss %.4f", record.loss)
+            + (lastValidation.map { String(format: "  val mIoU %.4f", $0) } ?? "")
+        },
+        save: { try files.save(run, records: $0) })
+    else { return }
     var summary =
       "trained \(files.modelName) for \(totalSteps) steps → \(files.folder.path)/model.pt"
     if let v = lastValidation { summary += String(format: " (val mIoU %.4f)", v) }
