@@ -10,11 +10,19 @@ same weights), then time in PyTorch eager:
     a batch of 64 single-point prompts (multimask, logits at the original size),
   - everything mode (SamAutomaticMaskGenerator defaults: 32×32 points, batches of 64),
   - peak resident memory after the encoder runs;
-and the image encoder exported to ONNX in ONNX Runtime (CPU, all graph optimisations).
+and the image encoder exported to ONNX in ONNX Runtime (CPU, all graph optimisations);
+and that same ONNX file in OpenVINO (CPU, --threads inference threads, the LATENCY performance
+hint), twice: "openvino-fp32" with INFERENCE_PRECISION_HINT f32, and "openvino" at OpenVINO's
+default precision for this CPU (bf16 where the CPU has AVX512_BF16 or AMX). Each OpenVINO entry
+gives the encoder time on the input ONNX Runtime gets, peak memory after the encoder runs, the
+precision the compiled model reports ("precision": "f32", "bf16", …) and the relative L2 distance
+of its embedding to PyTorch's on the same input ("embedding_rel_l2"). --skip-openvino leaves
+them out (as --skip-onnx does ONNX Runtime). The export step saves that input and PyTorch's
+embedding as <out>/<model>-encoder-reference.npz, so the OpenVINO processes never import torch.
 
-PyTorch and ONNX Runtime each run in a process of their own, so peak memory is theirs alone.
-Inputs match `evsam bench`: the same synthetic 600×400 image (or --image), the same prompts.
-Writes <out>/reference.json.
+PyTorch, ONNX Runtime and each OpenVINO precision run in a process of their own, so peak memory
+is theirs alone. Inputs match `evsam bench`: the same synthetic 600×400 image (or --image), the
+same prompts. Writes <out>/reference.json.
 
 SAM's original ViT image encoders (PyPI `segment-anything`, models sam-vit-b, sam-vit-l,
 sam-vit-h) are timed the same way in PyTorch eager: built by sam_model_registry["vit_b"|"vit_l"|
@@ -23,8 +31,9 @@ format), the bench image preprocessed as SamPredictor.set_image does it (ResizeL
 on uint8, then Sam.preprocess: normalise on the 0–255 scale, pad to 1024×1024), and
 image_encoder(input) timed alone; the decoder cases and everything mode run SAM's own
 SamPredictor and SamAutomaticMaskGenerator (on the embedding the encoder timing computed). No ONNX
-Runtime for them: ViT-H's weights (2.5 GB) exceed ONNX's 2 GB protobuf limit, so all three are
-skipped and their entry in reference.json says so ("onnxruntime_skipped").
+Runtime or OpenVINO for them: ViT-H's weights (2.5 GB) exceed ONNX's 2 GB protobuf limit, so
+all three are skipped and their entry in reference.json says so ("onnxruntime_skipped",
+"openvino_skipped").
 
 --train: the training step instead (train_step.py: the official trainer's step rebuilt on the
 packaged model): per model a full step, an encoder-only distillation step and the decoder part
@@ -35,8 +44,9 @@ for `evsam bench-train --reference`.
 --serve-train full|encoder|decoder --one MODEL: the same for one training step of that part
 (`evsam bench-train --interleave`), with --images and --masks-per-image.
 
---serve pytorch|onnxruntime --one MODEL: an encoder server for `evsam bench`'s interleaved
-timing. It loads the weights (and ONNX file) a previous run saved in --out, warms up, prints
+--serve pytorch|onnxruntime|openvino-fp32|openvino --one MODEL: an encoder server for `evsam
+bench`'s interleaved timing. It loads the weights (and ONNX file; for OpenVINO the ONNX file and
+the saved encoder input, without torch) a previous run saved in --out, warms up, prints
 "evsam-bench ready" and then answers each "run" line on stdin with "evsam-bench time SECONDS"
 (one encoder pass) until "quit" or end of input, then "evsam-bench peak_rss_mb MB". `evsam bench`
 alternates such servers with its own run by run, so that a machine whose speed drifts over minutes
@@ -288,8 +298,9 @@ def onnx_session(path, threads):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def run_onnxruntime(args):
-    import onnxruntime as ort
+def export_encoder(args):
+    """Builds the model, exports its image encoder to <out>/<model>-encoder.onnx; returns the
+    model, the encoder's input for the bench image and the ONNX file's path."""
     import torch
 
     model = build_model(args.one, args.seed)
@@ -308,6 +319,125 @@ def run_onnxruntime(args):
                 model.image_encoder, (x,), path, input_names=["image"], output_names=["embedding"],
                 dynamo=True,
             )
+    return model, x, path
+
+
+# OpenVINO's runtimes as reference.json names them: runtime → INFERENCE_PRECISION_HINT set
+# (None: OpenVINO's default for this CPU).
+OPENVINO_RUNTIMES = {"openvino-fp32": "f32", "openvino": None}
+OPENVINO_SKIPPED = (
+    "not timed: OpenVINO runs the ONNX export, which the SAM ViT models do not have (see "
+    "onnxruntime_skipped)"
+)
+
+
+def encoder_reference_path(out, name):
+    return os.path.join(out, f"{name}-encoder-reference.npz")
+
+
+def image_key(image):
+    return os.path.abspath(image) if image else "synthetic 600x400"
+
+
+def save_encoder_reference(args, model, x):
+    """<out>/<model>-encoder-reference.npz: the encoder input the ONNX file is timed on, PyTorch's
+    embedding of it, and the image and seed they come from, for the OpenVINO processes (which
+    then need no torch: their peak memory stays OpenVINO's own)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    with torch.inference_mode():
+        embedding = model.image_encoder(x).numpy()
+    np.savez(
+        encoder_reference_path(args.out, args.one), input=x.numpy(), embedding=embedding,
+        image=np.array(image_key(args.image)), seed=np.array(args.seed),
+    )
+
+
+def load_encoder_reference(args):
+    """The ONNX file's path and the saved reference (see save_encoder_reference); exits with a
+    clear message when a previous run did not leave them, or left them for another image."""
+    path = os.path.join(args.out, f"{args.one}-encoder.onnx")
+    reference = encoder_reference_path(args.out, args.one)
+    for needed in (path, reference):
+        if not os.path.exists(needed):
+            sys.exit(
+                f"reference-bench: {needed} missing: run the reference once without --serve "
+                "(and without --skip-openvino) first"
+            )
+    with np.load(reference, allow_pickle=False) as f:
+        saved = dict(f)
+    if str(saved["image"]) != image_key(args.image) or int(saved["seed"]) != args.seed:
+        sys.exit(
+            f"reference-bench: {reference} is for image {saved['image']} and seed {saved['seed']}, "
+            f"not {image_key(args.image)} and {args.seed}: run the reference again with these"
+        )
+    return path, saved
+
+
+def openvino_model(path, threads, precision):
+    """The ONNX file compiled by OpenVINO for the CPU: `threads` inference threads, the LATENCY
+    performance hint and INFERENCE_PRECISION_HINT `precision` (None: OpenVINO's default)."""
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    config = {
+        props.inference_num_threads(): threads,
+        hints.performance_mode(): hints.PerformanceMode.LATENCY,
+    }
+    if precision is not None:
+        config[hints.inference_precision()] = getattr(ov.Type, precision)
+    core = ov.Core()
+    return core, core.compile_model(path, "CPU", config)
+
+
+def run_openvino(args):
+    import openvino as ov
+
+    path, saved = load_encoder_reference(args)
+    x = saved.pop("input")
+    reference = saved.pop("embedding")
+    core, compiled = openvino_model(path, args.threads, OPENVINO_RUNTIMES[args.mode])
+    request = compiled.create_infer_request()
+    feed = {0: x}
+    last = {}
+
+    def encode():
+        last["embedding"] = request.infer(feed)[0]
+
+    enc = time_runs(encode, args.runs)
+    peak = peak_rss_mb()
+    embedding = np.asarray(last["embedding"], dtype=np.float64)
+    reference = reference.astype(np.float64)
+    hint = compiled.get_property("PERFORMANCE_HINT")
+    precision = compiled.get_property("INFERENCE_PRECISION_HINT")
+    return {
+        "model": args.one, "threads": args.threads, "openvino": ov.__version__,
+        "device": core.get_property("CPU", "FULL_DEVICE_NAME"),
+        "precision": getattr(precision, "get_type_name", lambda: str(precision))(),
+        "inference_num_threads": compiled.get_property("INFERENCE_NUM_THREADS"),
+        "performance_hint": getattr(hint, "name", str(hint)),
+        "encoder_s": summary(enc), "peak_rss_after_encode_mb": peak,
+        "embedding_rel_l2": float(np.linalg.norm(embedding - reference) / np.linalg.norm(reference)),
+    }
+
+
+def run_onnx_export(args):
+    """Only the ONNX export and the OpenVINO reference, when ONNX Runtime is skipped."""
+    import torch
+
+    model, x, path = export_encoder(args)
+    save_encoder_reference(args, model, x)
+    return {"model": args.one, "onnx": path, "torch": torch.__version__}
+
+
+def run_onnxruntime(args):
+    import onnxruntime as ort
+
+    model, x, path = export_encoder(args)
+    if not args.skip_openvino:
+        save_encoder_reference(args, model, x)
     # The exporting process is done; time in a fresh state so RSS is ONNX Runtime's own.
     del model
     session = onnx_session(path, args.threads)
@@ -361,6 +491,22 @@ def serve(args):
 
         def encode():
             session.run(None, feed)
+
+    encode()
+    answer_runs(encode, peak_rss_mb)
+
+
+def serve_openvino(args):
+    """serve() for OpenVINO: the ONNX file and encoder input a previous run saved, no torch."""
+    if args.one in SAM_VIT:
+        sys.exit(f"reference-bench: {args.one}: no OpenVINO server ({OPENVINO_SKIPPED})")
+    path, saved = load_encoder_reference(args)
+    _, compiled = openvino_model(path, args.threads, OPENVINO_RUNTIMES[args.serve])
+    request = compiled.create_infer_request()
+    feed = {0: saved["input"]}
+
+    def encode():
+        request.infer(feed)
 
     encode()
     answer_runs(encode, peak_rss_mb)
@@ -441,6 +587,8 @@ def child(args, mode, model):
         cmd += ["--image", args.image]
     if args.skip_everything:
         cmd.append("--skip-everything")
+    if args.skip_openvino:
+        cmd.append("--skip-openvino")
     print(f"reference-bench: {model} in {mode}…", file=sys.stderr, flush=True)
     subprocess.run(cmd, check=True)
     with open(out_file) as f:
@@ -459,10 +607,13 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-everything", action="store_true")
     parser.add_argument("--skip-onnx", action="store_true")
+    parser.add_argument("--skip-openvino", action="store_true")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "../../.venv-ref/results"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--mode", help=argparse.SUPPRESS)
-    parser.add_argument("--serve", choices=["pytorch", "onnxruntime"], help="encoder server (needs --one)")
+    parser.add_argument(
+        "--serve", choices=["pytorch", "onnxruntime", *OPENVINO_RUNTIMES],
+        help="encoder server (needs --one)")
     parser.add_argument("--train", action="store_true", help="time the training step (see above)")
     parser.add_argument(
         "--serve-train", choices=["full", "encoder", "decoder"],
@@ -488,13 +639,20 @@ def main():
     if args.serve:
         if not args.one:
             parser.error("--serve needs --one MODEL")
-        serve(args)
+        if args.serve in OPENVINO_RUNTIMES:
+            serve_openvino(args)
+        else:
+            serve(args)
         return
     if args.one:
         if args.mode.startswith("train-"):
             result = run_train_part(args)
         elif args.mode == "pytorch":
             result = run_pytorch(args)
+        elif args.mode in OPENVINO_RUNTIMES:
+            result = run_openvino(args)
+        elif args.mode == "onnx-export":
+            result = run_onnx_export(args)
         else:
             result = run_onnxruntime(args)
         with open(os.path.join(args.out, f"{args.one}.{args.mode}.json"), "w") as f:
@@ -522,10 +680,19 @@ def main():
         entry = {"pytorch": child(args, "pytorch", model), "weights": os.path.join(args.out, f"{model}.pt")}
         if model in SAM_VIT:
             entry["onnxruntime_skipped"] = SAM_ONNX_SKIPPED
+            entry["openvino_skipped"] = OPENVINO_SKIPPED
             if not args.skip_onnx:
                 print(f"reference-bench: {model}: ONNX Runtime {SAM_ONNX_SKIPPED}", file=sys.stderr)
-        elif not args.skip_onnx:
-            entry["onnxruntime"] = child(args, "onnxruntime", model)
+            if not args.skip_openvino:
+                print(f"reference-bench: {model}: OpenVINO {OPENVINO_SKIPPED}", file=sys.stderr)
+        else:
+            if not args.skip_onnx:
+                entry["onnxruntime"] = child(args, "onnxruntime", model)
+            if not args.skip_openvino:
+                if args.skip_onnx:  # the export the ONNX Runtime process would have made
+                    child(args, "onnx-export", model)
+                for runtime in OPENVINO_RUNTIMES:
+                    entry[runtime] = child(args, runtime, model)
         document["models"][model] = entry
     path = os.path.join(args.out, "reference.json")
     with open(path, "w") as f:

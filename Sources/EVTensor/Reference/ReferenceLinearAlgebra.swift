@@ -1,3 +1,4 @@
+import Foundation
 extension Reference {
   public static func matmul(
     _ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false
@@ -128,5 +129,57 @@ extension Reference {
         (b0 - Double(mean.storage[c])) * inv * Double(gamma.storage[c]) + Double(beta.storage[c]))
     }
     return (w, b)
+  }
+}
+
+extension Reference {
+  /// `gridAttention` from its definition: for each group, head and query, the scores
+  /// `scale·q·k + q·Rh[y − ky + side − 1] + q·Rw[x − kx + side − 1]` over every key, softmax,
+  /// and the weighted sum of the values, in Double.
+  public static func gridAttention(
+    qkv: Tensor, groups: Int, side: Int, heads: Int, relH: Tensor?, relW: Tensor?, scale: Float
+  ) -> Tensor {
+    let tokens = side * side
+    let width = qkv.dim(1)
+    let channels = width / 3
+    let d = channels / heads
+    let x = qkv.storage
+    var out = [Float](repeating: 0, count: groups * tokens * channels)
+    for g in 0..<groups {
+      for h in 0..<heads {
+        for i in 0..<tokens {
+          let qRow = (g * tokens + i) * width + h * d
+          var scores = [Double](repeating: 0, count: tokens)
+          for j in 0..<tokens {
+            let kRow = (g * tokens + j) * width + channels + h * d
+            var dot = 0.0
+            for c in 0..<d { dot += Double(x[qRow + c]) * Double(x[kRow + c]) }
+            var s = Double(scale) * dot
+            if let relH, let relW {
+              let (y, xq, ky, kx) = (i / side, i % side, j / side, j % side)
+              let rh = (y - ky + side - 1) * d
+              let rw = (xq - kx + side - 1) * d
+              for c in 0..<d {
+                s +=
+                  Double(x[qRow + c])
+                  * (Double(relH.storage[rh + c]) + Double(relW.storage[rw + c]))
+              }
+            }
+            scores[j] = s
+          }
+          let m = scores.max() ?? 0
+          let e = scores.map { Foundation.exp($0 - m) }
+          let total = e.reduce(0, +)
+          for c in 0..<d {
+            var acc = 0.0
+            for j in 0..<tokens {
+              acc += e[j] * Double(x[(g * tokens + j) * width + 2 * channels + h * d + c])
+            }
+            out[(g * tokens + i) * channels + h * d + c] = Float(acc / total)
+          }
+        }
+      }
+    }
+    return Tensor(shape: [groups * tokens, channels], storage: out)
   }
 }
