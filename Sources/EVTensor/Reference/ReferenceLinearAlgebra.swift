@@ -1,4 +1,5 @@
 import Foundation
+
 extension Reference {
   public static func matmul(
     _ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false
