@@ -37,7 +37,7 @@ public struct EfficientViTSAM: Sendable {
   {
     try loadStrictly(url, declared: declaredParameters(config: config).declared) {
       EfficientViTSAM(config: config, reader: $0)
-    }
+    }.model
   }
 
   /// Every key, shape and dtype the architecture declares, in declaration order, without
@@ -50,13 +50,14 @@ public struct EfficientViTSAM: Sendable {
 }
 
 /// Reads the checkpoint at `url`, which must hold exactly `declared`, and builds a model from
-/// it with `build`; every problem is one error listing all of them.
+/// it with `build`; every problem is one error listing all of them. Returns the model and the
+/// checkpoint's tensors by key.
 func loadStrictly<Model>(
   _ url: URL, declared: [WeightReader.Declared], build: (WeightReader) -> Model
-) throws(CheckpointError) -> Model {
+) throws(CheckpointError) -> (model: Model, tensors: [String: Tensor]) {
   let tensors = try Checkpoint.load(contentsOf: url, expecting: declared)
   let reader = WeightReader(tensors, origin: url.path)
   let model = build(reader)
   try reader.finish()
-  return model
+  return (model, tensors)
 }

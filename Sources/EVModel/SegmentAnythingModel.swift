@@ -115,6 +115,14 @@ public struct SegmentAnythingModel: Sendable {
   public static func load(architecture: Architecture, checkpoint url: URL) throws(CheckpointError)
     -> SegmentAnythingModel
   {
+    try loadWithTensors(architecture: architecture, checkpoint: url).model
+  }
+
+  /// `load`, also returning the checkpoint's tensors by key (for training from them, or a
+  /// fingerprint of the weights).
+  public static func loadWithTensors(architecture: Architecture, checkpoint url: URL)
+    throws(CheckpointError) -> (model: SegmentAnythingModel, tensors: [String: Tensor])
+  {
     try loadStrictly(url, declared: declaredParameters(architecture: architecture).declared) {
       SegmentAnythingModel(architecture: architecture, reader: $0)
     }

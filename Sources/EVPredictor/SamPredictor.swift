@@ -306,6 +306,17 @@ private func nonFiniteCount(_ values: UnsafeBufferPointer<Float>) -> Int {
   return count
 }
 
+extension SegmentAnythingModel {
+  /// `picture` as this model's image encoder takes it: its official preprocessing at its
+  /// input size.
+  public func encoderInput(_ picture: RGBImage) -> Tensor {
+    preprocess(
+      picture, targetSize: imageEncoder.inputSize,
+      normalization: architecture.pixelNormalization
+    ).tensor
+  }
+}
+
 extension Architecture {
   /// The normalisation the architecture's official preprocessing applies.
   public var pixelNormalization: PixelNormalization {

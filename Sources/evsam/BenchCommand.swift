@@ -173,7 +173,7 @@ struct BenchCommand: ParsableCommand {
     let model = try loadModel(variant, checkpointPath: checkpointPath)
     let loadTime = seconds(clock.now - loadStart)
     let picture = try benchImage()
-    let input = benchInput(picture, model)
+    let input = model.encoderInput(picture)
 
     // Encoder: one warm-up run (first-touch page faults, BLAS buffers), then the timed runs.
     var embedding = model.imageEncoder(input)
@@ -280,20 +280,12 @@ struct BenchCommand: ParsableCommand {
     return model
   }
 
-  /// The bench picture preprocessed as the model's official pipeline does.
-  private func benchInput(_ picture: RGBImage, _ model: SegmentAnythingModel) -> Tensor {
-    preprocess(
-      picture, targetSize: model.imageEncoder.inputSize,
-      normalization: model.architecture.pixelNormalization
-    ).tensor
-  }
-
   /// `--serve-encoder`: the model resident, one timed encoder pass per `run` line on stdin
   /// (protocol in InterleavedTiming.swift).
   private func serveEncoderRuns(_ variant: BenchModel, checkpointPath: String?) throws {
     ComputeThreads.set(threads)
     let model = try loadModel(variant, checkpointPath: checkpointPath)
-    let input = benchInput(try benchImage(), model)
+    let input = model.encoderInput(try benchImage())
     _ = model.imageEncoder(input)
     let clock = ContinuousClock()
     // Unbuffered: the parent waits for each line.

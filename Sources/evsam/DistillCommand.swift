@@ -192,8 +192,8 @@ struct DistillCommand: ParsableCommand {
   private func studentWeights(config: ModelConfig, name: String, teacher: [String: Tensor]?)
     throws -> [String: Tensor]
   {
-    let declared = EfficientViTSAM.declaredParameters(config: config).declared
     guard let checkpoint = modelOptions.checkpoint else {
+      let declared = EfficientViTSAM.declaredParameters(config: config).declared
       var tensors = initialWeights(declared: declared, seed: runOptions.seed)
       if let teacher {
         for key in tensors.keys where !key.hasPrefix("image_encoder.") {
@@ -202,16 +202,7 @@ struct DistillCommand: ParsableCommand {
       }
       return tensors
     }
-    try checkCheckpointFile(checkpoint)
-    do {
-      let tensors = try Checkpoint.load(
-        contentsOf: URL(fileURLWithPath: checkpoint), expecting: declared)
-      let reader = WeightReader(tensors, origin: checkpoint)
-      _ = EfficientViTSAM(config: config, reader: reader)
-      try reader.finish()
-      return tensors
-    } catch {
-      throw CLIError(summarize(error, modelName: name))
-    }
+    return try ModelOptions.load(.efficientViT(config), name: name, checkpoint: checkpoint)
+      .tensors
   }
 }

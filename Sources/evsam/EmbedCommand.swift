@@ -45,10 +45,7 @@ struct EmbedCommand: ParsableCommand {
     let clock = ContinuousClock()
     let start = clock.now
     let size = model.imageEncoder.inputSize
-    let input = preprocess(
-      picture, targetSize: size, normalization: model.architecture.pixelNormalization
-    ).tensor
-    let embedding = model.imageEncoder(input)
+    let embedding = model.imageEncoder(model.encoderInput(picture))
     let elapsed = clock.now - start
     do {
       try SafeTensors.write(
@@ -100,7 +97,7 @@ extension EmbedCommand {
     for (i, url) in todo.enumerated() {
       do {
         let picture = try readImage(url)
-        let embedding = model.imageEncoder(ModelTeacher.input(picture, model: model))
+        let embedding = model.imageEncoder(model.encoderInput(picture))
         try cache.write(embedding, for: url, originalSize: (picture.height, picture.width))
       } catch {
         throw CLIError(error.description)

@@ -72,15 +72,19 @@ struct ModelOptions: ParsableArguments {
     guard let checkpoint else {
       throw ValidationError("--checkpoint is required: the weights are brought by the user")
     }
-    try checkCheckpointFile(checkpoint)
-    let url = URL(fileURLWithPath: checkpoint)
+    let loaded = try Self.load(architecture, name: name, checkpoint: checkpoint)
+    return (loaded.model, name, loaded.tensors)
+  }
+
+  /// The model and tensors of the checkpoint at `path`, checked strictly against
+  /// `architecture`; a failure is one line naming the model (`name`).
+  static func load(_ architecture: Architecture, name: String, checkpoint path: String) throws
+    -> (model: SegmentAnythingModel, tensors: [String: Tensor])
+  {
+    try checkCheckpointFile(path)
     do {
-      let declared = SegmentAnythingModel.declaredParameters(architecture: architecture).declared
-      let tensors = try Checkpoint.load(contentsOf: url, expecting: declared)
-      let reader = WeightReader(tensors, origin: url.path)
-      let model = SegmentAnythingModel(architecture: architecture, reader: reader)
-      try reader.finish()
-      return (model, name, tensors)
+      return try SegmentAnythingModel.loadWithTensors(
+        architecture: architecture, checkpoint: URL(fileURLWithPath: path))
     } catch {
       throw CLIError(summarize(error, modelName: name))
     }

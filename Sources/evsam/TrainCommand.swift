@@ -175,18 +175,8 @@ struct TrainCommand: ParsableCommand {
     guard let checkpoint = modelOptions.checkpoint else {
       throw CLIError("--checkpoint is required: training starts from the weights you bring")
     }
-    try checkCheckpointFile(checkpoint)
-    let declared = EfficientViTSAM.declaredParameters(config: config).declared
-    do {
-      let original = try Checkpoint.load(
-        contentsOf: URL(fileURLWithPath: checkpoint), expecting: declared)
-      let reader = WeightReader(original, origin: checkpoint)
-      _ = EfficientViTSAM(config: config, reader: reader)
-      try reader.finish()
-      return original
-    } catch {
-      throw CLIError(summarize(error, modelName: name))
-    }
+    return try ModelOptions.load(.efficientViT(config), name: name, checkpoint: checkpoint)
+      .tensors
   }
 }
 

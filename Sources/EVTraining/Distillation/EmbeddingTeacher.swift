@@ -65,15 +65,7 @@ package struct ModelTeacher: EmbeddingTeacher {
   }
 
   package func embedding(for image: URL) throws(DistillationError) -> Tensor {
-    model.imageEncoder(Self.input(try readImage(image), model: model))
-  }
-
-  /// `picture` preprocessed as `model`'s official pipeline does.
-  package static func input(_ picture: RGBImage, model: SegmentAnythingModel) -> Tensor {
-    preprocess(
-      picture, targetSize: model.imageEncoder.inputSize,
-      normalization: model.architecture.pixelNormalization
-    ).tensor
+    model.imageEncoder(model.encoderInput(try readImage(image)))
   }
 }
 
