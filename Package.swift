@@ -34,6 +34,12 @@ let package = Package(
     .systemLibrary(
       name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
       providers: [.apt(["libturbojpeg0-dev"])]),
+    .systemLibrary(
+      name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
+      providers: [.apt(["libopenmpi-dev"]), .brew(["open-mpi"])]),
+    // The MPI calls of data-parallel training behind plain C types (Open MPI's handles are
+    // macros Swift cannot import); Linux only, single-process elsewhere.
+    .target(name: "CCollectives", dependencies: ["CMPI"]),
     // libpng reports errors by longjmp, which must not cross Swift frames: this small C layer
     // catches them and returns error codes.
     .target(name: "CImageCodecs", dependencies: ["CPNG"]),
@@ -77,6 +83,7 @@ let package = Package(
       name: "EVTraining",
       dependencies: [
         "EVTensor", "EVCheckpoint", "EVModel", "EVImage", "EVMask", "EVEvaluation", "EVPredictor",
+        .target(name: "CCollectives", condition: .when(platforms: [.linux])),
       ]),
     .target(
       name: "TestSupport", dependencies: ["EVTensor", "EVCheckpoint"], path: "Tests/TestSupport"),

@@ -85,9 +85,16 @@ package final class Distiller {
   @discardableResult
   package func step(images: Tensor, targets: Tensor) -> (loss: Double, lr: Double) {
     let loss = computeGradients(images: images, targets: targets)
+    return (loss, applyGradients())
+  }
+
+  /// Clips the gradients in `parameters`, takes the AdamW step at this step's learning rate
+  /// and advances the schedule. Returns the learning rate used.
+  @discardableResult
+  package func applyGradients() -> Double {
     let lr = schedule.lr(at: step)
     parameters.applyAdamW(optimizer, lr: lr, clip: settings.gradientClip)
     step += 1
-    return (loss, lr)
+    return lr
   }
 }

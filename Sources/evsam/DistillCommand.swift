@@ -95,19 +95,24 @@ struct DistillCommand: ParsableCommand {
     }
   }
 
-  func run() throws {
+  func run() throws { try DataParallelJob.run(distill) }
+
+  private func distill(_ job: DataParallelJob) throws {
     let options = runOptions
-    try options.checkOutput()
+    if job.isLeader { try options.checkOutput() }
     let imageList = try listImages()
     let (config, name) = try modelOptions.resolveConfig(for: "evsam distill's student")
     let (teacherSource, teacherTensors) = try openTeacher()
     let original = try studentWeights(config: config, name: name, teacher: teacherTensors)
-    let totalSteps = options.totalSteps(images: imageList.count)
+    let microBatches = options.microBatches(ranks: job.group.size)
+    let globalBatch = microBatches * options.batchSize
+    let totalSteps = options.totalSteps(images: imageList.count, globalBatch: globalBatch)
     let settings = DistillationSettings(
-      steps: totalSteps, batchSize: options.batchSize, lr: options.lr,
-      warmupSteps: options.warmupSteps, seed: options.seed, imageSize: config.imageSize,
-      teacher: teacherSource.identity, weights: weightsFingerprint(original),
-      data: DistillationSettings.fingerprint(imageList))
+      steps: totalSteps, batchSize: options.batchSize, microBatches: microBatches,
+      lr: options.lr, warmupSteps: options.warmupSteps, seed: options.seed,
+      imageSize: config.imageSize, teacher: teacherSource.identity,
+      weights: weightsFingerprint(original), data: DistillationSettings.fingerprint(imageList))
+    try job.checkSameRun("\(settings)")
 
     var records: [TrainingLogRecord] = []
     let run: DistillationRun
@@ -116,27 +121,30 @@ struct DistillCommand: ParsableCommand {
       records = try options.resumedRecords(through: saved?.trainer.step ?? 0)
       run = try DistillationRun(
         settings: settings, config: config, tensors: original, images: imageList,
-        teacher: teacherSource, resuming: saved)
+        teacher: teacherSource, resuming: saved, group: job.group)
     } catch {
       throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
-    try createFolder(options.outputURL)
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
+    if job.isLeader {
+      try createFolder(options.outputURL)
+      if let notice = job.layoutNotice(
+        batchSize: options.batchSize, accumulation: options.gradAccum, lr: options.lr),
+        !quietOption.quiet
+      {
+        printErr(notice)
+      }
+    }
     let firstLoss = records.first?.loss
     let loop = StepLoop(
-      options: options, total: totalSteps, quiet: quietOption.quiet, folder: files.folder)
+      options: options, total: totalSteps, globalBatch: globalBatch,
+      quiet: quietOption.quiet || !job.isLeader, folder: files.folder)
     guard
       let progress = try loop.run(
         records: &records, currentStep: { run.step },
-        step: {
-          do throws(DistillationError) {
-            return try run.distillStep()
-          } catch {
-            throw CLIError(error.description)
-          }
-        },
+        step: { stop in try run.distillStep(stop: stop) },
         complete: { String(format: "mse %.5f", $0.loss) },
-        save: { try files.save(run, records: $0) })
+        save: { if job.isLeader { try files.save(run, records: $0) } })
     else { return }
     let first = firstLoss ?? records.first?.loss
     progress.finish(

@@ -14,7 +14,16 @@ struct RunOptions: ParsableArguments {
   @Option(help: "Images per step.")
   var batchSize = 1
 
-  @Option(help: "Peak learning rate (cosine decay to 0).")
+  @Option(
+    help: ArgumentHelp(
+      "Micro-batches of --batch-size images per rank and step, their gradients averaged: K gives the update of K ranks.",
+      valueName: "K"))
+  var gradAccum = 1
+
+  @Option(
+    help:
+      "Base learning rate; the peak (cosine decay to 0) is this times the micro-batches per step (ranks × --grad-accum), as the official trainer scales by its GPUs."
+  )
   var lr = 1e-4
 
   @Option(help: "Linear warm-up steps before the cosine decay.")
@@ -46,6 +55,7 @@ struct RunOptions: ParsableArguments {
     if let steps, steps < 1 { throw CLIError("--steps must be at least 1") }
     if let epochs, epochs < 1 { throw CLIError("--epochs must be at least 1") }
     guard batchSize >= 1 else { throw CLIError("--batch-size must be at least 1") }
+    guard gradAccum >= 1 else { throw CLIError("--grad-accum must be at least 1") }
     guard lr > 0, lr.isFinite else { throw CLIError("--lr must be a positive number") }
     guard warmupSteps >= 0 else { throw CLIError("--warmup-steps must be 0 or more") }
     guard saveEvery >= 1 else { throw CLIError("--save-every must be at least 1") }
@@ -54,9 +64,12 @@ struct RunOptions: ParsableArguments {
     }
   }
 
-  /// The run's steps for `images` training images.
-  func totalSteps(images: Int) -> Int {
-    epochs.map { ($0 * images + batchSize - 1) / batchSize } ?? steps ?? Self.defaultSteps
+  /// Micro-batches per step over the job's `ranks`.
+  func microBatches(ranks: Int) -> Int { ranks * gradAccum }
+
+  /// The run's steps for `images` training images, `globalBatch` images per step.
+  func totalSteps(images: Int, globalBatch: Int) -> Int {
+    epochs.map { ($0 * images + globalBatch - 1) / globalBatch } ?? steps ?? Self.defaultSteps
   }
 
   var outputURL: URL { URL(fileURLWithPath: output ?? resume!) }
@@ -81,26 +94,29 @@ struct RunOptions: ParsableArguments {
 /// exits with status 130), and a progress line with the rate and the ETA.
 struct StepLoop {
   let total: Int
+  /// Images per step, over every rank.
   let batchSize: Int
   let saveEvery: Int
   let quiet: Bool
   let folder: URL
 
-  init(options: RunOptions, total: Int, quiet: Bool, folder: URL) {
+  init(options: RunOptions, total: Int, globalBatch: Int, quiet: Bool, folder: URL) {
     self.total = total
-    batchSize = options.batchSize
+    batchSize = globalBatch
     saveEvery = options.saveEvery
     self.quiet = quiet
     self.folder = folder
   }
 
-  /// Runs from `currentStep()` to `total`. `step` takes one optimiser step; `complete` adds
+  /// Runs from `currentStep()` to `total`. `step(stop)` takes one optimiser step, `stop`
+  /// being this process's wish to end after it (Ctrl-C), and says whether the job stops
+  /// (any rank's wish); `complete` adds
   /// what else the record holds (a validation) and returns its part of the progress line;
   /// `save` writes every file. Returns the progress line for the caller's summary, or nil
   /// when the run was complete already (its files are then written again, and it says so).
   func run(
     records: inout [TrainingLogRecord], currentStep: () -> Int,
-    step: () throws -> (loss: Double, lr: Double),
+    step: (_ stop: Bool) throws -> (loss: Double, lr: Double, stop: Bool),
     complete: (inout TrainingLogRecord) throws -> String,
     save: ([TrainingLogRecord]) throws -> Void
   ) throws -> ProgressLine? {
@@ -117,7 +133,7 @@ struct StepLoop {
     let start = clock.now
     let firstStep = currentStep()
     while currentStep() < total {
-      let result = try step()
+      let result = try step(interrupt.isRaised)
       let now = currentStep()
       let elapsed = clock.now - start
       let seconds =
@@ -127,7 +143,7 @@ struct StepLoop {
         step: now, loss: result.loss, lr: result.lr, imagesPerSecond: rate)
       let detail = try complete(&record)
       records.append(record)
-      let interrupted = interrupt.isRaised
+      let interrupted = result.stop
       if now % saveEvery == 0 || now == total || interrupted { try save(records) }
       if interrupted {
         progress.finish(

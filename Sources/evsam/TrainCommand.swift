@@ -21,7 +21,7 @@ struct TrainCommand: ParsableCommand {
 
       OUT receives model.pt (torch.save format, loadable by PyTorch and the official code), \
       model.safetensors, log.jsonl (step, loss, lr, images/s, val_miou), loss.png, and the \
-      training state (state.safetensors, state.json), all rewritten at every save. Ctrl-C \
+      training state (state.json and the state-*.safetensors it names), all rewritten at every save. Ctrl-C \
       finishes the current step, saves, and exits; --resume OUT continues the run exactly.
       """)
 
@@ -93,9 +93,11 @@ struct TrainCommand: ParsableCommand {
   /// The parts `--freeze` names, in a fixed order.
   var frozen: [ModelPart] { Set(freeze.flatMap(\.parts)).sorted() }
 
-  func run() throws {
+  func run() throws { try DataParallelJob.run(train) }
+
+  private func train(_ job: DataParallelJob) throws {
     let options = runOptions
-    try options.checkOutput()
+    if job.isLeader { try options.checkOutput() }
     let dataset = try openDataset()
     let (config, name) = try modelOptions.resolveConfig(for: "evsam train")
     let original = try loadCheckpoint(config: config, name: name)
@@ -106,13 +108,16 @@ struct TrainCommand: ParsableCommand {
     } catch {
       throw CLIError(error.description)
     }
-    let totalSteps = options.totalSteps(images: split.train.count)
+    let microBatches = options.microBatches(ranks: job.group.size)
+    let globalBatch = microBatches * options.batchSize
+    let totalSteps = options.totalSteps(images: split.train.count, globalBatch: globalBatch)
     let settings = RunSettings(
-      steps: totalSteps, batchSize: options.batchSize, lr: options.lr,
-      warmupSteps: options.warmupSteps, masksPerImage: masksPerImage, prompts: prompts,
-      frozen: frozen, iouLoss: iouLoss == .mse, pointLoss: loss, seed: options.seed,
-      validationFraction: valFraction, imageSize: config.imageSize,
+      steps: totalSteps, batchSize: options.batchSize, microBatches: microBatches,
+      lr: options.lr, warmupSteps: options.warmupSteps, masksPerImage: masksPerImage,
+      prompts: prompts, frozen: frozen, iouLoss: iouLoss == .mse, pointLoss: loss,
+      seed: options.seed, validationFraction: valFraction, imageSize: config.imageSize,
       weights: weightsFingerprint(original), data: dataset.fingerprint)
+    try job.checkSameRun("\(settings)")
 
     var records: [TrainingLogRecord] = []
     let run: TrainingRun
@@ -121,27 +126,33 @@ struct TrainCommand: ParsableCommand {
       records = try options.resumedRecords(through: saved?.trainer.step ?? 0)
       run = try TrainingRun(
         settings: settings, config: config, tensors: original, dataset: dataset, split: split,
-        resuming: saved)
+        resuming: saved, group: job.group)
     } catch {
       throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
-    try createFolder(options.outputURL)
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
+    if job.isLeader {
+      try createFolder(options.outputURL)
+      if let notice = job.layoutNotice(
+        batchSize: options.batchSize, accumulation: options.gradAccum, lr: options.lr),
+        !quietOption.quiet
+      {
+        printErr(notice)
+      }
+    }
     var lastValidation = records.last { $0.validationMIoU != nil }?.validationMIoU
     let loop = StepLoop(
-      options: options, total: totalSteps, quiet: quietOption.quiet, folder: files.folder)
+      options: options, total: totalSteps, globalBatch: globalBatch,
+      quiet: quietOption.quiet || !job.isLeader, folder: files.folder)
     guard
       let progress = try loop.run(
         records: &records, currentStep: { run.step },
-        step: {
-          do throws(TrainingDataError) {
-            return try run.trainStep()
-          } catch {
-            throw CLIError(error.description)
-          }
-        },
+        step: { stop in try run.trainStep(stop: stop) },
         complete: { record in
-          if (valEvery > 0 && record.step % valEvery == 0) || record.step == totalSteps {
+          // Validation runs on rank 0 alone; the others wait at the next step's all-reduce.
+          if job.isLeader
+            && ((valEvery > 0 && record.step % valEvery == 0) || record.step == totalSteps)
+          {
             do throws(TrainingDataError) {
               record.validationMIoU = try run.validate()
             } catch {
@@ -152,7 +163,7 @@ struct TrainCommand: ParsableCommand {
           return String(format: "loss %.4f", record.loss)
             + (lastValidation.map { String(format: "  val mIoU %.4f", $0) } ?? "")
         },
-        save: { try files.save(run, records: $0) })
+        save: { if job.isLeader { try files.save(run, records: $0) } })
     else { return }
     var summary =
       "trained \(files.modelName) for \(totalSteps) steps → \(files.folder.path)/model.pt"

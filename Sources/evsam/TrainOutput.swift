@@ -12,8 +12,7 @@ struct TrainOutput {
   static let plotFile = "loss.png"
   /// Files a run writes; a folder holding any of them already holds a run.
   static let runFiles = [
-    "model.pt", "model.safetensors", TrainingState.tensorsFile, TrainingState.scalarsFile,
-    logFile, plotFile,
+    "model.pt", "model.safetensors", TrainingState.scalarsFile, logFile, plotFile,
   ]
 
   let folder: URL
@@ -32,13 +31,13 @@ struct TrainOutput {
     }
   }
 
-  /// Writes everything. The state's tensors go before the scalars that name them, so a save
-  /// cut short leaves a pair `TrainingState.read` recognises as torn.
+  /// Writes everything. The state replaces the previous one only once it is complete
+  /// (`RunState.write`), so a process killed mid-save leaves the last state to resume from.
   func save(_ run: TrainingRun, records: [TrainingLogRecord]) throws {
     try save(
       trained: run.trainedTensors, step: run.step, records: records,
       totalSteps: run.settings.steps
-    ) { saveID throws(CheckpointError) in try run.state.encoded(saveID: saveID) }
+    ) { saveID throws(TrainingStateError) in try run.state.write(to: folder, saveID: saveID) }
   }
 
   /// `save` for a distillation run.
@@ -46,12 +45,12 @@ struct TrainOutput {
     try save(
       trained: run.trainedTensors, step: run.step, records: records,
       totalSteps: run.settings.steps
-    ) { saveID throws(CheckpointError) in try run.state.encoded(saveID: saveID) }
+    ) { saveID throws(TrainingStateError) in try run.state.write(to: folder, saveID: saveID) }
   }
 
   private func save(
     trained: [String: Tensor], step: Int, records: [TrainingLogRecord], totalSteps: Int,
-    state encodeState: (String) throws(CheckpointError) -> (tensors: Data, scalars: Data)
+    state writeState: (String) throws(TrainingStateError) -> Void
   ) throws {
     let declared = EfficientViTSAM.declaredParameters(config: config).declared
     let entries = declared.map {
@@ -60,19 +59,20 @@ struct TrainOutput {
     let keys = Set(declared.map(\.key))
     let saveID = "\(step)-\(UInt64.random(in: 0...UInt64.max))"
     let model: Data
-    let state: (tensors: Data, scalars: Data)
     do throws(CheckpointError) {
       model = try SafeTensors.encode(
         trained.filter { key, _ in keys.contains(key) },
         metadata: ["model": modelName, "trained_steps": "\(step)"])
-      state = try encodeState(saveID)
     } catch {
       throw CLIError("cannot encode the model: \(error.description)")
     }
     try writeFile(TorchWriter.archive(entries), to: url("model.pt"))
     try writeFile(model, to: url("model.safetensors"))
-    try writeFile(state.tensors, to: url(TrainingState.tensorsFile))
-    try writeFile(state.scalars, to: url(TrainingState.scalarsFile))
+    do throws(TrainingStateError) {
+      try writeState(saveID)
+    } catch {
+      throw CLIError(error.description)
+    }
     try writeFile(Data(records.map(\.jsonLine).joined().utf8), to: url(Self.logFile))
     let plot = LossPlot(
       losses: records.map { ($0.step, $0.loss) },

@@ -119,9 +119,7 @@ struct DistillationRunTests {
       settings: settings, config: config, tensors: tensors, images: images, teacher: cache)
     var losses: [Double] = []
     for _ in 0..<3 { losses.append(try first.distillStep().loss) }
-    let files = try first.state.encoded(saveID: "3-test")
-    try files.tensors.write(to: folder.appendingPathComponent(DistillationState.tensorsFile))
-    try files.scalars.write(to: folder.appendingPathComponent(DistillationState.scalarsFile))
+    try first.state.write(to: folder, saveID: "3-test")
     let saved = try DistillationState.read(from: folder)
 
     var changed = settings

@@ -59,9 +59,7 @@ import Testing
       "evsam-state-\(UUID().uuidString)")
     try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
     defer { try? FileManager.default.removeItem(at: folder) }
-    let files = try first.state.encoded(saveID: "3-test")
-    try files.tensors.write(to: folder.appendingPathComponent(TrainingState.tensorsFile))
-    try files.scalars.write(to: folder.appendingPathComponent(TrainingState.scalarsFile))
+    try first.state.write(to: folder, saveID: "3-test")
 
     let second = try setup.run(settings, resuming: TrainingState.read(from: folder))
     #expect(second.step == 3 && second.imagesSeen == 6)

@@ -7,7 +7,11 @@ import Foundation
 /// What must match for a distillation run to be resumed.
 package struct DistillationSettings: Codable, Sendable, Equatable {
   package var steps: Int
+  /// Images per micro-batch (`--batch-size`).
   package var batchSize: Int
+  /// Micro-batches per step over all ranks: ranks × `--grad-accum`.
+  package var microBatches: Int
+  /// The base learning rate; the run's peak is `lr × microBatches`, as in `RunSettings`.
   package var lr: Double
   package var warmupSteps: Int
   package var seed: UInt64
@@ -20,11 +24,12 @@ package struct DistillationSettings: Codable, Sendable, Equatable {
   package var data: String
 
   package init(
-    steps: Int, batchSize: Int, lr: Double, warmupSteps: Int, seed: UInt64, imageSize: Int,
-    teacher: TeacherIdentity, weights: String, data: String
+    steps: Int, batchSize: Int, microBatches: Int = 1, lr: Double, warmupSteps: Int,
+    seed: UInt64, imageSize: Int, teacher: TeacherIdentity, weights: String, data: String
   ) {
     self.steps = steps
     self.batchSize = batchSize
+    self.microBatches = microBatches
     self.lr = lr
     self.warmupSteps = warmupSteps
     self.seed = seed
@@ -39,6 +44,7 @@ package struct DistillationSettings: Codable, Sendable, Equatable {
     var differences = SettingDifferences()
     differences.compare("--steps/--epochs", steps, saved.steps) { "\($0) steps" }
     differences.compare("--batch-size", batchSize, saved.batchSize) { "\($0)" }
+    differences.compare(microBatchesName, microBatches, saved.microBatches) { "\($0)" }
     differences.compare("--lr", lr, saved.lr) { "\($0)" }
     differences.compare("--warmup-steps", warmupSteps, saved.warmupSteps) { "\($0)" }
     differences.compare("--seed", seed, saved.seed) { "\($0)" }
@@ -61,10 +67,12 @@ package struct DistillationSettings: Codable, Sendable, Equatable {
   }
 }
 
-/// A distillation run, step by step: each step takes the next `batchSize` images of a seeded
-/// shuffled stream (a new order every epoch), preprocesses them for the student as its
+/// A distillation run, step by step: each step takes the next global batch of a seeded
+/// shuffled stream (a new order every epoch), preprocesses the images for the student as its
 /// official pipeline does, asks the teacher for their embeddings (1024 input), and takes one
-/// `Distiller` step (the student's encoder in train mode, MSE, AdamW, cosine schedule).
+/// `Distiller` step (the student's encoder in train mode, MSE, AdamW, cosine schedule). Under
+/// data parallelism each rank takes its micro-batches of the global batch and the gradients
+/// are averaged, as in `TrainingRun`.
 package final class DistillationRun {
   package let settings: DistillationSettings
   package let images: [URL]
@@ -73,12 +81,15 @@ package final class DistillationRun {
   /// The starting checkpoint's tensors; the encoder's are replaced by the trained ones.
   let original: [String: Tensor]
   let distiller: Distiller
+  let layout: DataParallelLayout
+  let group: any ProcessGroup
   private var order: EpochOrder
   package private(set) var imagesSeen: Int
 
   package init(
     settings: DistillationSettings, config: ModelConfig, tensors: [String: Tensor],
-    images: [URL], teacher: any EmbeddingTeacher, resuming state: DistillationState? = nil
+    images: [URL], teacher: any EmbeddingTeacher, resuming state: DistillationState? = nil,
+    group: any ProcessGroup = SingleProcess()
   ) throws(TrainingStateError) {
     precondition(!images.isEmpty, "a distillation needs images")
     self.settings = settings
@@ -86,14 +97,19 @@ package final class DistillationRun {
     self.images = images
     self.teacher = teacher
     original = tensors
+    self.group = group
+    layout = DataParallelLayout(
+      ranks: group.size, accumulation: settings.microBatches / group.size,
+      microBatch: settings.batchSize)
+    precondition(layout.slots == settings.microBatches, "micro-batches not a multiple of ranks")
     var distillerSettings = Distiller.Settings()
-    distillerSettings.lr = settings.lr
+    distillerSettings.lr = settings.lr * Double(settings.microBatches)
     distillerSettings.steps = settings.steps
     distillerSettings.warmupSteps = settings.warmupSteps
     order = EpochOrder(count: images.count, seed: settings.seed)
     if let state {
       try settings.differences(from: state.settings).checkResumable(
-        step: state.trainer.step, imagesSeen: state.imagesSeen, batchSize: settings.batchSize,
+        step: state.trainer.step, imagesSeen: state.imagesSeen, batchSize: layout.globalBatch,
         steps: settings.steps)
       distiller = Distiller(
         config: config, tensors: tensors, settings: distillerSettings, resuming: state.trainer)
@@ -106,23 +122,34 @@ package final class DistillationRun {
 
   package var step: Int { distiller.step }
 
-  /// One optimiser step on the next `batchSize` images. Returns the MSE and the learning rate.
-  package func distillStep() throws(DistillationError) -> (loss: Double, lr: Double) {
+  /// One optimiser step on the next global batch, this rank's micro-batches of it here.
+  /// Returns the MSE (the mean over the micro-batches), the learning rate, and whether any
+  /// rank wished to `stop` after this step.
+  package func distillStep(stop: Bool = false) throws -> (loss: Double, lr: Double, stop: Bool) {
     let side = config.imageSize
-    var inputs: [Float] = []
-    var targets: [Float] = []
-    inputs.reserveCapacity(settings.batchSize * 3 * side * side)
-    for _ in 0..<settings.batchSize {
-      let image = images[order.image(at: imagesSeen)]
-      let picture = try readImage(image)
-      inputs += preprocess(picture, targetSize: side, normalization: .unitRange).tensor.storage
-      targets += try teacher.embedding(for: image).storage
-      imagesSeen += 1
+    let step = distiller.step
+    let result = try averageGradients(
+      distiller.parameters, layout: layout, group: group, stop: stop
+    ) { micro in
+      let positions = layout.positions(
+        step: step, slot: layout.slot(rank: group.rank, micro: micro))
+      var inputs: [Float] = []
+      var targets: [Float] = []
+      inputs.reserveCapacity(positions.count * 3 * side * side)
+      for position in positions {
+        let image = images[order.image(at: position)]
+        let picture = try readImage(image)
+        inputs += preprocess(picture, targetSize: side, normalization: .unitRange).tensor.storage
+        targets += try teacher.embedding(for: image).storage
+      }
+      let b = positions.count
+      return distiller.computeGradients(
+        images: Tensor(shape: [b, 3, side, side], storage: inputs),
+        targets: Tensor(shape: [b, 256, 64, 64], storage: targets))
     }
-    let b = settings.batchSize
-    return distiller.step(
-      images: Tensor(shape: [b, 3, side, side], storage: inputs),
-      targets: Tensor(shape: [b, 256, 64, 64], storage: targets))
+    let lr = distiller.applyGradients()
+    imagesSeen += layout.globalBatch
+    return (result.loss, lr, result.stop)
   }
 
   /// The whole model's tensors: the starting ones with the distilled encoder in place.
@@ -131,9 +158,7 @@ package final class DistillationRun {
   }
 
   package var state: DistillationState {
-    DistillationState(
-      settings: settings, trainer: distiller.state, dataRNG: SplitMix64(seed: settings.seed),
-      imagesSeen: imagesSeen)
+    DistillationState(settings: settings, trainer: distiller.state, imagesSeen: imagesSeen)
   }
 }
 

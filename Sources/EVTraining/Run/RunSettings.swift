@@ -26,7 +26,11 @@ extension TrainingPrompts.Kind: Codable {}
 /// (`differences(from:)`); how often it validates, saves or prints may change.
 package struct RunSettings: Sendable, Equatable, Codable {
   package var steps: Int
+  /// Images per micro-batch (`--batch-size`): what each rank's BatchNorm normalises over.
   package var batchSize: Int
+  /// Micro-batches per step over all ranks: ranks × `--grad-accum`.
+  package var microBatches: Int
+  /// The base learning rate (`--lr`); the run's peak is `scaledLR`.
   package var lr: Double
   package var warmupSteps: Int
   package var masksPerImage: Int
@@ -46,13 +50,15 @@ package struct RunSettings: Sendable, Equatable, Codable {
   package var data: String
 
   package init(
-    steps: Int, batchSize: Int, lr: Double, warmupSteps: Int, masksPerImage: Int,
+    steps: Int, batchSize: Int, microBatches: Int = 1, lr: Double, warmupSteps: Int,
+    masksPerImage: Int,
     prompts: TrainingPrompts.Kind, frozen: [ModelPart], iouLoss: Bool = false,
     pointLoss: PointLoss = .bce, seed: UInt64,
     validationFraction: Double, imageSize: Int, weights: String, data: String
   ) {
     self.steps = steps
     self.batchSize = batchSize
+    self.microBatches = microBatches
     self.lr = lr
     self.warmupSteps = warmupSteps
     self.masksPerImage = masksPerImage
@@ -75,6 +81,7 @@ package struct RunSettings: Sendable, Equatable, Codable {
     }
     compare("--steps/--epochs", steps, saved.steps) { "\($0) steps" }
     compare("--batch-size", batchSize, saved.batchSize) { "\($0)" }
+    compare(microBatchesName, microBatches, saved.microBatches) { "\($0)" }
     compare("--lr", lr, saved.lr) { "\($0)" }
     compare("--warmup-steps", warmupSteps, saved.warmupSteps) { "\($0)" }
     compare("--masks-per-image", masksPerImage, saved.masksPerImage) { "\($0)" }
@@ -90,6 +97,16 @@ package struct RunSettings: Sendable, Equatable, Codable {
     return differences
   }
 }
+
+extension RunSettings {
+  /// The peak learning rate: `lr` times the micro-batches per step, as the official trainer
+  /// multiplies its base learning rate by the number of GPUs.
+  package var scaledLR: Double { lr * Double(microBatches) }
+}
+
+/// How a changed number of micro-batches per step is named: a run resumes on another number
+/// of ranks when `--grad-accum` makes up the difference.
+let microBatchesName = "micro-batches per step, ranks × --grad-accum"
 
 /// A run's settings against a saved run's, one phrase per setting that differs, named as on
 /// the command line: `--lr (saved 0.001, now 0.0001)`.

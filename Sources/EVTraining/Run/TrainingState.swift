@@ -3,42 +3,50 @@ import EVTensor
 import Foundation
 
 /// Everything `--resume` needs to continue a run exactly where it stopped: the model's
-/// tensors, AdamW's moments and step, the step count, both random streams (the trainer's and
-/// the data's), the position in the run's stream of images, and the run's settings.
+/// tensors, AdamW's moments and step, the step count, the trainer's random stream, the
+/// position in the run's stream of images (every image's draws follow from it), and the run's
+/// settings.
 ///
-/// Stored as two files in the run's folder: `state.safetensors` (the tensors: `param/<key>`,
-/// `adam.m/<key>`, `adam.v/<key>`) and `state.json` (the scalars). Each is written whole
-/// under a temporary name and renamed into place; both carry the same `save_id`, so a pair
-/// torn apart by a crash between the two renames is recognised.
+/// Stored as two files in the run's folder: `state-<save id>.safetensors` (the tensors:
+/// `param/<key>`, `adam.m/<key>`, `adam.v/<key>`) and `state.json` (the scalars, naming the
+/// tensors' file). A save writes the new tensors under their new name, then replaces
+/// `state.json` (the commit), then removes the previous tensors: a process killed at any
+/// moment leaves the last complete state readable. Both files carry the same `save_id`.
 package struct RunState<Settings: Codable & Sendable>: Sendable {
-  package static var tensorsFile: String { "state.safetensors" }
   package static var scalarsFile: String { "state.json" }
+
+  /// The tensors' file of save `saveID`.
+  package static func tensorsFile(saveID: String) -> String { "state-\(saveID).safetensors" }
+
+  /// Whether `name` is a state's tensors file (the current one or a leftover).
+  package static func isTensorsFile(_ name: String) -> Bool {
+    name.hasPrefix("state-") && name.hasSuffix(".safetensors")
+  }
 
   package var settings: Settings
   package var trainer: Trainer.State
-  /// The data stream's generator (mask choice, flips, prompts).
-  package var dataRNG: SplitMix64
   /// Images taken from the run's stream so far (`EpochOrder` position).
   package var imagesSeen: Int
 
-  package init(
-    settings: Settings, trainer: Trainer.State, dataRNG: SplitMix64, imagesSeen: Int
-  ) {
+  package init(settings: Settings, trainer: Trainer.State, imagesSeen: Int) {
     self.settings = settings
     self.trainer = trainer
-    self.dataRNG = dataRNG
     self.imagesSeen = imagesSeen
   }
 
+  /// Format 1 (before data-parallel runs) kept a sequential data generator.
+  static var format: Int { 2 }
+
   private struct Scalars: Codable {
-    var format = 1
+    var format = RunState.format
     var saveID: String
     var step: Int
     var imagesSeen: Int
     var optimizerStep: Int
     /// Generator states as 16 hex digits (JSON numbers lose bits above 2⁵³ in many readers).
     var trainerRNG: String
-    var dataRNG: String
+    /// The tensors' file, beside this one.
+    var tensors: String
     var settings: Settings
 
     enum CodingKeys: String, CodingKey {
@@ -48,7 +56,7 @@ package struct RunState<Settings: Codable & Sendable>: Sendable {
       case imagesSeen = "images_seen"
       case optimizerStep = "optimizer_step"
       case trainerRNG = "trainer_rng"
-      case dataRNG = "data_rng"
+      case tensors
       case settings
     }
   }
@@ -67,7 +75,7 @@ package struct RunState<Settings: Codable & Sendable>: Sendable {
     let scalars = Scalars(
       saveID: saveID, step: trainer.step, imagesSeen: imagesSeen,
       optimizerStep: trainer.optimizerStep, trainerRNG: hex16(trainer.rng.state),
-      dataRNG: hex16(dataRNG.state), settings: settings)
+      tensors: Self.tensorsFile(saveID: saveID), settings: settings)
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
     // A Codable struct of numbers and strings always encodes.
@@ -75,25 +83,56 @@ package struct RunState<Settings: Codable & Sendable>: Sendable {
     return (data, json + Data("\n".utf8))
   }
 
+  /// Saves the state in `folder` as save `saveID` (letters, digits, '-'), replacing the
+  /// previous one only once the new one is complete.
+  package func write(to folder: URL, saveID: String) throws(TrainingStateError) {
+    let files: (tensors: Data, scalars: Data)
+    do {
+      files = try encoded(saveID: saveID)
+    } catch {
+      throw TrainingStateError("cannot encode the training state: \(error.description)")
+    }
+    let tensorsName = Self.tensorsFile(saveID: saveID)
+    do throws(DistillationError) {
+      try atomicWrite(files.tensors, to: folder.appendingPathComponent(tensorsName))
+      try atomicWrite(files.scalars, to: folder.appendingPathComponent(Self.scalarsFile))
+    } catch {
+      throw TrainingStateError(error.description)
+    }
+    let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
+    for name in names where Self.isTensorsFile(name) && name != tensorsName {
+      try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
+    }
+  }
+
   /// Reads the state saved in `folder`.
   package static func read(from folder: URL) throws(TrainingStateError) -> RunState {
     let jsonURL = folder.appendingPathComponent(scalarsFile)
-    let tensorsURL = folder.appendingPathComponent(tensorsFile)
     guard FileManager.default.fileExists(atPath: jsonURL.path) else {
       throw TrainingStateError("\(folder.path) has no saved training state (\(scalarsFile))")
     }
     let scalars: Scalars
     do {
-      scalars = try JSONDecoder().decode(Scalars.self, from: Data(contentsOf: jsonURL))
+      let data = try Data(contentsOf: jsonURL)
+      let version = try JSONDecoder().decode(StateFormat.self, from: data)
+      guard version.format == format else {
+        throw TrainingStateError(
+          version.format < format
+            ? "\(jsonURL.path) was saved by an earlier evsam whose runs draw their data "
+              + "differently; it cannot be continued exactly (start a new run from its model.pt)"
+            : "\(jsonURL.path): unknown state format \(version.format) (a later evsam?)")
+      }
+      scalars = try JSONDecoder().decode(Scalars.self, from: data)
+    } catch let error as TrainingStateError {
+      throw error
     } catch {
       throw TrainingStateError("\(jsonURL.path) is not a training state: \(error)")
     }
-    guard scalars.format == 1 else {
-      throw TrainingStateError("\(jsonURL.path): unknown state format \(scalars.format)")
+    guard Self.isTensorsFile(scalars.tensors), !scalars.tensors.contains("/") else {
+      throw TrainingStateError("\(jsonURL.path) names no state tensors file")
     }
-    guard let trainerRNG = UInt64(scalars.trainerRNG, radix: 16),
-      let dataRNG = UInt64(scalars.dataRNG, radix: 16)
-    else {
+    let tensorsURL = folder.appendingPathComponent(scalars.tensors)
+    guard let trainerRNG = UInt64(scalars.trainerRNG, radix: 16) else {
       throw TrainingStateError("\(jsonURL.path): a generator state is not 16 hex digits")
     }
     let tensors: [String: Tensor]
@@ -125,11 +164,12 @@ package struct RunState<Settings: Codable & Sendable>: Sendable {
     let trainer = Trainer.State(
       parameters: parameters, step: scalars.step, rng: SplitMix64(state: trainerRNG),
       optimizerStep: scalars.optimizerStep, firstMoment: first, secondMoment: second)
-    return RunState(
-      settings: scalars.settings, trainer: trainer, dataRNG: SplitMix64(state: dataRNG),
-      imagesSeen: scalars.imagesSeen)
+    return RunState(settings: scalars.settings, trainer: trainer, imagesSeen: scalars.imagesSeen)
   }
 }
+
+/// The first thing read from a saved state: which format the rest is in.
+private struct StateFormat: Decodable { var format: Int }
 
 /// The state of an `evsam train` run.
 package typealias TrainingState = RunState<RunSettings>
