@@ -49,7 +49,20 @@ struct DataParallelJob {
     }
   }
 
-  /// The line that says how a step's batch is spread, for the log (nil for a plain run).
+  /// On rank 0: creates the run's folder and says how a step's batch is spread (unless
+  /// `quiet` or the run is a plain one).
+  func prepareOutput(_ options: RunOptions, quiet: Bool) throws {
+    guard isLeader else { return }
+    try createFolder(options.outputURL)
+    if !quiet,
+      let notice = layoutNotice(
+        batchSize: options.batchSize, accumulation: options.gradAccum, lr: options.lr)
+    {
+      printErr(notice)
+    }
+  }
+
+  /// The line that says how a step's batch is spread (nil for a plain run).
   func layoutNotice(batchSize: Int, accumulation: Int, lr: Double) -> String? {
     let slots = group.size * accumulation
     guard slots > 1 else { return nil }

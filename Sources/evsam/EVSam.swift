@@ -16,7 +16,7 @@ struct EVSam: ParsableCommand {
       BenchCommand.self, BenchEverythingCommand.self,
       EvalCommand.self, CocoEvalCommand.self, MergeCommand.self, TrainCommand.self,
       DistillCommand.self,
-      BenchTrainCommand.self,
+      BenchTrainCommand.self, BenchAllReduceCommand.self,
     ] + serverCommands)
 
   static func main() {

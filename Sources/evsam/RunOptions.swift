@@ -98,10 +98,16 @@ struct StepLoop {
   let batchSize: Int
   let saveEvery: Int
   let quiet: Bool
+  /// Whether this process speaks for the job (rank 0); the other ranks print nothing.
+  let isLeader: Bool
   let folder: URL
 
-  init(options: RunOptions, total: Int, globalBatch: Int, quiet: Bool, folder: URL) {
+  init(
+    options: RunOptions, total: Int, globalBatch: Int, quiet: Bool, isLeader: Bool = true,
+    folder: URL
+  ) {
     self.total = total
+    self.isLeader = isLeader
     batchSize = globalBatch
     saveEvery = options.saveEvery
     self.quiet = quiet
@@ -122,13 +128,13 @@ struct StepLoop {
   ) throws -> ProgressLine? {
     guard currentStep() < total else {
       try save(records)
-      printErr("the run in \(folder.path) is already complete (\(total) steps)")
+      if isLeader { printErr("the run in \(folder.path) is already complete (\(total) steps)") }
       return nil
     }
     let interrupt = InterruptFlag.install(
       firstNotice: "stopping after this step and saving (Ctrl-C again to quit without saving)")
     defer { interrupt.uninstall() }
-    let progress = ProgressLine(enabled: !quiet)
+    let progress = ProgressLine(enabled: !quiet && isLeader)
     let clock = ContinuousClock()
     let start = clock.now
     let firstStep = currentStep()
@@ -146,6 +152,7 @@ struct StepLoop {
       let interrupted = result.stop
       if now % saveEvery == 0 || now == total || interrupted { try save(records) }
       if interrupted {
+        guard isLeader else { throw ExitCode(130) }
         progress.finish(
           "interrupted at step \(now)/\(total); model and training state saved in "
             + "\(folder.path) (continue with --resume \(folder.path))",

@@ -131,19 +131,11 @@ struct TrainCommand: ParsableCommand {
       throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
-    if job.isLeader {
-      try createFolder(options.outputURL)
-      if let notice = job.layoutNotice(
-        batchSize: options.batchSize, accumulation: options.gradAccum, lr: options.lr),
-        !quietOption.quiet
-      {
-        printErr(notice)
-      }
-    }
+    try job.prepareOutput(options, quiet: quietOption.quiet)
     var lastValidation = records.last { $0.validationMIoU != nil }?.validationMIoU
     let loop = StepLoop(
       options: options, total: totalSteps, globalBatch: globalBatch,
-      quiet: quietOption.quiet || !job.isLeader, folder: files.folder)
+      quiet: quietOption.quiet, isLeader: job.isLeader, folder: files.folder)
     guard
       let progress = try loop.run(
         records: &records, currentStep: { run.step },

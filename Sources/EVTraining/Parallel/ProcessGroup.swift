@@ -69,21 +69,13 @@ package final class MPIProcessGroup: ProcessGroup {
 
   package func sumInRankOrder(_ values: inout [Float]) throws(ProcessGroupError) {
     #if canImport(CCollectives)
-      try values.withUnsafeMutableBufferPointer { buffer throws(ProcessGroupError) in
-        let base = buffer.baseAddress
-        let count = Int64(buffer.count)
-        try Self.call { ev_mpi_allreduce_ordered_f32(base, count, $0, $1) }
-      }
+      try Self.sum(&values, ev_mpi_allreduce_ordered_f32)
     #endif
   }
 
   package func sumInRankOrder(_ values: inout [Double]) throws(ProcessGroupError) {
     #if canImport(CCollectives)
-      try values.withUnsafeMutableBufferPointer { buffer throws(ProcessGroupError) in
-        let base = buffer.baseAddress
-        let count = Int64(buffer.count)
-        try Self.call { ev_mpi_allreduce_ordered_f64(base, count, $0, $1) }
-      }
+      try Self.sum(&values, ev_mpi_allreduce_ordered_f64)
     #endif
   }
 
@@ -115,6 +107,18 @@ package final class MPIProcessGroup: ProcessGroup {
   }
 
   #if canImport(CCollectives)
+    /// One of the C layer's rank-ordered all-reduces on `values`.
+    private static func sum<T>(
+      _ values: inout [T],
+      _ reduce: (UnsafeMutablePointer<T>?, Int64, UnsafeMutablePointer<CChar>?, Int) -> Int32
+    ) throws(ProcessGroupError) {
+      try values.withUnsafeMutableBufferPointer { buffer throws(ProcessGroupError) in
+        let base = buffer.baseAddress
+        let count = Int64(buffer.count)
+        try call { reduce(base, count, $0, $1) }
+      }
+    }
+
     /// Runs one C call that reports errors as (code, message buffer).
     private static func call(
       _ body: (UnsafeMutablePointer<CChar>, Int) -> Int32
