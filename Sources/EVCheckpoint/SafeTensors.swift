@@ -177,7 +177,7 @@ public enum SafeTensors {
     var nonFinite = [Int](repeating: 0, count: entries.count)
     decoded.withUnsafeMutableBufferPointer { decoded in
       nonFinite.withUnsafeMutableBufferPointer { nonFinite in
-        ParallelWork.run(weights: entries.map { $0.end - $0.begin }) { i in
+        Parallel.forEach(weights: entries.map { $0.end - $0.begin }, minimumTotal: 8 << 20) { i in
           let entry = entries[i]
           decoded[i] = [Float](unsafeUninitializedCapacity: entry.count) { out, n in
             // Zero-element tensors have no destination address and nothing to copy.

@@ -184,7 +184,7 @@ enum TorchArchive {
     decoded.withUnsafeMutableBufferPointer { decoded in
       nonFinite.withUnsafeMutableBufferPointer { nonFinite in
         failures.withUnsafeMutableBufferPointer { failures in
-          ParallelWork.run(weights: groups.map { $0.data.count }) { g in
+          Parallel.forEach(weights: groups.map { $0.data.count }, minimumTotal: 8 << 20) { g in
             let group = groups[g]
             if verifyChecksums, let error = archive.checksumError(of: group.entry, group.data) {
               failures[g] = error

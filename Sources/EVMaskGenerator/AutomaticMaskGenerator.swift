@@ -297,7 +297,7 @@ public final class AutomaticMaskGenerator {
       prediction.lowResLogits.withUnsafeBufferPointer { logits in
         let out = UncheckedSendable(results.baseAddress!)
         let base = logits.baseAddress!
-        ConcurrentChunks.run(count: selected.count) { range in
+        Parallel.forHeavyRanges(count: selected.count) { range in
           let scratch = MaskUpscaler.Scratch(plan)
           let mask = UnsafeMutablePointer<UInt8>.allocate(capacity: cropHeight * cropWidth)
           defer { mask.deallocate() }
@@ -334,7 +334,7 @@ public final class AutomaticMaskGenerator {
       repeating: (.zero, nil), count: masks.count)
     updates.withUnsafeMutableBufferPointer { updates in
       let out = UncheckedSendable(updates.baseAddress!)
-      ConcurrentChunks.run(count: masks.count) { range in
+      Parallel.forHeavyRanges(count: masks.count) { range in
         for i in range {
           var mask = masks[i].segmentation.mask()
           let holes = AMG.removeSmallRegions(

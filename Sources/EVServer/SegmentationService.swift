@@ -28,9 +28,9 @@ public final class SegmentationService: Sendable {
   private let baselineBytes = ProcessMemory.residentBytes()
   /// Times the free heap was handed back to the system (`boundRetainedMemory`).
   private let heapReleases = Atomic<Int>(0)
-  /// The mask generator lowers the process-wide kernel thread count while it decodes prompt
-  /// groups in parallel and restores it after; two runs at once could restore the wrong
-  /// value, so runs take turns.
+  /// Segment-everything runs take turns: each already spreads its prompt groups over every
+  /// core (one kernel thread per group, `ComputeThreads.limited`) and holds hundreds of
+  /// megabytes of candidate masks, so two at once would add memory, not speed.
   private let everythingTurn = Mutex(())
 
   public init(

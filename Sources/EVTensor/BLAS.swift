@@ -18,7 +18,7 @@ import CKernels
 ///
 /// On CPUs with AVX-512 the larger products go to our own kernel (`evk_sgemm_large`) instead:
 /// OpenBLAS chooses its kernels from `OPENBLAS_CORETYPE` when that is set, and machines of this
-/// project's kind set it to Haswell, which halves its speed there (docs/PERFORMANCE.md, round 5).
+/// project's kind set it to Haswell, which halves its speed there (docs/PERFORMANCE.md).
 public enum BLAS {
   /// Below this many multiply-adds a product runs on the calling thread.
   static let splitThreshold = 1 << 21

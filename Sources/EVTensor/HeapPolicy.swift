@@ -5,7 +5,7 @@ import CKernels
 /// Every op of the encoder writes a fresh tensor (XL1's largest are 128 MB). glibc serves
 /// blocks above its mmap threshold with fresh mappings and unmaps them when they are freed, so
 /// the next op faults every page in again and the kernel zeroes it first: on XL1 that was
-/// 5–15 % of the encoder's time (docs/PERFORMANCE.md, round 5). `retainFreedMemory` makes
+/// 5–15 % of the encoder's time (docs/PERFORMANCE.md). `retainFreedMemory` makes
 /// freed blocks stay in the heap for the next request of the same size.
 ///
 /// The price: the process keeps its high-water mark of memory after a peak instead of

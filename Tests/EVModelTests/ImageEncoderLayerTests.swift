@@ -5,18 +5,8 @@ import Foundation
 import TestSupport
 import Testing
 
-/// Deterministic pseudo-random numbers (SplitMix64), so failures reproduce.
-struct SeededRandom {
-  var state: UInt64
-
-  mutating func next() -> UInt64 {
-    state &+= 0x9E37_79B9_7F4A_7C15
-    var z = state
-    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-    return z ^ (z >> 31)
-  }
-
+/// Deterministic test inputs from the project's generator, so failures reproduce.
+extension SplitMix64 {
   /// Uniform in [lo, hi).
   mutating func uniform(_ lo: Float, _ hi: Float) -> Float {
     lo + (hi - lo) * Float(next() >> 40) / Float(1 << 24)
@@ -163,7 +153,7 @@ struct ImageEncoderLayerTests {
   static func liteMLAWeights(channels c: Int, heads: Int, dim d: Int, scale: Int, seed: UInt64)
     -> [String: Tensor]
   {
-    var rng = SeededRandom(state: seed)
+    var rng = SplitMix64(state: seed)
     let total = heads * d
     return [
       "qkv.conv.weight": rng.tensor([3 * total, c, 1, 1], -0.3, 0.3),
@@ -189,7 +179,7 @@ struct ImageEncoderLayerTests {
     let layer = LiteMLA(reader.root, inChannels: c, outChannels: c, dim: d, scales: [scale])
     try reader.finish()
     #expect(layer.heads == heads)
-    var rng = SeededRandom(state: 11)
+    var rng = SplitMix64(state: 11)
     let x = rng.tensor([1, c, height, width])
     let y = layer(x)
     #expect(y.shape == [1, c, height, width])
@@ -199,7 +189,7 @@ struct ImageEncoderLayerTests {
   }
 
   @Test func convLayerFoldsBatchNormWithEps1e6() throws {
-    var rng = SeededRandom(state: 3)
+    var rng = SplitMix64(state: 3)
     let weights: [String: Tensor] = [
       "conv.weight": rng.tensor([4, 3, 3, 3]),
       "conv.bias": rng.tensor([4]),

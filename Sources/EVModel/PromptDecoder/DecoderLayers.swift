@@ -14,9 +14,7 @@ import EVTensor
 ///
 /// Buffers of 1 MB and more sit on 2 MB boundaries and ask Linux for huge pages: a prompt
 /// streams about 32 MB of per-image arrays (each 2–4 MB) and 14 MB of weights, which in 4 KB
-/// pages is about 12 000 TLB misses per prompt. Measured on the per-image arrays alone, the two
-/// layouts alternating prompt by prompt in one process: one point 0.1–0.2 ms faster (8.17–8.34
-/// against 8.33–8.44 ms median).
+/// pages is about 12 000 TLB misses per prompt (the measurement is in docs/PERFORMANCE.md).
 final class DecoderBuffer: @unchecked Sendable {
   let base: UnsafeMutablePointer<Float>
   let count: Int

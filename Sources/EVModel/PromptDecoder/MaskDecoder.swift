@@ -44,10 +44,13 @@ public struct MaskDecoder: Sendable {
   /// Prompts with at most this many tokens (5 output tokens + points + box corners) fold the
   /// image-side attention projections into the token side; see `DecoderAttention`. 0 never
   /// folds (the official operation order), which tests use to check both paths.
-  public let foldedTokenLimit: Int
+  package let foldedTokenLimit: Int
 
   /// Declares (and reads) every `mask_decoder.*` key, in the official order.
-  public init(_ scope: WeightScope, foldedTokenLimit: Int = 16) {
+  public init(_ scope: WeightScope) { self.init(scope, foldedTokenLimit: 16) }
+
+  /// `foldedTokenLimit` 0 runs the official operation order for every prompt (tests).
+  package init(_ scope: WeightScope, foldedTokenLimit: Int) {
     let e = Self.embedding
     let (c1, c2) = (Self.upscaledChannels[0], Self.upscaledChannels[1])
     self.foldedTokenLimit = foldedTokenLimit
@@ -105,7 +108,7 @@ public struct MaskDecoder: Sendable {
   ///     work that prompts without a mask input share (the first block's projections, the
   ///     per-image basis of the later attentions, the upscaling fold's base: 30 MiB) is
   ///     done here, once, instead of for every prompt.
-  public func prepare(imageEmbedding: Tensor, imagePE: Tensor, noMaskEmbedding: Tensor?)
+  package func prepare(imageEmbedding: Tensor, imagePE: Tensor, noMaskEmbedding: Tensor?)
     -> DecoderImage
   {
     let e = Self.embedding
@@ -204,7 +207,7 @@ public struct MaskDecoder: Sendable {
   ///   predicted IoU at or below it (or NaN) gets no masks: its output upscaling, about half of
   ///   the per-prompt work, is skipped and its logits are -∞. Everything mode discards such
   ///   masks anyway (`pred_iou_thresh` keeps IoU > threshold), so it decodes far less.
-  public func decode(
+  package func decode(
     _ image: DecoderImage, prompts: PromptEmbeddings, multimask: Bool,
     skipMasksAtOrBelowIoU: Float? = nil
   ) -> MaskDecoderOutput {
@@ -352,7 +355,7 @@ public struct MaskDecoder: Sendable {
 }
 
 /// The per-image half of mask decoding; see `MaskDecoder.prepare`.
-public struct DecoderImage: Sendable {
+package struct DecoderImage: Sendable {
   struct Shared: Sendable {
     let noMask: [Float]
     /// Embedding + no-mask embedding, N×256.
@@ -375,7 +378,7 @@ public struct DecoderImage: Sendable {
   let shared: Shared?
 
   /// Whether prompts without a mask input reuse projections computed once per image.
-  public var cachesNoMaskProjections: Bool { shared != nil }
+  package var cachesNoMaskProjections: Bool { shared != nil }
 }
 
 public struct MaskDecoderOutput: Sendable {

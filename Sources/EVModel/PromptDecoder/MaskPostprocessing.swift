@@ -74,7 +74,7 @@ public enum MaskPostprocessing {
 
   /// One axis of the composite: `input` → `frame` (bilinear), keep the first `kept`, → `output`
   /// (bilinear).
-  public static func axis(input: Int, frame: Int, kept: Int, output: Int) -> ResampleAxis {
+  package static func axis(input: Int, frame: Int, kept: Int, output: Int) -> ResampleAxis {
     let first = bilinear(input: input, output: frame)
     let second = bilinear(input: kept, output: output)
     var spans: [(lo: Int, weights: [Double])] = []

@@ -10,15 +10,15 @@ import CKernels
 ///   columns permuted so that channel c of every head is one vector).
 ///
 /// Each has a plain-loop version in C for CPUs without AVX2 (the reference in the tests).
-public enum HeadAttention {
+package enum HeadAttention {
   /// The number of heads the kernels are written for: one 8-float vector.
-  public static let heads = 8
+  package static let heads = 8
 
   /// `out[p][j·8 + h] = Σ_c q[p][c·8 + h] · k[j][c·8 + h]` for p < rows, j < t: per-head dot
   /// products of head-interleaved rows (q rows `ldq` apart; k dense, t × 8d; out rows `ldo`
   /// apart).
   @inline(__always)
-  public static func scores(
+  package static func scores(
     _ q: UnsafePointer<Float>, ldq: Int, rows: Int, keys k: UnsafePointer<Float>, tokens t: Int,
     headDim d: Int, into out: UnsafeMutablePointer<Float>, ldo: Int
   ) {
@@ -29,7 +29,7 @@ public enum HeadAttention {
   /// i < width (rows `ldy`, `ldx`, `ldo` apart; nil scales are 1, nil offsets 0; `y` may be
   /// `x`).
   @inline(__always)
-  public static func scaleRows(
+  package static func scaleRows(
     _ x: UnsafePointer<Float>, ldx: Int, rows: Int, width: Int,
     inner: UnsafePointer<Float>?, outer: UnsafePointer<Float>? = nil,
     shift: UnsafePointer<Float>? = nil, offset: UnsafePointer<Float>? = nil, ldo: Int = 0,
@@ -40,7 +40,7 @@ public enum HeadAttention {
 
   /// `out[r] = Σ_c a[r][c]·b[r][c]` for r < rows, c < cols (rows `lda` and `ldb` apart).
   @inline(__always)
-  public static func rowDots(
+  package static func rowDots(
     _ a: UnsafePointer<Float>, lda: Int, _ b: UnsafePointer<Float>, ldb: Int, rows: Int,
     cols: Int, into out: UnsafeMutablePointer<Float>
   ) {
@@ -50,7 +50,7 @@ public enum HeadAttention {
   /// In place, per row and head: softmax over the `t` prompt tokens of `scale·(x + bias)`
   /// (`bias`: t·8 values shared by every row, optional).
   @inline(__always)
-  public static func softmaxOverTokens(
+  package static func softmaxOverTokens(
     _ s: UnsafeMutablePointer<Float>, rows: Int, tokens t: Int, ld: Int, scale: Float,
     bias: UnsafePointer<Float>? = nil
   ) {
@@ -61,7 +61,7 @@ public enum HeadAttention {
   /// unnormalised: `s ← exp(scale·(s − m_c))` with m_c the column's maximum over these rows;
   /// `maxima` and `sums` receive m_c and the column sums.
   @inline(__always)
-  public static func partialSoftmaxDownColumns(
+  package static func partialSoftmaxDownColumns(
     _ s: UnsafeMutablePointer<Float>, rows: Int, cols: Int, ld: Int, scale: Float,
     maxima: UnsafeMutablePointer<Float>, sums: UnsafeMutablePointer<Float>
   ) {
@@ -71,7 +71,7 @@ public enum HeadAttention {
   /// `acc[j][c·8 + h] = Σ_p weights[p][j·8 + h] · v[p][c·8 + h]` over p < rows (weights: dense
   /// rows of 8t; v: head-interleaved rows `ldv` apart; acc: t × 8d).
   @inline(__always)
-  public static func weightedValues(
+  package static func weightedValues(
     _ weights: UnsafePointer<Float>, rows: Int, tokens t: Int, headDim d: Int,
     values v: UnsafePointer<Float>, ldv: Int, into acc: UnsafeMutablePointer<Float>
   ) {
@@ -82,7 +82,7 @@ public enum HeadAttention {
   /// `RowOps.gelu` bit for bit; width ≤ 256. The mask decoder's last step: the second
   /// upscaling convolution's GELU and every mask's hypernetwork product.
   @inline(__always)
-  public static func geluDot(
+  package static func geluDot(
     _ z: UnsafePointer<Float>, rows: Int, width: Int, bias: UnsafePointer<Float>,
     vectors h: UnsafePointer<Float>, count: Int, into out: UnsafeMutablePointer<Float>
   ) {
@@ -95,7 +95,7 @@ public enum HeadAttention {
   /// `v = a1[p]·(a0[p]·(base[p] + u0) + u1 + y[p]) + u2`, then each sub-pixel's LayerNorm over
   /// its 64 channels (`weight`, `bias`, `eps`) and the erf GELU (`RowOps.gelu`, bit for bit).
   @inline(__always)
-  public static func foldedLayerNormGELU(
+  package static func foldedLayerNormGELU(
     _ y: UnsafeMutablePointer<Float>, base: UnsafePointer<Float>, tokens: Int,
     innerScale a0: UnsafePointer<Float>, outerScale a1: UnsafePointer<Float>,
     innerOffset u0: UnsafePointer<Float>, middleOffset u1: UnsafePointer<Float>,

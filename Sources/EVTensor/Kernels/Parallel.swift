@@ -84,12 +84,42 @@ public enum Parallel {
       for i in range { body(i) }
     }
   }
+
+  /// Calls `body` on disjoint ranges covering `0..<count`, several per core whatever the
+  /// size of the work: for a few items of heavy work each (the mask generator's per-mask
+  /// post-processing), where `chunkCount`'s estimate does not apply.
+  package static func forHeavyRanges(count: Int, _ body: (Range<Int>) -> Void) {
+    forChunks(count: count, chunks: cores == 1 ? 1 : cores * 4) { _, range in body(range) }
+  }
+
+  /// Calls `body(i)` for every index of `weights`, heaviest first, each index taken by the
+  /// next free thread: for a few jobs of very different sizes (a checkpoint's tensors).
+  /// Runs inline when their total is below `minimumTotal`.
+  package static func forEach(weights: [Int], minimumTotal: Int, _ body: (Int) -> Void) {
+    if cores == 1 || weights.count < 2 || weights.reduce(0, +) < minimumTotal {
+      for i in weights.indices { body(i) }
+      return
+    }
+    let order = weights.indices.sorted { weights[$0] > weights[$1] }
+    let (limit, cap) = (evk_thread_compute_limit(), evk_thread_simd_cap())
+    withoutActuallyEscaping(body) { body in
+      let work = UncheckedSendable(body)
+      DispatchQueue.concurrentPerform(iterations: order.count) { i in
+        let saved = (evk_set_thread_compute_limit(limit), evk_set_thread_simd_cap(cap))
+        work.value(order[i])
+        evk_set_thread_compute_limit(saved.0)
+        evk_set_thread_simd_cap(saved.1)
+      }
+    }
+  }
 }
 
-/// Carries a value into a `@Sendable` closure when the caller guarantees race freedom.
-struct UncheckedSendable<Value>: @unchecked Sendable {
-  let value: Value
-  init(_ value: Value) { self.value = value }
+/// Carries a value into a `@Sendable` closure when the caller guarantees race freedom (a
+/// closure that `concurrentPerform` runs and that outlives none of its calls, a pointer into
+/// a buffer whose disjoint slots different threads write).
+package struct UncheckedSendable<Value>: @unchecked Sendable {
+  package let value: Value
+  package init(_ value: Value) { self.value = value }
 }
 
 /// How many threads the kernels use, for the kernels' own loops and for BLAS alike.

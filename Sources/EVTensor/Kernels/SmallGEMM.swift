@@ -11,7 +11,7 @@ import CKernels
 /// the products go to the platform BLAS, whose results depend on the shapes it is given;
 /// products here are only ever split at fixed points, so the results still do not depend on
 /// the number of threads.
-public enum SmallGEMM {
+package enum SmallGEMM {
   /// Whether this thread's products run on the split-invariant kernel.
   @inline(__always)
   static var ownKernel: Bool { evk_simd_level() >= EVK_LEVEL_AVX2 }
@@ -20,7 +20,7 @@ public enum SmallGEMM {
   /// `A` (m×k, row stride `lda`) or, with `transA`, the transpose of `A` stored k×m (row stride
   /// `lda`); `B` is k×n (row stride `ldb`).
   @inline(__always)
-  public static func multiply(
+  package static func multiply(
     transA: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
     b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
     accumulate: Bool = false
@@ -37,7 +37,7 @@ public enum SmallGEMM {
 
   /// `multiply` with B packed beforehand (`PackedMatrix`): for a B that many products share.
   @inline(__always)
-  public static func multiply(
+  package static func multiply(
     transA: Bool = false, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
   ) {
@@ -74,7 +74,7 @@ public enum SmallGEMM {
 
   /// `multiply` with a packed B, split into column blocks over the compute threads; the result
   /// is the same as on one thread.
-  public static func parallelMultiply(
+  package static func parallelMultiply(
     transA: Bool = false, m: Int, k: Int, a: UnsafePointer<Float>, lda: Int, b: PackedMatrix,
     c: UnsafeMutablePointer<Float>, ldc: Int, accumulate: Bool = false
   ) {
@@ -90,7 +90,7 @@ public enum SmallGEMM {
 
   /// `multiply`, split into column blocks over the compute threads; the result is the same as
   /// on one thread.
-  public static func parallelMultiply(
+  package static func parallelMultiply(
     transA: Bool = false, m: Int, n: Int, k: Int, a: UnsafePointer<Float>, lda: Int,
     b: UnsafePointer<Float>, ldb: Int, c: UnsafeMutablePointer<Float>, ldc: Int,
     accumulate: Bool = false
@@ -109,13 +109,13 @@ public enum SmallGEMM {
 
 /// A matrix packed for `SmallGEMM` as its B operand: column panels of 16, each stored
 /// contiguously, so that the product kernel reads it without cache conflicts.
-public final class PackedMatrix: @unchecked Sendable {
-  public let rows: Int
-  public let columns: Int
+package final class PackedMatrix: @unchecked Sendable {
+  package let rows: Int
+  package let columns: Int
   let storage: UnsafeMutablePointer<Float>
 
   /// Packs `b` (rows × columns, row stride `ld`).
-  public init(_ b: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int) {
+  package init(_ b: UnsafePointer<Float>, rows: Int, columns: Int, ld: Int) {
     precondition(rows >= 0 && columns >= 0 && ld >= columns, "PackedMatrix: bad geometry")
     self.rows = rows
     self.columns = columns
@@ -128,28 +128,28 @@ public final class PackedMatrix: @unchecked Sendable {
 }
 
 /// The instruction-set level of the vector kernels in `CKernels`.
-public enum SIMDLevel: Int32, Sendable, CaseIterable, Comparable {
+package enum SIMDLevel: Int32, Sendable, CaseIterable, Comparable {
   case portable = 0
   case avx2 = 1
   case avx512 = 2
 
   /// The level in force on this thread: the best the CPU has, capped by `EVSAM_SIMD`
   /// (portable, avx2, avx512) and by `capped(at:_:)`.
-  public static var current: SIMDLevel { SIMDLevel(rawValue: evk_simd_level()) ?? .portable }
+  package static var current: SIMDLevel { SIMDLevel(rawValue: evk_simd_level()) ?? .portable }
 
   /// The levels this process can run, lowest first: the CPU's, capped by `EVSAM_SIMD`.
-  public static var supported: [SIMDLevel] {
+  package static var supported: [SIMDLevel] {
     let best = SIMDLevel(rawValue: evk_available_simd_level()) ?? .portable
     return allCases.filter { $0 <= best }
   }
 
   /// Runs `body` with the kernels it runs capped at `level`: on this thread and in the work it
   /// hands to `Parallel`; other threads are not affected. For tests comparing levels.
-  public static func capped<R>(at level: SIMDLevel, _ body: () throws -> R) rethrows -> R {
+  package static func capped<R>(at level: SIMDLevel, _ body: () throws -> R) rethrows -> R {
     let previous = evk_set_thread_simd_cap(level.rawValue)
     defer { evk_set_thread_simd_cap(previous) }
     return try body()
   }
 
-  public static func < (a: SIMDLevel, b: SIMDLevel) -> Bool { a.rawValue < b.rawValue }
+  package static func < (a: SIMDLevel, b: SIMDLevel) -> Bool { a.rawValue < b.rawValue }
 }

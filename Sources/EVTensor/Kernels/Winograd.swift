@@ -87,7 +87,7 @@ public func conv2dWinograd(
   // Tiles per block: V and M of a block ([36][C][tb] and [36][O][tb]) stay under ~48 MB and
   // blocks are of equal size, so no GEMM gets a narrow leftover N. Wide blocks matter more
   // than keeping V and M in the L3: the neck's 256 → 1024 convs at 64² run as one block of 256
-  // tiles, whose products are ≈ 20 % faster than two of 128 (docs/PERFORMANCE.md, item 12).
+  // tiles, whose products are ≈ 20 % faster than two of 128 (docs/PERFORMANCE.md).
   let budget = 12 << 20
   let maxBlock = max(16, budget / (36 * (c + o)))
   let blocks = (tiles + maxBlock - 1) / maxBlock

@@ -3,8 +3,8 @@ import Foundation
 /// Plain, obviously-correct twins of the fast kernels: the same signatures, nested loops over the
 /// mathematical definition, Double accumulation, libm for transcendental functions, no BLAS and
 /// no threads. Tests hold every fast kernel against its twin; nothing else should call these.
-public enum Reference {
-  public static func activation(_ x: Float, _ act: Activation) -> Float {
+package enum Reference {
+  package static func activation(_ x: Float, _ act: Activation) -> Float {
     let v = Double(x)
     switch act {
     case .identity: return x
@@ -22,16 +22,16 @@ public enum Reference {
     }
   }
 
-  public static func activate(_ x: Tensor, _ act: Activation) -> Tensor {
+  package static func activate(_ x: Tensor, _ act: Activation) -> Tensor {
     Tensor(shape: x.shape, storage: x.storage.map { activation($0, act) })
   }
 
-  public static func activateInPlace(_ x: inout Tensor, _ act: Activation) {
+  package static func activateInPlace(_ x: inout Tensor, _ act: Activation) {
     x = activate(x, act)
   }
 
   /// Row-major C = alpha·op(A)·op(B) + beta·C, one dot product per element.
-  public static func sgemm(
+  package static func sgemm(
     transA: Bool, transB: Bool, m: Int, n: Int, k: Int, alpha: Float,
     a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
     beta: Float, c: UnsafeMutablePointer<Float>, ldc: Int
@@ -52,30 +52,30 @@ public enum Reference {
 
   // MARK: Elementwise
 
-  public static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
+  package static func add(_ a: Tensor, _ b: Tensor) -> Tensor {
     precondition(a.shape == b.shape)
     return Tensor(shape: a.shape, storage: zip(a.storage, b.storage).map { $0 + $1 })
   }
 
-  public static func subtract(_ a: Tensor, _ b: Tensor) -> Tensor {
+  package static func subtract(_ a: Tensor, _ b: Tensor) -> Tensor {
     precondition(a.shape == b.shape)
     return Tensor(shape: a.shape, storage: zip(a.storage, b.storage).map { $0 - $1 })
   }
 
-  public static func multiply(_ a: Tensor, _ b: Tensor) -> Tensor {
+  package static func multiply(_ a: Tensor, _ b: Tensor) -> Tensor {
     precondition(a.shape == b.shape)
     return Tensor(shape: a.shape, storage: zip(a.storage, b.storage).map { $0 * $1 })
   }
 
-  public static func multiply(_ a: Tensor, _ s: Float) -> Tensor {
+  package static func multiply(_ a: Tensor, _ s: Float) -> Tensor {
     Tensor(shape: a.shape, storage: a.storage.map { $0 * s })
   }
 
-  public static func addInPlace(_ a: inout Tensor, _ b: Tensor) {
+  package static func addInPlace(_ a: inout Tensor, _ b: Tensor) {
     a = add(a, b)
   }
 
-  public static func addChannelBias(_ x: Tensor, _ v: Tensor) -> Tensor {
+  package static func addChannelBias(_ x: Tensor, _ v: Tensor) -> Tensor {
     let c = x.shape[1]
     let inner = x.shape.dropFirst(2).reduce(1, *)
     var y = x
@@ -85,7 +85,7 @@ public enum Reference {
 
   // MARK: Shape
 
-  public static func pad2d(
+  package static func pad2d(
     _ x: Tensor, top: Int, bottom: Int, left: Int, right: Int, value: Float = 0
   ) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
@@ -128,7 +128,7 @@ public enum Reference {
     }
   }
 
-  public static func concat(_ xs: [Tensor], axis: Int) -> Tensor {
+  package static func concat(_ xs: [Tensor], axis: Int) -> Tensor {
     let a = axis < 0 ? axis + xs[0].rank : axis
     var shape = xs[0].shape
     shape[a] = xs.reduce(0) { $0 + $1.shape[a] }
@@ -145,7 +145,7 @@ public enum Reference {
     return y
   }
 
-  public static func split(_ x: Tensor, sizes: [Int], axis: Int) -> [Tensor] {
+  package static func split(_ x: Tensor, sizes: [Int], axis: Int) -> [Tensor] {
     var start = 0
     return sizes.map { size in
       defer { start += size }
@@ -153,7 +153,7 @@ public enum Reference {
     }
   }
 
-  public static func slice(_ x: Tensor, axis: Int, range: Range<Int>) -> Tensor {
+  package static func slice(_ x: Tensor, axis: Int, range: Range<Int>) -> Tensor {
     let a = axis < 0 ? axis + x.rank : axis
     var shape = x.shape
     shape[a] = range.count
@@ -164,7 +164,7 @@ public enum Reference {
     return y
   }
 
-  public static func permute(_ x: Tensor, _ perm: [Int]) -> Tensor {
+  package static func permute(_ x: Tensor, _ perm: [Int]) -> Tensor {
     let shape = perm.map { x.shape[$0] }
     var y = Tensor(zeros: shape)
     // Output axis d walks input axis perm[d].

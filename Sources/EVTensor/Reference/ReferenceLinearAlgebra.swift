@@ -1,7 +1,7 @@
 import Foundation
 
 extension Reference {
-  public static func matmul(
+  package static func matmul(
     _ a: Tensor, _ b: Tensor, transposeA: Bool = false, transposeB: Bool = false
   ) -> Tensor {
     let m = transposeA ? a.dim(-1) : a.dim(-2)
@@ -28,7 +28,7 @@ extension Reference {
     return y
   }
 
-  public static func linear(
+  package static func linear(
     _ x: Tensor, weight: Tensor, bias: Tensor?, activation: Activation = .identity
   ) -> Tensor {
     let inF = x.dim(-1)
@@ -49,7 +49,7 @@ extension Reference {
     return y
   }
 
-  public static func conv2d(
+  package static func conv2d(
     _ x: Tensor, weight: Tensor, bias: Tensor?, stride: Int = 1, padding: Int = 0,
     groups: Int = 1, activation: Activation = .identity
   ) -> Tensor {
@@ -84,7 +84,7 @@ extension Reference {
     return y
   }
 
-  public static func convTranspose2x2(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
+  package static func convTranspose2x2(_ x: Tensor, weight: Tensor, bias: Tensor?) -> Tensor {
     let (n, cin, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let cout = weight.shape[1]
     var y = Tensor(zeros: [n, cout, 2 * h, 2 * w])
@@ -111,7 +111,7 @@ extension Reference {
     return y
   }
 
-  public static func foldBatchNorm(
+  package static func foldBatchNorm(
     weight: Tensor, bias: Tensor?, gamma: Tensor, beta: Tensor, mean: Tensor, variance: Tensor,
     eps: Float
   ) -> (weight: Tensor, bias: Tensor) {
@@ -137,7 +137,7 @@ extension Reference {
   /// `gridAttention` from its definition: for each group, head and query, the scores
   /// `scale·q·k + q·Rh[y − ky + side − 1] + q·Rw[x − kx + side − 1]` over every key, softmax,
   /// and the weighted sum of the values, in Double.
-  public static func gridAttention(
+  package static func gridAttention(
     qkv: Tensor, groups: Int, side: Int, heads: Int, relH: Tensor?, relW: Tensor?, scale: Float
   ) -> Tensor {
     let tokens = side * side

@@ -1,7 +1,7 @@
 import Foundation
 
 extension Reference {
-  public static func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
+  package static func layerNorm(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
     let d = x.dim(-1)
     var y = x
     for r in 0..<(x.count / d) {
@@ -16,7 +16,7 @@ extension Reference {
     return y
   }
 
-  public static func layerNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
+  package static func layerNorm2d(_ x: Tensor, weight: Tensor, bias: Tensor, eps: Float) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     var y = x
     let plane = h * w
@@ -36,7 +36,7 @@ extension Reference {
     return y
   }
 
-  public static func softmax(_ x: Tensor) -> Tensor {
+  package static func softmax(_ x: Tensor) -> Tensor {
     let d = x.dim(-1)
     var y = x
     for r in 0..<(x.count / d) {
@@ -52,7 +52,7 @@ extension Reference {
   /// PyTorch's upsample_bicubic2d (align_corners=False) pixel by pixel: source coordinate
   /// (dst + 0.5)·in/out − 0.5, its floor, cubic-convolution weights (A = −0.75) of the fraction,
   /// and the 4×4 neighbourhood read with indices clamped into the image.
-  public static func resizeBicubic(_ x: Tensor, height: Int, width: Int) -> Tensor {
+  package static func resizeBicubic(_ x: Tensor, height: Int, width: Int) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     let a = -0.75
     func near(_ t: Double) -> Double { ((a + 2) * t - (a + 3)) * t * t + 1 }
@@ -89,7 +89,7 @@ extension Reference {
   }
 
   /// PyTorch's upsample_bilinear2d (align_corners=False, no antialias) pixel by pixel.
-  public static func resizeBilinear(_ x: Tensor, height: Int, width: Int) -> Tensor {
+  package static func resizeBilinear(_ x: Tensor, height: Int, width: Int) -> Tensor {
     let (n, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3])
     func taps(_ dst: Int, _ input: Int, _ output: Int) -> (i0: Int, i1: Int, l1: Double) {
       let scale = Float(input) / Float(output)

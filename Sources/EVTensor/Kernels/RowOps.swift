@@ -8,11 +8,11 @@ import CKernels
 /// without copies. Every function splits its rows across cores when the work is large enough;
 /// none of them calls BLAS, so that is safe. Each inner loop is either a plain elementwise loop
 /// (which LLVM vectorises) or uses the interleaved partial sums of `Norm.swift`.
-public enum RowOps {
+package enum RowOps {
   /// In place, for each of `rows` runs of `cols` values whose starts are `stride` apart:
   /// `x ← softmax(scale · x)`, max-subtracted as PyTorch does. For long rows; see
   /// `softmaxColumns` for many short ones. `serial` keeps the work on the calling thread.
-  public static func softmax(
+  package static func softmax(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int, scale: Float,
     serial: Bool = false
   ) {
@@ -35,7 +35,7 @@ public enum RowOps {
   ///
   /// This is attention of many queries over a few keys laid out keys-major, so the loops run
   /// along the long dimension and vectorise.
-  public static func softmaxColumns(
+  package static func softmaxColumns(
     _ x: UnsafeMutablePointer<Float>, groups: Int, rows: Int, cols: Int, scale: Float,
     rowBias: UnsafePointer<Float>? = nil
   ) {
@@ -53,7 +53,7 @@ public enum RowOps {
 
   /// `softmaxColumns` restricted to `columns` of one block of `rows` × `cols` (row stride
   /// `cols`), on the calling thread.
-  public static func softmaxColumnRange(
+  package static func softmaxColumnRange(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, columns: Range<Int>, scale: Float,
     rowBias: UnsafePointer<Float>?
   ) {
@@ -115,7 +115,7 @@ public enum RowOps {
   /// values (biased variance), followed by `RowOps.gelu` when `gelu` is set. `out` may equal
   /// `x`; `preBias` (dim values) is optional. `serial` keeps the work on the calling thread
   /// (for callers that already run in parallel).
-  public static func layerNorm(
+  package static func layerNorm(
     _ x: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, rows: Int, dim: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
     preBias: UnsafePointer<Float>? = nil, gelu: Bool = false, serial: Bool = false
@@ -150,7 +150,7 @@ public enum RowOps {
   /// `y[r] = a[r] · (x[r] + u) + v` for `rows` rows of `dim` values (x rows `ldx` apart, y
   /// dense; y may be x when `ldx == dim`); `a`, `u`, `v` default to 1, 0, 0. On the calling
   /// thread.
-  public static func rowAffine(
+  package static func rowAffine(
     _ x: UnsafePointer<Float>, ldx: Int, rows: Int, dim: Int, scale a: UnsafePointer<Float>?,
     inner u: UnsafePointer<Float>?, outer v: UnsafePointer<Float>?,
     into y: UnsafeMutablePointer<Float>
@@ -175,7 +175,7 @@ public enum RowOps {
   /// normalised row, which is the "keys + positional encoding" the next attention needs.
   /// `rstd`, when given, receives each row's `1/√(variance + eps)`; `deltaBias` (dim values), when
   /// given, is added to every `delta` row.
-  public static func residualLayerNorm(
+  package static func residualLayerNorm(
     _ x: UnsafeMutablePointer<Float>, delta: UnsafePointer<Float>, rows: Int, dim: Int,
     weight: UnsafePointer<Float>, bias: UnsafePointer<Float>, eps: Float,
     addend: UnsafePointer<Float>? = nil, sum: UnsafeMutablePointer<Float>? = nil,
@@ -209,11 +209,11 @@ public enum RowOps {
   }
 
   /// The most rows `linearFewRows` takes.
-  public static let fewRows = Int(EVK_FEW_ROWS)
+  package static let fewRows = Int(EVK_FEW_ROWS)
 
   /// A linear layer's `outFeatures × inFeatures` weight packed for `linearFewRows`: strips
   /// of 32 outputs, each `inFeatures × 32`, zero-padded.
-  public static func packForFewRows(
+  package static func packForFewRows(
     _ weight: UnsafePointer<Float>, outFeatures: Int, inFeatures: Int
   ) -> [Float] {
     let count = (outFeatures + 31) / 32 * 32 * inFeatures
@@ -227,7 +227,7 @@ public enum RowOps {
   /// packed by `packForFewRows`, streaming W once (a GEMM would first pack all of it, which
   /// dominates at this size). Returns false, having done nothing, when the CPU lacks AVX2,
   /// there are too many rows, or `act` is neither identity nor ReLU: the caller then uses a GEMM.
-  public static func linearFewRows(
+  package static func linearFewRows(
     _ x: UnsafePointer<Float>, ldx: Int, rows: Int, inFeatures: Int,
     packedWeight: UnsafePointer<Float>, bias: UnsafePointer<Float>?, outFeatures: Int,
     into y: UnsafeMutablePointer<Float>, ldy: Int, _ act: Activation
@@ -253,7 +253,7 @@ public enum RowOps {
   }
 
   /// In place: `x[r][c] = act(x[r][c] + bias[c])` for `rows` runs of `cols` values `stride` apart.
-  public static func biasActivation(
+  package static func biasActivation(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int,
     bias: UnsafePointer<Float>?, _ act: Activation, serial: Bool = false
   ) {
@@ -268,7 +268,7 @@ public enum RowOps {
 
   /// In place: `x[r][c] = gelu(x[r][c] + bias[c])` (`RowOps.gelu`), `rows` runs of `cols`
   /// values `stride` apart. `serial` keeps the work on the calling thread.
-  public static func biasGELU(
+  package static func biasGELU(
     _ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int, stride: Int,
     bias: UnsafePointer<Float>, serial: Bool = false
   ) {
@@ -289,7 +289,7 @@ public enum RowOps {
   /// erfc form in `FastMath.swift`, which matters in the mask decoder's upscaling (3 M GELUs
   /// per prompt); its relative accuracy for very negative x is not needed there.
   @inline(__always)
-  public static func gelu(_ x: Float) -> Float {
+  package static func gelu(_ x: Float) -> Float {
     let u = x * 0.707_106_78
     let z: Float = u < -4 ? -4 : (u > 4 ? 4 : u)
     let z2 = z * z
@@ -309,7 +309,7 @@ public enum RowOps {
   }
 
   /// `out[i] = a[i] + b[i]` for `count` contiguous values.
-  public static func add(
+  package static func add(
     _ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, into out: UnsafeMutablePointer<Float>,
     count: Int, serial: Bool = false
   ) {
@@ -338,7 +338,7 @@ public enum RowOps {
   /// post-processing, the rows inside the image: the crop drops the rest), and the vertical
   /// pass then combines whole rows, which vectorises; planes go in groups so the intermediate
   /// stays small for large batches.
-  public static func resample(
+  package static func resample(
     _ x: UnsafePointer<Float>, planes: Int, rows: ResampleAxis, cols: ResampleAxis,
     into out: UnsafeMutablePointer<Float>
   ) {
@@ -423,13 +423,13 @@ public enum RowOps {
 
 /// One axis of a separable linear resampling: output `i` is
 /// `Σ_{k < taps} weight[i·taps + k] · input[start[i] + k]`, with every tap inside the input.
-public struct ResampleAxis: Sendable, Equatable {
-  public let inputCount: Int
-  public let taps: Int
-  public let start: [Int]
-  public let weight: [Float]
+package struct ResampleAxis: Sendable, Equatable {
+  package let inputCount: Int
+  package let taps: Int
+  package let start: [Int]
+  package let weight: [Float]
 
-  public init(inputCount: Int, taps: Int, start: [Int], weight: [Float]) {
+  package init(inputCount: Int, taps: Int, start: [Int], weight: [Float]) {
     precondition(taps >= 1 && weight.count == start.count * taps, "ResampleAxis: inconsistent taps")
     precondition(
       start.allSatisfy { $0 >= 0 && $0 + taps <= inputCount }, "ResampleAxis: tap outside the input"
@@ -440,5 +440,5 @@ public struct ResampleAxis: Sendable, Equatable {
     self.weight = weight
   }
 
-  public var outputCount: Int { start.count }
+  package var outputCount: Int { start.count }
 }
