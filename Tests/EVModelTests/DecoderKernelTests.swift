@@ -4,7 +4,7 @@ import Foundation
 import TestSupport
 import Testing
 
-/// The decoder's row kernels (`RowOps`, Sources/EVTensor/Kernels/ExtraDecoder.swift) against
+/// The decoder's row kernels (`RowOps`, Sources/EVTensor/Kernels/RowOps.swift) against
 /// plain double-precision loops, on odd sizes so the unrolled and tail paths both run.
 @Suite("Decoder row kernels")
 struct DecoderKernelTests {

@@ -5,7 +5,7 @@ import EVTensor
 /// input only).
 ///
 /// After the first block the image tokens are `K_1 = ρ_0·((K_0 + b_0 + P_0·U_0)·J·Γ_0) + β_0`
-/// (see `UpscaleFold` for the notation). The second block projects them three times: keys
+/// (notation: docs/DECODER.md). The second block projects them three times: keys
 /// `(K_1 + pe)·Wkᵀ` and values `K_1·Wvᵀ` for the token→image attention, queries
 /// `(K_1 + pe)·Wqᵀ + bq` for the image→token attention. Each is
 ///
