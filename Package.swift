@@ -69,11 +69,13 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
         .product(name: "NIOCore", package: "swift-nio"),
       ]),
+    // The load test's client: plain sockets, so it builds without the server's dependencies.
+    .target(name: "EVLoadTest", dependencies: ["EVTensor"]),
     .executableTarget(
       name: "evsam",
       dependencies: [
         "EVPredictor", "EVModel", "EVImage", "EVCheckpoint", "EVMask", "EVMaskGenerator",
-        "EVEvaluation", "EVServer", "EVTraining",
+        "EVEvaluation", "EVServer", "EVTraining", "EVLoadTest",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
@@ -124,7 +126,8 @@ let package = Package(
     .testTarget(
       name: "EVServerTests",
       dependencies: [
-        "EVServer", "EVImage", "EVMask", "EVMaskGenerator", "EVModel", "EVTensor", "TestSupport",
+        "EVServer", "EVImage", "EVMask", "EVMaskGenerator", "EVModel", "EVTensor", "EVLoadTest",
+        "TestSupport",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),

@@ -58,9 +58,8 @@ static void read_bytes(png_structp png, png_bytep out, png_size_t count) {
   context->offset += count;
 }
 
-int evsam_png_decode_rgb8(const uint8_t *data, size_t size, size_t max_pixels,
-                          uint8_t **pixels, uint32_t *width, uint32_t *height,
-                          char *error, size_t error_capacity) {
+int evsam_png_decode_rgb8(const uint8_t *data, size_t size, size_t max_pixels, uint8_t **pixels,
+                          uint32_t *width, uint32_t *height, char *error, size_t error_capacity) {
   *pixels = NULL;
   if (size < 8 || png_sig_cmp((png_const_bytep)data, 0, 8) != 0) {
     set_message(error, error_capacity, "not a PNG file");
@@ -189,9 +188,15 @@ int evsam_png_encode(const uint8_t *pixels, uint32_t width, uint32_t height, int
   *png_out = NULL;
   int color_type;
   switch (channels) {
-    case 1: color_type = PNG_COLOR_TYPE_GRAY; break;
-    case 3: color_type = PNG_COLOR_TYPE_RGB; break;
-    case 4: color_type = PNG_COLOR_TYPE_RGB_ALPHA; break;
+    case 1:
+      color_type = PNG_COLOR_TYPE_GRAY;
+      break;
+    case 3:
+      color_type = PNG_COLOR_TYPE_RGB;
+      break;
+    case 4:
+      color_type = PNG_COLOR_TYPE_RGB_ALPHA;
+      break;
     default:
       if (error && error_capacity > 0)
         snprintf(error, error_capacity, "cannot encode %d channels as PNG", channels);

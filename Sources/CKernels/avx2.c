@@ -47,7 +47,8 @@ EVK_AVX2 static inline float hmax8(__m256 v) {
 
 EVK_AVX2 static inline __m256 gelu_tanh8(__m256 x) {
   __m256 x2 = _mm256_mul_ps(x, x);
-  __m256 u = _mm256_mul_ps(x, EVK_MULADD8(_mm256_set1_ps(0.035677408f), x2, _mm256_set1_ps(0.79788456f)));
+  __m256 u =
+      _mm256_mul_ps(x, EVK_MULADD8(_mm256_set1_ps(0.035677408f), x2, _mm256_set1_ps(0.79788456f)));
   __m256 e = evk_exp8(_mm256_mul_ps(_mm256_set1_ps(-2.0f), u));
   return _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
 }
@@ -111,7 +112,8 @@ EVK_AVX2 void evk_softmax_rows_avx2(float *x, long rows, long cols, long stride,
     float m;
     const __m256 inv = _mm256_set1_ps(1.0f / exp_row8(p, cols, scale, &m));
     long j = 0;
-    for (; j + 8 <= cols; j += 8) _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), inv));
+    for (; j + 8 <= cols; j += 8)
+      _mm256_storeu_ps(p + j, _mm256_mul_ps(_mm256_loadu_ps(p + j), inv));
     if (j < cols) {
       const __m256i k = tail_mask8(cols - j);
       _mm256_maskstore_ps(p + j, k, _mm256_mul_ps(_mm256_maskload_ps(p + j, k), inv));
@@ -119,8 +121,8 @@ EVK_AVX2 void evk_softmax_rows_avx2(float *x, long rows, long cols, long stride,
   }
 }
 
-EVK_AVX2 void evk_softmax_columns_avx2(float *x, long rows, long cols, long c0, long c1, float scale,
-                                       const float *row_bias) {
+EVK_AVX2 void evk_softmax_columns_avx2(float *x, long rows, long cols, long c0, long c1,
+                                       float scale, const float *row_bias) {
   const __m256 s = _mm256_set1_ps(scale);
   for (long c = c0; c < c1; c += 8) {
     const long w = c1 - c < 8 ? c1 - c : 8;
@@ -173,7 +175,9 @@ EVK_AVX2 void evk_residual_layernorm_avx2(float *x, const float *delta, const fl
       __m256 c = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(p + j), mv), iv);
       __m256 o = _mm256_fmadd_ps(c, _mm256_loadu_ps(w + j), _mm256_loadu_ps(b + j));
       _mm256_storeu_ps(p + j, o);
-      if (sum) _mm256_storeu_ps(sum + r * dim + j, _mm256_add_ps(o, _mm256_loadu_ps(addend + r * dim + j)));
+      if (sum)
+        _mm256_storeu_ps(sum + r * dim + j,
+                         _mm256_add_ps(o, _mm256_loadu_ps(addend + r * dim + j)));
     }
   }
 }
@@ -240,8 +244,9 @@ EVK_AVX2 __attribute__((always_inline)) static inline void linear_rows16(
   }
 }
 
-EVK_AVX2 void evk_linear_few_rows_avx2(const float *x, long ldx, long rows, long in, const float *wt,
-                                       const float *bias, long out, float *y, long ldy, int relu) {
+EVK_AVX2 void evk_linear_few_rows_avx2(const float *x, long ldx, long rows, long in,
+                                       const float *wt, const float *bias, long out, float *y,
+                                       long ldy, int relu) {
   for (long o = 0; o < out; o += 32) {
     const long left = out - o;
     long n[4];
@@ -256,18 +261,28 @@ EVK_AVX2 void evk_linear_few_rows_avx2(const float *x, long ldx, long rows, long
       for (int half = 0; half < 2; half++) {
         if (n[2 * half] <= 0) continue;
         switch (rows) {
-        case 4: linear_rows16(x, ldx, 4, in, strip, half, n, bias, o, y, ldy, relu); break;
-        case 5: linear_rows16(x, ldx, 5, in, strip, half, n, bias, o, y, ldy, relu); break;
-        case 6: linear_rows16(x, ldx, 6, in, strip, half, n, bias, o, y, ldy, relu); break;
-        default: linear_rows16(x, ldx, 7, in, strip, half, n, bias, o, y, ldy, relu); break;
+          case 4:
+            linear_rows16(x, ldx, 4, in, strip, half, n, bias, o, y, ldy, relu);
+            break;
+          case 5:
+            linear_rows16(x, ldx, 5, in, strip, half, n, bias, o, y, ldy, relu);
+            break;
+          case 6:
+            linear_rows16(x, ldx, 6, in, strip, half, n, bias, o, y, ldy, relu);
+            break;
+          default:
+            linear_rows16(x, ldx, 7, in, strip, half, n, bias, o, y, ldy, relu);
+            break;
         }
       }
       continue;
     }
     for (; r + 3 <= rows; r += 3)
       linear_rows8(x + r * ldx, ldx, 3, in, strip, n, bias, o, y + r * ldy, ldy, relu);
-    if (rows - r == 2) linear_rows8(x + r * ldx, ldx, 2, in, strip, n, bias, o, y + r * ldy, ldy, relu);
-    if (rows - r == 1) linear_rows8(x + r * ldx, ldx, 1, in, strip, n, bias, o, y + r * ldy, ldy, relu);
+    if (rows - r == 2)
+      linear_rows8(x + r * ldx, ldx, 2, in, strip, n, bias, o, y + r * ldy, ldy, relu);
+    if (rows - r == 1)
+      linear_rows8(x + r * ldx, ldx, 1, in, strip, n, bias, o, y + r * ldy, ldy, relu);
   }
 }
 
@@ -286,8 +301,8 @@ EVK_AVX2 void evk_row_affine_avx2(float *y, const float *x, long rows, long dim,
   }
 }
 
-EVK_AVX2 void evk_layernorm64_gelu_avx2(float *x, long rows, const float *w, const float *b, float eps,
-                                        const float *pre_bias) {
+EVK_AVX2 void evk_layernorm64_gelu_avx2(float *x, long rows, const float *w, const float *b,
+                                        float eps, const float *pre_bias) {
   for (long r = 0; r < rows; r++) {
     float *p = x + r * 64;
     __m256 v[8];
@@ -306,7 +321,7 @@ EVK_AVX2 void evk_layernorm64_gelu_avx2(float *x, long rows, const float *w, con
     const __m256 inv = _mm256_set1_ps(1.0f / sqrtf(hsum8(sq) / 64.0f + eps));
     for (int q = 0; q < 8; q++) {
       const __m256 n = _mm256_fmadd_ps(_mm256_mul_ps(v[q], inv), _mm256_loadu_ps(w + 8 * q),
-                                        _mm256_loadu_ps(b + 8 * q));
+                                       _mm256_loadu_ps(b + 8 * q));
       _mm256_storeu_ps(p + 8 * q, evk_gelu_erf8(n));
     }
   }

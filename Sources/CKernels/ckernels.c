@@ -35,7 +35,6 @@ EVK_AVX512 static void evk_gelu_erf_rational_avx512(float *p, long n, const floa
   }
 }
 
-
 // ---- Mask decoder: softmax, LayerNorm and few-row linear layers ---------------------------
 // Unlike the GELUs these need not match the portable loops bit for bit: they only reorder sums
 // (the golden tests bound the effect), and nothing downstream is as sensitive as the GELU's
@@ -69,13 +68,15 @@ EVK_AVX512 static inline float evk_exp_row(float *p, long cols, float scale, flo
   return evk_hsum(acc);
 }
 
-EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, long stride, float scale) {
+EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, long stride,
+                                               float scale) {
   for (long r = 0; r < rows; r++) {
     float *p = x + r * stride;
     float m;
     const __m512 inv = _mm512_set1_ps(1.0f / evk_exp_row(p, cols, scale, &m));
     long j = 0;
-    for (; j + 16 <= cols; j += 16) _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
+    for (; j + 16 <= cols; j += 16)
+      _mm512_storeu_ps(p + j, _mm512_mul_ps(_mm512_loadu_ps(p + j), inv));
     if (j < cols) {
       __mmask16 k = evk_mask16(cols - j);
       _mm512_mask_storeu_ps(p + j, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, p + j), inv));
@@ -84,7 +85,7 @@ EVK_AVX512 static void evk_softmax_rows_avx512(float *x, long rows, long cols, l
 }
 
 EVK_AVX512 static void evk_softmax_columns_avx512(float *x, long rows, long cols, long c0, long c1,
-                                                 float scale, const float *row_bias) {
+                                                  float scale, const float *row_bias) {
   const __m512 s = _mm512_set1_ps(scale);
   for (long c = c0; c < c1; c += 16) {
     long w = c1 - c < 16 ? c1 - c : 16;
@@ -111,10 +112,10 @@ EVK_AVX512 static void evk_softmax_columns_avx512(float *x, long rows, long cols
   }
 }
 
-EVK_AVX512 static void evk_residual_layernorm_avx512(float *x, const float *delta, const float *delta_bias,
-                                                    long rows, long dim, const float *w, const float *b,
-                                                    float eps, const float *addend, float *sum,
-                                                    float *rstd) {
+EVK_AVX512 static void evk_residual_layernorm_avx512(float *x, const float *delta,
+                                                     const float *delta_bias, long rows, long dim,
+                                                     const float *w, const float *b, float eps,
+                                                     const float *addend, float *sum, float *rstd) {
   for (long r = 0; r < rows; r++) {
     float *p = x + r * dim;
     const float *d = delta + r * dim;
@@ -139,7 +140,9 @@ EVK_AVX512 static void evk_residual_layernorm_avx512(float *x, const float *delt
       __m512 c = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(p + j), mv), iv);
       __m512 o = _mm512_fmadd_ps(c, _mm512_loadu_ps(w + j), _mm512_loadu_ps(b + j));
       _mm512_storeu_ps(p + j, o);
-      if (sum) _mm512_storeu_ps(sum + r * dim + j, _mm512_add_ps(o, _mm512_loadu_ps(addend + r * dim + j)));
+      if (sum)
+        _mm512_storeu_ps(sum + r * dim + j,
+                         _mm512_add_ps(o, _mm512_loadu_ps(addend + r * dim + j)));
     }
   }
 }
@@ -185,8 +188,9 @@ EVK_AVX512 __attribute__((always_inline)) static inline void evk_linear_rows_r(
 }
 
 EVK_AVX512 static void evk_linear_few_rows_avx512(const float *x, long ldx, long rows, long in,
-                                                 const float *wt, const float *bias, long out,
-                                                 float *y, long ldy, int relu) {
+                                                  const float *wt, const float *bias, long out,
+                                                  float *y, long ldy, int relu) {
+  // clang-format off
   switch (rows) {
 #define EVK_ROWS_CASE(R) \
   case R: evk_linear_rows_r(x, ldx, R, in, wt, bias, out, y, ldy, relu); break;
@@ -196,12 +200,14 @@ EVK_AVX512 static void evk_linear_few_rows_avx512(const float *x, long ldx, long
 #undef EVK_ROWS_CASE
     default: break;
   }
+  // clang-format on
 }
 
 // y[r] = a[r]·(x[r] + u) + v over rows of `dim` values (u, v: dim vectors, either may be NULL),
 // x and y may be the same; a may be NULL (then 1).
-EVK_AVX512 static void evk_row_affine_avx512(float *y, const float *x, long rows, long dim, long ldx,
-                                            const float *a, const float *u, const float *v) {
+EVK_AVX512 static void evk_row_affine_avx512(float *y, const float *x, long rows, long dim,
+                                             long ldx, const float *a, const float *u,
+                                             const float *v) {
   for (long r = 0; r < rows; r++) {
     const __m512 av = _mm512_set1_ps(a ? a[r] : 1.0f);
     for (long j = 0; j < dim; j += 16) {
@@ -217,8 +223,9 @@ EVK_AVX512 static void evk_row_affine_avx512(float *y, const float *x, long rows
 
 // LayerNorm over rows of 64 values, then the exact erf GELU (evk_gelu_erf, bit-for-bit the
 // portable formula).
-EVK_AVX512 static void evk_layernorm64_gelu_avx512(float *x, long rows, const float *w, const float *b,
-                                                  float eps, const float *pre_bias) {
+EVK_AVX512 static void evk_layernorm64_gelu_avx512(float *x, long rows, const float *w,
+                                                   const float *b, float eps,
+                                                   const float *pre_bias) {
   const __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16), w2 = _mm512_loadu_ps(w + 32),
                w3 = _mm512_loadu_ps(w + 48);
   const __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16), b2 = _mm512_loadu_ps(b + 32),
@@ -233,7 +240,8 @@ EVK_AVX512 static void evk_layernorm64_gelu_avx512(float *x, long rows, const fl
       v2 = _mm512_add_ps(v2, _mm512_loadu_ps(pre_bias + 32));
       v3 = _mm512_add_ps(v3, _mm512_loadu_ps(pre_bias + 48));
     }
-    const float mean = evk_hsum(_mm512_add_ps(_mm512_add_ps(v0, v1), _mm512_add_ps(v2, v3))) / 64.0f;
+    const float mean =
+        evk_hsum(_mm512_add_ps(_mm512_add_ps(v0, v1), _mm512_add_ps(v2, v3))) / 64.0f;
     const __m512 m = _mm512_set1_ps(mean);
     v0 = _mm512_sub_ps(v0, m);
     v1 = _mm512_sub_ps(v1, m);
@@ -250,7 +258,6 @@ EVK_AVX512 static void evk_layernorm64_gelu_avx512(float *x, long rows, const fl
     _mm512_storeu_ps(p + 48, evk_gelu_erf(_mm512_fmadd_ps(_mm512_mul_ps(v3, inv), w3, b3)));
   }
 }
-
 
 static int evk_cpu_level(void) {
   __builtin_cpu_init();
@@ -271,7 +278,8 @@ static int evk_compute_process_level(void) {
   // EVSAM_NO_AVX512=1 is the older spelling of EVSAM_SIMD=avx2.
   const char *cap = getenv("EVSAM_SIMD");
   const char *off = getenv("EVSAM_NO_AVX512");
-  if (off != NULL && off[0] != '\0' && off[0] != '0' && level > EVK_LEVEL_AVX2) level = EVK_LEVEL_AVX2;
+  if (off != NULL && off[0] != '\0' && off[0] != '0' && level > EVK_LEVEL_AVX2)
+    level = EVK_LEVEL_AVX2;
   if (cap != NULL) {
     int wanted = strcmp(cap, "portable") == 0 ? EVK_LEVEL_PORTABLE
                  : strcmp(cap, "avx2") == 0   ? EVK_LEVEL_AVX2
@@ -321,34 +329,54 @@ int evk_set_thread_compute_limit(int limit) {
 
 int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias) {
   switch (evk_level()) {
-  case EVK_LEVEL_AVX512: evk_gelu_tanh_bias_avx512(dst, src, n, bias); return 1;
-  case EVK_LEVEL_AVX2: evk_gelu_tanh_bias_avx2(dst, src, n, bias); return 1;
-  default: return 0;
+    case EVK_LEVEL_AVX512:
+      evk_gelu_tanh_bias_avx512(dst, src, n, bias);
+      return 1;
+    case EVK_LEVEL_AVX2:
+      evk_gelu_tanh_bias_avx2(dst, src, n, bias);
+      return 1;
+    default:
+      return 0;
   }
 }
 
 int evk_gelu_erf_rational(float *p, long n, const float *bias) {
   switch (evk_level()) {
-  case EVK_LEVEL_AVX512: evk_gelu_erf_rational_avx512(p, n, bias); return 1;
-  case EVK_LEVEL_AVX2: evk_gelu_erf_rational_avx2(p, n, bias); return 1;
-  default: return 0;
+    case EVK_LEVEL_AVX512:
+      evk_gelu_erf_rational_avx512(p, n, bias);
+      return 1;
+    case EVK_LEVEL_AVX2:
+      evk_gelu_erf_rational_avx2(p, n, bias);
+      return 1;
+    default:
+      return 0;
   }
 }
 
 int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
   switch (evk_level()) {
-  case EVK_LEVEL_AVX512: evk_softmax_rows_avx512(x, rows, cols, stride, scale); return 1;
-  case EVK_LEVEL_AVX2: evk_softmax_rows_avx2(x, rows, cols, stride, scale); return 1;
-  default: return 0;
+    case EVK_LEVEL_AVX512:
+      evk_softmax_rows_avx512(x, rows, cols, stride, scale);
+      return 1;
+    case EVK_LEVEL_AVX2:
+      evk_softmax_rows_avx2(x, rows, cols, stride, scale);
+      return 1;
+    default:
+      return 0;
   }
 }
 
 int evk_softmax_columns(float *x, long rows, long cols, long c0, long c1, float scale,
                         const float *row_bias) {
   switch (evk_level()) {
-  case EVK_LEVEL_AVX512: evk_softmax_columns_avx512(x, rows, cols, c0, c1, scale, row_bias); return 1;
-  case EVK_LEVEL_AVX2: evk_softmax_columns_avx2(x, rows, cols, c0, c1, scale, row_bias); return 1;
-  default: return 0;
+    case EVK_LEVEL_AVX512:
+      evk_softmax_columns_avx512(x, rows, cols, c0, c1, scale, row_bias);
+      return 1;
+    case EVK_LEVEL_AVX2:
+      evk_softmax_columns_avx2(x, rows, cols, c0, c1, scale, row_bias);
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -357,11 +385,13 @@ int evk_residual_layernorm(float *x, const float *delta, const float *delta_bias
                            const float *addend, float *sum, float *rstd) {
   const int level = evk_level();
   if (level == EVK_LEVEL_AVX512 && dim % 16 == 0) {
-    evk_residual_layernorm_avx512(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum, rstd);
+    evk_residual_layernorm_avx512(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum,
+                                  rstd);
     return 1;
   }
   if (level >= EVK_LEVEL_AVX2 && dim % 8 == 0) {
-    evk_residual_layernorm_avx2(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum, rstd);
+    evk_residual_layernorm_avx2(x, delta, delta_bias, rows, dim, weight, bias, eps, addend, sum,
+                                rstd);
     return 1;
   }
   return 0;
@@ -373,27 +403,42 @@ int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const floa
                         const float *bias, long out, float *y, long ldy, int relu) {
   if (rows < 1 || rows > EVK_FEW_ROWS) return 0;
   switch (evk_level()) {
-  case EVK_LEVEL_AVX512: evk_linear_few_rows_avx512(x, ldx, rows, in, packed, bias, out, y, ldy, relu); return 1;
-  case EVK_LEVEL_AVX2: evk_linear_few_rows_avx2(x, ldx, rows, in, packed, bias, out, y, ldy, relu); return 1;
-  default: return 0;
+    case EVK_LEVEL_AVX512:
+      evk_linear_few_rows_avx512(x, ldx, rows, in, packed, bias, out, y, ldy, relu);
+      return 1;
+    case EVK_LEVEL_AVX2:
+      evk_linear_few_rows_avx2(x, ldx, rows, in, packed, bias, out, y, ldy, relu);
+      return 1;
+    default:
+      return 0;
   }
 }
 
 int evk_row_affine(float *y, const float *x, long rows, long dim, long ldx, const float *a,
                    const float *u, const float *v) {
   switch (evk_level()) {
-  case EVK_LEVEL_AVX512: evk_row_affine_avx512(y, x, rows, dim, ldx, a, u, v); return 1;
-  case EVK_LEVEL_AVX2: evk_row_affine_avx2(y, x, rows, dim, ldx, a, u, v); return 1;
-  default: return 0;
+    case EVK_LEVEL_AVX512:
+      evk_row_affine_avx512(y, x, rows, dim, ldx, a, u, v);
+      return 1;
+    case EVK_LEVEL_AVX2:
+      evk_row_affine_avx2(y, x, rows, dim, ldx, a, u, v);
+      return 1;
+    default:
+      return 0;
   }
 }
 
 int evk_layernorm64_gelu(float *x, long rows, const float *weight, const float *bias, float eps,
                          const float *pre_bias) {
   switch (evk_level()) {
-  case EVK_LEVEL_AVX512: evk_layernorm64_gelu_avx512(x, rows, weight, bias, eps, pre_bias); return 1;
-  case EVK_LEVEL_AVX2: evk_layernorm64_gelu_avx2(x, rows, weight, bias, eps, pre_bias); return 1;
-  default: return 0;
+    case EVK_LEVEL_AVX512:
+      evk_layernorm64_gelu_avx512(x, rows, weight, bias, eps, pre_bias);
+      return 1;
+    case EVK_LEVEL_AVX2:
+      evk_layernorm64_gelu_avx2(x, rows, weight, bias, eps, pre_bias);
+      return 1;
+    default:
+      return 0;
   }
 }
 
@@ -420,50 +465,94 @@ int evk_set_thread_compute_limit(int limit) {
 int evk_available(void) { return 0; }
 
 int evk_gelu_erf_rational(float *p, long n, const float *bias) {
-  (void)p; (void)n; (void)bias;
+  (void)p;
+  (void)n;
+  (void)bias;
   return 0;
 }
 
 int evk_gelu_tanh_bias(float *dst, const float *src, long n, float bias) {
-  (void)dst; (void)src; (void)n; (void)bias;
+  (void)dst;
+  (void)src;
+  (void)n;
+  (void)bias;
   return 0;
 }
 
 int evk_softmax_rows(float *x, long rows, long cols, long stride, float scale) {
-  (void)x; (void)rows; (void)cols; (void)stride; (void)scale;
+  (void)x;
+  (void)rows;
+  (void)cols;
+  (void)stride;
+  (void)scale;
   return 0;
 }
 
 int evk_softmax_columns(float *x, long rows, long cols, long c0, long c1, float scale,
                         const float *row_bias) {
-  (void)x; (void)rows; (void)cols; (void)c0; (void)c1; (void)scale; (void)row_bias;
+  (void)x;
+  (void)rows;
+  (void)cols;
+  (void)c0;
+  (void)c1;
+  (void)scale;
+  (void)row_bias;
   return 0;
 }
 
 int evk_residual_layernorm(float *x, const float *delta, const float *delta_bias, long rows,
                            long dim, const float *weight, const float *bias, float eps,
                            const float *addend, float *sum, float *rstd) {
-  (void)x; (void)delta; (void)delta_bias; (void)rows; (void)dim; (void)weight; (void)bias; (void)eps;
-  (void)addend; (void)sum; (void)rstd;
+  (void)x;
+  (void)delta;
+  (void)delta_bias;
+  (void)rows;
+  (void)dim;
+  (void)weight;
+  (void)bias;
+  (void)eps;
+  (void)addend;
+  (void)sum;
+  (void)rstd;
   return 0;
 }
 
 int evk_linear_few_rows(const float *x, long ldx, long rows, long in, const float *packed,
                         const float *bias, long out, float *y, long ldy, int relu) {
-  (void)x; (void)ldx; (void)rows; (void)in; (void)packed; (void)bias; (void)out; (void)y;
-  (void)ldy; (void)relu;
+  (void)x;
+  (void)ldx;
+  (void)rows;
+  (void)in;
+  (void)packed;
+  (void)bias;
+  (void)out;
+  (void)y;
+  (void)ldy;
+  (void)relu;
   return 0;
 }
 
 int evk_row_affine(float *y, const float *x, long rows, long dim, long ldx, const float *a,
                    const float *u, const float *v) {
-  (void)y; (void)x; (void)rows; (void)dim; (void)ldx; (void)a; (void)u; (void)v;
+  (void)y;
+  (void)x;
+  (void)rows;
+  (void)dim;
+  (void)ldx;
+  (void)a;
+  (void)u;
+  (void)v;
   return 0;
 }
 
 int evk_layernorm64_gelu(float *x, long rows, const float *weight, const float *bias, float eps,
                          const float *pre_bias) {
-  (void)x; (void)rows; (void)weight; (void)bias; (void)eps; (void)pre_bias;
+  (void)x;
+  (void)rows;
+  (void)weight;
+  (void)bias;
+  (void)eps;
+  (void)pre_bias;
   return 0;
 }
 

@@ -116,7 +116,8 @@ static void softmax_heads_portable(float *s, long rows, long t, long ld, float s
       }
       float sum = 0;
       for (long j = 0; j < t; j++) {
-        const float e = exp_scalar(((row[j * H + h] + (bias ? bias[j * H + h] : 0.0f)) - m) * scale);
+        const float e =
+            exp_scalar(((row[j * H + h] + (bias ? bias[j * H + h] : 0.0f)) - m) * scale);
         row[j * H + h] = e;
         sum += e;
       }
@@ -323,8 +324,8 @@ EVK_AVX2 static void row_dots_avx2(const float *a, long lda, const float *b, lon
   }
 }
 
-EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols, long ld, float scale,
-                                                  float *col_max, float *col_sum) {
+EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols, long ld,
+                                                  float scale, float *col_max, float *col_sum) {
   static const int bits[16] = {-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0};
   const __m256 sc = _mm256_set1_ps(scale);
   long c = 0;
@@ -334,7 +335,8 @@ EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols
     for (long p = 0; p < rows; p++) m = _mm256_max_ps(m, _mm256_loadu_ps(s + p * ld + c));
     __m256 sum = _mm256_setzero_ps();
     for (long p = 0; p < rows; p++) {
-      const __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + p * ld + c), m), sc));
+      const __m256 e =
+          evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(s + p * ld + c), m), sc));
       _mm256_storeu_ps(s + p * ld + c, e);
       sum = _mm256_add_ps(sum, e);
     }
@@ -347,7 +349,8 @@ EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols
     for (long p = 0; p < rows; p++) m = _mm256_max_ps(m, _mm256_maskload_ps(s + p * ld + c, k));
     __m256 sum = _mm256_setzero_ps();
     for (long p = 0; p < rows; p++) {
-      const __m256 e = evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(s + p * ld + c, k), m), sc));
+      const __m256 e =
+          evk_exp8(_mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(s + p * ld + c, k), m), sc));
       _mm256_maskstore_ps(s + p * ld + c, k, e);
       sum = _mm256_add_ps(sum, e);
     }
@@ -358,8 +361,8 @@ EVK_AVX2 static void softmax_columns_partial_avx2(float *s, long rows, long cols
 
 // acc[j][c] (one vector of 8 heads) = Σ_p scores[p][j] ⊙ v[p][c]: eight accumulators per pass
 // over the rows, so they stay in registers.
-EVK_AVX2 static void heads_attend_avx2(const float *scores, long rows, long t, long d, const float *v,
-                                       long ldv, float *acc) {
+EVK_AVX2 static void heads_attend_avx2(const float *scores, long rows, long t, long d,
+                                       const float *v, long ldv, float *acc) {
   for (long j = 0; j < t; j++) {
     for (long c0 = 0; c0 < d; c0 += 8) {
       const long cn = d - c0 < 8 ? d - c0 : 8;
@@ -375,7 +378,8 @@ EVK_AVX2 static void heads_attend_avx2(const float *scores, long rows, long t, l
         for (long p = 0; p < rows; p++) {
           const __m256 e = _mm256_loadu_ps(scores + (p * t + j) * H);
           const float *vp = v + p * ldv + c0 * H;
-          for (long q = 0; q < cn; q++) a[q] = _mm256_fmadd_ps(e, _mm256_loadu_ps(vp + q * H), a[q]);
+          for (long q = 0; q < cn; q++)
+            a[q] = _mm256_fmadd_ps(e, _mm256_loadu_ps(vp + q * H), a[q]);
         }
       }
       for (long q = 0; q < cn; q++) _mm256_storeu_ps(acc + (j * d + c0 + q) * H, a[q]);
@@ -448,7 +452,8 @@ EVK_AVX512 static void gelu_dot32_avx512(const float *z, long rows, const float 
       __m256 s[8];
       for (int i = 0; i < 8; i++) {
         const __m512 a = _mm512_fmadd_ps(g[i][1], h1, _mm512_mul_ps(g[i][0], h0));
-        s[i] = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        s[i] = _mm256_add_ps(_mm512_castps512_ps256(a),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
       }
       row_sums8(s, out + r * count + m, count);
     }
@@ -461,8 +466,8 @@ EVK_AVX512 static void gelu_dot32_avx512(const float *z, long rows, const float 
 EVK_AVX512 static void fold_layernorm64_gelu_avx512(float *y, const float *base, long tokens,
                                                     const float *a0, const float *a1,
                                                     const float *u0, const float *u1,
-                                                    const float *u2, const float *w,
-                                                    const float *b, float eps) {
+                                                    const float *u2, const float *w, const float *b,
+                                                    float eps) {
   for (long p = 0; p < tokens; p++) {
     float *row = y + p * 256;
     const float *br = base + p * 256;
@@ -471,15 +476,16 @@ EVK_AVX512 static void fold_layernorm64_gelu_avx512(float *y, const float *base,
     __m512 v[16];
     float mean[4], inv[4];
     for (int c = 0; c < 16; c++) {
-      const __m512 t = _mm512_add_ps(
-          _mm512_mul_ps(s0, _mm512_add_ps(_mm512_loadu_ps(br + 16 * c), _mm512_loadu_ps(u0 + 16 * c))),
-          _mm512_loadu_ps(u1 + 16 * c));
+      const __m512 t = _mm512_add_ps(_mm512_mul_ps(s0, _mm512_add_ps(_mm512_loadu_ps(br + 16 * c),
+                                                                     _mm512_loadu_ps(u0 + 16 * c))),
+                                     _mm512_loadu_ps(u1 + 16 * c));
       v[c] = _mm512_add_ps(_mm512_mul_ps(s1, _mm512_add_ps(t, _mm512_loadu_ps(row + 16 * c))),
                            _mm512_loadu_ps(u2 + 16 * c));
     }
     for (int s = 0; s < 4; s++) {
       const __m512 *x = v + 4 * s;
-      mean[s] = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(x[0], x[1]), _mm512_add_ps(x[2], x[3]))) /
+      mean[s] = _mm512_reduce_add_ps(
+                    _mm512_add_ps(_mm512_add_ps(x[0], x[1]), _mm512_add_ps(x[2], x[3]))) /
                 64.0f;
     }
     for (int s = 0; s < 4; s++) {
@@ -494,8 +500,8 @@ EVK_AVX512 static void fold_layernorm64_gelu_avx512(float *y, const float *base,
     for (int s = 0; s < 4; s++) {
       const __m512 k = _mm512_set1_ps(inv[s]);
       for (int q = 0; q < 4; q++) {
-        const __m512 n = _mm512_fmadd_ps(_mm512_mul_ps(v[4 * s + q], k), _mm512_loadu_ps(w + 16 * q),
-                                         _mm512_loadu_ps(b + 16 * q));
+        const __m512 n = _mm512_fmadd_ps(_mm512_mul_ps(v[4 * s + q], k),
+                                         _mm512_loadu_ps(w + 16 * q), _mm512_loadu_ps(b + 16 * q));
         _mm512_storeu_ps(row + 64 * s + 16 * q, evk_gelu_erf(n));
       }
     }
@@ -598,8 +604,8 @@ void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t
 }
 
 void evk_scale_rows(float *y, long ldy, const float *x, long ldx, long rows, long width,
-                    const float *inner, const float *outer, const float *shift,
-                    const float *offset, long ldo) {
+                    const float *inner, const float *outer, const float *shift, const float *offset,
+                    long ldo) {
 #if EVK_X86
   if (evk_level() >= EVK_LEVEL_AVX2) {
     scale_rows_avx2(y, ldy, x, ldx, rows, width, inner, outer, shift, offset, ldo);

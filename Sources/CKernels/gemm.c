@@ -45,9 +45,9 @@ EVK_AVX2 __attribute__((always_inline)) static inline void gemm_tile(
   __m256 acc[6][2];
   for (int r = 0; r < R; r++) {
     for (int v = 0; v < V; v++) {
-      acc[r][v] = !accumulate            ? _mm256_setzero_ps()
+      acc[r][v] = !accumulate       ? _mm256_setzero_ps()
                   : M && v == V - 1 ? _mm256_maskload_ps(c + r * ldc + 8 * v, last)
-                                       : _mm256_loadu_ps(c + r * ldc + 8 * v);
+                                    : _mm256_loadu_ps(c + r * ldc + 8 * v);
     }
   }
   for (long p = 0; p < k; p++) {
@@ -72,14 +72,26 @@ EVK_AVX2 __attribute__((always_inline)) static inline void gemm_tile(
   }
 }
 
-#define GEMM_ROWS(V, M)                                                                \
-  switch (rows) {                                                                      \
-  case 6: gemm_tile(6, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); break;        \
-  case 5: gemm_tile(5, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); break;        \
-  case 4: gemm_tile(4, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); break;        \
-  case 3: gemm_tile(3, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); break;        \
-  case 2: gemm_tile(2, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); break;        \
-  default: gemm_tile(1, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); break;       \
+#define GEMM_ROWS(V, M)                                              \
+  switch (rows) {                                                    \
+    case 6:                                                          \
+      gemm_tile(6, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); \
+      break;                                                         \
+    case 5:                                                          \
+      gemm_tile(5, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); \
+      break;                                                         \
+    case 4:                                                          \
+      gemm_tile(4, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); \
+      break;                                                         \
+    case 3:                                                          \
+      gemm_tile(3, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); \
+      break;                                                         \
+    case 2:                                                          \
+      gemm_tile(2, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); \
+      break;                                                         \
+    default:                                                         \
+      gemm_tile(1, V, M, kc, ai, rs, ks, panel, ci, ldc, last, acc); \
+      break;                                                         \
   }
 
 // All row tiles of one column panel (columns j0 ..< j0 + cols, cols ≤ 16) against rows
@@ -121,14 +133,15 @@ EVK_AVX512 __attribute__((always_inline)) static inline void gemm_tile512(
   for (int r = 0; r < R; r++) _mm512_mask_storeu_ps(c + r * ldc, mk, acc[r]);
 }
 
-#define GEMM512_CASE(R)                                                                  \
-  case R: gemm_tile512(R, kc, ai, rs, ks, panel, ci, ldc, mk, acc); break;
+#define GEMM512_CASE(R)                                       \
+  case R:                                                     \
+    gemm_tile512(R, kc, ai, rs, ks, panel, ci, ldc, mk, acc); \
+    break;
 
 // All row tiles of one 16-column panel, in tiles of equal height (m = 16 runs as 8 + 8, not
 // 12 + 4: a short tile reuses each B load less).
 EVK_AVX512 static void gemm_panel_avx512(long m, long cols, long kc, const float *a, long rs,
-                                         long ks, const float *panel, float *c, long ldc,
-                                         int acc) {
+                                         long ks, const float *panel, float *c, long ldc, int acc) {
   const __mmask16 mk = evk_mask16(cols);
   const long tiles = (m + 11) / 12;
   const long height = (m + tiles - 1) / tiles;
@@ -148,7 +161,9 @@ EVK_AVX512 static void gemm_panel_avx512(long m, long cols, long kc, const float
       GEMM512_CASE(4)
       GEMM512_CASE(3)
       GEMM512_CASE(2)
-      default: gemm_tile512(1, kc, ai, rs, ks, panel, ci, ldc, mk, acc); break;
+      default:
+        gemm_tile512(1, kc, ai, rs, ks, panel, ci, ldc, mk, acc);
+        break;
     }
   }
 }
@@ -158,8 +173,8 @@ EVK_AVX512 static void gemm_panel_avx512(long m, long cols, long kc, const float
 // single-panel tile: 75–79 against 100–115 G multiply-adds/s on the decoder's shapes). Taller
 // tiles measured slower (11 rows: 47–50). Same chains as above, so the same bits.
 EVK_AVX512 __attribute__((always_inline)) static inline void gemm_tile512x2(
-    const int R, long k, const float *a, long rs, long ks, const float *panel0,
-    const float *panel1, float *c, long ldc, __mmask16 mk, int accumulate) {
+    const int R, long k, const float *a, long rs, long ks, const float *panel0, const float *panel1,
+    float *c, long ldc, __mmask16 mk, int accumulate) {
   __m512 acc0[8], acc1[8];
   for (int r = 0; r < R; r++) {
     acc0[r] = accumulate ? _mm512_loadu_ps(c + r * ldc) : _mm512_setzero_ps();
@@ -180,8 +195,10 @@ EVK_AVX512 __attribute__((always_inline)) static inline void gemm_tile512x2(
   }
 }
 
-#define GEMM512X2_CASE(R)                                                                \
-  case R: gemm_tile512x2(R, kc, ai, rs, ks, panel0, panel1, ci, ldc, mk, acc); break;
+#define GEMM512X2_CASE(R)                                                \
+  case R:                                                                \
+    gemm_tile512x2(R, kc, ai, rs, ks, panel0, panel1, ci, ldc, mk, acc); \
+    break;
 
 // All row tiles of two adjacent 16-column panels (the second holding `cols1` ≤ 16 columns).
 EVK_AVX512 static void gemm_panel2_avx512(long m, long cols1, long kc, const float *a, long rs,
@@ -202,7 +219,9 @@ EVK_AVX512 static void gemm_panel2_avx512(long m, long cols1, long kc, const flo
       GEMM512X2_CASE(4)
       GEMM512X2_CASE(3)
       GEMM512X2_CASE(2)
-      default: gemm_tile512x2(1, kc, ai, rs, ks, panel0, panel1, ci, ldc, mk, acc); break;
+      default:
+        gemm_tile512x2(1, kc, ai, rs, ks, panel0, panel1, ci, ldc, mk, acc);
+        break;
     }
   }
 }
@@ -251,8 +270,8 @@ EVK_AVX2 static void gemm_avx2(int trans_a, long m, long n, long k, const float 
       }
       const int chained = accumulate || p0 > 0;
       if (pair) {
-        gemm_panel2_avx512(m, cols - 16, kc, a + p0 * ks, rs, ks, panel, panel + depth * 16,
-                           c + j0, ldc, chained);
+        gemm_panel2_avx512(m, cols - 16, kc, a + p0 * ks, rs, ks, panel, panel + depth * 16, c + j0,
+                           ldc, chained);
       } else {
         gemm_panel(wide, m, cols, kc, a + p0 * ks, rs, ks, panel, c + j0, ldc, chained);
       }
@@ -270,8 +289,8 @@ EVK_AVX2 static void gemm_prepacked_avx2(int trans_a, long m, long n, long k, co
   if (wide) {
     for (; j0 + 16 < n; j0 += 32) {
       const long cols1 = n - j0 - 16 < 16 ? n - j0 - 16 : 16;
-      gemm_panel2_avx512(m, cols1, k, a, rs, ks, packed + j0 * k, packed + (j0 + 16) * k,
-                         c + j0, ldc, accumulate);
+      gemm_panel2_avx512(m, cols1, k, a, rs, ks, packed + j0 * k, packed + (j0 + 16) * k, c + j0,
+                         ldc, accumulate);
     }
   }
   for (; j0 < n; j0 += 16) {

@@ -39,46 +39,46 @@ static inline __mmask16 evk_mask16(long n) {
 // e^x exactly as FastMath.swift computes it: clamp to [-87, 88], round x·log2(e) with the
 // 1.5·2^23 shifter (which also leaves n + 127 in the low mantissa bits), Cody–Waite reduction,
 // degree-7 Taylor series.
-#define EVK_DEFINE_EXP(NAME, TARGET, V, P, I)                                                   \
-  TARGET static inline V NAME(V x) {                                                            \
-    x = P##_min_ps(P##_max_ps(x, P##_set1_ps(-87.0f)), P##_set1_ps(88.0f));                     \
-    const V shifter = P##_set1_ps(12582912.0f + 127.0f);                                        \
-    V k = EVK_MULADD_P(P, x, P##_set1_ps(1.44269504f), shifter);                                \
-    V n = P##_sub_ps(k, shifter);                                                               \
-    V r = P##_sub_ps(x, P##_mul_ps(n, P##_set1_ps(0.693359375f)));                              \
-    r = P##_add_ps(r, P##_mul_ps(n, P##_set1_ps(2.1219444e-4f)));                              \
-    V p = P##_set1_ps(1.0f / 5040);                                                             \
-    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 720));                                         \
-    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 120));                                         \
-    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 24));                                          \
-    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 6));                                           \
-    p = EVK_MULADD_P(P, p, r, P##_set1_ps(0.5f));                                               \
-    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f));                                               \
-    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f));                                               \
-    V scale = P##_cast##I##_ps(P##_slli_epi32(P##_castps_##I(k), 23));                          \
-    return P##_mul_ps(p, scale);                                                                \
+#define EVK_DEFINE_EXP(NAME, TARGET, V, P, I)                               \
+  TARGET static inline V NAME(V x) {                                        \
+    x = P##_min_ps(P##_max_ps(x, P##_set1_ps(-87.0f)), P##_set1_ps(88.0f)); \
+    const V shifter = P##_set1_ps(12582912.0f + 127.0f);                    \
+    V k = EVK_MULADD_P(P, x, P##_set1_ps(1.44269504f), shifter);            \
+    V n = P##_sub_ps(k, shifter);                                           \
+    V r = P##_sub_ps(x, P##_mul_ps(n, P##_set1_ps(0.693359375f)));          \
+    r = P##_add_ps(r, P##_mul_ps(n, P##_set1_ps(2.1219444e-4f)));           \
+    V p = P##_set1_ps(1.0f / 5040);                                         \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 720));                     \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 120));                     \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 24));                      \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f / 6));                       \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(0.5f));                           \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f));                           \
+    p = EVK_MULADD_P(P, p, r, P##_set1_ps(1.0f));                           \
+    V scale = P##_cast##I##_ps(P##_slli_epi32(P##_castps_##I(k), 23));      \
+    return P##_mul_ps(p, scale);                                            \
   }
 
 // `RowOps.gelu` (rational erf, argument clamped to ±4), operation for operation.
-#define EVK_DEFINE_GELU_ERF(NAME, TARGET, V, P)                                                 \
-  TARGET static inline V NAME(V x) {                                                            \
-    V z = P##_mul_ps(x, P##_set1_ps(0.70710678f));                                              \
-    z = P##_min_ps(P##_max_ps(z, P##_set1_ps(-4.0f)), P##_set1_ps(4.0f));                       \
-    V z2 = P##_mul_ps(z, z);                                                                    \
-    V p = P##_set1_ps(-2.7261423e-10f);                                                         \
-    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(2.7706814e-08f));                                    \
-    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-2.101024e-06f));                                    \
-    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-5.6925064e-05f));                                   \
-    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-7.3499063e-04f));                                   \
-    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-2.9546000e-03f));                                   \
-    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-1.6096033e-02f));                                   \
-    V q = P##_set1_ps(-1.4566072e-05f);                                                         \
-    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-2.1337406e-04f));                                   \
-    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-1.682827e-03f));                                    \
-    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-7.3733292e-03f));                                   \
-    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-1.4264739e-02f));                                   \
-    V erf = P##_div_ps(P##_mul_ps(z, p), q);                                                    \
-    return P##_mul_ps(P##_mul_ps(P##_set1_ps(0.5f), x), P##_add_ps(P##_set1_ps(1.0f), erf));     \
+#define EVK_DEFINE_GELU_ERF(NAME, TARGET, V, P)                                              \
+  TARGET static inline V NAME(V x) {                                                         \
+    V z = P##_mul_ps(x, P##_set1_ps(0.70710678f));                                           \
+    z = P##_min_ps(P##_max_ps(z, P##_set1_ps(-4.0f)), P##_set1_ps(4.0f));                    \
+    V z2 = P##_mul_ps(z, z);                                                                 \
+    V p = P##_set1_ps(-2.7261423e-10f);                                                      \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(2.7706814e-08f));                                 \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-2.101024e-06f));                                 \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-5.6925064e-05f));                                \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-7.3499063e-04f));                                \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-2.9546000e-03f));                                \
+    p = EVK_MULADD_P(P, p, z2, P##_set1_ps(-1.6096033e-02f));                                \
+    V q = P##_set1_ps(-1.4566072e-05f);                                                      \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-2.1337406e-04f));                                \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-1.682827e-03f));                                 \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-7.3733292e-03f));                                \
+    q = EVK_MULADD_P(P, q, z2, P##_set1_ps(-1.4264739e-02f));                                \
+    V erf = P##_div_ps(P##_mul_ps(z, p), q);                                                 \
+    return P##_mul_ps(P##_mul_ps(P##_set1_ps(0.5f), x), P##_add_ps(P##_set1_ps(1.0f), erf)); \
   }
 
 EVK_DEFINE_EXP(evk_exp, EVK_AVX512, __m512, _mm512, si512)
@@ -86,7 +86,8 @@ EVK_DEFINE_GELU_ERF(evk_gelu_erf, EVK_AVX512, __m512, _mm512)
 
 EVK_AVX512 static inline __m512 evk_gelu_tanh(__m512 x) {
   __m512 x2 = _mm512_mul_ps(x, x);
-  __m512 u = _mm512_mul_ps(x, EVK_MULADD(_mm512_set1_ps(0.035677408f), x2, _mm512_set1_ps(0.79788456f)));
+  __m512 u =
+      _mm512_mul_ps(x, EVK_MULADD(_mm512_set1_ps(0.035677408f), x2, _mm512_set1_ps(0.79788456f)));
   __m512 e = evk_exp(_mm512_mul_ps(_mm512_set1_ps(-2.0f), u));
   return _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
 }
@@ -96,9 +97,12 @@ EVK_AVX512 static inline __m512 evk_gelu_tanh(__m512 x) {
 /// returns its second operand for NaN and ±0), GELU always adds the bias first.
 EVK_AVX512 static inline __m512 evk_epilogue16(__m512 y, float bias, int act) {
   switch (act) {
-  case EVK_EPILOGUE_RELU: return _mm512_max_ps(_mm512_add_ps(y, _mm512_set1_ps(bias)), _mm512_setzero_ps());
-  case EVK_EPILOGUE_GELU_TANH: return evk_gelu_tanh(_mm512_add_ps(y, _mm512_set1_ps(bias)));
-  default: return bias != 0 ? _mm512_add_ps(y, _mm512_set1_ps(bias)) : y;
+    case EVK_EPILOGUE_RELU:
+      return _mm512_max_ps(_mm512_add_ps(y, _mm512_set1_ps(bias)), _mm512_setzero_ps());
+    case EVK_EPILOGUE_GELU_TANH:
+      return evk_gelu_tanh(_mm512_add_ps(y, _mm512_set1_ps(bias)));
+    default:
+      return bias != 0 ? _mm512_add_ps(y, _mm512_set1_ps(bias)) : y;
   }
 }
 

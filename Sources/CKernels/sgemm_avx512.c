@@ -19,7 +19,6 @@
 
 #if EVK_X86
 
-
 // KC is a cap: a k up to it runs as one block (C is then written once, not read back and
 // rewritten per block), a larger k in equal blocks. B's block gets about 640 KB of the L2.
 enum { MR = 8, NR = 48, KC = 320, B_BLOCK = 160 * 1024, MC = 256 };
@@ -97,11 +96,11 @@ EVK_AVX512 __attribute__((always_inline)) static inline void tile(
 }
 
 #define TILE_VARIANT(NAME, V, RS, KS)                                                        \
-  EVK_AVX512 static void NAME(long kc, const float *ap, long lda, const float *bp, float *c,    \
-                              long ldc, long rows, long cols, float alpha, float beta,         \
-                              int accumulate) {                                                \
-    (void)lda;                                                                                 \
-    tile(V, kc, ap, RS, KS, bp, c, ldc, rows, cols, alpha, beta, accumulate);                  \
+  EVK_AVX512 static void NAME(long kc, const float *ap, long lda, const float *bp, float *c, \
+                              long ldc, long rows, long cols, float alpha, float beta,       \
+                              int accumulate) {                                              \
+    (void)lda;                                                                               \
+    tile(V, kc, ap, RS, KS, bp, c, ldc, rows, cols, alpha, beta, accumulate);                \
   }
 TILE_VARIANT(packed_48, 3, 1, MR)
 TILE_VARIANT(packed_32, 2, 1, MR)
@@ -151,9 +150,11 @@ EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, lon
         if (in_place < mc) {
           const long i = i0 + in_place;  // op(A)'s rows i ..< i0 + mc over columns p0 ..< p0 + kc
           if (trans_a) {
-            pack_panels(a + p0 * lda + i, 1, lda, mc - in_place, kc, MR, pack_a_buf + in_place * kc);
+            pack_panels(a + p0 * lda + i, 1, lda, mc - in_place, kc, MR,
+                        pack_a_buf + in_place * kc);
           } else {
-            pack_panels(a + i * lda + p0, lda, 1, mc - in_place, kc, MR, pack_a_buf + in_place * kc);
+            pack_panels(a + i * lda + p0, lda, 1, mc - in_place, kc, MR,
+                        pack_a_buf + in_place * kc);
           }
         }
         for (long ir = 0; ir < mc; ir += MR) {
@@ -166,11 +167,14 @@ EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, lon
             float *cij = c + (i0 + ir) * ldc + j0 + jr;
             const int acc = p0 > 0;
             if (cols > 32) {
-              (packed ? packed_48 : rows_48)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta, acc);
+              (packed ? packed_48 : rows_48)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta,
+                                             acc);
             } else if (cols > 16) {
-              (packed ? packed_32 : rows_32)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta, acc);
+              (packed ? packed_32 : rows_32)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta,
+                                             acc);
             } else {
-              (packed ? packed_16 : rows_16)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta, acc);
+              (packed ? packed_16 : rows_16)(kc, ap, lda, bp, cij, ldc, rows, cols, alpha, beta,
+                                             acc);
             }
             if (p0 + kc == k && (row_bias || act != EVK_EPILOGUE_NONE)) {
               for (long r = 0; r < rows; r++)
@@ -185,9 +189,9 @@ EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, lon
 }
 #endif
 
-int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha,
-                    const float *a, long lda, const float *b, long ldb, float beta, float *c,
-                    long ldc, const float *row_bias, int activation) {
+int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
+                    long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                    const float *row_bias, int activation) {
 #if EVK_X86
   if (m > 0 && n > 0 && k > 0 && evk_level() >= EVK_LEVEL_AVX512)
     return sgemm_avx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, row_bias,

@@ -138,7 +138,8 @@ EVK_AVX512 static void winograd_output_avx512(const float *m, long stride, long 
       // Pixels of the n tiles that lie inside the plane.
       long valid = 4 * n;
       if (valid > w - ox) valid = w - ox;
-      for (int q = 0; q < 4; q++) _mm512_mask_storeu_ps(dst + 16 * q, evk_mask16(valid - 16 * q), out[q]);
+      for (int q = 0; q < 4; q++)
+        _mm512_mask_storeu_ps(dst + 16 * q, evk_mask16(valid - 16 * q), out[q]);
     }
     i += n;
   }

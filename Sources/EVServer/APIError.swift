@@ -1,3 +1,4 @@
+import EVTensor
 import Foundation
 import Hummingbird
 
@@ -85,7 +86,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
 }
 
 func formatSeconds(_ d: Duration) -> String {
-  let s = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+  let s = d.seconds
   return s == s.rounded() ? "\(Int(s)) s" : String(format: "%.2f s", s)
 }
 

@@ -1,3 +1,4 @@
+import EVTensor
 import Foundation
 import Synchronization
 
@@ -261,11 +262,5 @@ private final class OnceAnswer<T: Sendable>: Sendable {
       return r
     }
     if let early { continuation.resume(with: early) }
-  }
-}
-
-extension Duration {
-  var seconds: Double {
-    Double(components.seconds) + Double(components.attoseconds) * 1e-18
   }
 }

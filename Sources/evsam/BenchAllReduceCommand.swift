@@ -164,8 +164,7 @@ struct BenchAllReduceCommand: ParsableCommand {
       let start = clock.now
       _ = try averageGradients(parameters, layout: layout, group: group) { _ in 0 }
       let elapsed = clock.now - start
-      let seconds =
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+      let seconds = elapsed.seconds
       let all = try group.allGather(seconds.bitPattern).map(Double.init(bitPattern:))
       if run > 0 { times.append(all.max()!) }
     }
@@ -191,8 +190,7 @@ struct BenchAllReduceCommand: ParsableCommand {
       let start = clock.now
       try group.sumInRankOrder(&values)
       let elapsed = clock.now - start
-      let seconds =
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+      let seconds = elapsed.seconds
       let all = try group.allGather(seconds.bitPattern).map(Double.init(bitPattern:))
       if run > 0 { times.append(all.max()!) }
       if run == 0 { try check(values, original: original, group: group) }

@@ -762,9 +762,7 @@ func machineDescription() -> String {
   return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, load average \(load)"
 }
 
-private func seconds(_ d: Duration) -> Double {
-  Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-}
+private func seconds(_ d: Duration) -> Double { d.seconds }
 
 private func summary(_ values: [Double]) -> [String: Any] {
   let sorted = values.sorted()

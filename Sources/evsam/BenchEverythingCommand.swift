@@ -155,9 +155,7 @@ struct BenchEverythingCommand: ParsableCommand {
   }
 }
 
-private func seconds(_ d: Duration) -> Double {
-  Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
-}
+private func seconds(_ d: Duration) -> Double { d.seconds }
 
 private func median(_ values: [Double]) -> Double {
   let s = values.sorted()

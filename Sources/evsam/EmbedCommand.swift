@@ -4,6 +4,7 @@ import EVEvaluation
 import EVImage
 import EVModel
 import EVPredictor
+import EVTensor
 import EVTraining
 import Foundation
 
@@ -103,8 +104,7 @@ extension EmbedCommand {
         throw CLIError(error.description)
       }
       let elapsed = clock.now - start
-      let seconds =
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+      let seconds = elapsed.seconds
       let per = seconds / Double(i + 1)
       if interrupt.isRaised {
         progress.finish(
@@ -129,6 +129,6 @@ func printErr(_ message: String) {
 }
 
 func formatDuration(_ d: Duration) -> String {
-  let seconds = Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18
+  let seconds = d.seconds
   return seconds < 1 ? String(format: "%.1f ms", seconds * 1000) : String(format: "%.2f s", seconds)
 }

@@ -3,6 +3,7 @@ import EVImage
 import EVMaskGenerator
 import EVModel
 import EVPredictor
+import EVTensor
 import Foundation
 
 /// The parameters of SAM's automatic mask generator, named as SAM names them.
@@ -389,9 +390,7 @@ private func completeOutput(_ json: URL) -> [String: Any]? {
   return object
 }
 
-private func milliseconds(_ d: Duration) -> Double {
-  (Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18) * 1000
-}
+private func milliseconds(_ d: Duration) -> Double { d.seconds * 1000 }
 
 /// A progress line on stderr: rewritten in place on a terminal; in a log, a plain line at
 /// most every few seconds so long runs show life without flooding it.

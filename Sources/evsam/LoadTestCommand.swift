@@ -1,6 +1,7 @@
 // Built only where the package links EVServer (Hummingbird); see ServeCommand.swift.
 #if canImport(EVServer)
   import ArgumentParser
+  import EVLoadTest
   import EVServer
   import Foundation
 

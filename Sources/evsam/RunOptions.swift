@@ -1,4 +1,5 @@
 import ArgumentParser
+import EVTensor
 import EVTraining
 import Foundation
 
@@ -142,8 +143,7 @@ struct StepLoop {
       let result = try step(interrupt.isRaised)
       let now = currentStep()
       let elapsed = clock.now - start
-      let seconds =
-        Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
+      let seconds = elapsed.seconds
       let rate = Double((now - firstStep) * batchSize) / max(seconds, 1e-9)
       var record = TrainingLogRecord(
         step: now, loss: result.loss, lr: result.lr, imagesPerSecond: rate)

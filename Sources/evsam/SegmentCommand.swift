@@ -265,6 +265,4 @@ func checkWritableFile(_ path: String) throws {
   }
 }
 
-private func milliseconds(_ d: Duration) -> Double {
-  (Double(d.components.seconds) + Double(d.components.attoseconds) * 1e-18) * 1000
-}
+private func milliseconds(_ d: Duration) -> Double { d.seconds * 1000 }

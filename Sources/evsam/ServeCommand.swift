@@ -3,6 +3,7 @@
 // `serverCommands` (registered in EVSam.swift) is empty there.
 #if canImport(EVServer)
   import ArgumentParser
+  import EVLoadTest
   import EVServer
   import EVTensor
   import Foundation

@@ -1,3 +1,4 @@
+import EVLoadTest
 import EVServer
 import Foundation
 import HummingbirdTesting

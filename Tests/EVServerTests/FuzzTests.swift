@@ -1,4 +1,5 @@
 import EVImage
+import EVLoadTest
 import EVMask
 import EVServer
 import EVTensor

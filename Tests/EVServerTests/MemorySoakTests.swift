@@ -1,4 +1,5 @@
 import EVImage
+import EVLoadTest
 import EVServer
 import EVTensor
 import Foundation
@@ -57,7 +58,7 @@ extension ServerTests {
       defer { _ = server.stop(SIGKILL, seconds: 5) }
       let port = server.port
       let control = try LoopbackHTTPConnection(host: "127.0.0.1", port: port)
-      let start = try LoadTest.health(control).rssBytes
+      let start = try LoadTest.health(control, as: HealthResponse.self).rssBytes
       #expect(start > 0)
       let bound = start + (Self.cacheMiB + Self.retainMiB) << 20 + Self.overheadBytes
       let busyBound = bound + Self.jobBytes
@@ -95,7 +96,7 @@ extension ServerTests {
               }
               everything += 1
             }
-            let health = try LoadTest.health(connection)
+            let health = try LoadTest.health(connection, as: HealthResponse.self)
             if health.queue.running == 0 && health.queue.waiting == 0 {
               idle = max(idle, health.rssBytes)
             } else {
@@ -107,7 +108,7 @@ extension ServerTests {
       }
       var results: [(uploads: Int, everything: Int, idle: Int, busy: Int)] = []
       for client in clients { results.append(try await client.value) }
-      let health = try LoadTest.health(control)
+      let health = try LoadTest.health(control, as: HealthResponse.self)
       let uploads = results.map(\.uploads).reduce(0, +)
       let idle = max(results.map(\.idle).max() ?? 0, health.rssBytes)
       let busy = results.map(\.busy).max() ?? 0

@@ -1,3 +1,4 @@
+import EVLoadTest
 import EVServer
 import Foundation
 import Synchronization
@@ -141,7 +142,7 @@ extension ServerTests {
       let end = Date().addingTimeInterval(60)
       var running = false
       while !running && Date() < end {
-        let health = try LoadTest.health(control)
+        let health = try LoadTest.health(control, as: HealthResponse.self)
         running = health.queue.running == 1
         if !running { usleep(20_000) }
       }

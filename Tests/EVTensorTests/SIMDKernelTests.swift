@@ -15,7 +15,14 @@ import Testing
 
   static let levels = SIMDLevel.supported
 
+  /// Also says, in the test log, which levels every test of this suite ran and which this CPU
+  /// lacks (those kernels are then untested here: run the suite on a CPU that has them).
   @Test func levelCapIsPerThread() {
+    let lacking = SIMDLevel.allCases.filter { !Self.levels.contains($0) }
+    print(
+      "SIMD levels tested: \(Self.levels.map { "\($0)" }.joined(separator: ", ")); "
+        + "this CPU lacks: \(lacking.isEmpty ? "none" : lacking.map { "\($0)" }.joined(separator: ", "))"
+    )
     #expect(Self.levels.first == .portable)
     for level in Self.levels {
       SIMDLevel.capped(at: level) { #expect(SIMDLevel.current == level) }

@@ -29,9 +29,8 @@ enum {
 /// evsam_free), *width and *height. On failure returns a negative code and writes a message
 /// into `error`. libpng reports errors by longjmp, which cannot cross Swift frames: it is
 /// caught here.
-int evsam_png_decode_rgb8(const uint8_t *data, size_t size, size_t max_pixels,
-                          uint8_t **pixels, uint32_t *width, uint32_t *height,
-                          char *error, size_t error_capacity);
+int evsam_png_decode_rgb8(const uint8_t *data, size_t size, size_t max_pixels, uint8_t **pixels,
+                          uint32_t *width, uint32_t *height, char *error, size_t error_capacity);
 
 /// Encodes 8-bit gray (channels 1), RGB (3) or RGBA (4) rows as a PNG in memory.
 /// On success returns EVSAM_OK and sets *png (malloc'ed; free with evsam_free) and *png_size.

@@ -111,9 +111,9 @@ int evk_limit_arenas(int count);
 /// NULL; `activation` is one of EVK_EPILOGUE_*), fused while the rows are in cache. Packed,
 /// cache-blocked AVX-512 (see sgemm_avx512.c); returns 0 without doing anything when AVX-512F
 /// is not available (or capped by EVSAM_SIMD): the caller then uses BLAS.
-int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha,
-                    const float *a, long lda, const float *b, long ldb, float beta, float *c,
-                    long ldc, const float *row_bias, int activation);
+int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
+                    long lda, const float *b, long ldb, float beta, float *c, long ldc,
+                    const float *row_bias, int activation);
 
 #define EVK_EPILOGUE_NONE 0
 #define EVK_EPILOGUE_RELU 1
@@ -168,8 +168,8 @@ void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t
 /// (rows `ldy`, `ldx`, `ldo` apart; inner and outer default to 1, shift and offset to 0 when
 /// NULL; y may be x): per-row scales with shared and per-row offsets, one pass.
 void evk_scale_rows(float *y, long ldy, const float *x, long ldx, long rows, long width,
-                    const float *inner, const float *outer, const float *shift,
-                    const float *offset, long ldo);
+                    const float *inner, const float *outer, const float *shift, const float *offset,
+                    long ldo);
 
 /// out[r] = Σ_c a[r][c] · b[r][c] for r < rows, c < cols (rows `lda` and `ldb` apart): row-wise
 /// dot products, e.g. quadratic forms x·(G·x) row by row.

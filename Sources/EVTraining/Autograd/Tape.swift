@@ -194,10 +194,3 @@ package final class TapeProfile {
     return "\(ms) ms"
   }
 }
-
-extension Duration {
-  /// In seconds, as a double.
-  var seconds: Double {
-    Double(components.seconds) + Double(components.attoseconds) * 1e-18
-  }
-}

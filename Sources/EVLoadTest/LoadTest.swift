@@ -98,7 +98,7 @@ public enum LoadTest {
       "POST", "/v1/images", headers: ["Content-Type": "application/octet-stream"],
       body: options.image)
     guard upload.status == 201,
-      let info = try? JSONDecoder().decode(ImageResponse.self, from: Data(upload.body))
+      let info = try? JSONDecoder().decode(UploadAnswer.self, from: Data(upload.body))
     else {
       throw Failure(
         description:
@@ -114,7 +114,7 @@ public enum LoadTest {
     guard warm.status == 200 else {
       throw Failure(description: "the first segment request failed with status \(warm.status)")
     }
-    let before = try health(control)
+    let before = try health(control, as: ServerHealth.self)
 
     let results = Mutex<(latencies: [Double], errors: [String: Int])>(([], [:]))
     let start = ContinuousClock.now
@@ -159,7 +159,7 @@ public enum LoadTest {
     }
     group.wait()
     let elapsed = (ContinuousClock.now - start).seconds
-    let after = try health(control)
+    let after = try health(control, as: ServerHealth.self)
 
     let (latencies, errors) = results.withLock { ($0.latencies.sorted(), $0.errors) }
     func percentile(_ p: Double) -> Double {
@@ -186,13 +186,50 @@ public enum LoadTest {
     Array(#"{"points":[[\#(x),\#(y)]],"labels":[1],"multimask":\#(multimask)}"#.utf8)
   }
 
-  public static func health(_ connection: LoopbackHTTPConnection) throws -> HealthResponse {
+  /// `GET /v1/health`, decoded as `type` (the server's `HealthResponse`, or a part of it).
+  public static func health<Health: Decodable>(
+    _ connection: LoopbackHTTPConnection, as type: Health.Type
+  ) throws -> Health {
     let response = try connection.request("GET", "/v1/health")
     guard response.status == 200,
-      let health = try? JSONDecoder().decode(HealthResponse.self, from: Data(response.body))
+      let health = try? JSONDecoder().decode(type, from: Data(response.body))
     else {
       throw Failure(description: "GET /v1/health failed with status \(response.status)")
     }
     return health
+  }
+}
+
+/// What the load test reads of the server's answer to an upload (the API's `ImageResponse`).
+private struct UploadAnswer: Decodable {
+  var id: String
+  var width: Int
+  var height: Int
+  var encodeMs: Double
+
+  enum CodingKeys: String, CodingKey {
+    case id, width, height
+    case encodeMs = "encode_ms"
+  }
+}
+
+/// What the load test reads of `GET /v1/health` (the API's `HealthResponse`).
+public struct ServerHealth: Decodable, Sendable {
+  public struct Cache: Decodable, Sendable {
+    public var bytes: Int
+    public var limitBytes: Int
+
+    enum CodingKeys: String, CodingKey {
+      case bytes
+      case limitBytes = "limit_bytes"
+    }
+  }
+
+  public var rssBytes: Int
+  public var cache: Cache
+
+  enum CodingKeys: String, CodingKey {
+    case cache
+    case rssBytes = "rss_bytes"
   }
 }
