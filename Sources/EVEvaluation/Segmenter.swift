@@ -7,10 +7,10 @@ import EVTensor
 /// multimask output with the highest predicted IoU, thresholded at the original size.
 public protocol PromptSegmenter: AnyObject {
   func setImage(_ image: RGBImage) throws
-  /// Row-major `height × width` masks, one per box (x0, y0, x1, y1).
-  func bestMasks(boxes: [[Double]]) throws -> [[Bool]]
+  /// Row-major `height × width` masks, one per box.
+  func bestMasks(boxes: [Box]) throws -> [[Bool]]
   /// One per point set (all sets of equal length), labels 1 / 0.
-  func bestMasks(pointSets: [[(x: Double, y: Double)]], labels: [[Int]]) throws -> [[Bool]]
+  func bestMasks(pointSets: [[Point]], labels: [[Int]]) throws -> [[Bool]]
 }
 
 /// The official predictor's protocol on our `SamPredictor`: multimask output, keep the mask with
@@ -30,7 +30,7 @@ public final class SamSegmenter: PromptSegmenter {
     try predictor.setImage(image)
   }
 
-  public func bestMasks(boxes: [[Double]]) throws -> [[Bool]] {
+  public func bestMasks(boxes: [Box]) throws -> [[Bool]] {
     var out: [[Bool]] = []
     out.reserveCapacity(boxes.count)
     var start = 0
@@ -44,7 +44,7 @@ public final class SamSegmenter: PromptSegmenter {
     return out
   }
 
-  public func bestMasks(pointSets: [[(x: Double, y: Double)]], labels: [[Int]]) throws -> [[Bool]] {
+  public func bestMasks(pointSets: [[Point]], labels: [[Int]]) throws -> [[Bool]] {
     precondition(pointSets.count == labels.count)
     var out: [[Bool]] = []
     out.reserveCapacity(pointSets.count)

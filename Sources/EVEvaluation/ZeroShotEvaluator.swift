@@ -251,12 +251,12 @@ public final class ZeroShotEvaluator {
       let gts = try item.annotations.map { a throws(EvaluationError) in
         try groundTruthMask(a, height: h, width: w)
       }
-      var boxes: [[Double]] = []
+      var boxes: [Box] = []
       for a in item.annotations {
         guard let b = a.bbox else {
           throw .invalidAnnotation("annotation \(a.id) has no bbox (needed for box prompts)")
         }
-        boxes.append([b.x, b.y, b.x + b.width, b.y + b.height])
+        boxes.append(Box(x0: b.x, y0: b.y, x1: b.x + b.width, y1: b.y + b.height))
       }
       let masks: [[Bool]]
       do {
@@ -283,7 +283,8 @@ public final class ZeroShotEvaluator {
       let wanted = Set(configuration.clicks)
       for round in 1...configuration.clicks.last! {
         for i in clickers.indices { clickers[i].nextClick(prediction: predictions[i]) }
-        let pointSets = clickers.map { c in c.clicks.map { (x: Double($0.x), y: Double($0.y)) } }
+        let pointSets = clickers.map { c in c.clicks.map { Point(x: Double($0.x), y: Double($0.y)) }
+        }
         let labels = clickers.map { c in c.clicks.map { $0.positive ? 1 : 0 } }
         do {
           predictions = try segmenter.bestMasks(pointSets: pointSets, labels: labels)
@@ -303,9 +304,9 @@ public final class ZeroShotEvaluator {
       return ImageRecord(imageID: item.image.id, annotations: results, detections: nil)
 
     case .detector:
-      let boxes = item.detections.map { d -> [Double] in
+      let boxes = item.detections.map { d -> Box in
         let b = d.bbox!
-        return [b.x, b.y, b.x + b.width, b.y + b.height]
+        return Box(x0: b.x, y0: b.y, x1: b.x + b.width, y1: b.y + b.height)
       }
       let masks: [[Bool]]
       do {

@@ -1,30 +1,13 @@
 import Foundation
 
-/// A point prompt to draw: image pixel coordinates (x right, y down), as prompts are given.
+/// A point prompt to draw, with its label (foreground or background).
 public struct PointMarker: Sendable, Equatable {
-  public var x: Double
-  public var y: Double
+  public var point: Point
   public var positive: Bool
 
-  public init(x: Double, y: Double, positive: Bool) {
-    self.x = x
-    self.y = y
+  public init(_ point: Point, positive: Bool) {
+    self.point = point
     self.positive = positive
-  }
-}
-
-/// A box prompt to draw, corners in image pixel coordinates.
-public struct BoxMarker: Sendable, Equatable {
-  public var x0: Double
-  public var y0: Double
-  public var x1: Double
-  public var y1: Double
-
-  public init(x0: Double, y0: Double, x1: Double, y1: Double) {
-    self.x0 = x0
-    self.y0 = y0
-    self.x1 = x1
-    self.y1 = y1
   }
 }
 
@@ -77,7 +60,7 @@ public enum OverlayStyle {
 ///   - opacity: weight of the mask colour in the fill, 0…1.
 public func overlay(
   masks: [[Bool]], on image: RGBImage, colors: [RGBColor] = [], opacity: Double = 0.45,
-  points: [PointMarker] = [], boxes: [BoxMarker] = []
+  points: [PointMarker] = [], boxes: [Box] = []
 ) -> RGBImage {
   let w = image.width
   let h = image.height
@@ -117,12 +100,12 @@ public func overlay(
   let lineWidth = max(2, min(w, h) / 300)
   for box in boxes { drawRectangle(&result, box, color: OverlayStyle.box, lineWidth: lineWidth) }
   let radius = max(4.0, Double(min(w, h)) / 60)
-  for point in points {
-    let color = point.positive ? OverlayStyle.positivePoint : OverlayStyle.negativePoint
+  for marker in points {
+    let color = marker.positive ? OverlayStyle.positivePoint : OverlayStyle.negativePoint
+    let (x, y) = (marker.point.x, marker.point.y)
     drawDisc(
-      &result, x: point.x, y: point.y, radius: radius + max(1.5, radius / 4),
-      color: RGBColor(255, 255, 255))
-    drawDisc(&result, x: point.x, y: point.y, radius: radius, color: color)
+      &result, x: x, y: y, radius: radius + max(1.5, radius / 4), color: RGBColor(255, 255, 255))
+    drawDisc(&result, x: x, y: y, radius: radius, color: color)
   }
   return result
 }
@@ -130,7 +113,7 @@ public func overlay(
 /// The same with masks given as gray images (non-zero = inside).
 public func overlay(
   masks: [GrayImage], on image: RGBImage, colors: [RGBColor] = [], opacity: Double = 0.45,
-  points: [PointMarker] = [], boxes: [BoxMarker] = []
+  points: [PointMarker] = [], boxes: [Box] = []
 ) -> RGBImage {
   for (i, mask) in masks.enumerated() {
     precondition(
@@ -157,7 +140,7 @@ private func isContour(
 }
 
 private func drawRectangle(
-  _ image: inout RGBImage, _ box: BoxMarker, color: RGBColor, lineWidth: Int
+  _ image: inout RGBImage, _ box: Box, color: RGBColor, lineWidth: Int
 ) {
   let w = image.width
   let h = image.height

@@ -1,3 +1,4 @@
+import EVImage
 import Foundation
 
 /// The pure functions of SAM's automatic mask generator (`segment_anything.utils.amg`) and the
@@ -9,14 +10,14 @@ public enum AMG {
   /// `build_point_grid`: `n × n` points evenly spaced in [0, 1]², centred in their cells,
   /// x varying fastest. Coordinates are NumPy's `linspace` values (`start + i·step`, the last
   /// one exactly `stop`).
-  public static func buildPointGrid(_ nPerSide: Int) -> [Point2D] {
+  public static func buildPointGrid(_ nPerSide: Int) -> [Point] {
     precondition(nPerSide > 0, "buildPointGrid: need at least one point per side, got \(nPerSide)")
     let offset = 1 / (2 * Double(nPerSide))
     let side = linspace(offset, 1 - offset, count: nPerSide)
-    var points: [Point2D] = []
+    var points: [Point] = []
     points.reserveCapacity(nPerSide * nPerSide)
     for y in side {
-      for x in side { points.append(Point2D(x: x, y: y)) }
+      for x in side { points.append(Point(x: x, y: y)) }
     }
     return points
   }
@@ -32,7 +33,7 @@ public enum AMG {
 
   /// `build_all_layer_point_grids`: layer `i` has `int(n / scale**i)` points per side.
   public static func buildAllLayerPointGrids(nPerSide: Int, nLayers: Int, scalePerLayer: Int)
-    -> [[Point2D]]
+    -> [[Point]]
   {
     (0...max(nLayers, 0)).map { i in
       buildPointGrid(pointsPerSide(nPerSide: nPerSide, layer: i, scalePerLayer: scalePerLayer))

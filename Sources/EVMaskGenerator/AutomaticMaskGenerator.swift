@@ -16,7 +16,7 @@ public struct GeneratedMask: Sendable, Equatable {
   /// NaN when no pixel exceeds `-offset` (PyTorch's 0/0), possible only without the filter.
   public var stabilityScore: Float
   /// The point prompt that produced the mask, in image pixels.
-  public var pointCoords: Point2D
+  public var pointCoords: Point
   /// The crop the mask was found in (XYXY, exclusive ends).
   public var cropBox: BoxXYXY
 
@@ -74,7 +74,7 @@ public final class AutomaticMaskGenerator {
   public let predictor: SamPredictor
   public let settings: MaskGeneratorSettings
   /// The normalised point grid of each crop layer.
-  public let pointGrids: [[Point2D]]
+  public let pointGrids: [[Point]]
   /// The official `mask_threshold`.
   public static let maskThreshold = 0.0
   /// Decode the prompts of a batch on all cores at once, one group per core with
@@ -160,7 +160,7 @@ public final class AutomaticMaskGenerator {
   /// `_process_crop`: encode the crop, decode its point grid in batches, NMS within the crop,
   /// then move boxes and points into the image frame.
   private func processCrop(
-    _ image: RGBImage, cropBox: BoxXYXY, grid: [Point2D], timing: inout GenerationTiming,
+    _ image: RGBImage, cropBox: BoxXYXY, grid: [Point], timing: inout GenerationTiming,
     tracker: inout ProgressTracker, candidates: inout Int
   ) throws -> [GeneratedMask] {
     let clock = ContinuousClock()
@@ -174,7 +174,7 @@ public final class AutomaticMaskGenerator {
     let cropSize = (height: cropped.height, width: cropped.width)
     let plan = MaskUpscaler(inputSize: inputSize, outputSize: cropSize)
     let points = grid.map {
-      Point2D(x: $0.x * Double(cropSize.width), y: $0.y * Double(cropSize.height))
+      Point(x: $0.x * Double(cropSize.width), y: $0.y * Double(cropSize.height))
     }
     // The official generator maps points into the 1024 frame in float64 and adds the half-pixel
     // shift before rounding to float32; `SamPredictor` rounds `x * scale` first. Handing it the
@@ -187,7 +187,7 @@ public final class AutomaticMaskGenerator {
       return Double(shifted) / scale
     }
     let prompts = points.map {
-      (x: predictorCoordinate($0.x, sx), y: predictorCoordinate($0.y, sy))
+      Point(x: predictorCoordinate($0.x, sx), y: predictorCoordinate($0.y, sy))
     }
 
     var kept: [Candidate] = []
@@ -218,7 +218,7 @@ public final class AutomaticMaskGenerator {
       return GeneratedMask(
         segmentation: c.rle, area: c.rle.area, box: c.box.uncropped(from: cropBox),
         predictedIoU: c.iou, stabilityScore: c.stability,
-        pointCoords: Point2D(x: c.point.x + Double(cropBox.x0), y: c.point.y + Double(cropBox.y0)),
+        pointCoords: Point(x: c.point.x + Double(cropBox.x0), y: c.point.y + Double(cropBox.y0)),
         cropBox: cropBox)
     }
     timing.filtering += clock.now - start
@@ -233,7 +233,7 @@ public final class AutomaticMaskGenerator {
   /// `parallelPrompts` the batch is split into one group per core instead, each decoded on its
   /// own core with single-threaded kernels: the same arithmetic, prompt by prompt, so the
   /// results are identical, with the cores busy on independent work.
-  func decode(_ prompts: ArraySlice<(x: Double, y: Double)>) throws -> [(
+  func decode(_ prompts: ArraySlice<Point>) throws -> [(
     range: Range<Int>, prediction: BatchPrediction
   )] {
     let count = prompts.count
@@ -269,13 +269,13 @@ public final class AutomaticMaskGenerator {
     var box: BoxXYXY
     var iou: Float
     var stability: Float
-    var point: Point2D
+    var point: Point
   }
 
   /// `_process_batch`: IoU filter, stability score and filter, threshold, box, crop-edge
   /// filter and RLE encoding, the masks spread over the cores.
   func processBatch(
-    _ prediction: BatchPrediction, points: [Point2D], plan: MaskUpscaler, cropBox: BoxXYXY,
+    _ prediction: BatchPrediction, points: [Point], plan: MaskUpscaler, cropBox: BoxXYXY,
     imageSize: (height: Int, width: Int)
   ) -> [Candidate] {
     let perPrompt = prediction.masksPerPrompt

@@ -1,15 +1,7 @@
-/// A point in pixels (or in [0, 1]² for a normalised point grid), x to the right, y down.
-public struct Point2D: Sendable, Equatable, Hashable, Codable {
-  public var x: Double
-  public var y: Double
+import EVImage
 
-  public init(x: Double, y: Double) {
-    self.x = x
-    self.y = y
-  }
-}
-
-/// An integer box in XYXY form, as SAM's generator keeps mask boxes and crop boxes.
+/// An integer pixel box in XYXY form, as SAM's generator keeps mask boxes and crop boxes (a
+/// prompt box is a `Box`; these follow SAM's integer conventions, below, which its JSON keeps).
 ///
 /// For a mask box (`AMG.maskToBox`) `x1`/`y1` are the last column/row *inside* the mask, so
 /// the XYWH form SAM writes has `w = x1 - x0` (one less than the pixel extent); for a crop box

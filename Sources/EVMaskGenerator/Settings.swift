@@ -1,3 +1,5 @@
+import EVImage
+
 /// How masks are written, SAM's `output_mode`.
 public enum OutputMode: String, Sendable, CaseIterable, Codable {
   /// A row-major binary mask per record.
@@ -34,7 +36,7 @@ public struct MaskGeneratorSettings: Sendable, Equatable {
   public var cropNPointsDownscaleFactor = 1
   /// Explicit normalised ([0, 1]²) point grids, one per crop layer; exclusive with
   /// `pointsPerSide`.
-  public var pointGrids: [[Point2D]]? = nil
+  public var pointGrids: [[Point]]? = nil
   /// If > 0, fill holes and remove islands smaller than this area (pixels), then rerun NMS.
   public var minMaskRegionArea = 0
   public var outputMode = OutputMode.binaryMask
@@ -42,7 +44,7 @@ public struct MaskGeneratorSettings: Sendable, Equatable {
   public init() {}
 
   /// The point grid of every crop layer, validating the settings first.
-  public func layerPointGrids() throws(MaskGeneratorError) -> [[Point2D]] {
+  public func layerPointGrids() throws(MaskGeneratorError) -> [[Point]] {
     guard pointsPerBatch > 0 else {
       throw .invalidSetting("points_per_batch must be at least 1, got \(pointsPerBatch)")
     }

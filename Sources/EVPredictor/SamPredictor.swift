@@ -108,13 +108,13 @@ public final class SamPredictor {
   /// Masks for one prompt.
   ///
   /// - Parameters:
-  ///   - points: (x, y) in original-image pixels; `labels` gives 1 (foreground) or 0
+  ///   - points: clicks in original-image pixels; `labels` gives 1 (foreground) or 0
   ///     (background) for each.
-  ///   - box: (x0, y0, x1, y1) in original-image pixels.
+  ///   - box: a box in original-image pixels.
   ///   - maskInput: 1×256×256 low-res logits from an earlier prediction.
   ///   - multimask: three masks (for ambiguous prompts) instead of one.
   public func predict(
-    points: [(x: Double, y: Double)]? = nil, labels: [Int]? = nil, box: [Double]? = nil,
+    points: [Point]? = nil, labels: [Int]? = nil, box: Box? = nil,
     maskInput: Tensor? = nil, multimask: Bool = true
   ) throws(PredictorError) -> Prediction {
     let side = PromptEncoder.maskInputSide
@@ -141,7 +141,7 @@ public final class SamPredictor {
   /// SAM, accepts points off the image): every point and box corner lies on the image,
   /// 0…width × 0…height in pixels, edges included.
   public static func checkInsideImage(
-    points: [(x: Double, y: Double)], boxes: [[Double]], width: Int, height: Int
+    points: [Point], boxes: [Box], width: Int, height: Int
   ) throws(PredictorError) {
     let w = Double(width)
     let h = Double(height)
@@ -151,10 +151,11 @@ public final class SamPredictor {
       throw .outsideImage(what: "point \(i) (\(p.x), \(p.y))", width: width, height: height)
     }
     for (i, b) in boxes.enumerated() {
-      guard b.count == 4 else { throw .boxValueCount(index: i, count: b.count) }
-      guard inside(b[0], b[1]), inside(b[2], b[3]) else {
-        guard b.allSatisfy(\.isFinite) else { throw .nonFiniteCoordinate(what: "box \(i)") }
-        throw .outsideImage(what: "box \(i) \(b)", width: width, height: height)
+      guard inside(b.x0, b.y0), inside(b.x1, b.y1) else {
+        guard b.values.allSatisfy(\.isFinite) else {
+          throw .nonFiniteCoordinate(what: "box \(i)")
+        }
+        throw .outsideImage(what: "box \(i) \(b.values)", width: width, height: height)
       }
     }
   }
@@ -168,7 +169,7 @@ public final class SamPredictor {
   ///   - skipMasksAtOrBelowIoU: prompts whose masks all have a predicted IoU at or below this
   ///     get -∞ logits without the decoder's upscaling work (see `MaskDecoder.decode`).
   public func predictBatch(
-    boxes: [[Double]]? = nil, pointSets: [[(x: Double, y: Double)]]? = nil,
+    boxes: [Box]? = nil, pointSets: [[Point]]? = nil,
     labelSets: [[Int]]? = nil, maskInputs: Tensor? = nil, multimask: Bool = true,
     upscale: Bool = true, skipMasksAtOrBelowIoU: Float? = nil
   ) throws(PredictorError) -> BatchPrediction {
@@ -221,7 +222,7 @@ public final class SamPredictor {
 
   /// Validates the prompts and runs the prompt encoder on them.
   private func encodePrompts(
-    boxes: [[Double]]?, pointSets: [[(x: Double, y: Double)]]?, labelSets: [[Int]]?,
+    boxes: [Box]?, pointSets: [[Point]]?, labelSets: [[Int]]?,
     maskInputs: Tensor?, originalSize: (height: Int, width: Int),
     inputSize: (height: Int, width: Int)
   ) throws(PredictorError) -> PromptEmbeddings {
@@ -275,8 +276,8 @@ public final class SamPredictor {
         throw .batchSizeMismatch(boxes: boxes.count, pointSets: batch)
       }
       var values: [Float] = []
-      for (b, box) in boxes.enumerated() {
-        guard box.count == 4 else { throw .boxValueCount(index: b, count: box.count) }
+      for (b, prompt) in boxes.enumerated() {
+        let box = prompt.values
         try check(box[0], box[1], "box \(b)")
         try check(box[2], box[3], "box \(b)")
         guard box[2] >= box[0], box[3] >= box[1] else { throw .invertedBox(index: b, box: box) }

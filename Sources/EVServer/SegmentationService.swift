@@ -196,9 +196,9 @@ public final class SegmentationService: Sendable {
 
   /// Validated prompts, in the form `predictBatch` takes.
   struct PromptPlan: Sendable {
-    var pointSets: [[(x: Double, y: Double)]]?
+    var pointSets: [[Point]]?
     var labelSets: [[Int]]?
-    var boxes: [[Double]]?
+    var boxes: [Box]?
     var maskInputs: Tensor?
     var multimask: Bool
   }
@@ -272,10 +272,15 @@ public final class SegmentationService: Sendable {
           "label \(i) is \(labels[i]); labels are 1 (foreground) or 0 (background)")
       }
     }
+    // Checked above: every box has 4 values and every point 2.
+    let prompts = (
+      points: points.map { Point(x: $0[0], y: $0[1]) },
+      boxes: boxes?.map { Box(x0: $0[0], y0: $0[1], x1: $0[2], y1: $0[3]) }
+    )
     // The command line's rule, from the one place that states it.
-    do {
+    do throws(PredictorError) {
       try SamPredictor.checkInsideImage(
-        points: points.map { (x: $0[0], y: $0[1]) }, boxes: boxes ?? [], width: entry.width,
+        points: prompts.points, boxes: prompts.boxes ?? [], width: entry.width,
         height: entry.height)
     } catch {
       throw .outOfBounds(error.description)
@@ -299,11 +304,10 @@ public final class SegmentationService: Sendable {
           + "server makes at most \(c.maxMaskPixels) mask pixels per request: send fewer boxes, "
           + "or multimask false")
     }
-    let pointSet = points.map { (x: $0[0], y: $0[1]) }
     return PromptPlan(
-      pointSets: points.isEmpty ? nil : Array(repeating: pointSet, count: batch),
+      pointSets: points.isEmpty ? nil : Array(repeating: prompts.points, count: batch),
       labelSets: points.isEmpty ? nil : Array(repeating: labels, count: batch),
-      boxes: boxes,
+      boxes: prompts.boxes,
       maskInputs: mask.map { m in
         let side = CachedImage.lowResSide
         return Tensor(
@@ -432,7 +436,7 @@ public final class SegmentationService: Sendable {
         }
       }
       s.pointsPerSide = nil
-      s.pointGrids = grids.map { $0.map { Point2D(x: $0[0], y: $0[1]) } }
+      s.pointGrids = grids.map { $0.map { Point(x: $0[0], y: $0[1]) } }
     } else if let n = r.pointsPerSide {
       guard (1...c.maxPointsPerSide).contains(n) else {
         throw invalid("points_per_side must be 1…\(c.maxPointsPerSide) on this server, got \(n)")

@@ -204,14 +204,14 @@ struct BenchCommand: ParsableCommand {
       try predictor.setEmbedding(embedding, originalSize: (picture.height, picture.width))
     }
     let (w, h) = (Double(picture.width), Double(picture.height))
-    let point: [(x: Double, y: Double)] = [(x: w * 0.45, y: h * 0.55)]
-    let box: [Double] = [w * 0.2, h * 0.25, w * 0.7, h * 0.8]
+    let point = [Point(x: w * 0.45, y: h * 0.55)]
+    let box = Box(x0: w * 0.2, y0: h * 0.25, x1: w * 0.7, y1: h * 0.8)
     // An 8×8 grid of single-point prompts, as everything mode sends them.
-    var batchPoints: [[(x: Double, y: Double)]] = []
+    var batchPoints: [[Point]] = []
     for i in 0..<64 {
       let gx: Double = (Double(i % 8) + 0.5) * w / 8
       let gy: Double = (Double(i / 8) + 0.5) * h / 8
-      batchPoints.append([(x: gx, y: gy)])
+      batchPoints.append([Point(x: gx, y: gy)])
     }
     let batchLabels = [[Int]](repeating: [1], count: 64)
     let pointTimes = try timeRepeated(decoderRuns) {

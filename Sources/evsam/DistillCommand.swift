@@ -125,6 +125,8 @@ struct DistillCommand: ParsableCommand {
     } catch {
       throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
+    // Every rank has read the state before rank 0 may save over it, and they read the same.
+    try job.checkSameRun("resumed at step \(run.step), \(run.imagesSeen) images")
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
     try job.prepareOutput(options, quiet: quietOption.quiet)
     let firstLoss = records.first?.loss

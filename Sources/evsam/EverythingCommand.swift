@@ -108,7 +108,7 @@ struct GeneratorOptions: ParsableArguments {
     return s
   }
 
-  private func loadPointGrids(_ path: String) throws -> [[Point2D]] {
+  private func loadPointGrids(_ path: String) throws -> [[Point]] {
     let data: Data
     do {
       data = try Data(contentsOf: URL(fileURLWithPath: path))
@@ -122,7 +122,7 @@ struct GeneratorOptions: ParsableArguments {
       throw CLIError(
         "\(path): point grids must be a JSON list of grids, each a list of [x, y] pairs in [0, 1]")
     }
-    return grids.map { $0.map { Point2D(x: $0[0], y: $0[1]) } }
+    return grids.map { $0.map { Point(x: $0[0], y: $0[1]) } }
   }
 }
 

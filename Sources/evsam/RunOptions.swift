@@ -12,7 +12,10 @@ struct RunOptions: ParsableArguments {
   @Option(help: "Passes over the training images, instead of --steps.")
   var epochs: Int?
 
-  @Option(help: "Images per step.")
+  @Option(
+    help:
+      "Images per micro-batch: per step and rank without --grad-accum (a step takes ranks × --grad-accum micro-batches)."
+  )
   var batchSize = 1
 
   @Option(
@@ -133,7 +136,8 @@ struct StepLoop {
       return nil
     }
     let interrupt = InterruptFlag.install(
-      firstNotice: "stopping after this step and saving (Ctrl-C again to quit without saving)")
+      firstNotice: isLeader
+        ? "stopping after this step and saving (Ctrl-C again to quit without saving)" : nil)
     defer { interrupt.uninstall() }
     let progress = ProgressLine(enabled: !quiet && isLeader)
     let clock = ContinuousClock()

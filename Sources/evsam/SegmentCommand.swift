@@ -73,7 +73,7 @@ struct SegmentCommand: ParsableCommand {
     let imageURL = URL(fileURLWithPath: image)
     let picture = try RGBImage(contentsOf: imageURL)
     try SamPredictor.checkInsideImage(
-      points: points.map { (x: $0.x, y: $0.y) }, boxes: boxes.map(\.values),
+      points: points.map(\.point), boxes: boxes.map(\.box),
       width: picture.width, height: picture.height)
     let maskTensor = try maskInput.map(loadMaskInput)
     let folder = StagedFolder(
@@ -90,10 +90,10 @@ struct SegmentCommand: ParsableCommand {
 
     start = clock.now
     let batchSize = max(boxes.count, 1)
-    let pointSet = points.map { (x: $0.x, y: $0.y) }
+    let pointSet = points.map(\.point)
     let labelSet = points.map(\.label)
     let result = try predictor.predictBatch(
-      boxes: boxes.isEmpty ? nil : boxes.map(\.values),
+      boxes: boxes.isEmpty ? nil : boxes.map(\.box),
       pointSets: points.isEmpty ? nil : Array(repeating: pointSet, count: batchSize),
       labelSets: points.isEmpty ? nil : Array(repeating: labelSet, count: batchSize),
       maskInputs: maskTensor.map { mask in
@@ -132,18 +132,16 @@ struct SegmentCommand: ParsableCommand {
     }
     let picture2 = overlay(
       masks: best, on: picture,
-      points: points.map { PointMarker(x: $0.x, y: $0.y, positive: $0.label == 1) },
-      boxes: boxes.map {
-        BoxMarker(x0: $0.values[0], y0: $0.values[1], x1: $0.values[2], y1: $0.values[3])
-      })
+      points: points.map { PointMarker($0.point, positive: $0.label == 1) },
+      boxes: boxes.map(\.box))
     files.append(("overlay.png", try picture2.pngData()))
 
     let summary: [String: Any] = [
       "image": image, "model": name, "original_size": [height, width],
       "multimask": multimask,
       "prompts": [
-        "points": points.map { [$0.x, $0.y, Double($0.label)] },
-        "boxes": boxes.map(\.values),
+        "points": points.map { [$0.point.x, $0.point.y, Double($0.label)] },
+        "boxes": boxes.map(\.box.values),
         "mask_input": maskInput as Any? ?? NSNull(),
       ] as [String: Any],
       "masks": entries,

@@ -22,7 +22,9 @@ struct TrainCommand: ParsableCommand {
       OUT receives model.pt (torch.save format, loadable by PyTorch and the official code), \
       model.safetensors, log.jsonl (step, loss, lr, images/s, val_miou), loss.png, and the \
       training state (state.json and the state-*.safetensors it names), all rewritten at every save. Ctrl-C \
-      finishes the current step, saves, and exits; --resume OUT continues the run exactly.
+      (or SIGUSR1, which mpirun forwards to every rank) finishes the current step, saves, and \
+      exits; --resume OUT continues the run exactly. Started by mpirun, it trains \
+      data-parallel: each rank takes its micro-batches of every step (see the README).
       """)
 
   @OptionGroup var modelOptions: ModelOptions
@@ -130,6 +132,8 @@ struct TrainCommand: ParsableCommand {
     } catch {
       throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
+    // Every rank has read the state before rank 0 may save over it, and they read the same.
+    try job.checkSameRun("resumed at step \(run.step), \(run.imagesSeen) images")
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
     try job.prepareOutput(options, quiet: quietOption.quiet)
     var lastValidation = records.last { $0.validationMIoU != nil }?.validationMIoU

@@ -68,11 +68,8 @@ struct TrainOutput {
     }
     try writeFile(TorchWriter.archive(entries), to: url("model.pt"))
     try writeFile(model, to: url("model.safetensors"))
-    do throws(TrainingStateError) {
-      try writeState(saveID)
-    } catch {
-      throw CLIError(error.description)
-    }
+    // The log before the state: a resumed run reads the log up to the state's step, so a save
+    // cut short between the two loses no record.
     try writeFile(Data(records.map(\.jsonLine).joined().utf8), to: url(Self.logFile))
     let plot = LossPlot(
       losses: records.map { ($0.step, $0.loss) },
@@ -85,6 +82,11 @@ struct TrainOutput {
       throw CLIError("cannot draw \(Self.plotFile): \(error.description)")
     }
     try writeFile(png, to: url(Self.plotFile))
+    do throws(TrainingStateError) {
+      try writeState(saveID)
+    } catch {
+      throw CLIError(error.description)
+    }
   }
 
   private func url(_ name: String) -> URL { folder.appendingPathComponent(name) }

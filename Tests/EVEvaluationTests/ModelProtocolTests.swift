@@ -50,7 +50,7 @@ import Testing
         let gtMask = try data.groundTruth(gt)
         let b = gt.bbox!
         let single = try predictor.predict(
-          box: [b.x, b.y, b.x + b.width, b.y + b.height], multimask: true)
+          box: Box(x0: b.x, y0: b.y, x1: b.x + b.width, y1: b.y + b.height), multimask: true)
         let expectedBox = try boolIoU(single.masks.mask(single.bestIndex), gtMask)
         let ours = try #require(box.annotations?.first { $0.id == gt.id })
         #expect(abs(ours.iou[0] - expectedBox) < 0.05, "box, annotation \(gt.id)")
@@ -62,7 +62,7 @@ import Testing
         for round in 1...3 {
           clicker.nextClick(prediction: prediction)
           let result = try predictor.predict(
-            points: clicker.clicks.map { (x: Double($0.x), y: Double($0.y)) },
+            points: clicker.clicks.map { Point(x: Double($0.x), y: Double($0.y)) },
             labels: clicker.clicks.map { $0.positive ? 1 : 0 }, multimask: true)
           prediction = result.masks.mask(result.bestIndex)
           if round != 2 { expectedPoints.append(try boolIoU(prediction, gtMask)) }

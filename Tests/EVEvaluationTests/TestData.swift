@@ -89,17 +89,17 @@ final class BoxSegmenter: PromptSegmenter {
     width = image.width
   }
 
-  func bestMasks(boxes: [[Double]]) throws -> [[Bool]] {
+  func bestMasks(boxes: [Box]) throws -> [[Bool]] {
     boxes.map { b in
       RLE(
-        box: BoxXYWH(x: b[0], y: b[1], width: b[2] - b[0], height: b[3] - b[1]), height: height,
+        box: BoxXYWH(x: b.x0, y: b.y0, width: b.x1 - b.x0, height: b.y1 - b.y0), height: height,
         width: width
       )
       .decodeRowMajorBool()
     }
   }
 
-  func bestMasks(pointSets: [[(x: Double, y: Double)]], labels: [[Int]]) throws -> [[Bool]] {
+  func bestMasks(pointSets: [[Point]], labels: [[Int]]) throws -> [[Bool]] {
     pointSets.map { points in
       let p = points[0]
       return RLE(

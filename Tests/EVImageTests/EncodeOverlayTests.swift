@@ -110,9 +110,10 @@ import Testing
     let marked = overlay(
       masks: [first], on: image,
       points: [
-        PointMarker(x: 15, y: 12, positive: true), PointMarker(x: 32, y: 8, positive: false),
+        PointMarker(Point(x: 15, y: 12), positive: true),
+        PointMarker(Point(x: 32, y: 8), positive: false),
       ],
-      boxes: [BoxMarker(x0: 2, y0: 3, x1: 37, y1: 27)])
+      boxes: [Box(x0: 2, y0: 3, x1: 37, y1: 27)])
     #expect(marked[x: 15, y: 12] == OverlayStyle.positivePoint)
     #expect(marked[x: 32, y: 8] == OverlayStyle.negativePoint)
     #expect(marked[x: 20, y: 3] == OverlayStyle.box)

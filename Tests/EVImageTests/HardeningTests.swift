@@ -65,11 +65,11 @@ import Testing
     let image = RGBImage(width: 20, height: 10, color: RGBColor(0, 0, 0))
     let far: [Double] = [1e20, -1e20, 1e308, -1e308, .infinity, -.infinity, .nan, 25, -3]
     var points: [PointMarker] = []
-    var boxes: [BoxMarker] = []
+    var boxes: [Box] = []
     for x in far {
       for y in far {
-        points.append(PointMarker(x: x, y: y, positive: true))
-        boxes.append(BoxMarker(x0: -x, y0: -y, x1: x, y1: y))
+        points.append(PointMarker(Point(x: x, y: y), positive: true))
+        boxes.append(Box(x0: -x, y0: -y, x1: x, y1: y))
       }
     }
     let drawn = overlay(masks: [[Bool]](), on: image, points: points, boxes: boxes)

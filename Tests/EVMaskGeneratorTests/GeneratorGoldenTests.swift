@@ -105,7 +105,7 @@ func compare(
     let goldenRLE = try RLE(compressed: counts, height: size[0], width: size[1])
 
     let candidates = ours.indices.filter { j in
-      !used.contains(j) && ours[j].pointCoords == Point2D(x: point[0], y: point[1])
+      !used.contains(j) && ours[j].pointCoords == Point(x: point[0], y: point[1])
         && (crop == nil || ours[j].cropBox.xywh == crop!)
         && abs(Double(ours[j].predictedIoU) - iou) <= 1e-4
     }
@@ -239,7 +239,7 @@ func compare(
     // The decoder: skipped prompts get -∞ logits, the others exactly the unskipped logits.
     let predictor = SamPredictor(model: model)
     try predictor.setImage(image)
-    let points = AMG.buildPointGrid(8).map { [(x: $0.x * 600, y: $0.y * 400)] }
+    let points = AMG.buildPointGrid(8).map { [Point(x: $0.x * 600, y: $0.y * 400)] }
     let labels = [[Int]](repeating: [1], count: points.count)
     let full = try predictor.predictBatch(pointSets: points, labelSets: labels, upscale: false)
     let skipping = try predictor.predictBatch(

@@ -1,4 +1,5 @@
 import EVCheckpoint
+import EVImage
 import EVModel
 import EVPredictor
 import EVTensor
@@ -50,7 +51,7 @@ import Testing
     }
     try predictor.setEmbedding(Self.embedding(), originalSize: (300, 400))
     let error = PredictorValidationTests.error {
-      _ = try predictor.predict(points: [(100, 100)], labels: [1])
+      _ = try predictor.predict(points: [Point(x: 100, y: 100)], labels: [1])
     }
     guard case .nonFiniteOutput(let what, let count)? = error else {
       Issue.record("expected nonFiniteOutput, got \(String(describing: error))")
@@ -67,7 +68,8 @@ import Testing
     }
     try predictor.setEmbedding(Self.embedding(), originalSize: (300, 400))
     let error = PredictorValidationTests.error {
-      _ = try predictor.predictBatch(boxes: [[10, 10, 200, 150]], multimask: true, upscale: false)
+      _ = try predictor.predictBatch(
+        boxes: [try Box(values: [10, 10, 200, 150])], multimask: true, upscale: false)
     }
     #expect(error == .nonFiniteOutput(what: "IoU predictions", count: 1))
   }
@@ -78,7 +80,8 @@ import Testing
     let predictor = try Self.predictor { _ in }
     try predictor.setEmbedding(Self.embedding(), originalSize: (300, 400))
     let batch = try predictor.predictBatch(
-      pointSets: [[(50, 60)], [(250, 200)]], labelSets: [[1], [1]], multimask: true,
+      pointSets: [[Point(x: 50, y: 60)], [Point(x: 250, y: 200)]], labelSets: [[1], [1]],
+      multimask: true,
       upscale: false, skipMasksAtOrBelowIoU: .greatestFiniteMagnitude)
     #expect(batch.lowResLogits.storage.allSatisfy { $0 == -.infinity })
     #expect(batch.iouPredictions.storage.allSatisfy { $0.isFinite })

@@ -30,9 +30,9 @@ enum DecoderOnly {
 struct GoldenCases {
   struct Case {
     let name: String
-    let points: [(x: Double, y: Double)]?
+    let points: [Point]?
     let labels: [Int]?
-    let boxes: [[Double]]?
+    let boxes: [Box]?
     let multimask: Bool
     let maskInputFrom: String?
   }
@@ -52,11 +52,11 @@ struct GoldenCases {
     originalSize = (size[0], size[1])
     image = try #require(json["image"] as? String)
     cases = try #require(json["cases"] as? [[String: Any]]).map { c in
-      var boxes = c["boxes"] as? [[Double]]
-      if let box = c["box"] as? [Double] { boxes = [box] }
+      var boxes = try (c["boxes"] as? [[Double]])?.map { try Box(values: $0) }
+      if let box = c["box"] as? [Double] { boxes = [try Box(values: box)] }
       return Case(
         name: try #require(c["name"] as? String),
-        points: (c["points"] as? [[Double]])?.map { (x: $0[0], y: $0[1]) },
+        points: (c["points"] as? [[Double]])?.map { Point(x: $0[0], y: $0[1]) },
         labels: c["labels"] as? [Int], boxes: boxes,
         multimask: try #require(c["multimask"] as? Bool),
         maskInputFrom: c["mask_input_from"] as? String)
@@ -197,11 +197,15 @@ struct PredictorValidationTests {
   @Test func refusesToPredictWithoutAnImage() throws {
     let predictor = try DecoderOnly.predictor("tiny-l")
     #expect(!predictor.isImageSet)
-    #expect(Self.error { _ = try predictor.predict(points: [(1, 1)], labels: [1]) } == .noImageSet)
+    #expect(
+      Self.error { _ = try predictor.predict(points: [Point(x: 1, y: 1)], labels: [1]) }
+        == .noImageSet)
     try predictor.setEmbedding(Tensor(zeros: [1, 256, 64, 64]), originalSize: (10, 10))
     #expect(predictor.isImageSet)
     predictor.resetImage()
-    #expect(Self.error { _ = try predictor.predictBatch(boxes: [[0, 0, 1, 1]]) } == .noImageSet)
+    #expect(
+      Self.error { _ = try predictor.predictBatch(boxes: [try Box(values: [0, 0, 1, 1])]) }
+        == .noImageSet)
   }
 
   @Test func refusesImagesWithoutAnEncoderAndBadEmbeddings() throws {
@@ -224,41 +228,52 @@ struct PredictorValidationTests {
   @Test func refusesNonFiniteCoordinates() throws {
     let p = try Self.ready()
     #expect(
-      Self.error { _ = try p.predict(points: [(1, 1), (.nan, 2)], labels: [1, 1]) }
+      Self.error {
+        _ = try p.predict(points: [Point(x: 1, y: 1), Point(x: .nan, y: 2)], labels: [1, 1])
+      }
         == .nonFiniteCoordinate(what: "point 1"))
     #expect(
-      Self.error { _ = try p.predict(box: [0, 0, .infinity, 5]) }
+      Self.error { _ = try p.predict(box: try Box(values: [0, 0, .infinity, 5])) }
         == .nonFiniteCoordinate(what: "box 0"))
     #expect(
-      Self.error { _ = try p.predictBatch(boxes: [[0, 0, 5, 5], [0, -.infinity, 5, 5]]) }
+      Self.error {
+        _ = try p.predictBatch(boxes: [
+          try Box(values: [0, 0, 5, 5]), try Box(values: [0, -.infinity, 5, 5]),
+        ])
+      }
         == .nonFiniteCoordinate(what: "box 1"))
   }
 
   @Test func refusesInvertedAndMalformedBoxes() throws {
     let p = try Self.ready()
     #expect(
-      Self.error { _ = try p.predict(box: [10, 0, 5, 5]) }
+      Self.error { _ = try p.predict(box: try Box(values: [10, 0, 5, 5])) }
         == .invertedBox(index: 0, box: [10, 0, 5, 5]))
     #expect(
-      Self.error { _ = try p.predict(box: [0, 10, 5, 5]) }
+      Self.error { _ = try p.predict(box: try Box(values: [0, 10, 5, 5])) }
         == .invertedBox(index: 0, box: [0, 10, 5, 5]))
-    #expect(Self.error { _ = try p.predict(box: [0, 0, 5]) } == .boxValueCount(index: 0, count: 3))
+    #expect(
+      Self.error { _ = try p.predict(box: try Box(values: [0, 0, 5])) }
+        == .boxValueCount(index: 0, count: 3))
     // A degenerate (zero-area) box is valid, as in the official code.
-    #expect(Self.error { _ = try p.predict(box: [5, 5, 5, 5], multimask: false) } == nil)
+    #expect(
+      Self.error { _ = try p.predict(box: try Box(values: [5, 5, 5, 5]), multimask: false) } == nil)
   }
 
   @Test func refusesBadLabels() throws {
     let p = try Self.ready()
     #expect(
-      Self.error { _ = try p.predict(points: [(1, 1), (2, 2)], labels: [1, 2]) }
+      Self.error {
+        _ = try p.predict(points: [Point(x: 1, y: 1), Point(x: 2, y: 2)], labels: [1, 2])
+      }
         == .invalidLabel(index: 1, label: 2))
     #expect(
-      Self.error { _ = try p.predict(points: [(1, 1)], labels: [-1]) }
+      Self.error { _ = try p.predict(points: [Point(x: 1, y: 1)], labels: [-1]) }
         == .invalidLabel(index: 0, label: -1))
     #expect(
-      Self.error { _ = try p.predict(points: [(1, 1), (2, 2)], labels: [1]) }
+      Self.error { _ = try p.predict(points: [Point(x: 1, y: 1), Point(x: 2, y: 2)], labels: [1]) }
         == .labelCountMismatch(points: 2, labels: 1))
-    #expect(Self.error { _ = try p.predict(points: [(1, 1)]) } == .pointsWithoutLabels)
+    #expect(Self.error { _ = try p.predict(points: [Point(x: 1, y: 1)]) } == .pointsWithoutLabels)
     #expect(Self.error { _ = try p.predict(labels: [1]) } == .labelsWithoutPoints)
   }
 
@@ -266,18 +281,20 @@ struct PredictorValidationTests {
     let p = try Self.ready()
     #expect(
       Self.error {
-        _ = try p.predict(points: [(1, 1)], labels: [1], maskInput: Tensor(zeros: [1, 128, 128]))
+        _ = try p.predict(
+          points: [Point(x: 1, y: 1)], labels: [1], maskInput: Tensor(zeros: [1, 128, 128]))
       }
         == .maskInputShape(found: [1, 128, 128], expected: [1, 256, 256]))
     var bad = Tensor(zeros: [1, 256, 256])
     bad[0, 3, 4] = .nan
     #expect(
-      Self.error { _ = try p.predict(points: [(1, 1)], labels: [1], maskInput: bad) }
+      Self.error { _ = try p.predict(points: [Point(x: 1, y: 1)], labels: [1], maskInput: bad) }
         == .nonFiniteMaskInput)
     #expect(
       Self.error {
         _ = try p.predictBatch(
-          boxes: [[0, 0, 1, 1], [0, 0, 2, 2]], maskInputs: Tensor(zeros: [1, 1, 256, 256]))
+          boxes: [try Box(values: [0, 0, 1, 1]), try Box(values: [0, 0, 2, 2])],
+          maskInputs: Tensor(zeros: [1, 1, 256, 256]))
       }
         == .maskInputShape(found: [1, 1, 256, 256], expected: [2, 1, 256, 256]))
   }
@@ -289,13 +306,15 @@ struct PredictorValidationTests {
     #expect(
       Self.error {
         _ = try p.predictBatch(
-          pointSets: [[(1, 1)], [(2, 2), (3, 3)]], labelSets: [[1], [1, 0]])
+          pointSets: [[Point(x: 1, y: 1)], [Point(x: 2, y: 2), Point(x: 3, y: 3)]],
+          labelSets: [[1], [1, 0]])
       }
         == .unequalPointCounts(first: 1, index: 1, count: 2))
     #expect(
       Self.error {
         _ = try p.predictBatch(
-          boxes: [[0, 0, 1, 1]], pointSets: [[(1, 1)], [(2, 2)]], labelSets: [[1], [1]])
+          boxes: [try Box(values: [0, 0, 1, 1])],
+          pointSets: [[Point(x: 1, y: 1)], [Point(x: 2, y: 2)]], labelSets: [[1], [1]])
       }
         == .batchSizeMismatch(boxes: 1, pointSets: 2))
   }
@@ -320,8 +339,9 @@ struct PredictorValidationTests {
     let golden = try GoldenCases("tiny-l__astronaut")
     let p = try DecoderOnly.predictor("tiny-l")
     try p.setEmbedding(try #require(golden.tensors["embedding"]), originalSize: golden.originalSize)
-    let sets: [[(x: Double, y: Double)]] = [
-      [(100, 120), (300, 310)], [(50, 400), (420, 90)], [(256, 256), (10, 10)],
+    let sets: [[Point]] = [
+      [Point(x: 100, y: 120), Point(x: 300, y: 310)], [Point(x: 50, y: 400), Point(x: 420, y: 90)],
+      [Point(x: 256, y: 256), Point(x: 10, y: 10)],
     ]
     let labels = [[1, 0], [1, 1], [0, 1]]
     let batch = try p.predictBatch(pointSets: sets, labelSets: labels, multimask: false)

@@ -65,7 +65,7 @@ import Testing
       try reader.finish()
       let predictor = SamPredictor(model: trained)
       try predictor.setImage(picture)
-      let mask = try predictor.predict(box: box, multimask: false).masks.mask(0)
+      let mask = try predictor.predict(box: try Box(values: box), multimask: false).masks.mask(0)
       let inter = zip(mask, truth).filter { $0 && $1 }.count
       let union = zip(mask, truth).filter { $0 || $1 }.count
       return (Double(inter) / Double(max(union, 1)), mask)

@@ -196,16 +196,25 @@ package func readImage(_ url: URL) throws(DistillationError) -> RGBImage {
   }
 }
 
-/// Writes `data` under a temporary name beside `url`, then renames it into place.
+/// Writes `data` under a temporary name beside `url`, flushes it to the disk, then renames it
+/// into place and flushes the folder: after a crash of the process or of the machine, `url`
+/// holds the old bytes or the new ones, never a part.
 package func atomicWrite(_ data: Data, to url: URL) throws(DistillationError) {
   let temporary = url.deletingLastPathComponent().appendingPathComponent(
     ".\(url.lastPathComponent).partial-\(ProcessInfo.processInfo.processIdentifier)")
   do {
-    try data.write(to: temporary)
+    guard FileManager.default.createFile(atPath: temporary.path, contents: nil) else {
+      throw DistillationError("cannot create \(temporary.path)")
+    }
+    let handle = try FileHandle(forWritingTo: temporary)
+    defer { try? handle.close() }
+    try handle.write(contentsOf: data)
+    try handle.synchronize()
     if rename(temporary.path, url.path) != 0 {
       throw DistillationError(
         "cannot rename \(temporary.path) to \(url.path): \(String(cString: strerror(errno)))")
     }
+    syncFolder(url.deletingLastPathComponent())
   } catch let error as DistillationError {
     try? FileManager.default.removeItem(at: temporary)
     throw error
@@ -213,4 +222,12 @@ package func atomicWrite(_ data: Data, to url: URL) throws(DistillationError) {
     try? FileManager.default.removeItem(at: temporary)
     throw DistillationError("cannot write \(url.path): \(error.localizedDescription)")
   }
+}
+
+/// Flushes a folder's entries (a rename into it) to the disk; best effort.
+package func syncFolder(_ folder: URL) {
+  let fd = open(folder.path, O_RDONLY)
+  guard fd >= 0 else { return }
+  _ = fsync(fd)
+  close(fd)
 }

@@ -77,13 +77,16 @@ package func averageGradients(
   var offsets: [Int] = [0]
   for key in keys { offsets.append(offsets.last! + parameters[key].count) }
   var sum = [Float](repeating: 0, count: offsets.last!)
-  // The losses, then a count of the ranks that want to stop.
-  var scalars = [0.0, stop ? 1 : 0]
+  // The losses, a count of the ranks that want to stop, then per key the micro-batches that
+  // gave it a gradient: a parameter no micro-batch reached keeps no gradient, so AdamW leaves
+  // it alone (as in one process, and as PyTorch does with a parameter no rank used).
+  var scalars = [0.0, stop ? 1 : 0] + [Double](repeating: 0, count: keys.count)
   for micro in 0..<layout.accumulation {
     scalars[0] += try compute(micro)
     sum.withUnsafeMutableBufferPointer { total in
       for (i, key) in keys.enumerated() {
         guard let g = parameters[key].grad else { continue }
+        scalars[2 + i] += 1
         g.withUnsafeBufferPointer { g in
           let base = offsets[i]
           for j in g.indices { total[base + j] += g[j] }
@@ -95,7 +98,8 @@ package func averageGradients(
   try group.sumInRankOrder(&scalars)
   let count = Float(layout.slots)
   for (i, key) in keys.enumerated() {
-    parameters[key].grad = sum[offsets[i]..<offsets[i + 1]].map { $0 / count }
+    parameters[key].grad =
+      scalars[2 + i] > 0 ? sum[offsets[i]..<offsets[i + 1]].map { $0 / count } : nil
   }
   return (scalars[0] / Double(layout.slots), scalars[1] > 0)
 }

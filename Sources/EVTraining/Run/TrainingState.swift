@@ -99,8 +99,12 @@ package struct RunState<Settings: Codable & Sendable>: Sendable {
     } catch {
       throw TrainingStateError(error.description)
     }
+    // Earlier saves' tensors, and the pieces of saves cut short.
     let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []
-    for name in names where Self.isTensorsFile(name) && name != tensorsName {
+    for name in names
+    where (Self.isTensorsFile(name) && name != tensorsName)
+      || (name.hasPrefix(".state") && name.contains(".partial-"))
+    {
       try? FileManager.default.removeItem(at: folder.appendingPathComponent(name))
     }
   }
