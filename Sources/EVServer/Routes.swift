@@ -12,6 +12,10 @@ public enum SegmentationServer {
     let router = Router(context: ServiceRequestContext.self, options: .autoGenerateHeadEndpoints)
     // One line per request at debug level (`evsam serve --log-level debug`).
     router.add(middleware: LogRequestsMiddleware(.debug))
+    // Outside the error middleware, so that error answers carry the CORS headers too.
+    if !service.configuration.corsOrigins.isEmpty {
+      router.add(middleware: CORSPolicyMiddleware(origins: service.configuration.corsOrigins))
+    }
     router.add(middleware: APIErrorMiddleware(logger: service.logger))
     let routes = Routes(service: service)
 

@@ -49,6 +49,9 @@ public struct ServerConfiguration: Sendable, Equatable {
   public var headerTimeout: Duration = .seconds(10)
   /// Connections open at once; one more is closed as soon as it is accepted, without an answer.
   public var maxConnections = 256
+  /// Origins (`https://app.example.com`, or `*` for any) whose web pages may call the API from
+  /// the browser (CORS); none by default.
+  public var corsOrigins: [String] = []
 
   public init() {}
 
@@ -56,6 +59,10 @@ public struct ServerConfiguration: Sendable, Equatable {
   public func problems() -> [String] {
     var found: [String] = []
     if !(0...65535).contains(port) { found.append("port must be 0…65535, got \(port)") }
+    for origin in corsOrigins where !Self.isOrigin(origin) {
+      found.append(
+        "CORS origin '\(origin)' is not an origin: give scheme://host[:port] (no path), or *")
+    }
     if workers < 1 { found.append("workers must be at least 1, got \(workers)") }
     if queueCapacity < 0 { found.append("queue capacity must be 0 or more, got \(queueCapacity)") }
     if cacheBytes < 1 { found.append("the cache bound must be positive, got \(cacheBytes) bytes") }
@@ -73,5 +80,17 @@ public struct ServerConfiguration: Sendable, Equatable {
       found.append("the connection limit must be at least 1, got \(maxConnections)")
     }
     return found
+  }
+}
+
+extension ServerConfiguration {
+  /// `*`, or `scheme://host[:port]` as a browser sends it in `Origin` (no path, no slash).
+  static func isOrigin(_ text: String) -> Bool {
+    if text == "*" { return true }
+    guard let range = text.range(of: "://") else { return false }
+    let scheme = text[..<range.lowerBound]
+    let rest = text[range.upperBound...]
+    return !scheme.isEmpty && scheme.allSatisfy { $0.isLetter || $0 == "+" || $0 == "-" }
+      && !rest.isEmpty && !rest.contains("/") && !rest.contains(where: \.isWhitespace)
   }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EVCheckpoint
 import EVImage
+import EVMask
 import EVModel
 import EVPredictor
 import EVTensor
@@ -14,8 +15,8 @@ struct SegmentCommand: ParsableCommand {
       Coordinates are in original-image pixels and must lie on the image (0…width, 0…height). \
       Several --point values form one prompt; several --box values form a batch (one prompt per \
       box, each with all the points). Writes one PNG per mask (mask_<prompt>_<candidate>.png), \
-      overlay.png (the best mask of each prompt over the image) and result.json into the output \
-      folder. The folder appears whole or not at all: it is written beside the destination and \
+      overlay.png (the best mask of each prompt over the image) and result.json (per mask its \
+      score, area, COCO compressed RLE and box) into the output folder. The folder appears whole or not at all: it is written beside the destination and \
       moved into place, replacing an earlier run's folder entirely.
       """)
 
@@ -123,9 +124,12 @@ struct SegmentCommand: ParsableCommand {
         let mask = masks.mask(index)
         let fileName = "mask_\(b)_\(c).png"
         files.append((fileName, try GrayImage(mask: mask, width: width, height: height).pngData()))
+        let rle = RLE(rowMajor: mask, height: height, width: width)
         entries.append([
           "file": fileName, "prompt": b, "candidate": c, "score": Double(scores[c]),
           "area": masks.area(index), "best": c == bestIndex,
+          "segmentation": ["size": [height, width], "counts": rle.compressedCounts],
+          "bbox": rle.boundingBox.array,
         ])
         if c == bestIndex { best.append(mask) }
       }

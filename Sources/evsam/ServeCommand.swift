@@ -76,6 +76,13 @@
     @Option(help: "Largest image area, in pixels.")
     var maxImagePixels = 4096 * 4096
 
+    @Option(
+      name: .customLong("cors-origin"),
+      help: ArgumentHelp(
+        "An origin whose web pages may call the API from the browser (CORS), e.g. https://app.example.com; * for any; repeat for several. None by default.",
+        valueName: "origin"))
+    var corsOrigins: [String] = []
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
@@ -113,6 +120,7 @@
       c.maxUploadBytes = Self.bytes(mebibytes: maxUploadMb)
       c.maxImageSide = maxImageSide
       c.maxImagePixels = maxImagePixels
+      c.corsOrigins = corsOrigins
       return c
     }
 

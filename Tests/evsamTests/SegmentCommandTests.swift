@@ -1,4 +1,6 @@
 import EVCheckpoint
+import EVImage
+import EVMask
 import EVTensor
 import Foundation
 import TestSupport
@@ -105,6 +107,20 @@ struct GoldenCase {
         with: Data(contentsOf: out.appendingPathComponent("result.json"))) as? [String: Any]
     let masks = try #require(json?["masks"] as? [[String: Any]])
     #expect(masks.count == prompts * candidates)
+    // Each mask also as COCO compressed RLE with its box (pycocotools' toBbox), equal to its PNG.
+    for entry in masks {
+      let file = try #require(entry["file"] as? String)
+      let png = try RGBImage(contentsOf: out.appendingPathComponent(file))
+      let segmentation = try #require(entry["segmentation"] as? [String: Any])
+      #expect(segmentation["size"] as? [Int] == [png.height, png.width])
+      let rle = try RLE(
+        compressed: try #require(segmentation["counts"] as? String), height: png.height,
+        width: png.width)
+      let pixels = stride(from: 0, to: png.pixels.count, by: 3).map { png.pixels[$0] > 127 }
+      #expect(rle.decodeRowMajorBool() == pixels, "\(file)")
+      #expect(entry["bbox"] as? [Double] == rle.boundingBox.array)
+      #expect(entry["area"] as? Int == rle.area)
+    }
   }
 
   @Test func maskInputFromAnEarlierRun() throws {
