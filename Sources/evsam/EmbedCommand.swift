@@ -13,7 +13,16 @@ struct EmbedCommand: ParsableCommand {
     commandName: "embed",
     abstract: "Encode an image, or a folder of images, and write the embeddings (1×256×64×64).",
     discussion: """
-      With an image, OUTPUT is one safetensors file (key image_embeddings). With a folder,       OUTPUT is a folder of teacher embeddings for `evsam distill --teacher-embeddings`:       teacher.json (the model, a hash of its encoder's weights, its preprocessing) and       <image file name>.safetensors per image. Such a folder only ever holds one teacher's       embeddings; images already done are skipped, so an interrupted run continues where it       stopped, and --shard I/N lets N processes (or machines sharing the folder) split the       images: process I takes the images at positions I, I+N, I+2N, … of the sorted list.
+      With an image, OUTPUT is one safetensors file: image_embeddings, with the image's size, \
+      the model, a hash of its encoder's weights and its preprocessing in the metadata, which \
+      `evsam segment --embedding OUTPUT` reads instead of encoding the image again. With a \
+      folder, OUTPUT is a folder of teacher embeddings for `evsam distill \
+      --teacher-embeddings`: teacher.json (the model, a hash of its encoder's weights, its \
+      preprocessing) and <image file name>.safetensors per image. Such a folder only ever \
+      holds one teacher's embeddings; images already done are skipped, so an interrupted run \
+      continues where it stopped, and --shard I/N lets N processes (or machines sharing the \
+      folder) split the images: process I takes the images at positions I, I+N, I+2N, … of \
+      the sorted list.
       """)
 
   @OptionGroup var modelOptions: ModelOptions
@@ -42,23 +51,15 @@ struct EmbedCommand: ParsableCommand {
     if shardOptions.shard != nil { throw CLIError("--shard goes with a folder of images") }
     let picture = try RGBImage(contentsOf: URL(fileURLWithPath: image))
     try checkWritableFile(output)
-    let (model, name) = try modelOptions.loadModel()
+    let (model, name, tensors) = try modelOptions.loadModelAndTensors()
     let clock = ContinuousClock()
     let start = clock.now
-    let size = model.imageEncoder.inputSize
     let embedding = model.imageEncoder(model.encoderInput(picture))
     let elapsed = clock.now - start
-    do {
-      try SafeTensors.write(
-        ["image_embeddings": embedding],
-        metadata: [
-          "model": name, "original_size": "\(picture.height),\(picture.width)",
-          "input_size": "\(size)",
-        ],
-        to: URL(fileURLWithPath: output))
-    } catch {
-      throw CLIError("cannot write " + fileProblem(error, path: output))
-    }
+    try EmbeddingFile(
+      embedding: embedding, originalSize: (picture.height, picture.width),
+      encoder: TeacherIdentity(model: model, name: name, tensors: tensors)
+    ).write(to: output)
     if quietOption.quiet { return }
     printErr(
       "encoded \(picture.width)×\(picture.height) with \(name) in \(formatDuration(elapsed)) → \(output)"

@@ -5,6 +5,7 @@ import EVMask
 import EVModel
 import EVPredictor
 import EVTensor
+import EVTraining
 import Foundation
 
 struct SegmentCommand: ParsableCommand {
@@ -42,6 +43,12 @@ struct SegmentCommand: ParsableCommand {
       "Low-res logits from an earlier run (--save-logits file, or a safetensors with one 256×256 tensor named mask_input); the best-scoring mask of the first prompt is used.",
       valueName: "file"))
   var maskInput: String?
+
+  @Option(
+    help: ArgumentHelp(
+      "The image's embedding from `evsam embed IMAGE -o FILE`, instead of encoding it again (checked: the same encoder and image size).",
+      valueName: "file"))
+  var embedding: String?
 
   @Flag(help: "Return three candidate masks per prompt instead of one.")
   var multimask = false
@@ -81,12 +88,24 @@ struct SegmentCommand: ParsableCommand {
       destination: URL(fileURLWithPath: output), ownsName: SegmentCommand.isOwnOutput)
     try folder.preflight()
     if let saveLogits { try checkWritableFile(saveLogits) }
-    let (model, name) = try modelOptions.loadModel()
+    let (model, name, tensors) = try modelOptions.loadModelAndTensors()
     let predictor = SamPredictor(model: model)
 
     let clock = ContinuousClock()
     var start = clock.now
-    try predictor.setImage(picture)
+    if let embedding {
+      let file = try EmbeddingFile.read(
+        embedding, expecting: TeacherIdentity(model: model, name: name, tensors: tensors))
+      guard file.originalSize == (picture.height, picture.width) else {
+        throw CLIError(
+          "\(embedding) is the embedding of a \(file.originalSize.width)×"
+            + "\(file.originalSize.height) image, not of \(image) "
+            + "(\(picture.width)×\(picture.height))")
+      }
+      try predictor.setEmbedding(file.embedding, originalSize: file.originalSize)
+    } else {
+      try predictor.setImage(picture)
+    }
     let encodeTime = clock.now - start
 
     start = clock.now

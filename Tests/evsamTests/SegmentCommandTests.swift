@@ -48,6 +48,47 @@ struct GoldenCase {
     ]
   }
 
+  /// `embed` then `segment --embedding`: the same masks as encoding again; an embedding made
+  /// by another encoder, or of an image of another size, is refused by name.
+  @Test func segmentReusesASavedEmbedding() throws {
+    let dir = try temporaryDirectory()
+    let image = try Fixtures.url("images/coffee.png").path
+    let file = dir.appendingPathComponent("coffee.safetensors").path
+    let embedded = try CLIRunner.run(["embed"] + modelArguments() + [image, "-o", file])
+    #expect(embedded.status == 0, "\(embedded.stderr)")
+    let prompt = ["--point", "300,200", "--box", "100,80,420,330", "--multimask"]
+    let direct = dir.appendingPathComponent("direct").path
+    let reused = dir.appendingPathComponent("reused").path
+    let a = try CLIRunner.run(["segment"] + modelArguments() + [image] + prompt + ["-o", direct])
+    let b = try CLIRunner.run(
+      ["segment"] + modelArguments() + [image, "--embedding", file] + prompt + ["-o", reused])
+    #expect(a.status == 0 && b.status == 0, "\(a.stderr)\(b.stderr)")
+    func masks(_ folder: String) throws -> [String] {
+      let json = try JSONSerialization.jsonObject(
+        with: Data(contentsOf: URL(fileURLWithPath: folder).appendingPathComponent("result.json")))
+      let entries = try #require((json as? [String: Any])?["masks"] as? [[String: Any]])
+      return entries.map { ($0["segmentation"] as? [String: Any])?["counts"] as? String ?? "" }
+    }
+    #expect(try masks(direct) == masks(reused))
+
+    let models = try Fixtures.url("models")
+    let otherModel = try CLIRunner.run([
+      "segment", "--config", models.appendingPathComponent("tiny-xl.json").path,
+      "--checkpoint", models.appendingPathComponent("tiny-xl.pt").path, image, "--embedding",
+      file, "--point", "300,200", "-o", dir.appendingPathComponent("x").path,
+    ])
+    #expect(otherModel.status != 0)
+    #expect(otherModel.stderr.contains("another image encoder"), "\(otherModel.stderr)")
+    let otherImage = try CLIRunner.run(
+      ["segment"] + modelArguments() + [
+        try Fixtures.url("images/astronaut.png").path, "--embedding", file, "--point", "100,100",
+        "-o", dir.appendingPathComponent("y").path,
+      ])
+    #expect(otherImage.status != 0)
+    #expect(
+      otherImage.stderr.contains("is the embedding of a 600×400 image"), "\(otherImage.stderr)")
+  }
+
   @Test func embedWritesTheGoldenEmbedding() throws {
     let golden = try Fixtures.golden("tiny-l__chelsea")
     let image = try Fixtures.url("images/chelsea.png")
