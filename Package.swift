@@ -12,8 +12,14 @@ let package = Package(
   platforms: [.macOS(.v14)],
   products: [
     .executable(name: "evsam", targets: ["evsam"]),
+    // What a user imports; none but EVServer pulls in the HTTP stack.
     .library(name: "EVPredictor", targets: ["EVPredictor"]),
     .library(name: "EVModel", targets: ["EVModel"]),
+    .library(name: "EVImage", targets: ["EVImage"]),
+    .library(name: "EVMask", targets: ["EVMask"]),
+    .library(name: "EVMaskGenerator", targets: ["EVMaskGenerator"]),
+    .library(name: "EVEvaluation", targets: ["EVEvaluation"]),
+    .library(name: "EVCheckpoint", targets: ["EVCheckpoint"]),
     .library(name: "EVTensor", targets: ["EVTensor"]),
     .library(name: "EVServer", targets: ["EVServer"]),
   ],
