@@ -41,6 +41,12 @@ let package = Package(
       name: "CTurboJPEG", path: "Sources/CTurboJPEG", pkgConfig: "libturbojpeg",
       providers: [.apt(["libturbojpeg0-dev"])]),
     .systemLibrary(
+      name: "CTIFF", path: "Sources/CTIFF", pkgConfig: "libtiff-4",
+      providers: [.apt(["libtiff-dev"]), .brew(["libtiff"])]),
+    .systemLibrary(
+      name: "CWebP", path: "Sources/CWebP", pkgConfig: "libwebp",
+      providers: [.apt(["libwebp-dev"]), .brew(["webp"])]),
+    .systemLibrary(
       name: "CMPI", path: "Sources/CMPI", pkgConfig: "ompi-c",
       providers: [.apt(["libopenmpi-dev"]), .brew(["open-mpi"])]),
     // The MPI calls of data-parallel training behind plain C types (Open MPI's handles are
@@ -48,7 +54,7 @@ let package = Package(
     .target(name: "CCollectives", dependencies: ["CMPI"]),
     // libpng reports errors by longjmp, which must not cross Swift frames: this small C layer
     // catches them and returns error codes.
-    .target(name: "CImageCodecs", dependencies: ["CPNG"]),
+    .target(name: "CImageCodecs", dependencies: ["CPNG", "CTIFF"]),
     // AVX-512 versions of the hottest elementwise loops, chosen at run time through per-function
     // target attributes (no global flags): Swift itself compiles for baseline x86-64.
     .target(name: "CKernels"),
@@ -59,7 +65,7 @@ let package = Package(
       ]),
     .target(name: "EVCheckpoint", dependencies: ["EVTensor"]),
     .target(name: "EVModel", dependencies: ["EVTensor", "EVCheckpoint"]),
-    .target(name: "EVImage", dependencies: ["EVTensor", "CImageCodecs", "CTurboJPEG"]),
+    .target(name: "EVImage", dependencies: ["EVTensor", "CImageCodecs", "CTurboJPEG", "CWebP"]),
     .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage"]),
     .target(name: "EVMask"),
     .target(name: "EVMaskGenerator", dependencies: ["EVPredictor", "EVMask"]),

@@ -31,7 +31,7 @@ public enum OpenAPIDocument {
         "/v1/images": {
           "post": {
             "summary": "Upload an image; it is encoded and its embedding cached",
-            "description": "The body is the PNG or JPEG file itself (the format is read from its first bytes, so image/png, image/jpeg, application/octet-stream or any other Content-Type will do), or multipart/form-data with the file in a part named image (or file). JPEGs are turned upright by their EXIF orientation. The least recently used images leave the cache when its bound is reached; their ids then answer 404 and the image must be uploaded again.",
+            "description": "The body is the PNG, JPEG, TIFF or WebP file itself (the format is read from its first bytes, so image/png, image/jpeg, application/octet-stream or any other Content-Type will do), or multipart/form-data with the file in a part named image (or file). JPEGs are turned upright by their EXIF orientation. The least recently used images leave the cache when its bound is reached; their ids then answer 404 and the image must be uploaded again.",
             "operationId": "uploadImage",
             "requestBody": {
               "required": true,
@@ -143,7 +143,7 @@ public enum OpenAPIDocument {
           "NotFound": {"description": "Unknown image id or mask handle (codes image_not_found, mask_not_found, not_found)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "RequestTimeout": {"description": "The body did not arrive within the request timeout (code request_timeout)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "TooLarge": {"description": "Body over the upload limit, or image over the size limits (codes payload_too_large, image_too_large)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-          "UnsupportedMediaType": {"description": "Not a PNG or JPEG image (codes unsupported_media_type, unsupported_image)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "UnsupportedMediaType": {"description": "Not a PNG, JPEG, TIFF or WebP image (codes unsupported_media_type, unsupported_image)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "Unprocessable": {"description": "Well-formed but unusable prompts or settings: prompts outside the image, a label other than 0/1, an inverted box, too many points, more full-size mask pixels than the server makes per request (codes invalid_prompt, prompt_out_of_bounds, invalid_settings)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "Unavailable": {"description": "Every worker busy and the queue full (code overloaded), or the request did not finish within the request timeout (code timeout); retry after Retry-After seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying"}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         },

@@ -238,7 +238,7 @@ struct Routes: Sendable {
       }
     } else {
       // The format is read from the bytes, so any other Content-Type will do (curl's
-      // --data-binary sends application/x-www-form-urlencoded); what is not PNG or JPEG is
+      // --data-binary sends application/x-www-form-urlencoded); what is not an image is
       // refused with 415 by the service.
       bytes = Array(body.readableBytesView)
     }

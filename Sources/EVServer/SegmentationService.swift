@@ -62,21 +62,22 @@ public final class SegmentationService: Sendable {
 
   // MARK: Images
 
-  /// Decodes and encodes an uploaded PNG or JPEG and caches its embedding.
+  /// Decodes and encodes an uploaded PNG, JPEG, TIFF or WebP image and caches its embedding.
   public func addImage(_ bytes: [UInt8], deadline: ContinuousClock.Instant) async throws
     -> ImageResponse
   {
     guard !bytes.isEmpty else {
       throw APIError(
-        .badRequest, code: "invalid_image", "the request body is empty: send PNG or JPEG bytes")
+        .badRequest, code: "invalid_image",
+        "the request body is empty: send PNG, JPEG, TIFF or WebP bytes")
     }
-    guard ImageProbe.format(bytes) != nil else {
+    guard ImageFormat.detect(bytes) != nil else {
       let head = bytes.prefix(8).map { String(format: "%02X", $0) }.joined(separator: " ")
       throw APIError(
         .unsupportedMediaType, code: "unsupported_media_type",
-        "the upload is not a PNG or JPEG image (it starts with bytes \(head))")
+        "the upload is not a PNG, JPEG, TIFF or WebP image (it starts with bytes \(head))")
     }
-    if let size = ImageProbe.dimensions(bytes) {
+    if let size = ImageFormat.dimensions(bytes) {
       try checkDimensions(width: size.width, height: size.height)
     }
     let configuration = configuration

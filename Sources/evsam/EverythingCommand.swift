@@ -374,7 +374,7 @@ private func canonical(_ value: Any?) -> Data? {
 func imageFiles(in folder: URL) throws -> [URL] {
   let names = try FileManager.default.contentsOfDirectory(atPath: folder.path)
   return names.filter {
-    ["png", "jpg", "jpeg"].contains(($0 as NSString).pathExtension.lowercased())
+    ImageFormat.fileExtensions.contains(($0 as NSString).pathExtension.lowercased())
   }
   .sorted().map { folder.appendingPathComponent($0) }
 }

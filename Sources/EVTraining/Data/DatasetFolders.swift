@@ -1,8 +1,9 @@
 import EVEvaluation
+import EVImage
 import Foundation
 
 extension TrainingDataset {
-  static let imageExtensions: Set<String> = ["jpg", "jpeg", "png"]
+  static let imageExtensions = ImageFormat.fileExtensions
 
   /// The dataset in `folder`, its layout recognised in this order:
   /// 1. SA-1B as released: `sa_N.jpg` with `sa_N.json` beside it (any image with a JSON of
