@@ -14,33 +14,7 @@ enum TIFFCodec {
   }
 
   static func decode(_ bytes: [UInt8], name: String) throws(ImageError) -> RGBImage {
-    var pixels: UnsafeMutablePointer<UInt8>? = nil
-    var width: UInt32 = 0
-    var height: UInt32 = 0
-    var message = [CChar](repeating: 0, count: 512)
-    let status: Int = bytes.withUnsafeBufferPointer { data in
-      message.withUnsafeMutableBufferPointer { message in
-        Int(
-          evsam_tiff_decode_rgb8(
-            data.baseAddress, data.count, ImageLimits.maxPixels, &pixels, &width, &height,
-            message.baseAddress, message.count))
-      }
-    }
-    defer { evsam_free(pixels) }
-    guard status == EVSAM_OK, let pixels else {
-      let text = String(
-        decoding: message.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-      switch status {
-      case EVSAM_TOO_LARGE: throw ImageError(.tooLarge, source: name, text)
-      case EVSAM_OUT_OF_MEMORY:
-        throw ImageError(.tooLarge, source: name, "out of memory decoding the TIFF")
-      case EVSAM_UNSUPPORTED: throw ImageError(.unsupported, source: name, text)
-      default: throw ImageError(.corrupt, source: name, text)
-      }
-    }
-    return RGBImage(
-      width: Int(width), height: Int(height),
-      pixels: [UInt8](UnsafeBufferPointer(start: pixels, count: Int(width) * Int(height) * 3)))
+    try decodeRGB8(bytes, name: name, format: "TIFF", evsam_tiff_decode_rgb8)
   }
 
   /// The first image's size from the header; nil when it cannot be read.
