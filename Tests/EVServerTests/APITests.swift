@@ -96,6 +96,40 @@ extension ServerTests {
       }
     }
 
+    /// WebP and TIFF uploads decode to the same pixels as the PNG they were made from (lossless
+    /// WebP; a baseline TIFF written here), and a claimed size is checked before decoding.
+    @Test func webPAndTIFFUploads() async throws {
+      try await TestServer.withClient { client, _ in
+        let picture = try RGBImage(data: Data(try TestServer.coffeePNG()))
+        var tiff = Data("II".utf8) + Data([42, 0, 8, 0, 0, 0])
+        let entries: [(UInt16, UInt16, UInt32)] = [
+          (256, 4, UInt32(picture.width)), (257, 4, UInt32(picture.height)), (258, 3, 8),
+          (259, 3, 1), (262, 3, 2), (273, 4, 8 + 2 + 10 * 12 + 4), (277, 3, 3),
+          (278, 4, UInt32(picture.height)), (279, 4, UInt32(picture.pixels.count)), (339, 3, 1),
+        ]
+        func le(_ v: UInt32, _ n: Int) -> Data {
+          Data((0..<n).map { UInt8((v >> (8 * $0)) & 0xFF) })
+        }
+        tiff += le(UInt32(entries.count), 2)
+        for (tag, type, value) in entries {
+          tiff += le(UInt32(tag), 2) + le(UInt32(type), 2) + le(1, 4)
+          tiff += type == 3 ? le(value, 2) + le(0, 2) : le(value, 4)
+        }
+        tiff += le(0, 4) + Data(picture.pixels)
+        for (name, bytes) in [
+          ("webp", WebPCodec.encodeLossless(picture)), ("tiff", tiff),
+        ] {
+          let response = try await client.execute(
+            uri: "/v1/images", method: .post, headers: [.contentType: "application/octet-stream"],
+            body: ByteBuffer(bytes: [UInt8](bytes)))
+          #expect(response.status == .created, "\(name): \(String(buffer: response.body))")
+          let image = try JSONDecoder().decode(
+            ImageResponse.self, from: Data(buffer: response.body))
+          #expect(image.width == 600 && image.height == 400, "\(name)")
+        }
+      }
+    }
+
     /// A browser form or `curl -F image=@coffee.jpg`: the shipped example, as multipart.
     @Test func multipartUpload() async throws {
       try await TestServer.withClient { client, _ in
