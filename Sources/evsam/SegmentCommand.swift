@@ -23,8 +23,14 @@ struct SegmentCommand: ParsableCommand {
 
   @OptionGroup var modelOptions: ModelOptions
 
-  @Argument(help: "PNG or JPEG image.")
-  var image: String
+  @Argument(help: "PNG, JPEG, TIFF or WebP image (or give --prompts).")
+  var image: String?
+
+  @Option(
+    help: ArgumentHelp(
+      "A JSON Lines file of prompts, one per line, each with its image: {\"image\": \"a.jpg\", \"points\": [[x, y], …], \"labels\": [1, …], \"boxes\": [[x0, y0, x1, y1], …], \"multimask\": true, \"name\": \"…\"}; image paths relative to the file. Each line's results go to OUTPUT/<name> (default <line>_<image name>).",
+      valueName: "file.jsonl"))
+  var prompts: String?
 
   // Unconditional: "--point -1,-1" is a value that starts with a dash, not an option.
   @Option(
@@ -62,6 +68,17 @@ struct SegmentCommand: ParsableCommand {
   var saveLogits: String?
 
   func validate() throws {
+    if prompts != nil {
+      guard image == nil, points.isEmpty, boxes.isEmpty, maskInput == nil, embedding == nil,
+        saveLogits == nil
+      else {
+        throw ValidationError(
+          "--prompts takes the images and prompts from its file: give no IMAGE, --point, --box, "
+            + "--mask-input, --embedding or --save-logits with it")
+      }
+      return
+    }
+    guard image != nil else { throw ValidationError("give the IMAGE, or a --prompts file") }
     if points.isEmpty && boxes.isEmpty && maskInput == nil {
       throw ValidationError("give at least one prompt: --point, --box or --mask-input")
     }
@@ -78,6 +95,11 @@ struct SegmentCommand: ParsableCommand {
   }
 
   func run() throws {
+    if let prompts {
+      try runPromptsFile(prompts)
+      return
+    }
+    let image = image!
     let imageURL = URL(fileURLWithPath: image)
     let picture = try RGBImage(contentsOf: imageURL)
     try SamPredictor.checkInsideImage(
@@ -92,7 +114,7 @@ struct SegmentCommand: ParsableCommand {
     let predictor = SamPredictor(model: model)
 
     let clock = ContinuousClock()
-    var start = clock.now
+    let start = clock.now
     if let embedding {
       let file = try EmbeddingFile.read(
         embedding, expecting: TeacherIdentity(model: model, name: name, tensors: tensors))
@@ -107,15 +129,41 @@ struct SegmentCommand: ParsableCommand {
       try predictor.setImage(picture)
     }
     let encodeTime = clock.now - start
+    let prompt = Prompt(
+      points: points.map(\.point), labels: points.map(\.label), boxes: boxes.map(\.box),
+      multimask: multimask)
+    let summary = try write(
+      prompt, on: picture, imageName: image, predictor: predictor, modelName: name,
+      maskTensor: maskTensor, maskInputName: maskInput, encodeTime: encodeTime, folder: folder,
+      output: output, saveLogits: saveLogits)
+    if !quietOption.quiet { printErr(summary) }
+  }
 
-    start = clock.now
+  /// One image's prompts: clicks with labels, and boxes (several form a batch).
+  struct Prompt {
+    var points: [Point]
+    var labels: [Int]
+    var boxes: [Box]
+    var multimask: Bool
+  }
+
+  /// Decodes `prompt` on the image `predictor` holds and writes the folder; returns the line
+  /// that says what was done.
+  func write(
+    _ prompt: Prompt, on picture: RGBImage, imageName: String, predictor: SamPredictor,
+    modelName name: String, maskTensor: Tensor?, maskInputName: String?, encodeTime: Duration,
+    folder: StagedFolder, output: String, saveLogits: String?
+  ) throws -> String {
+    let clock = ContinuousClock()
+    let start = clock.now
+    let (points, labels, boxes, multimask) = (
+      prompt.points, prompt.labels, prompt.boxes, prompt.multimask
+    )
     let batchSize = max(boxes.count, 1)
-    let pointSet = points.map(\.point)
-    let labelSet = points.map(\.label)
     let result = try predictor.predictBatch(
-      boxes: boxes.isEmpty ? nil : boxes.map(\.box),
-      pointSets: points.isEmpty ? nil : Array(repeating: pointSet, count: batchSize),
-      labelSets: points.isEmpty ? nil : Array(repeating: labelSet, count: batchSize),
+      boxes: boxes.isEmpty ? nil : boxes,
+      pointSets: points.isEmpty ? nil : Array(repeating: points, count: batchSize),
+      labelSets: points.isEmpty ? nil : Array(repeating: labels, count: batchSize),
       maskInputs: maskTensor.map { mask in
         Tensor(
           shape: [batchSize, 1, 256, 256],
@@ -155,17 +203,16 @@ struct SegmentCommand: ParsableCommand {
     }
     let picture2 = overlay(
       masks: best, on: picture,
-      points: points.map { PointMarker($0.point, positive: $0.label == 1) },
-      boxes: boxes.map(\.box))
+      points: zip(points, labels).map { PointMarker($0, positive: $1 == 1) }, boxes: boxes)
     files.append(("overlay.png", try picture2.pngData()))
 
     let summary: [String: Any] = [
-      "image": image, "model": name, "original_size": [height, width],
+      "image": imageName, "model": name, "original_size": [height, width],
       "multimask": multimask,
       "prompts": [
-        "points": points.map { [$0.point.x, $0.point.y, Double($0.label)] },
-        "boxes": boxes.map(\.box.values),
-        "mask_input": maskInput as Any? ?? NSNull(),
+        "points": zip(points, labels).map { [$0.x, $0.y, Double($1)] },
+        "boxes": boxes.map(\.values),
+        "mask_input": maskInputName as Any? ?? NSNull(),
       ] as [String: Any],
       "masks": entries,
       "timing_ms": ["encode": milliseconds(encodeTime), "decode": milliseconds(decodeTime)],
@@ -203,11 +250,8 @@ struct SegmentCommand: ParsableCommand {
         )
       }
     }
-    if !quietOption.quiet {
-      printErr(
-        "\(result.batchSize) prompt(s) × \(candidates) mask(s) with \(name): encode \(formatDuration(encodeTime)), decode \(formatDuration(decodeTime)) → \(output)"
-      )
-    }
+    return
+      "\(result.batchSize) prompt(s) × \(candidates) mask(s) with \(name): encode \(formatDuration(encodeTime)), decode \(formatDuration(decodeTime)) → \(output)"
   }
 
   /// A 1×256×256 mask input from a safetensors file: `mask_input` (256×256, 1×256×256 or

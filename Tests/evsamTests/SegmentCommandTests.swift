@@ -89,6 +89,55 @@ struct GoldenCase {
       otherImage.stderr.contains("is the embedding of a 600×400 image"), "\(otherImage.stderr)")
   }
 
+  /// `--prompts FILE.jsonl`: one folder per line, the same masks as one run per line, each
+  /// image encoded once for its consecutive lines; a bad line is reported by number before any
+  /// work.
+  @Test func promptsFileRunsEveryLine() throws {
+    let dir = try temporaryDirectory()
+    let coffee = try Fixtures.url("images/coffee.png").path
+    let chelsea = try Fixtures.url("images/chelsea.png").path
+    let file = dir.appendingPathComponent("prompts.jsonl")
+    try Data(
+      """
+      {"image": "\(coffee)", "points": [[300, 200]]}
+      {"image": "\(coffee)", "boxes": [[100, 80, 420, 330]], "multimask": true, "name": "box"}
+
+      {"image": "\(chelsea)", "points": [[100, 100], [50, 60]], "labels": [1, 0]}
+
+      """.utf8
+    ).write(to: file)
+    let out = dir.appendingPathComponent("out")
+    let run = try CLIRunner.run(
+      ["segment"] + modelArguments() + ["--prompts", file.path, "-o", out.path])
+    #expect(run.status == 0, "\(run.stderr)")
+    let folders = try FileManager.default.contentsOfDirectory(atPath: out.path).sorted()
+    #expect(folders == ["1_coffee", "4_chelsea", "box"])
+    func counts(_ folder: URL) throws -> [String] {
+      let json = try JSONSerialization.jsonObject(
+        with: Data(contentsOf: folder.appendingPathComponent("result.json")))
+      let masks = try #require((json as? [String: Any])?["masks"] as? [[String: Any]])
+      return masks.map { ($0["segmentation"] as? [String: Any])?["counts"] as? String ?? "" }
+    }
+    #expect(try counts(out.appendingPathComponent("box")).count == 3)
+    let single = dir.appendingPathComponent("single")
+    let one = try CLIRunner.run(
+      ["segment"] + modelArguments() + [
+        chelsea, "--point", "100,100,1", "--point", "50,60,0", "-o", single.path,
+      ])
+    #expect(one.status == 0, "\(one.stderr)")
+    #expect(try counts(out.appendingPathComponent("4_chelsea")) == counts(single))
+
+    try Data("{\"image\": \"\(coffee)\", \"points\": [[1, 1]]}\n{\"image\": 3}\n".utf8).write(
+      to: file)
+    let bad = try CLIRunner.run(
+      ["segment"] + modelArguments() + [
+        "--prompts", file.path, "-o", dir.appendingPathComponent("b").path,
+      ])
+    #expect(bad.status != 0)
+    #expect(bad.stderr.contains("prompts.jsonl line 2: no \"image\""), "\(bad.stderr)")
+    #expect(!FileManager.default.fileExists(atPath: dir.appendingPathComponent("b/1_coffee").path))
+  }
+
   @Test func embedWritesTheGoldenEmbedding() throws {
     let golden = try Fixtures.golden("tiny-l__chelsea")
     let image = try Fixtures.url("images/chelsea.png")
