@@ -21,18 +21,10 @@ struct BasisSlices: SliceSchedule {
     // values, then block 1's self-attention, its token→image queries and the prompt's side
     // of its projections (`SecondBlockMix`), and ρ_0's quadratic forms (`FirstNormMix`).
     let i2t0 = first.imageToTokens
-    pass.addTokenPE()
-    let keys0 = DecoderBuffer(count: t * i2t0.internalDim)
-    i2t0.k.apply(pass.withPE.base, rows: t, into: keys0.base)
+    let keys0 = pass.secondBlockTokens()
     let keys0Interleaved = i2t0.interleaveHeads(keys0.base, rows: t)
     let values0 = trace.headValues
-    i2t0.v.apply(pass.queries, rows: t, into: values0)
-    pass.addTokenPE()
-    second.selfAttention.tokens(
-      q: pass.withPE.base, k: pass.withPE.base, v: pass.queries, count: t, into: pass.delta.base)
-    second.norm1.residual(pass.queries, plus: pass.delta.base, rows: t)
     let t2i1 = second.tokensToImage
-    pass.addTokenPE()
     let d0 = i2t0.headDim
     let mix1 = {
       let projected = DecoderBuffer(count: t * t2i1.internalDim)
@@ -102,9 +94,7 @@ struct BasisSlices: SliceSchedule {
     // the final attention's queries and the prompt's side of its keys and values
     // (`[Û_0; U_1]·J·Γ_1`, see `SecondBlockBasis`), and ρ_1's quadratic forms.
     let i2t1 = second.imageToTokens
-    pass.addTokenPE()
-    let keys1Tokens = DecoderBuffer(count: t * i2t1.internalDim)
-    i2t1.k.apply(pass.withPE.base, rows: t, into: keys1Tokens.base)
+    let (keys1Tokens, values1, finalTokens) = pass.finalAttentionTokens()
     let mixKeys1 = {
       let c = i2t1.internalDim
       let mixed = DecoderBuffer(count: hT * c)
@@ -113,12 +103,8 @@ struct BasisSlices: SliceSchedule {
       return SecondBlockMix(
         tokens: keys1Tokens.base, count: t, mixed: mixed, rows: hT, values: nil, attention: i2t1)
     }()
-    let values1 = trace.headValues + t * i2t0.internalDim
-    i2t1.v.apply(pass.queries, rows: t, into: values1)
     let t2 = pass.finalRows.count
     let hT2 = 8 * t2
-    let finalTokens = pass.transformer.gatherWithPE(
-      pass.queries, pass.tokenPE, rows: pass.finalRows)
     let finalMix = {
       let c = final.internalDim
       let (mixed, mixedValues) = (

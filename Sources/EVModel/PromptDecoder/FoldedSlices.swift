@@ -19,20 +19,11 @@ struct FoldedSlices: SliceSchedule {
     // folded through the query projection) and folded values, then block 1's self-attention
     // and its token→image queries folded through the key projection.
     let i2t0 = first.imageToTokens
-    pass.addTokenPE()
-    let keys0 = DecoderBuffer(count: t * i2t0.internalDim)
-    i2t0.k.apply(pass.withPE.base, rows: t, into: keys0.base)
+    let keys0 = pass.secondBlockTokens()
     let keys0Interleaved = image.map { _ in i2t0.interleaveHeads(keys0.base, rows: t) }
     let keys0Folded = image == nil ? i2t0.foldedKeyColumns(keys0.base, count: t) : nil
-    let values0 = trace.headValues
-    i2t0.v.apply(pass.queries, rows: t, into: values0)
-    let values0Packed = i2t0.foldedValues(values0, count: t, into: trace.values)
-    pass.addTokenPE()
-    second.selfAttention.tokens(
-      q: pass.withPE.base, k: pass.withPE.base, v: pass.queries, count: t, into: pass.delta.base)
-    second.norm1.residual(pass.queries, plus: pass.delta.base, rows: t)
+    let values0Packed = i2t0.foldedValues(trace.headValues, count: t, into: trace.values)
     let t2i1 = second.tokensToImage
-    pass.addTokenPE()
     let foldedQueries1 = t2i1.foldedQueryColumns(pass.withPE.base, count: t)
 
     // Image side, slice by slice.
@@ -82,17 +73,11 @@ struct FoldedSlices: SliceSchedule {
     // Token side: block 1's image→token keys folded through the query projection (with the
     // per-key bias term), its folded values, and the final attention's queries.
     let i2t1 = second.imageToTokens
-    pass.addTokenPE()
-    let keys1Tokens = DecoderBuffer(count: t * i2t1.internalDim)
-    i2t1.k.apply(pass.withPE.base, rows: t, into: keys1Tokens.base)
+    let (keys1Tokens, values1, finalTokens) = pass.finalAttentionTokens()
     let folded1 = i2t1.foldedKeyColumns(keys1Tokens.base, count: t)
-    let values1 = trace.headValues + t * pass.transformer.layers[0].imageToTokens.internalDim
-    i2t1.v.apply(pass.queries, rows: t, into: values1)
     let values1Packed = i2t1.foldedValues(values1, count: t, into: trace.values + hT * e)
     let t2 = pass.finalRows.count
     let hT2 = 8 * t2
-    let finalTokens = pass.transformer.gatherWithPE(
-      pass.queries, pass.tokenPE, rows: pass.finalRows)
     let finalQueries = final.foldedQueryColumns(finalTokens.base, count: t2)
 
     // Image side. Without the cache K_2 is kept for the upscaling; with it, only per slice.

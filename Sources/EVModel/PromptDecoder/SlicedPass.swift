@@ -169,6 +169,40 @@ struct SlicedPass {
     mlp(first)
   }
 
+  /// Phase 0's token side, the same in every schedule: block 0's image→token keys (returned,
+  /// T × internalDim) and values (into `trace.headValues`), then block 1's self-attention;
+  /// `withPE` is left holding the tokens + pe that block 1's token→image queries project.
+  func secondBlockTokens() -> DecoderBuffer {
+    let (t, second) = (tokens, transformer.layers[1])
+    let i2t0 = transformer.layers[0].imageToTokens
+    addTokenPE()
+    let keys0 = DecoderBuffer(count: t * i2t0.internalDim)
+    i2t0.k.apply(withPE.base, rows: t, into: keys0.base)
+    i2t0.v.apply(queries, rows: t, into: trace.headValues)
+    addTokenPE()
+    second.selfAttention.tokens(
+      q: withPE.base, k: withPE.base, v: queries, count: t, into: delta.base)
+    second.norm1.residual(queries, plus: delta.base, rows: t)
+    addTokenPE()
+    return keys0
+  }
+
+  /// Phase 1's token side, the same in every schedule: block 1's image→token keys (T ×
+  /// internalDim) and values (into `trace.headValues`, after block 0's), and the final
+  /// attention's tokens + pe for the rows read afterwards.
+  func finalAttentionTokens() -> (
+    keys1: DecoderBuffer, values1: UnsafeMutablePointer<Float>, finalTokens: DecoderBuffer
+  ) {
+    let t = tokens
+    let i2t1 = transformer.layers[1].imageToTokens
+    addTokenPE()
+    let keys1 = DecoderBuffer(count: t * i2t1.internalDim)
+    i2t1.k.apply(withPE.base, rows: t, into: keys1.base)
+    let values1 = trace.headValues + t * transformer.layers[0].imageToTokens.internalDim
+    i2t1.v.apply(queries, rows: t, into: values1)
+    return (keys1, values1, transformer.gatherWithPE(queries, tokenPE, rows: finalRows))
+  }
+
   /// Block 0's token→image attention on the per-image head-interleaved projections `k`, `v`:
   /// scores and softmax over all image tokens in slices, combined, then the output projection.
   private func attendCached(
