@@ -49,17 +49,27 @@ struct DataParallelJob {
     }
   }
 
-  /// On rank 0: creates the run's folder and says how a step's batch is spread (unless
-  /// `quiet` or the run is a plain one).
-  func prepareOutput(_ options: RunOptions, quiet: Bool) throws {
-    guard isLeader else { return }
-    try createFolder(options.outputURL)
-    if !quiet,
-      let notice = layoutNotice(
-        batchSize: options.batchSize, accumulation: options.gradAccum, lr: options.lr)
-    {
-      printErr(notice)
+  /// Once the run is built (its saved state read on every rank, at `step` after
+  /// `imagesSeen` images): checks that every rank read the same state before rank 0 may save
+  /// over it; on rank 0 creates the run's folder and says how a step's batch is spread
+  /// (unless `quiet` or the run is a plain one). Returns the loop that runs the steps.
+  func startLoop(
+    _ options: RunOptions, total: Int, quiet: Bool, resumedAt step: Int, imagesSeen: Int
+  ) throws -> StepLoop {
+    try checkSameRun("resumed at step \(step), \(imagesSeen) images")
+    if isLeader {
+      try createFolder(options.outputURL)
+      if !quiet,
+        let notice = layoutNotice(
+          batchSize: options.batchSize, accumulation: options.gradAccum, lr: options.lr)
+      {
+        printErr(notice)
+      }
     }
+    return StepLoop(
+      options: options, total: total,
+      globalBatch: options.microBatches(ranks: group.size) * options.batchSize, quiet: quiet,
+      isLeader: isLeader, folder: options.outputURL)
   }
 
   /// The line that says how a step's batch is spread (nil for a plain run).

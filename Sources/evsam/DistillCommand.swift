@@ -125,14 +125,11 @@ struct DistillCommand: ParsableCommand {
     } catch {
       throw CLIError("cannot resume from \(options.resume ?? ""): \(error.description)")
     }
-    // Every rank has read the state before rank 0 may save over it, and they read the same.
-    try job.checkSameRun("resumed at step \(run.step), \(run.imagesSeen) images")
     let files = TrainOutput(folder: options.outputURL, config: config, modelName: name)
-    try job.prepareOutput(options, quiet: quietOption.quiet)
     let firstLoss = records.first?.loss
-    let loop = StepLoop(
-      options: options, total: totalSteps, globalBatch: globalBatch,
-      quiet: quietOption.quiet, isLeader: job.isLeader, folder: files.folder)
+    let loop = try job.startLoop(
+      options, total: totalSteps, quiet: quietOption.quiet, resumedAt: run.step,
+      imagesSeen: run.imagesSeen)
     guard
       let progress = try loop.run(
         records: &records, currentStep: { run.step },
