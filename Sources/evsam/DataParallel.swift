@@ -74,14 +74,15 @@ struct DataParallelJob {
 
   /// The line that says how a step's batch is spread (nil for a plain run).
   func layoutNotice(batchSize: Int, accumulation: Int, lr: Double) -> String? {
-    let slots = group.size * accumulation
-    guard slots > 1 else { return nil }
+    let layout = DataParallelLayout(
+      ranks: group.size, accumulation: accumulation, microBatch: batchSize)
+    guard layout.slots > 1 else { return nil }
     var parts: [String] = []
     if group.size > 1 { parts.append("\(group.size) ranks") }
     parts.append(
       "\(accumulation) micro-batch\(accumulation == 1 ? "" : "es") of \(batchSize) image"
         + (batchSize == 1 ? "" : "s"))
-    return parts.joined(separator: " × ") + " = \(slots * batchSize) images per step; "
-      + "learning rate \(lr) × \(slots) = \(lr * Double(slots))"
+    return parts.joined(separator: " × ") + " = \(layout.globalBatch) images per step; "
+      + "learning rate \(lr) × \(layout.slots) = \(layout.scaledLR(lr))"
   }
 }

@@ -11,7 +11,7 @@ package struct DistillationSettings: Codable, Sendable, Equatable {
   package var batchSize: Int
   /// Micro-batches per step over all ranks: ranks × `--grad-accum`.
   package var microBatches: Int
-  /// The base learning rate; the run's peak is `lr × microBatches`, as in `RunSettings`.
+  /// The base learning rate; the run's peak is `DataParallelLayout.scaledLR`.
   package var lr: Double
   package var warmupSteps: Int
   package var seed: UInt64
@@ -99,11 +99,9 @@ package final class DistillationRun {
     original = tensors
     self.group = group
     layout = DataParallelLayout(
-      ranks: group.size, accumulation: settings.microBatches / group.size,
-      microBatch: settings.batchSize)
-    precondition(layout.slots == settings.microBatches, "micro-batches not a multiple of ranks")
+      ranks: group.size, microBatches: settings.microBatches, microBatch: settings.batchSize)
     var distillerSettings = Distiller.Settings()
-    distillerSettings.lr = settings.lr * Double(settings.microBatches)
+    distillerSettings.lr = layout.scaledLR(settings.lr)
     distillerSettings.steps = settings.steps
     distillerSettings.warmupSteps = settings.warmupSteps
     order = EpochOrder(count: images.count, seed: settings.seed)

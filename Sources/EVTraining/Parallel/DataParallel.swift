@@ -17,9 +17,18 @@ package struct DataParallelLayout: Sendable, Equatable {
     self.microBatch = microBatch
   }
 
-  /// Micro-batches per step, over all ranks. The official trainer multiplies the learning
-  /// rate by its world size (`init_lr = base_lr · world_size`); here by this.
+  /// The layout of a run of `microBatches` per step (a multiple of `ranks`).
+  package init(ranks: Int, microBatches: Int, microBatch: Int) {
+    precondition(microBatches % ranks == 0, "\(microBatches) micro-batches on \(ranks) ranks")
+    self.init(ranks: ranks, accumulation: microBatches / ranks, microBatch: microBatch)
+  }
+
+  /// Micro-batches per step, over all ranks.
   package var slots: Int { ranks * accumulation }
+
+  /// The peak learning rate for the base rate `lr`: the official trainer multiplies its base
+  /// rate by its world size (`init_lr = base_lr · world_size`); here by the micro-batches.
+  package func scaledLR(_ lr: Double) -> Double { lr * Double(slots) }
 
   /// Images per optimiser step.
   package var globalBatch: Int { slots * microBatch }

@@ -30,7 +30,7 @@ package struct RunSettings: Sendable, Equatable, Codable {
   package var batchSize: Int
   /// Micro-batches per step over all ranks: ranks × `--grad-accum`.
   package var microBatches: Int
-  /// The base learning rate (`--lr`); the run's peak is `scaledLR`.
+  /// The base learning rate (`--lr`); the run's peak is `DataParallelLayout.scaledLR`.
   package var lr: Double
   package var warmupSteps: Int
   package var masksPerImage: Int
@@ -96,12 +96,6 @@ package struct RunSettings: Sendable, Equatable, Codable {
     compare("the training data", data, saved.data) { $0 }
     return differences
   }
-}
-
-extension RunSettings {
-  /// The peak learning rate: `lr` times the micro-batches per step, as the official trainer
-  /// multiplies its base learning rate by the number of GPUs.
-  package var scaledLR: Double { lr * Double(microBatches) }
 }
 
 /// How a changed number of micro-batches per step is named: a run resumes on another number

@@ -43,11 +43,9 @@ package final class TrainingRun {
     original = tensors
     self.group = group
     layout = DataParallelLayout(
-      ranks: group.size, accumulation: settings.microBatches / group.size,
-      microBatch: settings.batchSize)
-    precondition(layout.slots == settings.microBatches, "micro-batches not a multiple of ranks")
+      ranks: group.size, microBatches: settings.microBatches, microBatch: settings.batchSize)
     var trainerSettings = Trainer.Settings()
-    trainerSettings.lr = settings.scaledLR
+    trainerSettings.lr = layout.scaledLR(settings.lr)
     trainerSettings.steps = settings.steps
     trainerSettings.warmupSteps = settings.warmupSteps
     trainerSettings.seed = settings.seed
