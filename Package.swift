@@ -55,8 +55,9 @@ let package = Package(
     // libpng reports errors by longjmp, which must not cross Swift frames: this small C layer
     // catches them and returns error codes.
     .target(name: "CImageCodecs", dependencies: ["CPNG", "CTIFF"]),
-    // AVX-512 versions of the hottest elementwise loops, chosen at run time through per-function
-    // target attributes (no global flags): Swift itself compiles for baseline x86-64.
+    // AVX-512 and AVX2 versions of the hottest loops (one folder per level), chosen at run time
+    // through per-function target attributes (no global flags): Swift itself compiles for
+    // baseline x86-64, and its plain loops run wherever no vector version applies.
     .target(name: "CKernels"),
     .target(
       name: "EVTensor",

@@ -46,7 +46,10 @@ import Testing
       x.value, weight: w.value, bias: useBias ? b.value : nil, stride: stride, padding: k / 2,
       groups: groups)
     #expect(y.shape == expected.shape)
-    #expect(relativeL2(y.value.storage, expected.storage) <= 1e-6)
+    // The wide case runs through Winograd, whose transforms round differently from the direct
+    // sum (the same bound as WinogradTests; the exact figure depends on the BLAS kernels).
+    let bound = cin * cout >= 64 * 64 ? 1e-5 : 1e-6
+    #expect(relativeL2(y.value.storage, expected.storage) <= bound)
     let g = Ops.random(y.shape, &rng).value
     tape.backward(from: y, gradient: g.storage)
     let plain = PlainGradients.conv2d(

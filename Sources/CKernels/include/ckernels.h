@@ -2,9 +2,13 @@
 #define EVSAM_CKERNELS_H
 
 // Hot loops in AVX-512 or AVX2 + FMA, picked at run time. Swift compiles for baseline x86-64
-// (SSE2), so its own loops run 4 floats wide; these run 16 or 8 wide. Functions that return an
-// int return 1 when they did the work and 0 when this CPU (or EVSAM_SIMD) rules their
-// instructions out: the caller then runs its portable loop.
+// (SSE2), so its own loops run 4 floats wide; these run 16 or 8 wide.
+//
+// Every kernel returns 1 when it did the work, or 0 when it did nothing because no vector
+// version applies (this CPU, EVSAM_SIMD or the thread's cap rules the level out, or the shape
+// is one the vector code does not take): the caller then runs its plain loop, which is also
+// the reference the tests hold each level against. Sources/CKernels/dispatch.c holds the entry
+// points, avx512/ and avx2/ the kernels of each level.
 
 #ifdef __cplusplus
 extern "C" {
@@ -109,7 +113,7 @@ int evk_limit_arenas(int count);
 /// k × n (a transposed operand is stored the other way round, row stride lda / ldb). beta == 0
 /// never reads C. Then, for each row i, C[i, :] = act(C[i, :] + row_bias[i]) (`row_bias` may be
 /// NULL; `activation` is one of EVK_EPILOGUE_*), fused while the rows are in cache. Packed,
-/// cache-blocked AVX-512 (see sgemm_avx512.c); returns 0 without doing anything when AVX-512F
+/// cache-blocked AVX-512 (see avx512/sgemm.c); returns 0 without doing anything when AVX-512F
 /// is not available (or capped by EVSAM_SIMD): the caller then uses BLAS.
 int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
                     long lda, const float *b, long ldb, float beta, float *c, long ldc,
@@ -137,10 +141,10 @@ int evk_winograd_output(const float *m, long matrix_stride, long count, long fir
 /// C (m × n, row stride ldc) = op(A)·B, or C + op(A)·B with `accumulate`. op(A) is m × k: A
 /// row-major with row stride lda, or with `trans_a` A stored k × m (row stride lda); B is k × n
 /// row-major (row stride ldb). Every element is one chain over p = 0 ..< k in order, so splitting
-/// a product into row or column blocks never changes its result (see gemm.c). Meant for
-/// operands already in cache: nothing is packed.
-void evk_gemm(int trans_a, long m, long n, long k, const float *a, long lda, const float *b,
-              long ldb, float *c, long ldc, int accumulate);
+/// a product into row or column blocks never changes its result (see smallgemm.c). Meant for
+/// operands already in cache: nothing is packed. AVX2 and up, k > 0.
+int evk_gemm(int trans_a, long m, long n, long k, const float *a, long lda, const float *b,
+             long ldb, float *c, long ldc, int accumulate);
 
 /// Floats `evk_gemm_pack` writes for a k × n matrix B.
 long evk_gemm_packed_count(long k, long n);
@@ -150,58 +154,58 @@ long evk_gemm_packed_count(long k, long n);
 void evk_gemm_pack(long k, long n, const float *b, long ldb, float *packed);
 
 /// `evk_gemm` with B packed by `evk_gemm_pack`; the same results.
-void evk_gemm_prepacked(int trans_a, long m, long n, long k, const float *a, long lda,
-                        const float *packed, float *c, long ldc, int accumulate);
+int evk_gemm_prepacked(int trans_a, long m, long n, long k, const float *a, long lda,
+                       const float *packed, float *c, long ldc, int accumulate);
 
 /// Softmax over prompt tokens, per head, in place: row p of `s` (row stride `ld`) holds `t`
 /// groups of 8 heads; each head's t values become softmax(scale·(x + bias)) (`bias`: t·8 values,
 /// may be NULL).
-void evk_softmax_heads(float *s, long rows, long t, long ld, float scale, const float *bias);
+int evk_softmax_heads(float *s, long rows, long t, long ld, float scale, const float *bias);
 
 /// out[p][j·8 + h] = Σ_c q[p][c·8 + h] · k[j][c·8 + h] for p < rows, j < t, c < d: per-head
 /// dot products of head-interleaved rows (q rows `ldq` apart; k dense, t × d·8; out rows `ldo`
 /// apart).
-void evk_head_scores(const float *q, long ldq, long rows, const float *k, long t, long d,
-                     float *out, long ldo);
+int evk_head_scores(const float *q, long ldq, long rows, const float *k, long t, long d, float *out,
+                    long ldo);
 
 /// y[r][i] = outer[r]·(inner[r]·x[r][i] + shift[i]) + offset[r][i] for r < rows, i < width
 /// (rows `ldy`, `ldx`, `ldo` apart; inner and outer default to 1, shift and offset to 0 when
 /// NULL; y may be x): per-row scales with shared and per-row offsets, one pass.
-void evk_scale_rows(float *y, long ldy, const float *x, long ldx, long rows, long width,
-                    const float *inner, const float *outer, const float *shift, const float *offset,
-                    long ldo);
+int evk_scale_rows(float *y, long ldy, const float *x, long ldx, long rows, long width,
+                   const float *inner, const float *outer, const float *shift, const float *offset,
+                   long ldo);
 
 /// out[r] = Σ_c a[r][c] · b[r][c] for r < rows, c < cols (rows `lda` and `ldb` apart): row-wise
 /// dot products, e.g. quadratic forms x·(G·x) row by row.
-void evk_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long cols,
-                  float *out);
+int evk_row_dots(const float *a, long lda, const float *b, long ldb, long rows, long cols,
+                 float *out);
 
 /// One slice of a softmax down the columns of `s` (rows × cols, row stride ld), unnormalised:
 /// s ← exp(scale·(s − m_c)) with m_c the column's max over these rows; col_max and col_sum
 /// receive m_c and the column sums, from which slices combine into the full softmax.
-void evk_softmax_columns_partial(float *s, long rows, long cols, long ld, float scale,
-                                 float *col_max, float *col_sum);
+int evk_softmax_columns_partial(float *s, long rows, long cols, long ld, float scale,
+                                float *col_max, float *col_sum);
 
 /// acc[j][c·8 + h] = Σ_p scores[p][j·8 + h] · v[p][c·8 + h] over p < rows: the weighted sum of
 /// head-interleaved values (`scores` dense rows of t·8, `v` rows `ldv` apart; acc: t × d·8).
-void evk_heads_attend(const float *scores, long rows, long t, long d, const float *v, long ldv,
-                      float *acc);
+int evk_heads_attend(const float *scores, long rows, long t, long d, const float *v, long ldv,
+                     float *acc);
 
 /// out[r·count + m] = Σ_c h[m·width + c] · gelu(z[r·width + c] + bias[c]) for r < rows,
 /// m < count, with `RowOps.gelu` (bit-for-bit; the sums may be fused). width ≤ 256. The mask
 /// decoder's last step: the second upscaling convolution's GELU and each mask's
 /// hypernetwork product.
-void evk_gelu_dot(const float *z, long rows, long width, const float *bias, const float *h,
-                  long count, float *out);
+int evk_gelu_dot(const float *z, long rows, long width, const float *bias, const float *h,
+                 long count, float *out);
 
 /// The end of the folded first upscaling convolution and what follows it, in place on `y`
 /// (`tokens` rows of 256 = 4 sub-pixels × 64 channels, holding the folded product): per row p,
 /// v = a1[p]·(a0[p]·(base[p] + u0) + u1 + y[p]) + u2 (u0, u1, u2: 256 values), then per
 /// sub-pixel a LayerNorm over its 64 channels (w, b: 64 values) and the erf GELU of
 /// `evk_gelu_erf_rational`, bit for bit.
-void evk_fold_layernorm64_gelu(float *y, const float *base, long tokens, const float *a0,
-                               const float *a1, const float *u0, const float *u1, const float *u2,
-                               const float *w, const float *b, float eps);
+int evk_fold_layernorm64_gelu(float *y, const float *base, long tokens, const float *a0,
+                              const float *a1, const float *u0, const float *u1, const float *u2,
+                              const float *w, const float *b, float eps);
 
 #ifdef __cplusplus
 }

@@ -1,7 +1,7 @@
 import CKernels
 
 /// Products of operands that already sit in cache, with a result that does not depend on how
-/// the work is split between threads (`evk_gemm`, Sources/CKernels/gemm.c).
+/// the work is split between threads (`evk_gemm`, Sources/CKernels/smallgemm.c).
 ///
 /// With AVX2 (or AVX-512) each element of C is one chain of fused multiply-adds over the inner
 /// dimension in order, so a product computed in column panels on two threads equals the same
@@ -12,10 +12,6 @@ import CKernels
 /// products here are only ever split at fixed points, so the results still do not depend on
 /// the number of threads.
 package enum SmallGEMM {
-  /// Whether this thread's products run on the split-invariant kernel.
-  @inline(__always)
-  static var ownKernel: Bool { evk_simd_level() >= EVK_LEVEL_AVX2 }
-
   /// `C[m×n] = op(A)·B` (or `C + op(A)·B` with `accumulate`), on the calling thread. op(A) is
   /// `A` (m×k, row stride `lda`) or, with `transA`, the transpose of `A` stored k×m (row stride
   /// `lda`); `B` is k×n (row stride `ldb`).
@@ -26,13 +22,12 @@ package enum SmallGEMM {
     accumulate: Bool = false
   ) {
     precondition(m >= 0 && n >= 0 && k >= 0, "SmallGEMM: negative size m=\(m) n=\(n) k=\(k)")
-    if ownKernel {
-      evk_gemm(transA ? 1 : 0, m, n, k, a, lda, b, ldb, c, ldc, accumulate ? 1 : 0)
-    } else {
-      BLAS.serialSgemm(
-        transA: transA, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b,
-        ldb: ldb, beta: accumulate ? 1 : 0, c: c, ldc: ldc)
+    if evk_gemm(transA ? 1 : 0, m, n, k, a, lda, b, ldb, c, ldc, accumulate ? 1 : 0) != 0 {
+      return
     }
+    BLAS.serialSgemm(
+      transA: transA, transB: false, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, b: b,
+      ldb: ldb, beta: accumulate ? 1 : 0, c: c, ldc: ldc)
   }
 
   /// `multiply` with B packed beforehand (`PackedMatrix`): for a B that many products share.
@@ -55,10 +50,10 @@ package enum SmallGEMM {
     precondition(columns.lowerBound % 16 == 0 && columns.upperBound <= b.columns)
     let j0 = columns.lowerBound
     // Panel p of the packing is k rows of 16 floats, p·16·k floats in.
-    if ownKernel {
-      evk_gemm_prepacked(
-        transA ? 1 : 0, m, columns.count, k, a, lda, b.storage + j0 * k, c + j0, ldc,
-        accumulate ? 1 : 0)
+    if evk_gemm_prepacked(
+      transA ? 1 : 0, m, columns.count, k, a, lda, b.storage + j0 * k, c + j0, ldc,
+      accumulate ? 1 : 0) != 0
+    {
       return
     }
     for p0 in stride(from: j0, to: columns.upperBound, by: 16) {

@@ -13,7 +13,7 @@
 // ragged last panel) runs over the block's products with A's 8 rows (read in place; packed
 // only when A is transposed or for a ragged last row panel) in the L1 cache.
 
-#include "internal.h"
+#include "vector.h"
 
 #include <stdlib.h>
 
@@ -123,9 +123,9 @@ EVK_AVX512 static void row_epilogue(float *p, long n, float bias, int act) {
 // the whole process, and a fresh allocation per call would cost page faults on every product.
 static _Thread_local float *pack_a_buf, *pack_b_buf;
 
-EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, long k, float alpha,
-                                   const float *a, long lda, const float *b, long ldb, float beta,
-                                   float *c, long ldc, const float *row_bias, int act) {
+EVK_AVX512 int evk_sgemm_avx512(int trans_a, int trans_b, long m, long n, long k, float alpha,
+                                const float *a, long lda, const float *b, long ldb, float beta,
+                                float *c, long ldc, const float *row_bias, int act) {
   if (!pack_a_buf) pack_a_buf = aligned_alloc(64, sizeof(float) * MC * KC);
   if (!pack_b_buf) pack_b_buf = aligned_alloc(64, sizeof(float) * (B_BLOCK + KC * NR));
   if (!pack_a_buf || !pack_b_buf) return 0;
@@ -188,16 +188,3 @@ EVK_AVX512 static int sgemm_avx512(int trans_a, int trans_b, long m, long n, lon
   return 1;
 }
 #endif
-
-int evk_sgemm_large(int trans_a, int trans_b, long m, long n, long k, float alpha, const float *a,
-                    long lda, const float *b, long ldb, float beta, float *c, long ldc,
-                    const float *row_bias, int activation) {
-#if EVK_X86
-  if (m > 0 && n > 0 && k > 0 && evk_level() >= EVK_LEVEL_AVX512)
-    return sgemm_avx512(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, row_bias,
-                        activation);
-#endif
-  (void)trans_a, (void)trans_b, (void)m, (void)n, (void)k, (void)alpha, (void)a, (void)lda;
-  (void)b, (void)ldb, (void)beta, (void)c, (void)ldc, (void)row_bias, (void)activation;
-  return 0;
-}

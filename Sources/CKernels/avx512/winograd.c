@@ -1,4 +1,4 @@
-#include "internal.h"
+#include "vector.h"
 
 // Winograd F(4×4, 3×3) input and output transforms (see Winograd.swift) in AVX-512: 16 tiles
 // of one tile row per vector. The Swift loops run 4 wide and gather each 6×6 patch element by
@@ -60,8 +60,8 @@ EVK_AVX512 static inline void input_formula(const __m512 d[6], long s, __m512 *r
   r[5 * s] = _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(four, d1), _mm512_mul_ps(five, d3)), d5);
 }
 
-EVK_AVX512 static void winograd_input_avx512(const float *plane, long h, long w, long tiles_w,
-                                             long first_tile, long count, float *v, long stride) {
+EVK_AVX512 void evk_winograd_input_avx512(const float *plane, long h, long w, long tiles_w,
+                                          long first_tile, long count, float *v, long stride) {
   __m512 d[36], r[36];
   long i = 0;
   while (i < count) {
@@ -117,9 +117,9 @@ EVK_AVX512 static void interleave4(const __m512 y[4], __m512 out[4]) {
   out[3] = _mm512_shuffle_f32x4(x2, x3, 0xDD);
 }
 
-EVK_AVX512 static void winograd_output_avx512(const float *m, long stride, long count,
-                                              long first_tile, long tiles_w, float bias, int act,
-                                              float *plane, long h, long w) {
+EVK_AVX512 void evk_winograd_output_avx512(const float *m, long stride, long count, long first_tile,
+                                           long tiles_w, float bias, int act, float *plane, long h,
+                                           long w) {
   __m512 mv[36], r[24];
   long i = 0;
   while (i < count) {
@@ -143,37 +143,6 @@ EVK_AVX512 static void winograd_output_avx512(const float *m, long stride, long 
     }
     i += n;
   }
-}
-
-int evk_winograd_input(const float *plane, long h, long w, long tiles_w, long first_tile,
-                       long count, float *v, long matrix_stride) {
-  if (evk_level() < EVK_LEVEL_AVX512) return 0;
-  winograd_input_avx512(plane, h, w, tiles_w, first_tile, count, v, matrix_stride);
-  return 1;
-}
-
-int evk_winograd_output(const float *m, long matrix_stride, long count, long first_tile,
-                        long tiles_w, float bias, int activation, float *plane, long h, long w) {
-  if (evk_level() < EVK_LEVEL_AVX512) return 0;
-  winograd_output_avx512(m, matrix_stride, count, first_tile, tiles_w, bias, activation, plane, h,
-                         w);
-  return 1;
-}
-
-#else
-
-int evk_winograd_input(const float *plane, long h, long w, long tiles_w, long first_tile,
-                       long count, float *v, long matrix_stride) {
-  (void)plane, (void)h, (void)w, (void)tiles_w, (void)first_tile, (void)count, (void)v,
-      (void)matrix_stride;
-  return 0;
-}
-
-int evk_winograd_output(const float *m, long matrix_stride, long count, long first_tile,
-                        long tiles_w, float bias, int activation, float *plane, long h, long w) {
-  (void)m, (void)matrix_stride, (void)count, (void)first_tile, (void)tiles_w, (void)bias,
-      (void)activation, (void)plane, (void)h, (void)w;
-  return 0;
 }
 
 #endif
