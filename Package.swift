@@ -5,7 +5,8 @@ import PackageDescription
 // CBLAS ← EVTensor (tensor core, kernels) ← EVCheckpoint (.pt / safetensors, strict loading)
 //   ← EVModel (layers, image encoder, prompt encoder, mask decoder) ← EVPredictor ← evsam (CLI)
 // EVImage (decode / encode / PIL-exact resize) sits beside EVModel and feeds EVPredictor.
-// EVMask (COCO RLE) ← EVMaskGenerator, EVEvaluation ← EVTraining (its data readers) ← evsam;
+// EVMask (COCO RLE, contours) ← EVMaskGenerator, EVEvaluation ← EVTraining (its data readers) ← evsam;
+// EVMask ← EVExport (COCO, YOLO-seg and LabelMe files) ← evsam;
 // EVServer (HTTP, Hummingbird) ← evsam serve.
 let package = Package(
   name: "EfficientViTSAM",
@@ -18,6 +19,7 @@ let package = Package(
     .library(name: "EVImage", targets: ["EVImage"]),
     .library(name: "EVMask", targets: ["EVMask"]),
     .library(name: "EVMaskGenerator", targets: ["EVMaskGenerator"]),
+    .library(name: "EVExport", targets: ["EVExport"]),
     .library(name: "EVEvaluation", targets: ["EVEvaluation"]),
     .library(name: "EVCheckpoint", targets: ["EVCheckpoint"]),
     .library(name: "EVTensor", targets: ["EVTensor"]),
@@ -69,6 +71,8 @@ let package = Package(
     .target(name: "EVImage", dependencies: ["EVTensor", "CImageCodecs", "CTurboJPEG", "CWebP"]),
     .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage"]),
     .target(name: "EVMask"),
+    // Masks as annotation files: COCO (RLE or polygons), YOLO-seg, LabelMe.
+    .target(name: "EVExport", dependencies: ["EVMask"]),
     .target(name: "EVMaskGenerator", dependencies: ["EVPredictor", "EVMask"]),
     .target(
       name: "EVEvaluation", dependencies: ["EVPredictor", "EVMask", "EVModel", "EVImage"]),
@@ -88,7 +92,7 @@ let package = Package(
       name: "evsam",
       dependencies: [
         "EVPredictor", "EVModel", "EVImage", "EVCheckpoint", "EVMask", "EVMaskGenerator",
-        "EVEvaluation", "EVServer", "EVTraining", "EVLoadTest",
+        "EVEvaluation", "EVServer", "EVTraining", "EVLoadTest", "EVExport",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
@@ -109,6 +113,7 @@ let package = Package(
       name: "EVModelTests",
       dependencies: ["EVModel", "EVImage", "EVCheckpoint", "EVTensor", "TestSupport"]),
     .testTarget(name: "EVMaskTests", dependencies: ["EVMask", "EVTensor", "TestSupport"]),
+    .testTarget(name: "EVExportTests", dependencies: ["EVExport", "EVMask", "TestSupport"]),
     .testTarget(
       name: "EVTrainingTests",
       dependencies: [
