@@ -63,6 +63,6 @@ public enum COCOExport {
   ) throws -> Data {
     try JSONSerialization.data(
       withJSONObject: document(images, categories: categories, segmentation: segmentation),
-      options: [.sortedKeys])
+      options: [.sortedKeys, .withoutEscapingSlashes])
   }
 }

@@ -16,7 +16,7 @@ public enum LabelMe {
           "label": a.category,
           "points": ring.map { [Double($0.x), Double($0.y)] },
           "group_id": i + 1,
-          "description": a.score.map { "score \($0)" } ?? "",
+          "description": a.score.map { String(format: "score %.4f", $0) } ?? "",
           "shape_type": "polygon",
           "flags": [String: Any](),
           "mask": NSNull(),
@@ -32,6 +32,7 @@ public enum LabelMe {
   /// `document` as JSON.
   public static func data(_ image: AnnotatedImage, imagePath: String) throws -> Data {
     try JSONSerialization.data(
-      withJSONObject: document(image, imagePath: imagePath), options: [.sortedKeys, .prettyPrinted])
+      withJSONObject: document(image, imagePath: imagePath),
+      options: [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes])
   }
 }

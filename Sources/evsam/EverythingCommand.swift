@@ -1,4 +1,5 @@
 import ArgumentParser
+import EVExport
 import EVImage
 import EVMaskGenerator
 import EVModel
@@ -141,17 +142,28 @@ struct EverythingCommand: ParsableCommand {
       was made with the same model, checkpoint and settings are skipped, so an interrupted run \
       can simply be started again; an output made with anything else is refused unless \
       --overwrite is given.
+
+      --format writes the masks for other tools as well. With an image, OUT is then the \
+      format's file: a COCO instances file (coco, polygons), YOLO labels (yolo-seg), a LabelMe \
+      file (labelme) or a folder of mask_<i>.png (png). With a folder, the per-image JSON files \
+      stay (they make runs resumable) and, once the run ends, OUT also holds instances.json \
+      (coco, polygons: every image done so far, other shards' included), labels/<stem>.txt \
+      with labels/classes.txt (yolo-seg), labelme/<stem>.json (labelme) or \
+      <file name>_masks/mask_<i>.png (png).
       """)
 
   @OptionGroup var modelOptions: ModelOptions
   @OptionGroup var generatorOptions: GeneratorOptions
+  @OptionGroup(title: "Output format") var exportOptions: ExportOptions
 
-  @Argument(help: "PNG or JPEG image, or a folder of them.")
+  @Argument(help: "PNG, JPEG, TIFF or WebP image, or a folder of them.")
   var input: String
 
   @Option(
     name: .shortAndLong,
-    help: ArgumentHelp("Output JSON file (a folder when the input is a folder).", valueName: "path")
+    help: ArgumentHelp(
+      "Output file (the --format's; a folder when the input is a folder or the format is png).",
+      valueName: "path")
   )
   var output: String
 
@@ -175,9 +187,13 @@ struct EverythingCommand: ParsableCommand {
     guard FileManager.default.fileExists(atPath: inputURL.path, isDirectory: &isDirectory) else {
       throw CLIError("\(input): no such file or folder")
     }
+    let isFolder = isDirectory.boolValue
+    let format = exportOptions.format
+    var allImages: [URL] = []
     let jobs: [(image: URL, json: URL, overlay: URL?)]
-    if isDirectory.boolValue {
+    if isFolder {
       let all = try imageFiles(in: inputURL)
+      allImages = all
       guard !all.isEmpty else {
         throw CLIError("\(input): no .png/.jpg/.jpeg images in this folder")
       }
@@ -205,7 +221,8 @@ struct EverythingCommand: ParsableCommand {
       model: modelName, checkpoint: modelOptions.checkpoint, settings: settings)
     var pending: [(image: URL, json: URL, overlay: URL?)] = []
     for job in jobs {
-      guard !overwrite, let stored = completeOutput(job.json) else {
+      // A single image's export holds no record of the run: it is always redone.
+      guard !overwrite, isFolder || format == .sam, let stored = completeOutput(job.json) else {
         pending.append(job)
         continue
       }
@@ -222,7 +239,10 @@ struct EverythingCommand: ParsableCommand {
     if skipped > 0 && !quietOption.quiet {
       printErr("skipping \(skipped) image(s) whose output is complete and up to date")
     }
-    guard !pending.isEmpty else { return }
+    guard !pending.isEmpty else {
+      if isFolder { try writeFolderExport(allImages, output: URL(fileURLWithPath: output)) }
+      return
+    }
 
     let (model, _) = try modelOptions.loadModel()
     let generator = try AutomaticMaskGenerator(model: model, settings: settings)
@@ -260,6 +280,7 @@ struct EverythingCommand: ParsableCommand {
         "\(pending.count - failed.count) image(s) written (\(totalMasks) masks), \(skipped) already done, \(failed.count) failed"
       )
     }
+    if isFolder { try writeFolderExport(allImages, output: URL(fileURLWithPath: output)) }
     if !failed.isEmpty {
       throw CLIError(
         "\(failed.count) image(s) failed (\(failed.joined(separator: ", "))); run again to retry them"
@@ -273,6 +294,28 @@ struct EverythingCommand: ParsableCommand {
     _ result: MaskGeneration, image: RGBImage, job: (image: URL, json: URL, overlay: URL?),
     settings: MaskGeneratorSettings, run: EverythingRun
   ) throws {
+    if let overlayURL = job.overlay {
+      // Largest first, so small masks stay visible on top (as SAM's notebooks draw them).
+      let order = result.masks.indices.sorted { result.masks[$0].area > result.masks[$1].area }
+      let picture = EVImage.overlay(
+        masks: order.map { result.masks[$0].segmentation.mask() }, on: image,
+        colors: order.map { OverlayStyle.color($0) })
+      try writeFile(picture.pngData(), to: overlayURL)
+    }
+    var isFolder: ObjCBool = false
+    _ = FileManager.default.fileExists(atPath: input, isDirectory: &isFolder)
+    if !isFolder.boolValue && exportOptions.format != .sam {
+      let annotated = AnnotatedImage(
+        fileName: job.image.lastPathComponent, width: image.width, height: image.height,
+        annotations: result.masks.map {
+          MaskAnnotation(
+            mask: $0.segmentation.cocoRLE,
+            score: $0.predictedIoU.isNaN ? nil : Double($0.predictedIoU),
+            category: exportOptions.category)
+        })
+      try writeExport(annotated, image: job.image, to: job.json)
+      return
+    }
     var records: [[String: Any]] = []
     if settings.outputMode == .binaryMask {
       let stem = job.json.deletingPathExtension().lastPathComponent
@@ -287,14 +330,6 @@ struct EverythingCommand: ParsableCommand {
       }
     } else {
       records = result.masks.map { $0.jsonRecord(outputMode: settings.outputMode) }
-    }
-    if let overlayURL = job.overlay {
-      // Largest first, so small masks stay visible on top (as SAM's notebooks draw them).
-      let order = result.masks.indices.sorted { result.masks[$0].area > result.masks[$1].area }
-      let picture = EVImage.overlay(
-        masks: order.map { result.masks[$0].segmentation.mask() }, on: image,
-        colors: order.map { OverlayStyle.color($0) })
-      try writeFile(picture.pngData(), to: overlayURL)
     }
     let t = result.timing
     let document: [String: Any] = [
@@ -382,7 +417,7 @@ func imageFiles(in folder: URL) throws -> [URL] {
 /// The record of a complete output: it parses and holds the annotations list. Files are
 /// written atomically, so a half-written one cannot exist, but a foreign or damaged file
 /// (nil here) is redone.
-private func completeOutput(_ json: URL) -> [String: Any]? {
+func completeOutput(_ json: URL) -> [String: Any]? {
   guard let data = try? Data(contentsOf: json),
     let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
     object["annotations"] is [Any]

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EVCheckpoint
+import EVExport
 import EVImage
 import EVMask
 import EVModel
@@ -19,16 +20,24 @@ struct SegmentCommand: ParsableCommand {
       overlay.png (the best mask of each prompt over the image) and result.json (per mask its \
       score, area, COCO compressed RLE and box) into the output folder. The folder appears whole or not at all: it is written beside the destination and \
       moved into place, replacing an earlier run's folder entirely.
+
+      --format writes the best mask of each prompt for other tools instead of result.json and \
+      the PNGs: instances.json (coco: COCO with RLE; polygons: COCO with polygons), \
+      <image stem>.txt and classes.txt (yolo-seg), <image stem>.json (labelme), or only the \
+      PNGs (png); overlay.png stays. With --prompts and coco, polygons, yolo-seg or labelme, \
+      OUTPUT holds one such set for all lines: one instances.json, or one file per image \
+      (a line may name its class with "category").
       """)
 
   @OptionGroup var modelOptions: ModelOptions
+  @OptionGroup(title: "Output format") var exportOptions: ExportOptions
 
   @Argument(help: "PNG, JPEG, TIFF or WebP image (or give --prompts).")
   var image: String?
 
   @Option(
     help: ArgumentHelp(
-      "A JSON Lines file of prompts, one per line, each with its image: {\"image\": \"a.jpg\", \"points\": [[x, y], …], \"labels\": [1, …], \"boxes\": [[x0, y0, x1, y1], …], \"multimask\": true, \"name\": \"…\"}; image paths relative to the file. Each line's results go to OUTPUT/<name> (default <line>_<image name>).",
+      "A JSON Lines file of prompts, one per line, each with its image: {\"image\": \"a.jpg\", \"points\": [[x, y], …], \"labels\": [1, …], \"boxes\": [[x0, y0, x1, y1], …], \"multimask\": true, \"name\": \"…\", \"category\": \"…\"}; image paths relative to the file. Each line's results go to OUTPUT/<name> (default <line>_<image name>); with --format coco, polygons, yolo-seg or labelme, all lines' masks go into one set in OUTPUT.",
       valueName: "file.jsonl"))
   var prompts: String?
 
@@ -86,9 +95,16 @@ struct SegmentCommand: ParsableCommand {
 
   @OptionGroup var quietOption: QuietOption
 
-  /// What an earlier run of this command leaves in its folder.
-  static func isOwnOutput(_ name: String) -> Bool {
-    if name == "result.json" || name == "overlay.png" { return true }
+  /// What an earlier run of this command on an image named `stem` leaves in its folder: the
+  /// sam format's files and every format's (the yolo-seg and labelme files are named after
+  /// the image, so a user's own `notes.txt` is never taken for ours).
+  static func isOwnOutput(_ name: String, imageStem stem: String) -> Bool {
+    if [
+      "result.json", "overlay.png", "instances.json", "classes.txt", stem + ".txt", stem + ".json",
+    ]
+    .contains(name) {
+      return true
+    }
     let parts = name.split(separator: "_")
     return parts.count == 3 && parts[0] == "mask" && Int(parts[1]) != nil
       && parts[2].hasSuffix(".png") && Int(parts[2].dropLast(4)) != nil
@@ -107,7 +123,8 @@ struct SegmentCommand: ParsableCommand {
       width: picture.width, height: picture.height)
     let maskTensor = try maskInput.map(loadMaskInput)
     let folder = StagedFolder(
-      destination: URL(fileURLWithPath: output), ownsName: SegmentCommand.isOwnOutput)
+      destination: URL(fileURLWithPath: output),
+      ownsName: { Self.isOwnOutput($0, imageStem: ExportFiles.stem(imageURL)) })
     try folder.preflight()
     if let saveLogits { try checkWritableFile(saveLogits) }
     let (model, name, tensors) = try modelOptions.loadModelAndTensors()
@@ -135,7 +152,8 @@ struct SegmentCommand: ParsableCommand {
     let summary = try write(
       prompt, on: picture, imageName: image, predictor: predictor, modelName: name,
       maskTensor: maskTensor, maskInputName: maskInput, encodeTime: encodeTime, folder: folder,
-      output: output, saveLogits: saveLogits)
+      output: output, saveLogits: saveLogits, format: exportOptions.format,
+      category: exportOptions.category)
     if !quietOption.quiet { printErr(summary) }
   }
 
@@ -147,34 +165,68 @@ struct SegmentCommand: ParsableCommand {
     var multimask: Bool
   }
 
-  /// Decodes `prompt` on the image `predictor` holds and writes the folder; returns the line
-  /// that says what was done.
-  func write(
-    _ prompt: Prompt, on picture: RGBImage, imageName: String, predictor: SamPredictor,
-    modelName name: String, maskTensor: Tensor?, maskInputName: String?, encodeTime: Duration,
-    folder: StagedFolder, output: String, saveLogits: String?
-  ) throws -> String {
+  /// A prompt's masks, decoded.
+  struct Decoded {
+    var result: BatchPrediction
+    var decodeTime: Duration
+    /// Per prompt of the batch, the candidate with the best predicted IoU.
+    var best: [Int]
+  }
+
+  /// Decodes `prompt` on the image `predictor` holds.
+  func decode(_ prompt: Prompt, predictor: SamPredictor, maskTensor: Tensor?) throws -> Decoded {
     let clock = ContinuousClock()
     let start = clock.now
-    let (points, labels, boxes, multimask) = (
-      prompt.points, prompt.labels, prompt.boxes, prompt.multimask
-    )
-    let batchSize = max(boxes.count, 1)
+    let batchSize = max(prompt.boxes.count, 1)
     let result = try predictor.predictBatch(
-      boxes: boxes.isEmpty ? nil : boxes,
-      pointSets: points.isEmpty ? nil : Array(repeating: points, count: batchSize),
-      labelSets: points.isEmpty ? nil : Array(repeating: labels, count: batchSize),
+      boxes: prompt.boxes.isEmpty ? nil : prompt.boxes,
+      pointSets: prompt.points.isEmpty ? nil : Array(repeating: prompt.points, count: batchSize),
+      labelSets: prompt.points.isEmpty ? nil : Array(repeating: prompt.labels, count: batchSize),
       maskInputs: maskTensor.map { mask in
         Tensor(
           shape: [batchSize, 1, 256, 256],
           storage: Array([[Float]](repeating: mask.storage, count: batchSize).joined()))
       },
-      multimask: multimask)
+      multimask: prompt.multimask)
     let decodeTime = clock.now - start
-
-    guard let masks = result.masks, let maskLogits = result.maskLogits else {
+    guard result.masks != nil, result.maskLogits != nil else {
       throw CLIError("the predictor returned no full-size masks")
     }
+    let candidates = result.masksPerPrompt
+    let best = (0..<result.batchSize).map { b in
+      let scores = result.iouPredictions.storage[(b * candidates)..<((b + 1) * candidates)]
+      return scores.indices.max { scores[$0] < scores[$1] }! - b * candidates
+    }
+    return Decoded(result: result, decodeTime: decodeTime, best: best)
+  }
+
+  /// The best mask of each prompt, as the export formats take them.
+  func annotated(_ decoded: Decoded, image: URL, width: Int, height: Int, category: String)
+    -> AnnotatedImage
+  {
+    let result = decoded.result
+    let candidates = result.masksPerPrompt
+    let annotations = decoded.best.enumerated().map { b, c in
+      MaskAnnotation(
+        mask: RLE(rowMajor: result.masks!.mask(b * candidates + c), height: height, width: width),
+        score: Double(result.iouPredictions.storage[b * candidates + c]), category: category)
+    }
+    return AnnotatedImage(
+      fileName: image.lastPathComponent, width: width, height: height, annotations: annotations)
+  }
+
+  /// Decodes `prompt` on the image `predictor` holds and writes the folder in `format`;
+  /// returns the line that says what was done.
+  func write(
+    _ prompt: Prompt, on picture: RGBImage, imageName: String, predictor: SamPredictor,
+    modelName name: String, maskTensor: Tensor?, maskInputName: String?, encodeTime: Duration,
+    folder: StagedFolder, output: String, saveLogits: String?, format: ExportFormat,
+    category: String
+  ) throws -> String {
+    let decoded = try decode(prompt, predictor: predictor, maskTensor: maskTensor)
+    let result = decoded.result
+    let (masks, maskLogits) = (result.masks!, result.maskLogits!)
+    let (points, labels, boxes) = (prompt.points, prompt.labels, prompt.boxes)
     let candidates = result.masksPerPrompt
     let width = picture.width
     let height = picture.height
@@ -182,46 +234,69 @@ struct SegmentCommand: ParsableCommand {
     // Everything is encoded in memory first, so a failure leaves no partial output behind.
     var files: [(name: String, data: Data)] = []
     var entries: [[String: Any]] = []
-    var best: [[Bool]] = []
     for b in 0..<result.batchSize {
-      let scores = (0..<candidates).map { result.iouPredictions.storage[b * candidates + $0] }
-      let bestIndex = scores.indices.max { scores[$0] < scores[$1] }!
-      for c in 0..<candidates {
+      for c in 0..<candidates where format == .sam || format == .png {
         let index = b * candidates + c
         let mask = masks.mask(index)
         let fileName = "mask_\(b)_\(c).png"
         files.append((fileName, try GrayImage(mask: mask, width: width, height: height).pngData()))
         let rle = RLE(rowMajor: mask, height: height, width: width)
         entries.append([
-          "file": fileName, "prompt": b, "candidate": c, "score": Double(scores[c]),
-          "area": masks.area(index), "best": c == bestIndex,
+          "file": fileName, "prompt": b, "candidate": c,
+          "score": Double(result.iouPredictions.storage[index]), "area": masks.area(index),
+          "best": c == decoded.best[b],
           "segmentation": ["size": [height, width], "counts": rle.compressedCounts],
           "bbox": rle.boundingBox.array,
         ])
-        if c == bestIndex { best.append(mask) }
       }
     }
+    let best = decoded.best.enumerated().map { b, c in masks.mask(b * candidates + c) }
     let picture2 = overlay(
       masks: best, on: picture,
       points: zip(points, labels).map { PointMarker($0, positive: $1 == 1) }, boxes: boxes)
     files.append(("overlay.png", try picture2.pngData()))
 
-    let summary: [String: Any] = [
-      "image": imageName, "model": name, "original_size": [height, width],
-      "multimask": multimask,
-      "prompts": [
-        "points": zip(points, labels).map { [$0.x, $0.y, Double($1)] },
-        "boxes": boxes.map(\.values),
-        "mask_input": maskInputName as Any? ?? NSNull(),
-      ] as [String: Any],
-      "masks": entries,
-      "timing_ms": ["encode": milliseconds(encodeTime), "decode": milliseconds(decodeTime)],
-    ]
-    files.append(
-      (
-        "result.json",
-        try JSONSerialization.data(withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
-      ))
+    let imageURL = URL(fileURLWithPath: imageName)
+    let export = annotated(
+      decoded, image: imageURL, width: width, height: height, category: category)
+    switch format {
+    case .sam:
+      let summary: [String: Any] = [
+        "image": imageName, "model": name, "original_size": [height, width],
+        "multimask": prompt.multimask,
+        "prompts": [
+          "points": zip(points, labels).map { [$0.x, $0.y, Double($1)] },
+          "boxes": boxes.map(\.values),
+          "mask_input": maskInputName as Any? ?? NSNull(),
+        ] as [String: Any],
+        "masks": entries,
+        "timing_ms": [
+          "encode": milliseconds(encodeTime), "decode": milliseconds(decoded.decodeTime),
+        ],
+      ]
+      files.append(
+        (
+          "result.json",
+          try JSONSerialization.data(
+            withJSONObject: summary, options: [.prettyPrinted, .sortedKeys])
+        ))
+    case .png:
+      break
+    case .coco, .polygons:
+      files.append(
+        ("instances.json", try ExportFiles.coco([export], polygons: format == .polygons)))
+    case .yoloSeg:
+      files.append(
+        (
+          ExportFiles.stem(imageURL) + ".txt",
+          Data(YOLOSegmentation.labels(export, classes: [category]).utf8)
+        ))
+      files.append(("classes.txt", ExportFiles.classes([category])))
+    case .labelme:
+      let path = ExportFiles.relativePath(of: imageURL, from: folder.destination)
+      files.append(
+        (ExportFiles.stem(imageURL) + ".json", try LabelMe.data(export, imagePath: path)))
+    }
 
     let logits: [String: Tensor]? = saveLogits.map { _ in
       [
@@ -251,7 +326,7 @@ struct SegmentCommand: ParsableCommand {
       }
     }
     return
-      "\(result.batchSize) prompt(s) × \(candidates) mask(s) with \(name): encode \(formatDuration(encodeTime)), decode \(formatDuration(decodeTime)) → \(output)"
+      "\(result.batchSize) prompt(s) × \(candidates) mask(s) with \(name): encode \(formatDuration(encodeTime)), decode \(formatDuration(decoded.decodeTime)) → \(output)"
   }
 
   /// A 1×256×256 mask input from a safetensors file: `mask_input` (256×256, 1×256×256 or

@@ -1,3 +1,4 @@
+import EVExport
 import EVImage
 import EVPredictor
 import Foundation
@@ -12,6 +13,8 @@ extension SegmentCommand {
     /// The line's output folder, inside the run's.
     var name: String
     var prompt: Prompt
+    /// The class its masks get in the export formats.
+    var category: String?
   }
 
   /// Reads every line first, so that a mistake anywhere is reported before any work, with its
@@ -69,7 +72,13 @@ extension SegmentCommand {
           line: number, image: imageURL, name: name,
           prompt: Prompt(
             points: points, labels: labels, boxes: boxes,
-            multimask: record["multimask"] as? Bool ?? multimask)))
+            multimask: record["multimask"] as? Bool ?? multimask),
+          category: try record["category"].map { value in
+            guard let name = value as? String, !name.isEmpty, !name.contains("\n") else {
+              throw problem("\"category\" must be a non-empty name")
+            }
+            return name
+          }))
     }
     guard !lines.isEmpty else { throw CLIError("\(path) holds no prompts") }
     var seen: [String: Int] = [:]
@@ -85,8 +94,24 @@ extension SegmentCommand {
 
   func runPromptsFile(_ path: String) throws {
     let lines = try Self.readPrompts(path, multimask: multimask)
+    let format = exportOptions.format
+    // These formats make one set for the whole file instead of a folder per line.
+    let asSet = [.coco, .polygons, .yoloSeg, .labelme].contains(format)
+    if asSet && (format == .yoloSeg || format == .labelme) {
+      var stems: [String: URL] = [:]
+      for l in lines {
+        let stem = ExportFiles.stem(l.image)
+        if let other = stems[stem], other != l.image {
+          throw CLIError(
+            "\(other.path) and \(l.image.path) would both write \(stem) in \(format.rawValue); give the images distinct names"
+          )
+        }
+        stems[stem] = l.image
+      }
+    }
     let root = URL(fileURLWithPath: output)
     try createFolder(root)
+    var collected: [(url: URL, image: AnnotatedImage)] = []
     let (model, name) = try modelOptions.loadModel()
     let predictor = SamPredictor(model: model)
     var current: (url: URL, picture: RGBImage)?
@@ -114,14 +139,69 @@ extension SegmentCommand {
       } catch {
         throw CLIError("\(where_): \(error)")
       }
+      let category = entry.category ?? exportOptions.category
+      if asSet {
+        let decoded = try decode(entry.prompt, predictor: predictor, maskTensor: nil)
+        let image = annotated(
+          decoded, image: entry.image, width: picture.width, height: picture.height,
+          category: category)
+        if let k = collected.firstIndex(where: { $0.url == entry.image }) {
+          collected[k].image.annotations += image.annotations
+        } else {
+          collected.append((entry.image, image))
+        }
+        if !quietOption.quiet {
+          printErr(
+            "[\(i + 1)/\(lines.count)] line \(entry.line): \(image.annotations.count) mask(s), decode \(formatDuration(decoded.decodeTime))"
+          )
+        }
+        continue
+      }
       let destination = root.appendingPathComponent(entry.name)
-      let folder = StagedFolder(destination: destination, ownsName: SegmentCommand.isOwnOutput)
+      let stem = ExportFiles.stem(entry.image)
+      let folder = StagedFolder(
+        destination: destination, ownsName: { Self.isOwnOutput($0, imageStem: stem) })
       try folder.preflight()
       let summary = try write(
         entry.prompt, on: picture, imageName: entry.image.path, predictor: predictor,
         modelName: name, maskTensor: nil, maskInputName: nil, encodeTime: encodeTime,
-        folder: folder, output: destination.path, saveLogits: nil)
+        folder: folder, output: destination.path, saveLogits: nil, format: format,
+        category: category)
       if !quietOption.quiet { printErr("[\(i + 1)/\(lines.count)] line \(entry.line): \(summary)") }
+    }
+    guard asSet else { return }
+    // COCO names images by their paths relative to the prompts file, as the lines do.
+    let base = URL(fileURLWithPath: path).deletingLastPathComponent()
+    switch format {
+    case .coco, .polygons:
+      let images = collected.map { entry in
+        var image = entry.image
+        image.fileName = ExportFiles.relativePath(of: entry.url, from: base)
+        return image
+      }
+      try writeFile(
+        ExportFiles.coco(images, polygons: format == .polygons),
+        to: root.appendingPathComponent("instances.json"))
+    case .yoloSeg:
+      let classes = categoryNames(of: collected.map(\.image))
+      for (url, image) in collected {
+        try writeFile(
+          Data(YOLOSegmentation.labels(image, classes: classes).utf8),
+          to: root.appendingPathComponent(ExportFiles.stem(url) + ".txt"))
+      }
+      try writeFile(ExportFiles.classes(classes), to: root.appendingPathComponent("classes.txt"))
+    case .labelme:
+      for (url, image) in collected {
+        try writeFile(
+          LabelMe.data(image, imagePath: ExportFiles.relativePath(of: url, from: root)),
+          to: root.appendingPathComponent(ExportFiles.stem(url) + ".json"))
+      }
+    case .sam, .png:
+      break
+    }
+    if !quietOption.quiet {
+      let masks = collected.reduce(0) { $0 + $1.image.annotations.count }
+      printErr("\(format.rawValue): \(collected.count) image(s), \(masks) masks → \(output)")
     }
   }
 }

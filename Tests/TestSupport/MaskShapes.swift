@@ -28,25 +28,30 @@ public enum MaskShapes {
   }
 
   /// 1 where a pixel's centre is inside `polygons` by the even-odd rule (how scanline fillers,
-  /// and pycocotools, read a polygon), row-major.
+  /// and pycocotools, read a polygon), row-major: per row, the crossings of the centre line,
+  /// sorted, fill between pairs.
   public static func fill(_ polygons: [[(x: Double, y: Double)]], width: Int, height: Int)
     -> [UInt8]
   {
     var mask = [UInt8](repeating: 0, count: width * height)
+    var crossings: [Double] = []
     for y in 0..<height {
       let py = Double(y) + 0.5
-      for x in 0..<width {
-        let px = Double(x) + 0.5
-        var crossings = 0
-        for ring in polygons {
-          for i in ring.indices {
-            let a = ring[i]
-            let b = ring[(i + 1) % ring.count]
-            guard (a.y > py) != (b.y > py) else { continue }
-            if a.x + (py - a.y) / (b.y - a.y) * (b.x - a.x) > px { crossings += 1 }
-          }
+      crossings.removeAll(keepingCapacity: true)
+      for ring in polygons {
+        for i in ring.indices {
+          let a = ring[i]
+          let b = ring[(i + 1) % ring.count]
+          guard (a.y > py) != (b.y > py) else { continue }
+          crossings.append(a.x + (py - a.y) / (b.y - a.y) * (b.x - a.x))
         }
-        mask[y * width + x] = UInt8(crossings & 1)
+      }
+      crossings.sort()
+      for k in stride(from: 0, to: crossings.count - 1, by: 2) {
+        // Pixels whose centre x + 0.5 lies in [left, right).
+        let first = max(0, Int((crossings[k] - 0.5).rounded(.up)))
+        let last = min(width, Int((crossings[k + 1] - 0.5).rounded(.up)))
+        if first < last { for x in first..<last { mask[y * width + x] = 1 } }
       }
     }
     return mask

@@ -63,3 +63,12 @@ func temporaryDirectory() throws -> URL {
   try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
   return url
 }
+
+/// `--config` and `--checkpoint` of a fixture model.
+func fixtureModelArguments(_ name: String = "tiny-l") throws -> [String] {
+  let models = try Fixtures.url("models")
+  return [
+    "--config", models.appendingPathComponent(name + ".json").path,
+    "--checkpoint", models.appendingPathComponent(name + ".pt").path,
+  ]
+}

@@ -33,6 +33,7 @@ let package = Package(
         .product(name: "EVModel", package: "EfficientViTSAM"),
         .product(name: "EVImage", package: "EfficientViTSAM"),
         .product(name: "EVMaskGenerator", package: "EfficientViTSAM"),
+        .product(name: "EVExport", package: "EfficientViTSAM"),
       ]),
   ]
 )
