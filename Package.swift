@@ -69,7 +69,7 @@ let package = Package(
     .target(name: "EVCheckpoint", dependencies: ["EVTensor"]),
     .target(name: "EVModel", dependencies: ["EVTensor", "EVCheckpoint"]),
     .target(name: "EVImage", dependencies: ["EVTensor", "CImageCodecs", "CTurboJPEG", "CWebP"]),
-    .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage"]),
+    .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage", "EVCheckpoint"]),
     .target(name: "EVMask"),
     // Masks as annotation files: COCO (RLE or polygons), YOLO-seg, LabelMe.
     .target(name: "EVExport", dependencies: ["EVMask"]),
@@ -117,8 +117,8 @@ let package = Package(
     .testTarget(
       name: "EVTrainingTests",
       dependencies: [
-        "EVTraining", "EVCheckpoint", "EVEvaluation", "EVImage", "EVModel", "EVTensor",
-        "TestSupport",
+        "EVTraining", "EVCheckpoint", "EVEvaluation", "EVImage", "EVModel", "EVPredictor",
+        "EVTensor", "TestSupport",
       ]),
     .testTarget(
       name: "EVMaskGeneratorTests",
@@ -144,8 +144,8 @@ let package = Package(
     .testTarget(
       name: "EVServerTests",
       dependencies: [
-        "EVServer", "EVImage", "EVMask", "EVMaskGenerator", "EVModel", "EVTensor", "EVLoadTest",
-        "TestSupport",
+        "EVServer", "EVImage", "EVMask", "EVMaskGenerator", "EVModel", "EVPredictor",
+        "EVCheckpoint", "EVTensor", "EVLoadTest", "TestSupport",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HummingbirdTesting", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),

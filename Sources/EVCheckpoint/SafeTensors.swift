@@ -26,6 +26,15 @@ public enum SafeTensors {
     }
   }
 
+  /// A file's tensors with its `__metadata__`, from its bytes.
+  public static func checkpoint(_ data: Data, file: String) throws(CheckpointError)
+    -> LoadedCheckpoint
+  {
+    try withBytes(of: data) { (bytes) throws(CheckpointError) in
+      try load(bytes, file: file, expecting: nil, requireFinite: false)
+    }
+  }
+
   // MARK: - Reading
 
   private struct Entry {

@@ -5,8 +5,8 @@ import Foundation
 import Synchronization
 
 /// One uploaded image, ready for prompts: a predictor holding its embedding and the decoder's
-/// per-image state, the decoded pixels (segment everything re-encodes crops), and the low-res
-/// masks handed out for refinement.
+/// per-image state, the decoded pixels (segment everything re-encodes crops; none when the
+/// embedding itself was uploaded), and the low-res masks handed out for refinement.
 ///
 /// `SamPredictor` is a class without `Sendable`; it is configured once (`setImage`) before the
 /// entry is published, and from then on only its `predictBatch` runs, which reads the per-image
@@ -19,19 +19,31 @@ public final class CachedImage: @unchecked Sendable {
   /// What the entry may hold at most, counted against the cache bound.
   public let bytes: Int
   let predictor: SamPredictor
-  let image: RGBImage
+  let image: RGBImage?
   private let handles: Mutex<HandleStore>
 
-  init(id: String, predictor: SamPredictor, image: RGBImage, encodeTime: Duration, maxHandles: Int)
-  {
+  convenience init(
+    id: String, predictor: SamPredictor, image: RGBImage, encodeTime: Duration, maxHandles: Int
+  ) {
+    self.init(
+      id: id, predictor: predictor, image: image, width: image.width, height: image.height,
+      encodeTime: encodeTime, maxHandles: maxHandles)
+  }
+
+  /// An entry made from an uploaded embedding: no pixels.
+  init(
+    id: String, predictor: SamPredictor, image: RGBImage?, width: Int, height: Int,
+    encodeTime: Duration, maxHandles: Int
+  ) {
     self.id = id
-    self.width = image.width
-    self.height = image.height
+    self.width = width
+    self.height = height
     self.predictor = predictor
     self.image = image
     self.encodeTime = encodeTime
     self.handles = Mutex(HandleStore(limit: maxHandles))
-    bytes = Self.estimatedBytes(width: image.width, height: image.height, maxHandles: maxHandles)
+    bytes = Self.estimatedBytes(
+      width: width, height: height, maxHandles: maxHandles, pixels: image != nil)
   }
 
   /// The bytes an image of this size takes in the cache: its RGB pixels, the embedding
@@ -41,12 +53,14 @@ public final class CachedImage: @unchecked Sendable {
   /// projections of the per-image basis (`SecondBlockBasis`) and the three of its LayerNorm
   /// statistics (`NormStatisticsBasis`, with three values per image token); plus room for
   /// `maxHandles` 256×256 low-res masks.
-  public static func estimatedBytes(width: Int, height: Int, maxHandles: Int) -> Int {
+  public static func estimatedBytes(width: Int, height: Int, maxHandles: Int, pixels: Bool = true)
+    -> Int
+  {
     let tokens = 64 * 64
     let embedding = 256 * tokens * MemoryLayout<Float>.size
     let decoderState =
       5 * embedding + (3 + 8 + 3) * embedding / 2 + 3 * tokens * MemoryLayout<Float>.size
-    return width * height * 3 + decoderState + maxHandles * lowResBytes
+    return (pixels ? width * height * 3 : 0) + decoderState + maxHandles * lowResBytes
   }
 
   static let lowResSide = 256

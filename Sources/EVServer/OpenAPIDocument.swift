@@ -62,6 +62,38 @@ public enum OpenAPIDocument {
             }
           }
         },
+        "/v1/embeddings": {
+          "post": {
+            "summary": "Upload an image's saved embedding instead of the image; it is cached as an image",
+            "description": "The body is the safetensors file `evsam embed IMAGE -o FILE` wrote (raw, or multipart/form-data with the file in a part named image or file): the 1×256×64×64 image_embeddings with the image's size and its encoder's identity (a hash of its weights and its preprocessing) in the metadata. A file from another image encoder, or without that record, answers 422 embedding_mismatch. The answer and the id are those of an uploaded image: prompts cost one decode and no encode. Segment everything encodes crops of the image and answers 409 no_pixels for such an id.",
+            "operationId": "uploadEmbedding",
+            "requestBody": {
+              "required": true,
+              "content": {
+                "application/octet-stream": {"schema": {"type": "string"}},
+                "multipart/form-data": {"schema": {"type": "object", "properties": {"image": {"type": "string", "contentMediaType": "application/octet-stream"}}, "required": ["image"]}}
+              }
+            },
+            "responses": {
+              "201": {
+                "description": "Cached",
+                "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/images/{id}"}},
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Image"}}},
+                "links": {
+                  "GetImage": {"operationId": "getImage", "parameters": {"id": "$response.body#/id"}},
+                  "DeleteImage": {"operationId": "deleteImage", "parameters": {"id": "$response.body#/id"}},
+                  "Segment": {"operationId": "segment", "parameters": {"id": "$response.body#/id"}}
+                }
+              },
+              "400": {"$ref": "#/components/responses/BadRequest"},
+              "408": {"$ref": "#/components/responses/RequestTimeout"},
+              "413": {"$ref": "#/components/responses/TooLarge"},
+              "422": {"$ref": "#/components/responses/Unprocessable"},
+              "501": {"description": "The server was made without its encoder's identity (a library user's SegmentationService without `encoder`): upload the image (code embeddings_unsupported)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+              "503": {"$ref": "#/components/responses/Unavailable"}
+            }
+          }
+        },
         "/v1/images/{id}": {
           "parameters": [{"$ref": "#/components/parameters/ImageID"}],
           "get": {
@@ -129,6 +161,7 @@ public enum OpenAPIDocument {
               "408": {"$ref": "#/components/responses/RequestTimeout"},
               "413": {"$ref": "#/components/responses/TooLarge"},
               "422": {"$ref": "#/components/responses/Unprocessable"},
+              "409": {"description": "The image was uploaded as an embedding; segment everything needs its pixels (code no_pixels)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
               "503": {"$ref": "#/components/responses/Unavailable"}
             }
           }
@@ -139,12 +172,12 @@ public enum OpenAPIDocument {
           "ImageID": {"name": "id", "in": "path", "required": true, "description": "The id an upload returned", "schema": {"type": "string"}}
         },
         "responses": {
-          "BadRequest": {"description": "Malformed JSON or multipart body, an undecodable image, or a bad query parameter (codes invalid_json, invalid_request, invalid_image)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "BadRequest": {"description": "Malformed JSON or multipart body, an undecodable image or embedding file, or a bad query parameter (codes invalid_json, invalid_request, invalid_image, invalid_embedding)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "NotFound": {"description": "Unknown image id or mask handle (codes image_not_found, mask_not_found, not_found)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "RequestTimeout": {"description": "The body did not arrive within the request timeout (code request_timeout)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "TooLarge": {"description": "Body over the upload limit, or image over the size limits (codes payload_too_large, image_too_large)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "UnsupportedMediaType": {"description": "Not a PNG, JPEG, TIFF or WebP image (codes unsupported_media_type, unsupported_image)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-          "Unprocessable": {"description": "Well-formed but unusable prompts or settings: prompts outside the image, a label other than 0/1, an inverted box, too many points, more full-size mask pixels than the server makes per request (codes invalid_prompt, prompt_out_of_bounds, invalid_settings)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+          "Unprocessable": {"description": "Well-formed but unusable prompts or settings: prompts outside the image, a label other than 0/1, an inverted box, too many points, more full-size mask pixels than the server makes per request, an embedding from another encoder (codes invalid_prompt, prompt_out_of_bounds, invalid_settings, embedding_mismatch)", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
           "Unavailable": {"description": "Every worker busy and the queue full (code overloaded), or the request did not finish within the request timeout (code timeout); retry after Retry-After seconds", "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait before retrying"}}, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
         },
         "schemas": {

@@ -31,6 +31,9 @@ public enum SegmentationServer {
     router.get("/v1/health") { _, _ in try Routes.json(service.health()) }
     router.get("/v1/models") { _, _ in try Routes.json(service.models()) }
     router.post("/v1/images") { request, context in try await routes.upload(request, context) }
+    router.post("/v1/embeddings") { request, context in
+      try await routes.upload(request, context, embedding: true)
+    }
     router.get("/v1/images/:id") { _, context in
       let entry = try service.image(try context.parameters.require("id"))
       return try Routes.json(
@@ -223,7 +226,11 @@ struct Routes: Sendable {
 
   // MARK: Handlers
 
-  func upload(_ request: Request, _ context: ServiceRequestContext) async throws -> Response {
+  /// An image (`POST /v1/images`), or with `embedding` the file `evsam embed` wrote for one
+  /// (`POST /v1/embeddings`): raw bytes or a multipart file part.
+  func upload(_ request: Request, _ context: ServiceRequestContext, embedding: Bool = false)
+    async throws -> Response
+  {
     let deadline = deadline()
     let rawContentType = request.headers[.contentType] ?? ""
     let contentType = rawContentType.lowercased()
@@ -242,7 +249,10 @@ struct Routes: Sendable {
       // refused with 415 by the service.
       bytes = Array(body.readableBytesView)
     }
-    let image = try await service.addImage(bytes, deadline: deadline)
+    let image =
+      embedding
+      ? try await service.addEmbedding(bytes, deadline: deadline)
+      : try await service.addImage(bytes, deadline: deadline)
     var response = try Self.json(image, status: .created)
     response.headers[.location] = "/v1/images/\(image.id)"
     return response

@@ -16,6 +16,9 @@ import Synchronization
 public final class SegmentationService: Sendable {
   public let model: SegmentAnythingModel
   public let modelName: String
+  /// What the model's image encoder is, for checking uploaded embeddings (`evsam embed`'s
+  /// files); nil refuses them.
+  public let encoder: EncoderIdentity?
   public let configuration: ServerConfiguration
   public let cache: EmbeddingCache
   public let compute: ComputeQueue
@@ -35,10 +38,11 @@ public final class SegmentationService: Sendable {
 
   public init(
     model: SegmentAnythingModel, modelName: String, configuration: ServerConfiguration,
-    logger: Logger = Logger(label: "evsam.server")
+    encoder: EncoderIdentity? = nil, logger: Logger = Logger(label: "evsam.server")
   ) {
     self.model = model
     self.modelName = modelName
+    self.encoder = encoder
     self.configuration = configuration
     self.logger = logger
     cache = EmbeddingCache(limitBytes: configuration.cacheBytes)
@@ -48,11 +52,11 @@ public final class SegmentationService: Sendable {
 
   public convenience init(
     model: EfficientViTSAM, modelName: String, configuration: ServerConfiguration,
-    logger: Logger = Logger(label: "evsam.server")
+    encoder: EncoderIdentity? = nil, logger: Logger = Logger(label: "evsam.server")
   ) {
     self.init(
       model: SegmentAnythingModel(model), modelName: modelName, configuration: configuration,
-      logger: logger)
+      encoder: encoder, logger: logger)
   }
 
   /// Stops the workers after the work already queued.
@@ -106,6 +110,58 @@ public final class SegmentationService: Sendable {
         id: Self.newID(), predictor: predictor, image: image,
         encodeTime: encodeTime, maxHandles: configuration.maskHandlesPerImage)
     }
+    return try publish(entry, event: "encoded image")
+  }
+
+  /// The embedding `evsam embed IMAGE -o FILE` wrote, cached as if its image had been uploaded:
+  /// every prompt costs one decode. The file must come from this model's image encoder (its
+  /// weights and preprocessing, recorded in the file); segment everything, which encodes
+  /// crops of the image, needs the image itself.
+  public func addEmbedding(_ bytes: [UInt8], deadline: ContinuousClock.Instant) async throws
+    -> ImageResponse
+  {
+    guard let encoder else {
+      throw APIError(
+        .notImplemented, code: "embeddings_unsupported",
+        "this server does not know its encoder's weights, so it cannot check an embedding: upload the image"
+      )
+    }
+    guard !bytes.isEmpty else {
+      throw APIError(
+        .badRequest, code: "invalid_embedding",
+        "the request body is empty: send the file `evsam embed IMAGE -o FILE` wrote")
+    }
+    let file: EmbeddingFile
+    do {
+      file = try EmbeddingFile.read(Data(bytes), name: "the upload", expecting: encoder)
+    } catch {
+      switch error.kind {
+      case .unreadable:
+        throw APIError(.badRequest, code: "invalid_embedding", error.description)
+      case .unidentified, .otherEncoder:
+        throw APIError(.unprocessableContent, code: "embedding_mismatch", error.description)
+      }
+    }
+    let (height, width) = file.originalSize
+    try checkDimensions(width: width, height: height)
+    let configuration = configuration
+    let model = model
+    let entry = try await compute.run(deadline: deadline, limit: configuration.requestTimeout) {
+      let predictor = SamPredictor(model: model)
+      do {
+        try predictor.setEmbedding(file.embedding, originalSize: file.originalSize)
+      } catch let error as PredictorError {
+        throw Self.apiError(error)
+      }
+      return CachedImage(
+        id: Self.newID(), predictor: predictor, image: nil, width: width, height: height,
+        encodeTime: .zero, maxHandles: configuration.maskHandlesPerImage)
+    }
+    return try publish(entry, event: "cached an uploaded embedding")
+  }
+
+  /// Puts a new entry in the cache and answers with it.
+  private func publish(_ entry: CachedImage, event: Logger.Message) throws -> ImageResponse {
     let inserted = cache.insert(entry)
     // An eviction frees an image's blocks.
     boundRetainedMemory()
@@ -117,7 +173,7 @@ public final class SegmentationService: Sendable {
       )
     }
     logger.info(
-      "encoded image",
+      event,
       metadata: [
         "image.id": "\(entry.id)", "image.size": "\(entry.width)x\(entry.height)",
         "encode.ms": "\(Int(entry.encodeTime.milliseconds.rounded()))",
@@ -373,6 +429,12 @@ public final class SegmentationService: Sendable {
     imageID: String, _ request: EverythingRequest, deadline: ContinuousClock.Instant
   ) async throws -> Data {
     let entry = try image(imageID)
+    guard entry.image != nil else {
+      throw APIError(
+        .conflict, code: "no_pixels",
+        "image \(imageID) was uploaded as an embedding: segment everything encodes crops of the image, so upload the image itself"
+      )
+    }
     let settings = try generatorSettings(request)
     let model = model
     let modelName = modelName
@@ -399,7 +461,7 @@ public final class SegmentationService: Sendable {
     let result = try everythingTurn.withLock { _ in
       // The generator encodes each crop itself (crop 0 is the whole image).
       let generator = try AutomaticMaskGenerator(model: model, settings: settings)
-      return try generator.generate(entry.image)
+      return try generator.generate(entry.image!)
     }
     let t = result.timing
     let document: [String: Any] = [

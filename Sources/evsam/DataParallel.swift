@@ -1,4 +1,5 @@
 import ArgumentParser
+import EVTensor
 import EVTraining
 import Foundation
 

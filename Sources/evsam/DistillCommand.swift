@@ -1,6 +1,7 @@
 import ArgumentParser
 import EVCheckpoint
 import EVModel
+import EVPredictor
 import EVTensor
 import EVTraining
 import Foundation
@@ -182,7 +183,7 @@ struct DistillCommand: ParsableCommand {
       (teacher.map { ["--model", $0] } ?? ["--config", teacherConfig!])
         + ["--checkpoint", teacherCheckpoint!])
     let (model, name, tensors) = try options.loadModelAndTensors()
-    let identity = TeacherIdentity(model: model, name: name, tensors: tensors)
+    let identity = EncoderIdentity(model: model, name: name, tensors: tensors)
     return (ModelTeacher(model: model, identity: identity), tensors)
   }
 

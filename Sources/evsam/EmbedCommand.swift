@@ -58,7 +58,7 @@ struct EmbedCommand: ParsableCommand {
     let elapsed = clock.now - start
     try EmbeddingFile(
       embedding: embedding, originalSize: (picture.height, picture.width),
-      encoder: TeacherIdentity(model: model, name: name, tensors: tensors)
+      encoder: EncoderIdentity(model: model, name: name, tensors: tensors)
     ).write(to: output)
     if quietOption.quiet { return }
     printErr(
@@ -82,7 +82,7 @@ extension EmbedCommand {
     if let source, !quietOption.quiet { printErr("shard \(shard) from \(source)") }
     let mine = shard.take(all)
     let (model, name, tensors) = try modelOptions.loadModelAndTensors()
-    let identity = TeacherIdentity(model: model, name: name, tensors: tensors)
+    let identity = EncoderIdentity(model: model, name: name, tensors: tensors)
     let cache: EmbeddingFolder
     do {
       cache = try EmbeddingFolder(preparing: URL(fileURLWithPath: output), for: identity)

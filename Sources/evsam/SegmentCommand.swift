@@ -134,7 +134,7 @@ struct SegmentCommand: ParsableCommand {
     let start = clock.now
     if let embedding {
       let file = try EmbeddingFile.read(
-        embedding, expecting: TeacherIdentity(model: model, name: name, tensors: tensors))
+        embedding, expecting: EncoderIdentity(model: model, name: name, tensors: tensors))
       guard file.originalSize == (picture.height, picture.width) else {
         throw CLIError(
           "\(embedding) is the embedding of a \(file.originalSize.width)×"

@@ -4,6 +4,7 @@
 #if canImport(EVServer)
   import ArgumentParser
   import EVLoadTest
+  import EVPredictor
   import EVServer
   import EVTensor
   import Foundation
@@ -151,7 +152,12 @@
       let logger = Logger(label: "evsam.serve")
       let clock = ContinuousClock()
       let start = clock.now
-      let (model, loadedName) = try modelOptions.loadModel()
+      // The tensors only name the encoder (uploaded embeddings are checked against it); they
+      // are dropped before serving.
+      let (model, loadedName, encoder) = try {
+        let (model, name, tensors) = try modelOptions.loadModelAndTensors()
+        return (model, name, EncoderIdentity(model: model, name: name, tensors: tensors))
+      }()
       // A --config model is named by its file ("tiny-l"), not its whole path.
       let name =
         modelOptions.config == nil
@@ -163,7 +169,8 @@
       }
 
       let service = SegmentationService(
-        model: model, modelName: name, configuration: serverConfiguration(), logger: logger)
+        model: model, modelName: name, configuration: serverConfiguration(), encoder: encoder,
+        logger: logger)
       let app = SegmentationServer.application(service: service, logger: logger) { port in
         logger.info("serving \(name) on http://\(host):\(port)/ (API description at /openapi.json)")
       }

@@ -53,6 +53,7 @@ extension ServerTests {
         #expect(
           operations == [
             "/v1/health": ["get"], "/v1/models": ["get"], "/v1/images": ["post"],
+            "/v1/embeddings": ["post"],
             "/v1/images/{id}": ["get", "delete"], "/v1/images/{id}/segment": ["post"],
             "/v1/images/{id}/everything": ["post"],
           ])

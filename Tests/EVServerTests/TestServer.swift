@@ -1,4 +1,5 @@
 import EVModel
+import EVPredictor
 import EVServer
 import Foundation
 import Hummingbird
@@ -36,20 +37,22 @@ enum TestServer {
     return configuration
   }
 
-  static func service(_ configuration: ServerConfiguration = configuration()) throws
-    -> SegmentationService
-  {
+  static func service(
+    _ configuration: ServerConfiguration = configuration(), encoder: EncoderIdentity? = nil
+  ) throws -> SegmentationService {
     SegmentationService(
-      model: try model.get(), modelName: modelName, configuration: configuration, logger: logger)
+      model: try model.get(), modelName: modelName, configuration: configuration,
+      encoder: encoder, logger: logger)
   }
 
   /// Runs `body` against a fresh service, in-process (`.router`) or over loopback (`.live`),
   /// and stops the service's workers afterwards.
   static func withClient<T>(
     _ setup: TestingSetup = .router, _ configuration: ServerConfiguration = configuration(),
+    encoder: EncoderIdentity? = nil,
     _ body: @Sendable (any TestClientProtocol, SegmentationService) async throws -> T
   ) async throws -> T {
-    let service = try service(configuration)
+    let service = try service(configuration, encoder: encoder)
     defer { service.shutdown() }
     let app = SegmentationServer.application(service: service, logger: logger)
     return try await app.test(setup) { client in try await body(client, service) }

@@ -1,6 +1,7 @@
 import EVCheckpoint
 import EVImage
 import EVModel
+import EVPredictor
 import EVTensor
 import EVTraining
 import Foundation
@@ -15,7 +16,7 @@ struct DistillationRunTests {
     let checkpoint = try Fixtures.url("sam/models/tiny-sam-vit.pth")
     let tensors = try Checkpoint.load(contentsOf: checkpoint)
     let model = try SegmentAnythingModel.load(architecture: architecture, checkpoint: checkpoint)
-    let identity = TeacherIdentity(model: model, name: "tiny-sam-vit", tensors: tensors)
+    let identity = EncoderIdentity(model: model, name: "tiny-sam-vit", tensors: tensors)
     let folder = FileManager.default.temporaryDirectory.appendingPathComponent(
       "evsam-teacher-\(UUID().uuidString)")
     let cache = try EmbeddingFolder(preparing: folder, for: identity)
@@ -31,7 +32,7 @@ struct DistillationRunTests {
       #expect(cache.contains(image))
     }
     // A folder keeps one teacher's embeddings.
-    let other = TeacherIdentity(
+    let other = EncoderIdentity(
       model: "tiny-sam-vit", weights: "0000", preprocessing: identity.preprocessing)
     #expect(throws: DistillationError.self) { try EmbeddingFolder(preparing: folder, for: other) }
     #expect(try EmbeddingFolder(opening: folder).identity == identity)

@@ -1,6 +1,7 @@
 import EVCheckpoint
 import EVImage
 import EVModel
+import EVPredictor
 import EVTensor
 import Foundation
 
@@ -17,7 +18,7 @@ package struct DistillationSettings: Codable, Sendable, Equatable {
   package var seed: UInt64
   /// The student's input size.
   package var imageSize: Int
-  package var teacher: TeacherIdentity
+  package var teacher: EncoderIdentity
   /// `weightsFingerprint` of the starting weights.
   package var weights: String
   /// A hash of the image names, in order.
@@ -25,7 +26,7 @@ package struct DistillationSettings: Codable, Sendable, Equatable {
 
   package init(
     steps: Int, batchSize: Int, microBatches: Int = 1, lr: Double, warmupSteps: Int,
-    seed: UInt64, imageSize: Int, teacher: TeacherIdentity, weights: String, data: String
+    seed: UInt64, imageSize: Int, teacher: EncoderIdentity, weights: String, data: String
   ) {
     self.steps = steps
     self.batchSize = batchSize

@@ -10,41 +10,9 @@ import Foundation
 package protocol EmbeddingTeacher: Sendable {
   /// What produced the embeddings: the teacher's weights and preprocessing. Two teachers with
   /// the same identity give the same embeddings.
-  var identity: TeacherIdentity { get }
+  var identity: EncoderIdentity { get }
   /// The `1×256×64×64` embedding of the image at `image`.
   func embedding(for image: URL) throws(DistillationError) -> Tensor
-}
-
-/// A teacher's name, a hash of its image encoder's weights, and its preprocessing.
-package struct TeacherIdentity: Codable, Sendable, Equatable, CustomStringConvertible {
-  package var model: String
-  package var weights: String
-  package var preprocessing: String
-
-  package init(model: String, weights: String, preprocessing: String) {
-    self.model = model
-    self.weights = weights
-    self.preprocessing = preprocessing
-  }
-
-  /// The identity of `model`'s image encoder.
-  package init(model: SegmentAnythingModel, name: String, tensors: [String: Tensor]) {
-    let side = model.imageEncoder.inputSize
-    let scale =
-      model.architecture.pixelNormalization == .byteRange
-      ? "(v − mean)/std on 0–255" : "v/255 then mean/std"
-    self.init(
-      model: name,
-      weights: weightsFingerprint(tensors.filter { $0.key.hasPrefix("image_encoder.") }),
-      preprocessing: "long side to \(side) (PIL bilinear), \(scale), zero pad to \(side)²")
-  }
-
-  package var description: String { "\(model) (weights \(weights); \(preprocessing))" }
-
-  /// The same weights and preprocessing, whatever name each was given by.
-  package func givesTheSameEmbeddings(as other: TeacherIdentity) -> Bool {
-    weights == other.weights && preprocessing == other.preprocessing
-  }
 }
 
 /// A distillation input or teacher that cannot be used, in one line.
@@ -57,9 +25,9 @@ package struct DistillationError: Error, CustomStringConvertible, Equatable {
 /// CPU: for more than a few steps, cache its embeddings with `evsam embed` first).
 package struct ModelTeacher: EmbeddingTeacher {
   package let model: SegmentAnythingModel
-  package let identity: TeacherIdentity
+  package let identity: EncoderIdentity
 
-  package init(model: SegmentAnythingModel, identity: TeacherIdentity) {
+  package init(model: SegmentAnythingModel, identity: EncoderIdentity) {
     self.model = model
     self.identity = identity
   }
@@ -78,7 +46,7 @@ package struct EmbeddingFolder: EmbeddingTeacher {
   package static let tensorKey = "image_embeddings"
 
   package let url: URL
-  package let identity: TeacherIdentity
+  package let identity: EncoderIdentity
 
   /// Opens an existing folder, reading its teacher's identity.
   package init(opening url: URL) throws(DistillationError) {
@@ -90,7 +58,7 @@ package struct EmbeddingFolder: EmbeddingTeacher {
       )
     }
     do {
-      identity = try JSONDecoder().decode(TeacherIdentity.self, from: data)
+      identity = try JSONDecoder().decode(EncoderIdentity.self, from: data)
     } catch {
       throw DistillationError("\(manifest.path) is not a teacher manifest: \(error)")
     }
@@ -98,7 +66,7 @@ package struct EmbeddingFolder: EmbeddingTeacher {
 
   /// Opens `url` for writing `identity`'s embeddings: creates it, or checks that the
   /// embeddings already there are that teacher's.
-  package init(preparing url: URL, for identity: TeacherIdentity) throws(DistillationError) {
+  package init(preparing url: URL, for identity: EncoderIdentity) throws(DistillationError) {
     let manifest = url.appendingPathComponent(Self.manifestFile)
     if FileManager.default.fileExists(atPath: manifest.path) {
       let existing = try EmbeddingFolder(opening: url)

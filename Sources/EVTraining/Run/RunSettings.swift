@@ -130,17 +130,3 @@ package struct SettingDifferences {
     }
   }
 }
-
-/// A hash of every tensor's key, shape and values: whether two runs start from the same
-/// weights, wherever the checkpoint file has moved.
-package func weightsFingerprint(_ tensors: [String: Tensor]) -> String {
-  var hash = FNV1a()
-  for key in tensors.keys.sorted() {
-    let t = tensors[key]!
-    hash.add(key + "\(t.shape)")
-    t.withUnsafeBufferPointer { values in
-      for v in values { hash.add(v.bitPattern) }
-    }
-  }
-  return hash.hex
-}
