@@ -71,7 +71,8 @@ let package = Package(
     .target(name: "EVImage", dependencies: ["EVTensor", "CImageCodecs", "CTurboJPEG", "CWebP"]),
     .target(name: "EVPredictor", dependencies: ["EVModel", "EVImage", "EVCheckpoint"]),
     .target(name: "EVMask"),
-    // Masks as annotation files: COCO (RLE or polygons), YOLO-seg, LabelMe.
+    // Masks as annotation files: COCO (RLE or polygons), YOLO-seg, LabelMe, Label Studio's
+    // brush RLE.
     .target(name: "EVExport", dependencies: ["EVMask"]),
     .target(name: "EVMaskGenerator", dependencies: ["EVPredictor", "EVMask"]),
     .target(
@@ -80,7 +81,7 @@ let package = Package(
     .target(
       name: "EVServer",
       dependencies: [
-        "EVPredictor", "EVModel", "EVImage", "EVMask", "EVMaskGenerator", "EVTensor",
+        "EVPredictor", "EVModel", "EVImage", "EVMask", "EVMaskGenerator", "EVTensor", "EVExport",
         .product(name: "Hummingbird", package: "hummingbird"),
         .product(name: "HTTPTypes", package: "swift-http-types"),
         .product(name: "Logging", package: "swift-log"),

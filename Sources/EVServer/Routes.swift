@@ -53,6 +53,21 @@ public enum SegmentationServer {
     router.post("/v1/images/:id/everything") { request, context in
       try await routes.everything(request, context, id: try context.parameters.require("id"))
     }
+    if let settings = service.configuration.labelStudio {
+      let backend = LabelStudioBackend(service: service, settings: settings)
+      router.get("/health") { _, _ in try Routes.jsonObject(backend.health()) }
+      router.post("/setup") { request, context in
+        try Routes.jsonObject(backend.setup(try await routes.jsonObject(request, context)))
+      }
+      router.post("/predict") { request, context in
+        let deadline = routes.deadline()
+        let body = try await routes.jsonObject(request, context)
+        return try Routes.jsonObject(try await backend.predict(body, deadline: deadline))
+      }
+      // Label Studio reports annotation events here; the model does not learn from them.
+      router.post("/webhook") { _, _ in try Routes.jsonObject(["status": "Unknown event"]) }
+      router.get("/metrics") { _, _ in try Routes.jsonObject([:]) }
+    }
     return router
   }
 
@@ -93,6 +108,7 @@ struct Routes: Sendable {
     ([], ["GET", "HEAD"]), (["app.js"], ["GET", "HEAD"]), (["app.css"], ["GET", "HEAD"]),
     (["openapi.json"], ["GET", "HEAD"]), (["v1", "health"], ["GET", "HEAD"]),
     (["v1", "models"], ["GET", "HEAD"]), (["v1", "images"], ["POST"]),
+    (["v1", "embeddings"], ["POST"]),
     (["v1", "images", "*"], ["GET", "HEAD", "DELETE"]),
     (["v1", "images", "*", "segment"], ["POST"]), (["v1", "images", "*", "everything"], ["POST"]),
   ]
@@ -112,6 +128,25 @@ struct Routes: Sendable {
     headers[.cacheControl] = "no-cache"
     return Response(
       status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: text)))
+  }
+
+  /// A JSON object built from dictionaries (Label Studio's loosely typed messages).
+  static func jsonObject(_ object: [String: Any]) throws -> Response {
+    data(
+      try JSONSerialization.data(
+        withJSONObject: object, options: [.sortedKeys, .withoutEscapingSlashes]))
+  }
+
+  /// A request body that must be one JSON object.
+  func jsonObject(_ request: Request, _ context: ServiceRequestContext) async throws
+    -> [String: Any]
+  {
+    let body = try await readBody(
+      request, context, limit: configuration.maxJSONBytes, deadline: deadline())
+    guard let object = try? JSONSerialization.jsonObject(with: Data(body.readableBytesView)),
+      let dictionary = object as? [String: Any]
+    else { throw APIError.invalidJSON("the body is not a JSON object") }
+    return dictionary
   }
 
   static func json(_ value: some Encodable, status: HTTPResponse.Status = .ok) throws -> Response {

@@ -52,6 +52,9 @@ public struct ServerConfiguration: Sendable, Equatable {
   /// Origins (`https://app.example.com`, or `*` for any) whose web pages may call the API from
   /// the browser (CORS); none by default.
   public var corsOrigins: [String] = []
+  /// Serve Label Studio's ML backend protocol (`/health`, `/setup`, `/predict`, `/webhook`)
+  /// beside the API, fetching task images as these settings say; nil: off.
+  public var labelStudio: LabelStudioSettings?
 
   public init() {}
 

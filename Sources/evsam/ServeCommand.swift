@@ -84,10 +84,38 @@
         valueName: "origin"))
     var corsOrigins: [String] = []
 
+    @Flag(
+      help: ArgumentHelp(
+        "Also speak Label Studio's ML backend protocol (/health, /setup, /predict, /webhook): point a Label Studio project's model at this server for interactive SAM. The token for Label Studio's files comes from LABEL_STUDIO_API_KEY."
+      ))
+    var labelStudio = false
+
+    @Option(
+      help: ArgumentHelp(
+        "Label Studio's address, for fetching task images (default: LABEL_STUDIO_URL).",
+        valueName: "url"))
+    var labelStudioURL: String?
+
+    @Option(
+      help: ArgumentHelp(
+        "The folder Label Studio serves local files from, read directly instead of over HTTP (default: LOCAL_FILES_DOCUMENT_ROOT).",
+        valueName: "dir"))
+    var labelStudioFiles: String?
+
     @Option(help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel = "info"
 
     func validate() throws {
+      if (labelStudioURL != nil || labelStudioFiles != nil) && !labelStudio {
+        throw ValidationError("--label-studio-url and --label-studio-files go with --label-studio")
+      }
+      if let labelStudioURL {
+        guard labelStudioURL.hasPrefix("http://") || labelStudioURL.hasPrefix("https://"),
+          URL(string: labelStudioURL)?.host != nil
+        else {
+          throw ValidationError("--label-studio-url must be an http:// or https:// address")
+        }
+      }
       guard Logger.Level(rawValue: logLevel) != nil else {
         throw ValidationError(
           "--log-level must be trace, debug, info, notice, warning, error or critical")
@@ -122,6 +150,16 @@
       c.maxImageSide = maxImageSide
       c.maxImagePixels = maxImagePixels
       c.corsOrigins = corsOrigins
+      if labelStudio {
+        let environment = ProcessInfo.processInfo.environment
+        let url =
+          labelStudioURL ?? environment["LABEL_STUDIO_URL"] ?? environment["LABEL_STUDIO_HOST"]
+        let files = labelStudioFiles ?? environment["LOCAL_FILES_DOCUMENT_ROOT"]
+        c.labelStudio = LabelStudioSettings(
+          url: url.flatMap(URL.init(string:)),
+          apiKey: environment["LABEL_STUDIO_API_KEY"] ?? environment["LABEL_STUDIO_ACCESS_TOKEN"],
+          localFilesRoot: files.map { URL(fileURLWithPath: $0) })
+      }
       return c
     }
 
