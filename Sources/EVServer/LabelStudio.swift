@@ -1,6 +1,8 @@
 import EVExport
 import EVMask
 import Foundation
+import Hummingbird
+import NIOCore
 import Synchronization
 
 #if canImport(FoundationNetworking)
@@ -20,11 +22,27 @@ public struct LabelStudioSettings: Sendable, Equatable {
   /// The folder Label Studio serves local files from (`LOCAL_FILES_DOCUMENT_ROOT`): such files
   /// are read from disk when it is on this machine.
   public var localFilesRoot: URL?
+  /// HTTP Basic credentials the backend's routes then require (`BASIC_AUTH_USER`,
+  /// `BASIC_AUTH_PASS`), as Label Studio's "basic auth" model setting sends them.
+  public var basicAuth: BasicAuth?
 
-  public init(url: URL? = nil, apiKey: String? = nil, localFilesRoot: URL? = nil) {
+  public struct BasicAuth: Sendable, Equatable {
+    public var user: String
+    public var password: String
+
+    public init(user: String, password: String) {
+      self.user = user
+      self.password = password
+    }
+  }
+
+  public init(
+    url: URL? = nil, apiKey: String? = nil, localFilesRoot: URL? = nil, basicAuth: BasicAuth? = nil
+  ) {
     self.url = url
     self.apiKey = apiKey
     self.localFilesRoot = localFilesRoot
+    self.basicAuth = basicAuth
   }
 }
 
@@ -163,16 +181,37 @@ public final class LabelStudioBackend: Sendable {
 
   private func get(_ url: URL?, authorized: Bool) async throws -> [UInt8] {
     guard let url else { throw unreachable("?", "not a URL") }
+    var (data, status) = try await get(url, authorized: authorized)
+    // An access token from a personal access token expires: get a fresh one, once.
+    if status == 401, authorized, tokens.withLock({ $0 }) != nil {
+      tokens.withLock { $0 = nil }
+      (data, status) = try await get(url, authorized: authorized)
+    }
+    guard (200..<300).contains(status) else {
+      throw unreachable(url.absoluteString, "Label Studio answered \(status)")
+    }
+    return [UInt8](data)
+  }
+
+  private func get(_ url: URL, authorized: Bool) async throws -> (Data, Int) {
     var request = URLRequest(url: url)
     if authorized, let header = try await authorization() {
       request.setValue(header, forHTTPHeaderField: "Authorization")
     }
     let (data, response) = try await URLSession.shared.data(for: request)
-    let status = (response as? HTTPURLResponse)?.statusCode ?? 0
-    guard (200..<300).contains(status) else {
-      throw unreachable(url.absoluteString, "Label Studio answered \(status)")
-    }
-    return [UInt8](data)
+    return (data, (response as? HTTPURLResponse)?.statusCode ?? 0)
+  }
+
+  /// Whether `header` (an `Authorization` value) carries the configured Basic credentials;
+  /// true when none are configured. Compared in time independent of where they differ.
+  func admits(_ header: String?) -> Bool {
+    guard let auth = settings.basicAuth else { return true }
+    let expected = Array(
+      ("Basic " + Data("\(auth.user):\(auth.password)".utf8).base64EncodedString()).utf8)
+    let given = Array((header ?? "").utf8)
+    var difference = UInt8(expected.count == given.count ? 0 : 1)
+    for i in 0..<expected.count { difference |= expected[i] ^ (i < given.count ? given[i] : 0) }
+    return difference == 0
   }
 
   /// `Token <key>` for a legacy token; a personal access token (a JWT refresh token) is
@@ -298,5 +337,23 @@ private struct Prompt {
       throw APIError.invalidPrompt(
         "the context holds no keypointlabels or rectanglelabels region to segment from")
     }
+  }
+}
+
+/// Label Studio's routes behind HTTP Basic auth when credentials are configured (401 with a
+/// `WWW-Authenticate` challenge otherwise, as label-studio-ml-backend answers).
+struct BasicAuthMiddleware: RouterMiddleware {
+  typealias Context = ServiceRequestContext
+  let backend: LabelStudioBackend
+
+  func handle(
+    _ request: Request, context: Context, next: (Request, Context) async throws -> Response
+  ) async throws -> Response {
+    guard backend.admits(request.headers[.authorization]) else {
+      return Response(
+        status: .unauthorized, headers: [.wwwAuthenticate: #"Basic realm="Login required""#],
+        body: .init(byteBuffer: ByteBuffer(string: "Unauthorized")))
+    }
+    return try await next(request, context)
   }
 }

@@ -55,18 +55,19 @@ public enum SegmentationServer {
     }
     if let settings = service.configuration.labelStudio {
       let backend = LabelStudioBackend(service: service, settings: settings)
-      router.get("/health") { _, _ in try Routes.jsonObject(backend.health()) }
-      router.post("/setup") { request, context in
+      let group = router.group().add(middleware: BasicAuthMiddleware(backend: backend))
+      group.get("/health") { _, _ in try Routes.jsonObject(backend.health()) }
+      group.post("/setup") { request, context in
         try Routes.jsonObject(backend.setup(try await routes.jsonObject(request, context)))
       }
-      router.post("/predict") { request, context in
+      group.post("/predict") { request, context in
         let deadline = routes.deadline()
         let body = try await routes.jsonObject(request, context)
         return try Routes.jsonObject(try await backend.predict(body, deadline: deadline))
       }
       // Label Studio reports annotation events here; the model does not learn from them.
-      router.post("/webhook") { _, _ in try Routes.jsonObject(["status": "Unknown event"]) }
-      router.get("/metrics") { _, _ in try Routes.jsonObject([:]) }
+      group.post("/webhook") { _, _ in try Routes.jsonObject(["status": "Unknown event"]) }
+      group.get("/metrics") { _, _ in try Routes.jsonObject([:]) }
     }
     return router
   }

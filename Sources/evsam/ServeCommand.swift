@@ -86,7 +86,7 @@
 
     @Flag(
       help: ArgumentHelp(
-        "Also speak Label Studio's ML backend protocol (/health, /setup, /predict, /webhook): point a Label Studio project's model at this server for interactive SAM. The token for Label Studio's files comes from LABEL_STUDIO_API_KEY."
+        "Also speak Label Studio's ML backend protocol (/health, /setup, /predict, /webhook): point a Label Studio project's model at this server for interactive SAM. The token for Label Studio's files comes from LABEL_STUDIO_API_KEY; BASIC_AUTH_USER and BASIC_AUTH_PASS put these routes behind HTTP Basic auth."
       ))
     var labelStudio = false
 
@@ -155,10 +155,17 @@
         let url =
           labelStudioURL ?? environment["LABEL_STUDIO_URL"] ?? environment["LABEL_STUDIO_HOST"]
         let files = labelStudioFiles ?? environment["LOCAL_FILES_DOCUMENT_ROOT"]
+        // As label-studio-ml-backend: both set, and its routes require HTTP Basic auth.
+        var basicAuth: LabelStudioSettings.BasicAuth?
+        if let user = environment["BASIC_AUTH_USER"], let password = environment["BASIC_AUTH_PASS"],
+          !user.isEmpty
+        {
+          basicAuth = .init(user: user, password: password)
+        }
         c.labelStudio = LabelStudioSettings(
           url: url.flatMap(URL.init(string:)),
           apiKey: environment["LABEL_STUDIO_API_KEY"] ?? environment["LABEL_STUDIO_ACCESS_TOKEN"],
-          localFilesRoot: files.map { URL(fileURLWithPath: $0) })
+          localFilesRoot: files.map { URL(fileURLWithPath: $0) }, basicAuth: basicAuth)
       }
       return c
     }

@@ -7,6 +7,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
+import Synchronization
 import TestSupport
 import Testing
 
@@ -168,21 +169,24 @@ extension ServerTests {
     }
 
     /// Task images Label Studio serves over HTTP (uploads), fetched with the API key: a legacy
-    /// token as `Token`, a personal access token exchanged at /api/token/refresh/ for `Bearer`.
+    /// token as `Token`, a personal access token exchanged at /api/token/refresh/ for `Bearer`
+    /// (here the first access token has already expired: refused, then replaced).
     @Test(arguments: ["legacy-key", "header.payload.signature"])
     func uploadedImagesAreFetchedWithTheToken(key: String) async throws {
       let png = try TestServer.coffeePNG()
+      let issued = Atomic<Int>(0)
       let fake = Router()
       fake.post("/api/token/refresh/") { request, context -> Response in
         let body = try await request.body.collect(upTo: 1 << 16)
         let object = try JSONSerialization.jsonObject(with: Data(buffer: body)) as? [String: Any]
         guard object?["refresh"] as? String == key else { return Response(status: .unauthorized) }
+        let n = issued.add(1, ordering: .relaxed).newValue
         return Response(
           status: .ok, headers: [.contentType: "application/json"],
-          body: .init(byteBuffer: ByteBuffer(string: #"{"access": "short-lived"}"#)))
+          body: .init(byteBuffer: ByteBuffer(string: #"{"access": "access-\#(n)"}"#)))
       }
       fake.get("/data/upload/3/coffee.png") { request, _ -> Response in
-        let expected = key.contains(".") ? "Bearer short-lived" : "Token \(key)"
+        let expected = key.contains(".") ? "Bearer access-2" : "Token \(key)"
         guard request.headers[.authorization] == expected else {
           return Response(status: .unauthorized)
         }
@@ -222,6 +226,30 @@ extension ServerTests {
           #expect(refused.status == .badRequest && refused.apiError?.code == "image_unreachable")
           #expect(refused.apiError?.message.contains("401") == true)
         }
+      }
+    }
+
+    /// With BASIC_AUTH_USER / BASIC_AUTH_PASS the backend's routes need those credentials; the
+    /// API's own routes do not change.
+    @Test func basicAuthGuardsTheBackendRoutes() async throws {
+      let configuration = TestServer.configuration {
+        $0.labelStudio = LabelStudioSettings(basicAuth: .init(user: "ls", password: "s3cret"))
+      }
+      try await TestServer.withClient(.router, configuration) { client, _ in
+        let none = try await client.execute(uri: "/health", method: .get)
+        #expect(none.status == .unauthorized)
+        #expect(none.headers[.wwwAuthenticate] == #"Basic realm="Login required""#)
+        let wrong = try await client.execute(
+          uri: "/health", method: .get,
+          headers: [.authorization: "Basic " + Data("ls:guess".utf8).base64EncodedString()])
+        #expect(wrong.status == .unauthorized)
+        let right = try await client.execute(
+          uri: "/health", method: .get,
+          headers: [.authorization: "Basic " + Data("ls:s3cret".utf8).base64EncodedString()])
+        #expect(right.status == .ok)
+        let setup = try await client.postJSON("/setup", #"{"project": "1.2", "schema": ""}"#)
+        #expect(setup.status == .unauthorized)
+        #expect(try await client.execute(uri: "/v1/health", method: .get).status == .ok)
       }
     }
 
