@@ -18,7 +18,7 @@ enum WebAssets {
       <label class="button primary" for="file" title="Open a PNG or JPEG (O)">Open image…</label>
       <input type="file" id="file" accept="image/png,image/jpeg" hidden>
       <div class="tools">
-        <button id="undo" title="Undo the last prompt (Ctrl+Z)" disabled>Undo</button>
+        <button id="undo" title="Undo the last prompt, or the last kept mask (Ctrl+Z)" disabled>Undo</button>
         <button id="clear" title="Remove the prompts and the current mask (Esc)" disabled>Clear</button>
         <button id="keep" title="Keep the current mask as an annotation (Enter)" disabled>Keep mask</button>
         <button id="everything" title="Run the automatic mask generator on the whole image" disabled>Segment everything</button>
@@ -42,6 +42,13 @@ enum WebAssets {
           <div id="candidates"></div>
           <label class="check"><input type="checkbox" id="always-multi"> three candidates for every prompt</label>
         </div>
+        <h2>Classes</h2>
+        <div id="classes" role="radiogroup" aria-label="Class of the next annotation"></div>
+        <form id="add-class" class="add-class">
+          <input id="class-name" placeholder="new class" aria-label="New class name" maxlength="60">
+          <input type="color" id="class-color" aria-label="Colour of the new class" value="#3cb44b">
+          <button type="submit">Add</button>
+        </form>
         <h2>Annotations <span id="annotation-count">0</span></h2>
         <ol id="annotations"></ol>
         <p id="other-annotations" class="help"></p>
@@ -51,7 +58,7 @@ enum WebAssets {
           <label>predicted IoU threshold <input type="number" id="iou-thresh" min="0" max="1" step="0.01" value="0.88"></label>
           <label>stability threshold <input type="number" id="stability-thresh" min="0" max="1" step="0.01" value="0.95"></label>
         </details>
-        <p class="help">Keys: <kbd>1</kbd>–<kbd>3</kbd> candidate, <kbd>Enter</kbd> keep, <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo, <kbd>Esc</kbd> clear.</p>
+        <p class="help">Keys: <kbd>1</kbd>–<kbd>3</kbd> candidate, <kbd>Enter</kbd> keep, <kbd>Ctrl</kbd>+<kbd>Z</kbd> undo (a prompt, or the last keep), <kbd>Esc</kbd> clear.</p>
       </aside>
     </main>
     <script src="/app.js"></script>
@@ -82,7 +89,9 @@ enum WebAssets {
       candidate: 0,
       layer: null,         // canvas with the current mask drawn
       maskPixels: 0,
-      annotations: [],     // {segmentation, area, bbox (COCO), score, source, layer, color}
+      annotations: [],     // {segmentation, area, bbox (COCO), score, source, layer, color, category}
+      classes: [{ name: "object", color: PALETTE[0] }],  // the COCO categories, in order
+      classIndex: 0,       // the class the next annotation gets
       imageKey: null,      // which file the annotations belong to (fileKey)
       images: new Map(),   // fileKey → {name, width, height, annotations} of the other images opened
       opening: 0,          // the latest openFile call; an older one that finishes late gives way
@@ -211,7 +220,7 @@ enum WebAssets {
         sw.className = "swatch";
         sw.style.background = `rgb(${a.color.join(",")})`;
         li.appendChild(sw);
-        li.appendChild(document.createTextNode(`${a.source}, ${a.area} px`));
+        li.appendChild(document.createTextNode(`${a.category}: ${a.source}, ${a.area} px`));
         const del = document.createElement("button");
         del.textContent = "×";
         del.title = "Remove this annotation";
@@ -420,9 +429,49 @@ enum WebAssets {
       return area > 0 ? [box[0], box[1], box[2] + 1, box[3] + 1] : [0, 0, 0, 0];
     }
 
+    // Kept masks take the chosen class and its colour; everything-mode masks, which are many
+    // and unlabelled, take the class too but a colour each, so that they stay apart.
     function addAnnotation(segmentation, area, bbox, score, source) {
-      const color = PALETTE[state.annotations.length % PALETTE.length];
-      state.annotations.push({ segmentation, area, bbox, score, source, color, layer: maskLayer(segmentation, color, 115) });
+      const cls = state.classes[state.classIndex];
+      const color = source === "everything" ? PALETTE[state.annotations.length % PALETTE.length] : cls.color;
+      state.annotations.push({ segmentation, area, bbox, score, source, color, category: cls.name, layer: maskLayer(segmentation, color, 115) });
+    }
+
+    // ---------------------------------------------------------------- classes
+
+    function hexColor(rgb) {
+      return "#" + rgb.map((v) => v.toString(16).padStart(2, "0")).join("");
+    }
+
+    function addClass(name, color) {
+      name = name.trim();
+      if (!name) return false;
+      const existing = state.classes.findIndex((c) => c.name === name);
+      if (existing >= 0) { state.classIndex = existing; renderClasses(); return false; }
+      state.classes.push({ name, color });
+      state.classIndex = state.classes.length - 1;
+      renderClasses();
+      return true;
+    }
+
+    function renderClasses() {
+      const list = $("classes");
+      list.replaceChildren();
+      state.classes.forEach((c, i) => {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "class" + (i === state.classIndex ? " selected" : "");
+        b.setAttribute("role", "radio");
+        b.setAttribute("aria-checked", String(i === state.classIndex));
+        const sw = document.createElement("span");
+        sw.className = "swatch";
+        sw.style.background = hexColor(c.color);
+        b.appendChild(sw);
+        b.appendChild(document.createTextNode(c.name));
+        b.onclick = () => { state.classIndex = i; renderClasses(); };
+        list.appendChild(b);
+      });
+      $("class-color").value = hexColor(PALETTE[state.classes.length % PALETTE.length]);
     }
 
     // ---------------------------------------------------------------- prompts
@@ -470,9 +519,17 @@ enum WebAssets {
       updateControls();
     });
 
+    // The history holds prompt snapshots and, after a keep, the kept annotation with the prompts
+    // that made it: undoing a keep takes the annotation back and shows its mask again.
     function undo() {
       const previous = state.history.pop();
       if (!previous) return;
+      if (previous.kept) {
+        const i = state.annotations.indexOf(previous.kept);
+        if (i >= 0) state.annotations.splice(i, 1);
+        state.history = previous.history;
+        setStatus("Took the last kept mask back.", "ready");
+      }
       state.points = previous.points;
       state.box = previous.box;
       segment(false);
@@ -488,7 +545,8 @@ enum WebAssets {
       if (!state.result || !state.layer) return;
       const m = state.result.masks[state.candidate];
       addAnnotation(m.segmentation, m.area, m.bbox, m.score, "kept");
-      state.points = []; state.box = null; state.history = []; state.result = null; state.layer = null; state.maskPixels = 0;
+      const kept = { kept: state.annotations[state.annotations.length - 1], points: state.points, box: state.box, history: state.history };
+      state.points = []; state.box = null; state.history = [kept]; state.result = null; state.layer = null; state.maskPixels = 0;
       state.seq++;
       redraw();
       updateControls();
@@ -526,19 +584,22 @@ enum WebAssets {
       const current = state.annotations.map((a) => a);
       if (state.result && state.layer) {
         const m = state.result.masks[state.candidate];
-        current.push({ segmentation: m.segmentation, area: m.area, bbox: m.bbox, score: m.score });
+        current.push({ segmentation: m.segmentation, area: m.area, bbox: m.bbox, score: m.score, category: state.classes[state.classIndex].name });
       }
       const images = [{ name: state.file ? state.file.name : "image", width: state.width, height: state.height, annotations: current }]
         .concat(otherImages());
+      // Every class defined, then any other name an annotation carries, numbered from 1.
+      const names = state.classes.map((c) => c.name);
+      images.forEach((image) => image.annotations.forEach((a) => { if (!names.includes(a.category)) names.push(a.category); }));
       const annotations = [];
       images.forEach((image, i) => image.annotations.forEach((a) => annotations.push({
-        id: annotations.length + 1, image_id: i + 1, category_id: 1, segmentation: a.segmentation,
-        area: a.area, bbox: a.bbox, iscrowd: 0, score: a.score,
+        id: annotations.length + 1, image_id: i + 1, category_id: names.indexOf(a.category) + 1,
+        segmentation: a.segmentation, area: a.area, bbox: a.bbox, iscrowd: 0, score: a.score,
       })));
       return {
         info: { description: "evsam annotations", date_created: new Date().toISOString() },
         images: images.map((image, i) => ({ id: i + 1, file_name: image.name, width: image.width, height: image.height })),
-        categories: [{ id: 1, name: "object", supercategory: "object" }],
+        categories: names.map((name, i) => ({ id: i + 1, name, supercategory: name })),
         annotations,
       };
     }
@@ -557,6 +618,13 @@ enum WebAssets {
     $("everything").onclick = everything;
     $("download-png").onclick = downloadMask;
     $("download-coco").onclick = downloadCOCO;
+    $("add-class").addEventListener("submit", (e) => {
+      e.preventDefault();
+      const hex = $("class-color").value;
+      const rgb = [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16));
+      if (addClass($("class-name").value, rgb)) $("class-name").value = "";
+    });
+    renderClasses();
     $("always-multi").onchange = () => segment(false);
 
     const stage = $("stage");
@@ -636,6 +704,11 @@ enum WebAssets {
     #annotations { padding-left: 20px; margin: 0; max-height: 40vh; overflow-y: auto; }
     #annotations li { margin: 2px 0; }
     #annotations .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }
+    #classes { display: flex; flex-wrap: wrap; gap: 4px; }
+    #classes .class.selected { outline: 2px solid rgb(30, 144, 255); }
+    #classes .swatch { display: inline-block; width: 10px; height: 10px; border-radius: 2px; margin-right: 6px; vertical-align: middle; }
+    .add-class { display: flex; gap: 4px; margin: 6px 0 10px; }
+    #class-name { flex: 1; min-width: 0; }
     #annotations button { padding: 0 6px; margin-left: 6px; font-size: 11px; }
     details label { display: flex; justify-content: space-between; margin: 4px 0; font-size: 12px; }
     details input { width: 70px; }

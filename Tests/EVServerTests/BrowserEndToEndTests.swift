@@ -156,6 +156,7 @@ extension ServerTests {
           try browser.screenshot().write(to: folder.appendingPathComponent("page-everything.png"))
 
           try Self.checkAnnotationsSurvive(browser, pagePoint: pagePoint, folder: downloads)
+          try Self.checkClassesAndUndoingAKeep(browser, pagePoint: pagePoint)
         }
         // The screenshots are real PNGs of the page.
         for name in ["page-after-click.png", "page-everything.png"] {
@@ -178,16 +179,23 @@ extension ServerTests {
       }
       struct Annotation: Decodable {
         var imageID: Int
+        var categoryID: Int
         var segmentation: RLE
         var bbox: [Double]
 
         enum CodingKeys: String, CodingKey {
           case segmentation, bbox
           case imageID = "image_id"
+          case categoryID = "category_id"
         }
+      }
+      struct Category: Decodable {
+        var id: Int
+        var name: String
       }
       var images: [Image]
       var annotations: [Annotation]
+      var categories: [Category]
     }
 
     static func coco(_ browser: ChromiumSession) throws -> COCOExport {
@@ -275,6 +283,49 @@ extension ServerTests {
       )
       #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == count)
       #expect(try coco(browser).images.count == 1)
+    }
+
+    /// Label classes: a class added in the side panel becomes the class of the next kept mask
+    /// and a category of the COCO download; Undo after a keep takes the annotation back and
+    /// shows its prompt and mask again.
+    static func checkClassesAndUndoingAKeep(
+      _ browser: ChromiumSession, pagePoint: (Double, Double) throws -> (x: Double, y: Double)
+    ) throws {
+      let count = try #require(try browser.evaluate("evsamTest.state.annotations.length") as? Int)
+      _ = try browser.evaluate(
+        "document.getElementById('class-name').value = 'cup'; document.getElementById('add-class').requestSubmit()"
+      )
+      #expect(
+        try browser.evaluate("evsamTest.state.classes.map(c => c.name)") as? [String]
+          == ["object", "cup"])
+      #expect(try browser.evaluate("evsamTest.state.classIndex") as? Int == 1)
+      #expect(
+        try browser.evaluate("document.querySelectorAll('#classes button').length") as? Int == 2)
+      #expect(
+        try browser.evaluate("document.querySelector('#classes .selected').textContent") as? String
+          == "cup")
+
+      try browser.mouse(at: try pagePoint(300, 200))
+      try browser.waitUntil(
+        "evsamTest.state.layer !== null && document.body.dataset.status === 'ready'")
+      _ = try browser.evaluate("document.activeElement.blur()")
+      try browser.pressEnter()
+      try browser.waitUntil("evsamTest.state.annotations.length === \(count + 1)")
+      #expect(
+        try browser.evaluate("evsamTest.state.annotations[\(count)].category") as? String == "cup")
+      let document = try coco(browser)
+      #expect(document.categories.map(\.name) == ["object", "cup"])
+      #expect(document.categories.map(\.id) == [1, 2])
+      #expect(document.annotations.last?.categoryID == 2)
+      #expect(document.annotations.dropLast().allSatisfy { $0.categoryID == 1 })
+
+      // Undo: the kept mask leaves the list and is on screen again with its click.
+      _ = try browser.evaluate("document.getElementById('undo').click()")
+      try browser.waitUntil(
+        "evsamTest.state.annotations.length === \(count) && evsamTest.state.layer !== null && document.body.dataset.status === 'ready'"
+      )
+      #expect(try browser.evaluate("evsamTest.state.points.length") as? Int == 1)
+      #expect(try coco(browser).annotations.count == count + 1, "the mask shown is exported too")
     }
 
     /// Waits until every file exists with its final size (downloads are written in place).
