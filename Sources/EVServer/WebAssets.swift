@@ -15,8 +15,14 @@ enum WebAssets {
     <body data-status="empty" data-mask-pixels="0">
     <header>
       <h1>evsam</h1>
-      <label class="button primary" for="file" title="Open a PNG or JPEG (O)">Open image…</label>
-      <input type="file" id="file" accept="image/png,image/jpeg" hidden>
+      <label class="button primary" for="file" title="Open one or several PNG or JPEG images (O)">Open images…</label>
+      <input type="file" id="file" accept="image/png,image/jpeg" multiple hidden>
+      <div class="tools">
+        <button id="previous" title="The previous image of those opened (←)" disabled>‹</button>
+        <span id="image-position" class="position"></span>
+        <button id="next" title="The next image of those opened (→)" disabled>›</button>
+        <button id="fit" title="Fit the image in the view again (0); the wheel zooms, a middle-button or Space drag pans" disabled>Fit</button>
+      </div>
       <div class="tools">
         <button id="undo" title="Undo the last prompt, or the last kept mask (Ctrl+Z)" disabled>Undo</button>
         <button id="clear" title="Remove the prompts and the current mask (Esc)" disabled>Clear</button>
@@ -96,6 +102,11 @@ enum WebAssets {
       images: new Map(),   // fileKey → {name, width, height, annotations} of the other images opened
       opening: 0,          // the latest openFile call; an older one that finishes late gives way
       everythingRequests: 0,
+      queue: [],           // the files opened together, shown one at a time
+      queueIndex: 0,
+      zoom: { s: 1, tx: 0, ty: 0 },  // the view's scale and shift (CSS transform)
+      pan: null,
+      space: false,
       drag: null,
       seq: 0,
       pending: 0,
@@ -189,6 +200,10 @@ enum WebAssets {
       $("clear").disabled = !hasPrompt && !state.layer;
       $("keep").disabled = !state.layer;
       $("everything").disabled = !ready;
+      $("previous").disabled = state.queueIndex <= 0;
+      $("next").disabled = state.queueIndex >= state.queue.length - 1;
+      $("image-position").textContent = state.queue.length > 1 ? `${state.queueIndex + 1} / ${state.queue.length}` : "";
+      $("fit").disabled = state.zoom.s === 1 && state.zoom.tx === 0 && state.zoom.ty === 0;
       $("download-png").disabled = !state.layer;
       const others = otherImages();
       const otherCount = others.reduce((n, i) => n + i.annotations.length, 0);
@@ -491,9 +506,18 @@ enum WebAssets {
     view.addEventListener("mousedown", (e) => {
       if (state.imageId === null) return;
       e.preventDefault();
+      if (e.button === 1 || state.space) {
+        state.pan = { x: e.clientX, y: e.clientY };
+        return;
+      }
       state.drag = { start: imagePoint(e), screen: [e.clientX, e.clientY], button: e.button, shift: e.shiftKey, box: null };
     });
     window.addEventListener("mousemove", (e) => {
+      if (state.pan) {
+        setZoom(state.zoom.s, state.zoom.tx + e.clientX - state.pan.x, state.zoom.ty + e.clientY - state.pan.y);
+        state.pan = { x: e.clientX, y: e.clientY };
+        return;
+      }
       const d = state.drag;
       if (!d || d.button !== 0) return;
       if (!d.box && Math.hypot(e.clientX - d.screen[0], e.clientY - d.screen[1]) < 5) return;
@@ -502,6 +526,7 @@ enum WebAssets {
       redraw();
     });
     window.addEventListener("mouseup", (e) => {
+      if (state.pan) { state.pan = null; return; }
       const d = state.drag;
       if (!d) return;
       state.drag = null;
@@ -609,9 +634,56 @@ enum WebAssets {
       download(new Blob([json], { type: "application/json" }), `${state.fileName}_coco.json`);
     }
 
+    // ---------------------------------------------------------------- zoom, pan, several images
+
+    // The view is scaled and shifted by a CSS transform about its centre; prompts still map
+    // to image pixels through its on-screen rectangle (imagePoint).
+    function setZoom(s, tx, ty) {
+      state.zoom = { s, tx, ty };
+      view.style.transform = s === 1 && tx === 0 && ty === 0 ? "" : `translate(${tx}px, ${ty}px) scale(${s})`;
+      updateControls();
+    }
+
+    // Zooms by `factor` keeping the image point under (x, y) on the page where it is.
+    function zoomAt(factor, x, y) {
+      const z = state.zoom;
+      const s = Math.min(Math.max(z.s * factor, 1), 32);
+      const k = s / z.s;
+      const r = view.getBoundingClientRect();
+      // The transform's origin (the view's centre before the transform) on the page.
+      const cx = r.left + r.width / 2 - z.tx, cy = r.top + r.height / 2 - z.ty;
+      setZoom(s, x - cx - k * (x - cx - z.tx), y - cy - k * (y - cy - z.ty));
+    }
+
+    $("stage").addEventListener("wheel", (e) => {
+      if (state.imageId === null) return;
+      e.preventDefault();
+      zoomAt(Math.exp(-e.deltaY / 500), e.clientX, e.clientY);
+    }, { passive: false });
+
+    function openQueue(files) {
+      const images = [...files];
+      if (images.length === 0) return;
+      state.queue = images;
+      state.queueIndex = 0;
+      setZoom(1, 0, 0);
+      openFile(images[0]);
+    }
+
+    function step(delta) {
+      const i = state.queueIndex + delta;
+      if (i < 0 || i >= state.queue.length) return;
+      state.queueIndex = i;
+      setZoom(1, 0, 0);
+      openFile(state.queue[i]);
+    }
+
     // ---------------------------------------------------------------- wiring
 
-    $("file").addEventListener("change", (e) => openFile(e.target.files[0]));
+    $("file").addEventListener("change", (e) => openQueue(e.target.files));
+    $("previous").onclick = () => step(-1);
+    $("next").onclick = () => step(1);
+    $("fit").onclick = () => setZoom(1, 0, 0);
     $("undo").onclick = undo;
     $("clear").onclick = clearPrompts;
     $("keep").onclick = keep;
@@ -633,9 +705,10 @@ enum WebAssets {
     stage.addEventListener("drop", (e) => {
       e.preventDefault();
       stage.classList.remove("dragover");
-      openFile(e.dataTransfer.files[0]);
+      openQueue(e.dataTransfer.files);
     });
 
+    window.addEventListener("keyup", (e) => { if (e.key === " ") state.space = false; });
     window.addEventListener("keydown", (e) => {
       if (e.target instanceof HTMLInputElement) return;
       // Enter on a focused control presses that control; keeping the mask as well would make
@@ -645,6 +718,10 @@ enum WebAssets {
       else if (e.key === "Escape") clearPrompts();
       else if (e.key === "Enter") { e.preventDefault(); keep(); }
       else if (e.key === "o") $("file").click();
+      else if (e.key === "ArrowLeft") step(-1);
+      else if (e.key === "ArrowRight") step(1);
+      else if (e.key === "0") setZoom(1, 0, 0);
+      else if (e.key === " ") { state.space = true; e.preventDefault(); }
       else if (/^[1-3]$/.test(e.key)) chooseCandidate(Number(e.key) - 1);
     });
 
@@ -690,6 +767,7 @@ enum WebAssets {
     #stage { flex: 1; position: relative; display: flex; align-items: center; justify-content: center; padding: 12px; min-width: 0; overflow: hidden; }
     #stage.dragover { outline: 3px dashed #3b82f6; outline-offset: -10px; }
     #view { max-width: 100%; max-height: 100%; box-shadow: 0 1px 6px rgba(0,0,0,0.25); background: #fff; cursor: crosshair; }
+    .position { color: #cbd5e1; font-size: 13px; min-width: 3em; text-align: center; }
     #stage.empty #view { display: none; }
     #drop-hint { text-align: center; color: #5b6474; max-width: 420px; }
     #stage:not(.empty) #drop-hint { display: none; }

@@ -144,6 +144,17 @@ extension ServerTests {
           #expect(annotations.count == 1 && annotations.first?["area"] as? Int == boxMaskPixels)
           #expect(
             (coco["images"] as? [[String: Any]])?.first?["file_name"] as? String == "coffee.jpg")
+          // pycocotools loads the download and decodes its mask to the same pixels.
+          let script = """
+            import contextlib, json, sys
+            from pycocotools.coco import COCO
+            with contextlib.redirect_stdout(sys.stderr):  # COCO() reports its loading on stdout
+                coco = COCO(sys.argv[1])
+            print(json.dumps([int(coco.annToMask(a).sum()) for a in coco.loadAnns(coco.getAnnIds())]))
+            """
+          let areas = try JSONDecoder().decode(
+            [Int].self, from: PythonTools.run(script, arguments: [cocoFile.path]))
+          #expect(areas == [boxMaskPixels])
           _ = try browser.evaluate("document.getElementById('keep').click()")
           #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == 1)
 
@@ -157,6 +168,7 @@ extension ServerTests {
 
           try Self.checkAnnotationsSurvive(browser, pagePoint: pagePoint, folder: downloads)
           try Self.checkClassesAndUndoingAKeep(browser, pagePoint: pagePoint)
+          try Self.checkZoomAndSeveralImages(browser, pagePoint: pagePoint)
         }
         // The screenshots are real PNGs of the page.
         for name in ["page-after-click.png", "page-everything.png"] {
@@ -326,6 +338,61 @@ extension ServerTests {
       )
       #expect(try browser.evaluate("evsamTest.state.points.length") as? Int == 1)
       #expect(try coco(browser).annotations.count == count + 1, "the mask shown is exported too")
+    }
+
+    /// The wheel zooms about the cursor and clicks still land on the image pixel under them;
+    /// several files opened together are visited with Next and Previous, each keeping its own
+    /// annotations.
+    static func checkZoomAndSeveralImages(
+      _ browser: ChromiumSession, pagePoint: (Double, Double) throws -> (x: Double, y: Double)
+    ) throws {
+      _ = try browser.evaluate("document.getElementById('clear').click()")
+      try browser.waitUntil(
+        "evsamTest.state.layer === null && document.body.dataset.status === 'ready'")
+      let before = try pagePoint(300, 200)
+      _ = try browser.evaluate(
+        "document.getElementById('stage').dispatchEvent(new WheelEvent('wheel', {deltaY: -600, clientX: \(before.x), clientY: \(before.y), bubbles: true, cancelable: true}))"
+      )
+      let scale = try #require(try browser.evaluate("evsamTest.state.zoom.s") as? Double)
+      #expect(scale > 2)
+      // The point under the cursor stayed put.
+      let after = try pagePoint(300, 200)
+      #expect(abs(after.x - before.x) < 1 && abs(after.y - before.y) < 1, "\(before) → \(after)")
+      try browser.mouse(at: try pagePoint(250, 150))
+      try browser.waitUntil(
+        "evsamTest.state.points.length === 1 && document.body.dataset.status === 'ready'")
+      let p = try #require(
+        try browser.evaluate("[evsamTest.state.points[0].x, evsamTest.state.points[0].y]")
+          as? [Double])
+      #expect(abs(p[0] - 250) < 1 && abs(p[1] - 150) < 1, "\(p)")
+      _ = try browser.evaluate("document.getElementById('fit').click()")
+      #expect(try browser.evaluate("evsamTest.state.zoom.s") as? Double == 1)
+      _ = try browser.evaluate("document.getElementById('clear').click()")
+      try browser.waitUntil(
+        "evsamTest.state.layer === null && document.body.dataset.status === 'ready'")
+
+      // Two images at once: the first opens, Next and Previous move between them.
+      let kept = try #require(try browser.evaluate("evsamTest.state.annotations.length") as? Int)
+      try browser.setFiles(
+        selector: "#file",
+        paths: [TestServer.exampleJPEG.path, try Fixtures.url("images/chelsea.png").path])
+      try browser.waitUntil(
+        "evsamTest.state.queue.length === 2 && evsamTest.state.file.name === 'coffee.jpg' && evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'"
+      )
+      #expect(
+        try browser.evaluate("document.getElementById('image-position').textContent") as? String
+          == "1 / 2")
+      #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == kept)
+      _ = try browser.evaluate("document.getElementById('next').click()")
+      try browser.waitUntil(
+        "evsamTest.state.file.name === 'chelsea.png' && evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'"
+      )
+      #expect(try browser.evaluate("document.getElementById('next').disabled") as? Bool == true)
+      _ = try browser.evaluate("document.getElementById('previous').click()")
+      try browser.waitUntil(
+        "evsamTest.state.file.name === 'coffee.jpg' && evsamTest.state.imageId !== null && document.body.dataset.status === 'ready'"
+      )
+      #expect(try browser.evaluate("evsamTest.state.annotations.length") as? Int == kept)
     }
 
     /// Waits until every file exists with its final size (downloads are written in place).

@@ -144,6 +144,11 @@ final class ChromiumSession {
 
   /// Puts a file into an `<input type=file>`, as a person choosing it would.
   func setFile(selector: String, path: String) throws {
+    try setFiles(selector: selector, paths: [path])
+  }
+
+  /// Chooses several files in a file input, as a multiple selection does.
+  func setFiles(selector: String, paths: [String]) throws {
     let document = try send("DOM.getDocument", [:])
     guard let root = (document["root"] as? [String: Any])?["nodeId"] as? Int else {
       throw Failure(description: "no document")
@@ -152,7 +157,7 @@ final class ChromiumSession {
     guard let nodeID = node["nodeId"] as? Int, nodeID != 0 else {
       throw Failure(description: "no element \(selector)")
     }
-    _ = try send("DOM.setFileInputFiles", ["files": [path], "nodeId": nodeID])
+    _ = try send("DOM.setFileInputFiles", ["files": paths, "nodeId": nodeID])
   }
 
   /// Lets the page's downloads land in `folder` (by their own names).
