@@ -262,7 +262,8 @@ struct EverythingCommand: ParsableCommand {
             "\(label): crop \(p.crop + 1)/\(p.crops), batch \(p.batchesDone)/\(p.batches), \(p.masksSoFar) masks kept"
           )
         }
-        try write(result, image: picture, job: job, settings: settings, run: run)
+        try write(
+          result, image: picture, job: job, settings: settings, run: run, isFolder: isFolder)
         totalMasks += result.masks.count
         let t = result.timing
         progress.finish(
@@ -292,7 +293,7 @@ struct EverythingCommand: ParsableCommand {
   /// PNGs it refers to, and the overlay.
   private func write(
     _ result: MaskGeneration, image: RGBImage, job: (image: URL, json: URL, overlay: URL?),
-    settings: MaskGeneratorSettings, run: EverythingRun
+    settings: MaskGeneratorSettings, run: EverythingRun, isFolder: Bool
   ) throws {
     if let overlayURL = job.overlay {
       // Largest first, so small masks stay visible on top (as SAM's notebooks draw them).
@@ -302,9 +303,7 @@ struct EverythingCommand: ParsableCommand {
         colors: order.map { OverlayStyle.color($0) })
       try writeFile(picture.pngData(), to: overlayURL)
     }
-    var isFolder: ObjCBool = false
-    _ = FileManager.default.fileExists(atPath: input, isDirectory: &isFolder)
-    if !isFolder.boolValue && exportOptions.format != .sam {
+    if !isFolder && exportOptions.format != .sam {
       let annotated = AnnotatedImage(
         fileName: job.image.lastPathComponent, width: image.width, height: image.height,
         annotations: result.masks.map {
@@ -424,8 +423,6 @@ func completeOutput(_ json: URL) -> [String: Any]? {
   else { return nil }
   return object
 }
-
-private func milliseconds(_ d: Duration) -> Double { d.seconds * 1000 }
 
 /// A progress line on stderr: rewritten in place on a terminal; in a log, a plain line at
 /// most every few seconds so long runs show life without flooding it.

@@ -405,4 +405,5 @@ func checkWritableFile(_ path: String) throws {
   }
 }
 
-private func milliseconds(_ d: Duration) -> Double { d.seconds * 1000 }
+/// `d` in milliseconds, as the commands' JSON reports times.
+func milliseconds(_ d: Duration) -> Double { d.seconds * 1000 }
